@@ -1,0 +1,67 @@
+"""Constants, default paths and the training configuration.
+
+Everything that several modules agree on lives here: the image geometry, the
+split sizes, where data and models go by default, and ``TrainConfig``, the
+frozen record of one training run's hyperparameters.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+IMAGE_SIDE = 28
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784
+NUM_CLASSES = 10
+TRAIN_SIZE = 50_000  # first 50,000 images of the 60,000-image training file
+VALIDATION_SIZE = 10_000  # the last 10,000 images of that file
+TEST_SIZE = 10_000  # the t10k file
+
+DATA_ENV = "MNIST_NN_DATA"
+MIRROR_ENV = "MNIST_NN_MIRROR"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The checkout this package lives in, or the working directory if installed elsewhere."""
+    root = _PACKAGE_DIR.parent
+    if (root / "pyproject.toml").is_file():
+        return root
+    return Path.cwd()
+
+
+def default_data_dir() -> Path:
+    """``$MNIST_NN_DATA`` if set, else the project's ``data/`` folder."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    return project_root() / "data"
+
+
+def default_models_dir() -> Path:
+    """The git-ignored ``models/`` folder beside ``data/``."""
+    return project_root() / "models"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (Nielsen's chapter-1 defaults).
+
+    ``sizes`` includes the input and output layers, e.g. ``(784, 30, 10)``.
+    """
+
+    sizes: tuple[int, ...] = (IMAGE_PIXELS, 30, NUM_CLASSES)  # one hidden layer of 30
+    epochs: int = 30  # passes over the 50,000 training images
+    batch_size: int = 10  # examples per gradient step
+    eta: float = 3.0  # learning rate; gradients are batch means
+    seed: int = 12345  # one seed drives initialization and every shuffle
+    dtype: str = "float32"  # training dtype; same accuracy as float64, faster
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        d = asdict(self)
+        d["sizes"] = list(self.sizes)
+        return d

@@ -59,6 +59,8 @@ class TrainConfig:
     eta: float = 3.0  # learning rate; gradients are batch means
     seed: int = 12345  # one seed drives initialization and every shuffle
     dtype: str = "float32"  # training dtype; same accuracy as float64, faster
+    activation: str = "sigmoid"  # activation of every layer
+    cost: str = "quadratic"  # Nielsen's chapter-1 cost, 1/(2n) sum ||a - y||^2
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""

@@ -1,0 +1,239 @@
+"""MNIST as arrays: the IDX parser, Nielsen's 50,000 / 10,000 / 10,000 split and his loaders.
+
+``load_mnist`` is the array API the package uses: it makes sure the four files
+are in the cache (downloading and verifying them if needed, see
+``mnist_nn.download``), parses them and returns a ``MnistData`` with three
+``Split``\\ s. ``load_data``, ``load_data_wrapper`` and ``vectorized_result``
+give the same data in the shapes of Michael Nielsen's ``mnist_loader``.
+
+The split is Nielsen's, with no shuffling: ``train`` is the first 50,000
+images of the 60,000-image training file, ``validation`` its last 10,000, and
+``test`` the 10,000-image t10k file. Images are rows of 784 pixels scaled to
+[0, 1]; labels are integers 0-9 in every split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from mnist_nn.config import (
+    IMAGE_PIXELS,
+    IMAGE_SIDE,
+    NUM_CLASSES,
+    TEST_SIZE,
+    TRAIN_SIZE,
+    VALIDATION_SIZE,
+)
+from mnist_nn.download import MNIST_FILES, FetchResult, ensure_mnist
+from mnist_nn.errors import DataFormatError
+
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+_IDX_UBYTE = 0x08
+_IDX_TYPE_NAMES = {
+    0x08: "ubyte",
+    0x09: "byte",
+    0x0B: "short",
+    0x0C: "int",
+    0x0D: "float",
+    0x0E: "double",
+}
+
+
+class Split(NamedTuple):
+    """One split: ``images`` (n, 784) float in [0, 1] and ``labels`` (n,) int64 in 0-9."""
+
+    images: npt.NDArray[np.floating[Any]]
+    labels: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:  # the number of examples, not the tuple's length
+        return int(self.labels.shape[0])
+
+
+class MnistData(NamedTuple):
+    """The three splits of MNIST and the SHA-256 digests of the files they came from."""
+
+    train: Split
+    validation: Split
+    test: Split
+    digests: dict[str, str]
+
+
+def parse_idx(raw: bytes, name: str = "IDX data", magic: int | None = None) -> npt.NDArray[np.uint8]:
+    """Parse an uncompressed IDX file of unsigned bytes.
+
+    The header is checked against the byte count before anything is allocated,
+    so a header that claims more data than the file holds costs nothing.
+
+    Args:
+        raw: the whole file's bytes.
+        name: how error messages name the file.
+        magic: the magic number to require (2051 images, 2049 labels), or None.
+
+    Returns:
+        A read-only uint8 array of the declared shape, viewing ``raw``.
+
+    Raises:
+        DataFormatError: bad magic, unsupported type, truncated or trailing bytes.
+    """
+    if len(raw) < 4:
+        raise DataFormatError(f"{name}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataFormatError(
+            f"{name}: not an IDX file: magic number starts with {raw[0]:#04x} {raw[1]:#04x}, expected 0x00 0x00"
+        )
+    type_code, ndim = raw[2], raw[3]
+    found_magic = int.from_bytes(raw[:4], "big")
+    if magic is not None and found_magic != magic:
+        raise DataFormatError(f"{name}: IDX magic number is {found_magic}, expected {magic}")
+    if type_code != _IDX_UBYTE:
+        kind = _IDX_TYPE_NAMES.get(type_code, f"unknown type code {type_code:#04x}")
+        raise DataFormatError(f"{name}: IDX element type is {kind}, expected ubyte (0x08)")
+    if ndim == 0:
+        raise DataFormatError(f"{name}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataFormatError(f"{name}: truncated IDX header: {len(raw)} bytes, expected at least {header}")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims, dtype=object))
+    if len(raw) < expected:
+        raise DataFormatError(
+            f"{name}: truncated IDX file: header declares shape {dims} ({expected} bytes), file has {len(raw)}"
+        )
+    if len(raw) > expected:
+        raise DataFormatError(f"{name}: {len(raw) - expected} trailing bytes after the IDX data of shape {dims}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def parse_images(raw: bytes, name: str = "images") -> npt.NDArray[np.uint8]:
+    """Parse an IDX image file into a (n, 784) uint8 array, checking 28x28 images."""
+    images = parse_idx(raw, name, IDX_IMAGES_MAGIC)
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise DataFormatError(f"{name}: expected images of shape (n, {IMAGE_SIDE}, {IMAGE_SIDE}), got {images.shape}")
+    return images.reshape(images.shape[0], IMAGE_PIXELS)
+
+
+def parse_labels(raw: bytes, name: str = "labels") -> npt.NDArray[np.uint8]:
+    """Parse an IDX label file into a (n,) uint8 array of digits 0-9."""
+    labels = parse_idx(raw, name, IDX_LABELS_MAGIC)
+    if labels.ndim != 1:
+        raise DataFormatError(f"{name}: expected labels of shape (n,), got {labels.shape}")
+    if labels.size and int(labels.max()) >= NUM_CLASSES:
+        raise DataFormatError(f"{name}: label {int(labels.max())} found, expected digits 0-9")
+    return labels
+
+
+def _scale(images: npt.NDArray[np.uint8], dtype: npt.DTypeLike) -> npt.NDArray[np.floating[Any]]:
+    """Pixels 0-255 to [0, 1] in ``dtype``, in one pass."""
+    out = np.empty(images.shape, dtype=dtype)
+    np.divide(images, 255.0, out=out, casting="unsafe")
+    return out
+
+
+def _pair(
+    images_file: FetchResult, labels_file: FetchResult, expected: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    images = parse_images(images_file.data, images_file.name)
+    labels = parse_labels(labels_file.data, labels_file.name)
+    if images.shape[0] != labels.shape[0]:
+        raise DataFormatError(
+            f"{images_file.name} holds {images.shape[0]} images but {labels_file.name} holds {labels.shape[0]} labels"
+        )
+    if images.shape[0] != expected:
+        raise DataFormatError(f"{images_file.name}: expected {expected} images, got {images.shape[0]}")
+    return images, labels
+
+
+def load_mnist(
+    data_dir: Path | None = None,
+    *,
+    mirror: str | None = None,
+    dtype: npt.DTypeLike = np.float32,
+    quiet: bool = True,
+) -> MnistData:
+    """Load MNIST in Nielsen's split, downloading and verifying it first if needed.
+
+    Args:
+        data_dir: the cache folder (default ``$MNIST_NN_DATA`` or the project's ``data/``).
+        mirror: a mirror to try first (URL or local folder); ``$MNIST_NN_MIRROR`` otherwise.
+        dtype: float32 (default) or float64 for the images.
+        quiet: hide download progress bars.
+
+    Returns:
+        ``MnistData`` with ``train`` (50,000), ``validation`` (10,000) and ``test``
+        (10,000) splits: images (n, 784) of ``dtype`` in [0, 1], labels (n,) int64.
+
+    Raises:
+        DownloadError: a file could not be fetched and verified.
+        DataFormatError: a verified file does not parse as MNIST (a wrong pinned file).
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"expected dtype float32 or float64, got {dtype}")
+    fetched = {f.name: f for f in ensure_mnist(data_dir, mirror=mirror, quiet=quiet)}
+    train_images, train_labels = _pair(
+        fetched["train-images-idx3-ubyte"],
+        fetched["train-labels-idx1-ubyte"],
+        TRAIN_SIZE + VALIDATION_SIZE,
+    )
+    test_images, test_labels = _pair(fetched["t10k-images-idx3-ubyte"], fetched["t10k-labels-idx1-ubyte"], TEST_SIZE)
+    full = _scale(train_images, dtype)  # the two training splits are views of one array
+    full_labels = train_labels.astype(np.int64)
+    return MnistData(
+        train=Split(full[:TRAIN_SIZE], full_labels[:TRAIN_SIZE]),
+        validation=Split(full[TRAIN_SIZE:], full_labels[TRAIN_SIZE:]),
+        test=Split(_scale(test_images, dtype), test_labels.astype(np.int64)),
+        digests={f.name: f.sha256 for f in MNIST_FILES},
+    )
+
+
+ArrayPair = tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.int64]]
+
+
+def load_data(
+    data_dir: Path | None = None, *, mirror: str | None = None, quiet: bool = True
+) -> tuple[ArrayPair, ArrayPair, ArrayPair]:
+    """Nielsen's ``load_data``: ``(training_data, validation_data, test_data)``.
+
+    Each is a pair ``(images, labels)``: images (n, 784) float32 in [0, 1] and
+    labels (n,) int64, with n = 50,000, 10,000 and 10,000.
+    """
+    data = load_mnist(data_dir, mirror=mirror, quiet=quiet)
+    return (
+        (data.train.images, data.train.labels),
+        (data.validation.images, data.validation.labels),
+        (data.test.images, data.test.labels),
+    )
+
+
+def vectorized_result(j: int) -> npt.NDArray[np.float64]:
+    """A (10, 1) one-hot column with 1.0 in row ``j``, as Nielsen's training targets."""
+    if not 0 <= j < NUM_CLASSES:
+        raise ValueError(f"expected a digit 0-9, got {j}")
+    e = np.zeros((NUM_CLASSES, 1))
+    e[j] = 1.0
+    return e
+
+
+WrappedTraining = list[tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.float64]]]
+WrappedEval = list[tuple[npt.NDArray[np.floating[Any]], int]]
+
+
+def load_data_wrapper(
+    data_dir: Path | None = None, *, mirror: str | None = None, quiet: bool = True
+) -> tuple[WrappedTraining, WrappedEval, WrappedEval]:
+    """Nielsen's ``load_data_wrapper``: lists of ``(x, y)`` tuples.
+
+    ``x`` is a (784, 1) column (a view, no copy). For training ``y`` is the
+    (10, 1) one-hot ``vectorized_result``; for validation and test it is the
+    integer label.
+    """
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = load_data(data_dir, mirror=mirror, quiet=quiet)
+    training = [(x.reshape(IMAGE_PIXELS, 1), vectorized_result(int(y))) for x, y in zip(tr_x, tr_y, strict=True)]
+    validation = [(x.reshape(IMAGE_PIXELS, 1), int(y)) for x, y in zip(va_x, va_y, strict=True)]
+    test = [(x.reshape(IMAGE_PIXELS, 1), int(y)) for x, y in zip(te_x, te_y, strict=True)]
+    return training, validation, test

@@ -1,0 +1,51 @@
+"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
+
+A reader never sees a half-written file, and a write that fails leaves any
+earlier file at the path untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Create ``path``'s folder if needed and write it atomically through ``write(file)``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+    def write(f: IO[bytes]) -> None:
+        f.write(text.encode("utf-8"))
+
+    atomic_write(path, write)
+
+
+def check_writable(path: Path) -> None:
+    """Raise OSError now if ``path`` could not be written later (its folder is created if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, expected a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+    os.close(fd)
+    Path(tmp_name).unlink()

@@ -1,0 +1,61 @@
+"""Shared fixtures: synthetic IDX files and the real MNIST data from the local mirror.
+
+Real-data tests run whenever ``MNIST_NN_MIRROR`` is set (CI points it at
+``../shared/mnist``). Without it they are skipped with a reason that says so,
+except under ``CI=true``, where a missing mirror is a failure.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_nn.config import MIRROR_ENV
+from mnist_nn.data import MnistData, load_mnist
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_synthetic_mnist(folder: Path, n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> None:
+    """Write four gzip IDX files in MNIST's names with random content of the given sizes."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images), 1))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels), 1))
+
+
+def real_mirror() -> str:
+    """The local MNIST mirror, or skip (fail under CI=true) when none is set."""
+    mirror = os.environ.get(MIRROR_ENV, "")
+    if not mirror:
+        message = f"real MNIST needs {MIRROR_ENV} (e.g. {MIRROR_ENV}=../shared/mnist)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {message}")
+        pytest.skip(message)
+    return mirror
+
+
+@pytest.fixture(scope="session")
+def mnist_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder filled and verified from the real mirror, shared by the session."""
+    mirror = real_mirror()
+    folder = tmp_path_factory.mktemp("mnist-cache")
+    load_mnist(folder, mirror=mirror)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_cache: Path) -> MnistData:
+    """Real MNIST in float32."""
+    return load_mnist(mnist_cache)

@@ -1,0 +1,83 @@
+"""Training end to end: a tiny separable problem, Nielsen's calling convention, real MNIST."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_nn.data import MnistData
+from mnist_nn.errors import TrainingError
+from mnist_nn.network import Network
+from mnist_nn.training import EpochRecord, sgd
+
+
+def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three well-separated clusters in 5 dimensions, values in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=n)
+    centers = np.array([[0.1] * 5, [0.9] * 5, [0.1, 0.9, 0.1, 0.9, 0.1]])
+    x = np.clip(centers[labels] + rng.normal(0, 0.05, size=(n, 5)), 0, 1)
+    return x.astype(np.float32), labels
+
+
+def test_learns_a_tiny_separable_problem_and_records_every_epoch() -> None:
+    x, labels = _blobs(300, seed=1)
+    vx, vlabels = _blobs(100, seed=2)
+    net = Network((5, 8, 3), seed=3)
+    seen: list[EpochRecord] = []
+    progress: list[tuple[int, int]] = []
+    history = sgd(
+        net,
+        x,
+        labels,
+        epochs=20,
+        batch_size=10,
+        eta=3.0,
+        rng=np.random.default_rng(4),
+        validation=(vx, vlabels),
+        on_epoch=seen.append,
+        on_progress=lambda done, n: progress.append((done, n)),
+    )
+    assert [r.epoch for r in history.epochs] == list(range(1, 21))
+    assert seen == history.epochs
+    last = history.epochs[-1]
+    assert last.validation_correct == 100 and last.validation_total == 100
+    assert last.validation_accuracy == 1.0
+    assert last.train_cost is not None and last.train_cost < history.epochs[0].train_cost  # type: ignore[operator]
+    assert all(r.seconds > 0 for r in history.epochs)
+    assert progress[-1] == (300, 300)
+    assert history.best() is not None
+
+
+def test_nielsen_style_call_with_lists_of_tuples() -> None:
+    x, labels = _blobs(200, seed=5)
+    training = [(xi.reshape(5, 1), np.eye(3)[y].reshape(3, 1)) for xi, y in zip(x, labels, strict=True)]
+    test = [(xi.reshape(5, 1), int(y)) for xi, y in zip(x[:50], labels[:50], strict=True)]
+    net = Network([5, 8, 3], seed=6)
+    history = net.SGD(training, 15, 10, 3.0, test_data=test)
+    assert len(history.epochs) == 15
+    assert net.evaluate(test) == history.epochs[-1].validation_correct == 50
+
+
+def test_diverging_weights_stop_training_with_a_clear_error() -> None:
+    x, labels = _blobs(50, seed=7)
+    net = Network((5, 4, 3), seed=8)
+    net.params[0][0, 0] = np.inf
+    with pytest.raises(TrainingError, match="epoch 1; try a lower learning rate"):
+        sgd(net, x, labels, epochs=2, batch_size=10, eta=1.0, rng=np.random.default_rng(0))
+
+
+@pytest.mark.real_data
+def test_one_epoch_of_nielsens_network_reaches_90_percent(mnist: MnistData) -> None:
+    net = Network([784, 30, 10], seed=0)
+    history = sgd(
+        net,
+        *mnist.train,
+        epochs=1,
+        batch_size=10,
+        eta=3.0,
+        rng=np.random.default_rng(0),
+        validation=mnist.validation,
+    )
+    correct = history.epochs[0].validation_correct
+    assert correct is not None and correct >= 9_000, correct

@@ -1,0 +1,11 @@
+"""Train a network on MNIST (Nielsen's chapter-1 setup by default). See ``--help``."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from mnist_nn.cli import train_main
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

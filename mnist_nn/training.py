@@ -76,44 +76,64 @@ class History:
         return [r.to_dict() for r in self.epochs]
 
 
-class _Workspace:
-    """Preallocated buffers for one mini-batch size m."""
+class _Layer:
+    """Preallocated buffers of one layer for a mini-batch of m rows, and views of its parameters.
 
-    def __init__(self, sizes: tuple[int, ...], m: int, dtype: np.dtype[Any]) -> None:
-        outs = sizes[1:]
-        self.z = [np.empty((m, n), dtype) for n in outs]
-        # Hidden activations carry a trailing column of ones for the next layer's biases.
-        self.a = [np.ones((m, n + 1), dtype) for n in outs[:-1]]
-        self.a_view = [a[:, :-1] for a in self.a]
-        self.delta = [np.empty((m, n), dtype) for n in outs]
-        self.work = [np.empty((m, n), dtype) for n in outs]
-        self.grad = [np.empty((n_in + 1, n_out), dtype) for n_in, n_out in zip(sizes[:-1], outs, strict=True)]
+    ``a`` is the layer's output with a trailing column of ones (the next
+    layer's bias input); ``a_view`` is its first n columns, where the
+    activation writes. The transposed views are made once here because making
+    a view costs as much as a small ufunc call.
+    """
+
+    def __init__(self, param: FloatArray, m: int, last: bool) -> None:
+        n_out = param.shape[1]
+        dtype = param.dtype
+        self.param = param
+        self.weights_t = param[:-1].T  # (n_out, n_in): BP2's weights_{l+1}.T
+        # Hidden layers are column-major: then a_view, the activation's output, is
+        # contiguous too, and the elementwise calls on it run about twice as fast.
+        order = "C" if last else "F"
+        self.z = np.empty((m, n_out), dtype, order=order)
+        self.a = self.z if last else np.ones((m, n_out + 1), dtype, order=order)
+        self.a_view = self.z if last else self.a[:, :-1]
+        self.a_t = self.a.T
+        self.delta = np.empty((m, n_out), dtype, order=order)
+        self.work = np.empty((m, n_out), dtype, order=order)
+        self.grad = np.empty_like(param)
 
 
-def _step(net: Network, ws: _Workspace, xb: FloatArray, yb: FloatArray, scale: float) -> None:
-    """One SGD step on the batch (xb with its ones column, yb one-hot): params += scale * grad."""
-    params = net.params
-    act = net.activation
-    last = len(params) - 1
+def _make_layers(net: Network, m: int) -> list[_Layer]:
+    last = len(net.params) - 1
+    return [_Layer(p, m, i == last) for i, p in enumerate(net.params)]
+
+
+def _step(net: Network, layers: list[_Layer], xb: FloatArray, xb_t: FloatArray, yb: FloatArray, scale: float) -> None:
+    """One SGD step on a batch: params += scale * grad, with scale = -eta/m.
+
+    xb (m, n_in + 1) carries its ones column and xb_t is its transpose; yb is one-hot.
+    """
+    matmul = np.matmul
+    forward = net.activation.forward
+    scale_by_derivative = net.activation.scale_by_derivative
     a = xb
-    for layer in range(last):
-        np.matmul(a, params[layer], out=ws.z[layer])
-        act.forward(ws.z[layer], out=ws.a_view[layer])
-        a = ws.a[layer]
-    out = ws.z[last]
-    np.matmul(a, params[last], out=out)
-    act.forward(out, out=out)
-    delta = ws.delta[last]
-    net.cost.output_delta(out, yb, act, delta, ws.work[last])  # BP1
-    np.multiply(delta, scale, out=delta)  # scale = -eta/m, carried by BP2 to every layer
-    for layer in range(last, -1, -1):
-        a_prev = ws.a[layer - 1] if layer else xb
-        np.matmul(a_prev.T, ws.delta[layer], out=ws.grad[layer])  # BP3 + BP4 in one product
-        if layer:
-            # BP2 with this layer's weights before their update.
-            np.matmul(ws.delta[layer], params[layer][:-1].T, out=ws.delta[layer - 1])
-            act.scale_by_derivative(ws.a_view[layer - 1], ws.delta[layer - 1], ws.work[layer - 1])
-        np.add(params[layer], ws.grad[layer], out=params[layer])
+    for layer in layers:
+        matmul(a, layer.param, out=layer.z)
+        forward(layer.z, out=layer.a_view)
+        a = layer.a
+    top = layers[-1]
+    net.cost.output_delta(top.a, yb, net.activation, top.delta, top.work)  # BP1
+    # Scaling delta_L by -eta/m once scales every delta below it (BP2 is linear),
+    # so each gradient product below is already the update.
+    np.multiply(top.delta, scale, out=top.delta)
+    for i in range(len(layers) - 1, 0, -1):
+        layer, below = layers[i], layers[i - 1]
+        matmul(below.a_t, layer.delta, out=layer.grad)  # BP4, with BP3 in the last row
+        matmul(layer.delta, layer.weights_t, out=below.delta)  # BP2, before the update
+        scale_by_derivative(below.a_view, below.delta, below.work)
+        np.add(layer.param, layer.grad, out=layer.param)
+    first = layers[0]
+    matmul(xb_t, first.delta, out=first.grad)
+    np.add(first.param, first.grad, out=first.param)
 
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -142,6 +162,7 @@ def sgd(
     monitor_cost: bool = True,
     on_epoch: EpochCallback | None = None,
     on_progress: ProgressCallback | None = None,
+    history: History | None = None,
 ) -> History:
     """Train ``network`` in place by mini-batch SGD.
 
@@ -162,6 +183,8 @@ def sgd(
         monitor_cost: record the mean training cost after every epoch.
         on_epoch: called with each ``EpochRecord``.
         on_progress: called as ``on_progress(examples_done, n)`` about 100 times an epoch.
+        history: a run's history to continue: training starts at the epoch after
+            its last and ``epochs`` counts the total.
 
     Returns:
         The ``History``.
@@ -185,27 +208,32 @@ def sgd(
     x_src = np.ones((n, x.shape[1] + 1), dtype)
     x_src[:, :-1] = x
     y_src = network.one_hot(y)
-    x_shuf = np.empty_like(x_src)
-    y_shuf = np.empty_like(y_src)
-    full = _Workspace(network.sizes, batch_size, dtype)
+    x_shuf = x_src.copy()  # a copy, not np.empty: its pages are touched now, not in epoch 1
+    y_shuf = y_src.copy()
+    # Mini-batches are fixed slices of the shuffle buffers: make their views once.
+    starts = range(0, n, batch_size)
+    batches = [(x_shuf[k : k + batch_size], y_shuf[k : k + batch_size]) for k in starts]
+    batches_t = [xb.T for xb, _ in batches]
+    full = _make_layers(network, batch_size)
     rest = n % batch_size
-    tail = _Workspace(network.sizes, rest, dtype) if rest else full
-    report_every = max(1, (n // batch_size) // 100) * batch_size
+    tail = _make_layers(network, rest) if rest else full
+    report_every = max(1, len(batches) // 100)
 
-    history = History()
-    for epoch in range(1, epochs + 1):
+    history = history if history is not None else History()
+    for epoch in range(len(history.epochs) + 1, epochs + 1):
         start = time.perf_counter()
         order = rng.permutation(n)
         # mode="clip" skips the bounds check that would make np.take allocate a copy.
         np.take(x_src, order, axis=0, out=x_shuf, mode="clip")
         np.take(y_src, order, axis=0, out=y_shuf, mode="clip")
         scale = -eta / batch_size
-        for k in range(0, n - rest, batch_size):
-            _step(network, full, x_shuf[k : k + batch_size], y_shuf[k : k + batch_size], scale)
-            if on_progress is not None and (k + batch_size) % report_every == 0:
-                on_progress(k + batch_size, n)
-        if rest:
-            _step(network, tail, x_shuf[n - rest :], y_shuf[n - rest :], -eta / rest)
+        for i, (xb, yb) in enumerate(batches):
+            if xb.shape[0] == batch_size:
+                _step(network, full, xb, batches_t[i], yb, scale)
+            else:
+                _step(network, tail, xb, batches_t[i], yb, -eta / rest)
+            if on_progress is not None and i % report_every == 0:
+                on_progress(i * batch_size, n)
         if on_progress is not None:
             on_progress(n, n)
         if not all(np.isfinite(p).all() for p in network.params):

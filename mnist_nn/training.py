@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -92,7 +92,7 @@ class _Layer:
         self.weights_t = param[:-1].T  # (n_out, n_in): BP2's weights_{l+1}.T
         # Hidden layers are column-major: then a_view, the activation's output, is
         # contiguous too, and the elementwise calls on it run about twice as fast.
-        order = "C" if last else "F"
+        order: Literal["C", "F"] = "C" if last else "F"
         self.z = np.empty((m, n_out), dtype, order=order)
         self.a = self.z if last else np.ones((m, n_out + 1), dtype, order=order)
         self.a_view = self.z if last else self.a[:, :-1]

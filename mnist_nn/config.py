@@ -67,3 +67,10 @@ class TrainConfig:
         d = asdict(self)
         d["sizes"] = list(self.sizes)
         return d
+
+
+# Named configurations for ``train_mnist.py --preset`` and the benchmark.
+PRESETS: dict[str, TrainConfig] = {
+    # Nielsen's chapter 1: [784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3.0, 30 epochs.
+    "nielsen-ch1": TrainConfig(),
+}

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from mnist_nn.config import TrainConfig
 from mnist_nn.errors import TrainingError
 from mnist_nn.network import FloatArray, IntArray, Network
 
@@ -254,3 +255,105 @@ def sgd(
         if on_epoch is not None:
             on_epoch(record)
     return history
+
+
+@dataclass
+class Run:
+    """A training run: its configuration and everything needed to continue it.
+
+    ``network`` holds the current weights (those of the last epoch trained);
+    ``best_params`` the weights of the epoch with the highest validation
+    count so far, which is what a run serves unless told to keep the last.
+    A model file stores all of it, so a saved run can be resumed exactly.
+    """
+
+    config: TrainConfig
+    network: Network
+    rng: np.random.Generator
+    history: History = field(default_factory=History)
+    best_params: list[FloatArray] | None = None
+    best_epoch: int | None = None
+
+    @classmethod
+    def start(cls, config: TrainConfig) -> Run:
+        """A new run: one generator seeded with ``config.seed`` draws the weights, then shuffles."""
+        rng = np.random.default_rng(config.seed)
+        network = Network(
+            config.sizes, rng=rng, dtype=config.dtype, activation=config.activation, cost=config.cost
+        )
+        return cls(config=config, network=network, rng=rng)
+
+    @property
+    def epochs_completed(self) -> int:
+        """Epochs trained so far."""
+        return len(self.history.epochs)
+
+    def served(self, keep_last: bool = False) -> tuple[list[FloatArray], int]:
+        """The weights this run serves and the epoch they come from.
+
+        The best validation epoch's weights, or the last epoch's when
+        ``keep_last`` is set or no epoch was validated.
+        """
+        if keep_last or self.best_params is None or self.best_epoch is None:
+            return self.network.params, self.epochs_completed
+        return self.best_params, self.best_epoch
+
+    def served_network(self, keep_last: bool = False) -> Network:
+        """A copy of the network holding the served weights (see ``served``)."""
+        params, _ = self.served(keep_last)
+        net = Network(
+            self.network.sizes,
+            dtype=self.network.dtype,
+            activation=self.network.activation.name,
+            cost=self.network.cost.name,
+        )
+        net.set_params(params)
+        return net
+
+
+RunCallback = Callable[[EpochRecord, Run], None]
+
+
+def fit(
+    run: Run,
+    images: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    validation: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    monitor_cost: bool = True,
+    on_epoch: RunCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Run:
+    """Train ``run`` up to ``run.config.epochs`` epochs in total, keeping the best epoch's weights.
+
+    A run that has already trained some epochs continues from the next one,
+    with its generator where it left off: stopping after any epoch and
+    continuing gives the same weights and records as training straight through.
+    ``on_epoch(record, run)`` is called after the best weights are updated,
+    so it can save the run.
+    """
+    config = run.config
+
+    def after_epoch(record: EpochRecord) -> None:
+        best = run.history.best()
+        if best is not None and best.epoch == record.epoch:
+            run.best_params = run.network.copy_params()
+            run.best_epoch = record.epoch
+        if on_epoch is not None:
+            on_epoch(record, run)
+
+    sgd(
+        run.network,
+        images,
+        labels,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        eta=config.eta,
+        rng=run.rng,
+        validation=validation,
+        monitor_cost=monitor_cost,
+        on_epoch=after_epoch,
+        on_progress=on_progress,
+        history=run.history,
+    )
+    return run

@@ -1,0 +1,621 @@
+"""Saving and loading trained networks: one ``.npz`` model file per network.
+
+File format ``mnist_nn-model``, version 1
+-----------------------------------------
+A model file is an ordinary, uncompressed NumPy ``.npz`` archive (a zip of
+``.npy`` members, exactly as ``np.savez`` writes it), so ``np.load(path,
+allow_pickle=False)`` opens it. Nothing in it is pickled. For a network with
+``sizes = [n_0, n_1, ..., n_L]``, layer l = 0 .. L-1 has n_in = n_l inputs and
+n_out = n_{l+1} neurons, and the archive holds:
+
+    metadata          uint8 (k,)                UTF-8 bytes of one JSON object (below)
+    w{l}              dtype (n_in, n_out)       served weights of layer l: w0, w1, ...
+    b{l}              dtype (n_out,)            served biases of layer l: b0, b1, ...
+
+and, only in a file saved with a resume state (to continue training later):
+
+    current_w{l}      dtype (n_in, n_out)       weights after the last epoch trained
+    current_b{l}      dtype (n_out,)            biases after the last epoch trained
+    opt_{key}_{l}     dtype (n_in + 1, n_out)   optimizer state, e.g. opt_velocity_0, laid out
+                                                like ``Network.params[l]`` (biases in the last row)
+
+``dtype`` is the network's float32 or float64 (little-endian, C order as written).
+The served weights are the ones a loaded network predicts with (for example the
+best validation epoch); the current ones are where training stopped. Every
+array is finite.
+
+The metadata object always has the keys of ``model_metadata_base``:
+
+    format            "mnist_nn-model"
+    format_version    1
+    sizes             layer sizes, input first, e.g. [784, 30, 10]
+    activation        activation name, e.g. "sigmoid" (a key of ``network.ACTIVATIONS``)
+    cost              cost name, e.g. "quadratic" (a key of ``network.COSTS``)
+    dtype             "float32" or "float64"
+    package_version   ``mnist_nn.__version__`` of the writer
+    created           UTC time of writing, ISO 8601, e.g. "2024-05-01T12:00:00+00:00"
+
+plus whatever the caller passes (training config, history, epoch,
+validation_correct, test_correct, MNIST digests, ...), stored as given. A file
+with a resume state also has
+
+    resume            {"rng_state": numpy's ``Generator.bit_generator.state``, with every
+                                    integer of magnitude 2**53 or more (PCG64's 128-bit
+                                    state) written as a decimal string,
+                       "epochs_completed": number of epochs trained so far,
+                       "optimizer": the optimizer keys, e.g. ["velocity"]}
+
+Version policy: ``format_version`` goes up whenever a reader of the old
+version would misread a new file (a member renamed or reshaped, a key whose
+meaning changes). Adding metadata keys, or members an old reader can ignore,
+does not change it; readers ignore members they do not know. ``load_model``
+reads the versions in ``SUPPORTED_FORMAT_VERSIONS`` and refuses the others by
+name.
+
+Reading is defensive because a model file may come from anywhere: the archive
+is opened with ``zipfile`` rather than ``np.load``, and each member's zip entry,
+``.npy`` header (dtype, shape, C order) and size are checked against what the
+metadata's ``sizes`` imply before a byte of its data is read, so a hostile
+header cannot make NumPy allocate a huge array. Members must be stored
+uncompressed, as ``np.savez`` writes them. Every problem is a
+``ModelFileError`` with a one-line message ``"{path}: <what is wrong>"``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import os
+import re
+import reprlib
+import stat
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+import mnist_nn
+from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES
+from mnist_nn.errors import ModelFileError
+from mnist_nn.files import atomic_write
+from mnist_nn.network import FloatArray, Network
+
+FORMAT_NAME = "mnist_nn-model"
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+
+MAX_LAYER_SIZE = 100_000  # neurons in any one layer
+MAX_LAYERS = 1_000  # entries in sizes
+MAX_PARAMETERS = 200_000_000  # weights and biases over all layers
+MAX_METADATA_BYTES = 16 * 2**20  # the JSON member
+MAX_OPTIMIZER_KEYS = 16
+
+_NPY_HEADER_MAX = 16_384  # magic, header length and header dict of one .npy member
+_JSON_SAFE_INT = 2**53  # integers from here on lose precision in many JSON readers
+_MAX_STATE_DEPTH = 16
+_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+_BIT_GENERATORS = ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
+_OPTIMIZER_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_DECIMAL = re.compile(r"-?[0-9]{1,64}")
+_DESCRIBING_KEYS = ("format", "format_version", "sizes", "activation", "cost", "dtype")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What training needs to continue where it stopped.
+
+    Args:
+        params: the current weights (last epoch trained), shaped and typed like ``Network.params``.
+        optimizer: optimizer state by name, e.g. ``{"velocity": [...]}``, each a list shaped
+            like ``params``; may be empty. Names match ``[A-Za-z][A-Za-z0-9_]*``.
+        rng_state: ``Generator.bit_generator.state`` of the training generator.
+        epochs_completed: epochs trained so far.
+    """
+
+    params: list[FloatArray]
+    optimizer: dict[str, list[FloatArray]]
+    rng_state: Mapping[str, Any]
+    epochs_completed: int
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A loaded model file: the network with its served weights, its metadata and resume state."""
+
+    network: Network
+    metadata: dict[str, Any]
+    resume: ResumeState | None
+    path: Path
+
+
+class _BadFileError(Exception):
+    """What is wrong with a model file, before the path is put in front."""
+
+
+# --- saving --------------------------------------------------------------------------
+
+
+def model_metadata_base(network: Network) -> dict[str, Any]:
+    """The metadata every model file carries: format, version and what the network is."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "sizes": list(network.sizes),
+        "activation": network.activation.name,
+        "cost": network.cost.name,
+        "dtype": network.dtype.name,
+        "package_version": mnist_nn.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_model(
+    path: Path,
+    network: Network,
+    metadata: Mapping[str, Any],
+    *,
+    resume: ResumeState | None = None,
+) -> None:
+    """Write ``network`` and ``metadata`` to ``path`` as a model file, atomically.
+
+    Args:
+        path: the ``.npz`` file to write; its folder is created if missing.
+        network: the network whose current ``params`` are the served weights.
+        metadata: JSON-serializable values to store beside the base metadata
+            (config, history, accuracy counts, ...). NumPy scalars are stored as
+            Python numbers. Keys of ``model_metadata_base`` that describe the
+            network may be repeated only with the same value; ``resume`` is reserved.
+        resume: the state to continue training from, or None.
+
+    Raises:
+        ValueError: metadata that is not JSON (NaN, ``object()``, ...), a resume
+            state that does not fit the network, or non-finite weights. Nothing
+            is written then.
+        OSError: the file cannot be written; any earlier file at ``path`` is kept.
+    """
+    path = Path(path)
+    text = _metadata_json(network, metadata, resume)
+    arrays: dict[str, npt.NDArray[Any]] = {"metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    _check_param_list(network, network.params, "network weights")
+    for layer, p in enumerate(network.params):
+        arrays[f"w{layer}"] = np.ascontiguousarray(p[:-1])
+        arrays[f"b{layer}"] = np.ascontiguousarray(p[-1])
+    if resume is not None:
+        for layer, p in enumerate(resume.params):
+            arrays[f"current_w{layer}"] = np.ascontiguousarray(p[:-1])
+            arrays[f"current_b{layer}"] = np.ascontiguousarray(p[-1])
+        for key, state in resume.optimizer.items():
+            for layer, p in enumerate(state):
+                arrays[f"opt_{key}_{layer}"] = np.ascontiguousarray(p)
+
+    def write(f: IO[bytes]) -> None:
+        np.savez(f, allow_pickle=False, **arrays)
+
+    atomic_write(path, write)
+
+
+def _metadata_json(network: Network, metadata: Mapping[str, Any], resume: ResumeState | None) -> str:
+    """The metadata member's JSON text; ValueError if anything in it is not JSON."""
+    merged = model_metadata_base(network)
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise ValueError(f"expected metadata keys to be strings, got {key!r}")
+        if key == "resume":
+            raise ValueError("metadata key 'resume' is written by save_model; pass resume=ResumeState(...) instead")
+        if key in _DESCRIBING_KEYS:
+            if _dumps(value) != _dumps(merged[key]):
+                raise ValueError(f"metadata {key!r} is {value!r}, but the network's is {merged[key]!r}")
+            continue
+        merged[key] = value
+    if resume is not None:
+        _check_resume(network, resume)
+        merged["resume"] = {
+            "rng_state": _encode_state(resume.rng_state, 0),
+            "epochs_completed": resume.epochs_completed,
+            "optimizer": list(resume.optimizer),
+        }
+    text = _dumps(merged)
+    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is too large: {len(text)} characters of JSON, at most {MAX_METADATA_BYTES} bytes")
+    return text
+
+
+def _dumps(value: Any) -> str:
+    """Strict JSON (no NaN or infinity); ValueError for anything JSON cannot hold."""
+    try:
+        return json.dumps(value, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"metadata is not JSON-serializable: {exc}") from exc
+
+
+def _json_default(value: Any) -> Any:
+    """NumPy scalars become Python numbers; everything else JSON cannot encode is refused."""
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+
+
+def _check_param_list(network: Network, params: Sequence[Any], what: str) -> None:
+    """ValueError unless ``params`` are finite arrays shaped and typed like ``network.params``."""
+    if len(params) != len(network.params):
+        raise ValueError(f"expected {len(network.params)} arrays in {what}, got {len(params)}")
+    for layer, (mine, theirs) in enumerate(zip(network.params, params, strict=True)):
+        if not isinstance(theirs, np.ndarray):
+            raise ValueError(f"expected arrays in {what}, got {type(theirs).__name__} for layer {layer}")
+        if theirs.shape != mine.shape or theirs.dtype != network.dtype:
+            raise ValueError(
+                f"expected {what}[{layer}] of shape {mine.shape} and dtype {network.dtype}, "
+                f"got {theirs.shape} and {theirs.dtype}"
+            )
+        if not np.isfinite(theirs).all():
+            raise ValueError(f"refusing to save non-finite values in {what}[{layer}]")
+
+
+def _check_resume(network: Network, resume: ResumeState) -> None:
+    """ValueError unless ``resume`` fits ``network`` and can be written."""
+    _check_param_list(network, resume.params, "resume params")
+    if len(resume.optimizer) > MAX_OPTIMIZER_KEYS:
+        raise ValueError(f"expected at most {MAX_OPTIMIZER_KEYS} optimizer entries, got {len(resume.optimizer)}")
+    for key, state in resume.optimizer.items():
+        if not isinstance(key, str) or not _OPTIMIZER_KEY.fullmatch(key):
+            raise ValueError(f"expected optimizer keys matching [A-Za-z][A-Za-z0-9_]*, got {key!r}")
+        _check_param_list(network, state, f"optimizer {key!r}")
+    epochs = resume.epochs_completed
+    if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
+        raise ValueError(f"expected epochs_completed to be a non-negative integer, got {epochs!r}")
+    _restore_rng_state(resume.rng_state)
+
+
+def _encode_state(value: Any, depth: int) -> Any:
+    """A bit generator state as JSON values: big integers as decimal strings, arrays as lists."""
+    if depth > _MAX_STATE_DEPTH:
+        raise ValueError("rng_state is nested too deeply")
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError(f"expected rng_state keys to be strings, got {list(value)!r}")
+        return {k: _encode_state(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _encode_state(value.tolist(), depth)
+    if isinstance(value, list | tuple):
+        return [_encode_state(v, depth + 1) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        n = int(value)
+        return str(n) if abs(n) >= _JSON_SAFE_INT else n
+    if value is None or isinstance(value, str | float):
+        return value
+    raise ValueError(f"rng_state holds a value JSON cannot store: {type(value).__name__}")
+
+
+def _decode_state(value: Any, depth: int) -> Any:
+    """Undo ``_encode_state``: decimal strings back to integers."""
+    if depth > _MAX_STATE_DEPTH:
+        raise _BadFileError("malformed resume section: rng_state is nested too deeply")
+    if isinstance(value, dict):
+        return {k: _decode_state(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_state(v, depth + 1) for v in value]
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        return int(value)
+    return value
+
+
+def _restore_rng_state(state: Any) -> dict[str, Any]:
+    """Numpy's own copy of ``state`` after loading it into a fresh bit generator; ValueError if it does not fit."""
+    name = state.get("bit_generator") if isinstance(state, Mapping) else None
+    if name not in _BIT_GENERATORS:
+        raise ValueError(
+            f"expected rng_state of one of numpy's bit generators ({', '.join(_BIT_GENERATORS)}), got {name!r}"
+        )
+    bit_generator = getattr(np.random, name)()
+    try:
+        bit_generator.state = dict(state)
+    except Exception as exc:  # numpy raises TypeError, ValueError or OverflowError for a bad state
+        reason = f"missing key {exc}" if isinstance(exc, KeyError) else _first_line(exc)
+        raise ValueError(f"rng_state is not a valid {name} state: {reason}") from exc
+    return dict(bit_generator.state)
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_model(path: Path, *, require_mnist: bool = True) -> SavedModel:
+    """Read and check a model file written by ``save_model``.
+
+    Args:
+        path: the ``.npz`` model file.
+        require_mnist: refuse networks without 784 inputs and 10 outputs.
+
+    Returns:
+        The network (built from the metadata, holding the served weights), the
+        parsed metadata, the resume state if the file has one, and the path.
+
+    Raises:
+        ModelFileError: for every way the file can be missing, unreadable,
+            malformed, inconsistent or unsafe; the one-line message starts
+            with the path. Nothing else escapes.
+    """
+    path = Path(path)
+    try:
+        return _load(path, require_mnist)
+    except _BadFileError as exc:
+        raise ModelFileError(_one_line(f"{path}: {exc}")) from exc
+    except OSError as exc:
+        raise ModelFileError(_one_line(f"{path}: cannot read the model file: {exc.strerror or exc}")) from exc
+    except Exception as exc:  # whatever else zipfile, numpy or json make of a hostile file
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise ModelFileError(_one_line(f"{path}: corrupt or unreadable model file ({reason})")) from exc
+
+
+def _load(path: Path, require_mnist: bool) -> SavedModel:
+    """``load_model`` without the translation of errors."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise _BadFileError("no such file") from None
+    if stat.S_ISDIR(mode):
+        raise _BadFileError("is a directory, expected a model file (.npz)")
+    if not stat.S_ISREG(mode):
+        raise _BadFileError("not a regular file, expected a model file (.npz)")
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise _BadFileError("empty file, expected a model file (.npz)")
+        magic = f.read(len(_ZIP_MAGIC))
+        try:
+            archive = zipfile.ZipFile(f)
+        except zipfile.BadZipFile:
+            if magic == _ZIP_MAGIC:
+                raise _BadFileError("corrupt or truncated model file (damaged .npz archive)") from None
+            raise _BadFileError("not a model file (not an .npz archive)") from None
+        with archive:
+            return _read_archive(path, archive, size, require_mnist)
+
+
+def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist: bool) -> SavedModel:
+    """Check the metadata, then read and check every array it implies."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if info.filename in members:
+            raise _BadFileError(f"duplicate archive member {info.filename!r}")
+        members[info.filename] = info
+    if "metadata.npy" not in members:
+        raise _BadFileError("no 'metadata' member; not an mnist_nn model file")
+    raw = _read_array(archive, members, size, "metadata", np.dtype(np.uint8), None)
+    metadata = _parse_metadata(raw.tobytes())
+    sizes, dtype, activation, cost = _check_description(metadata)
+    if require_mnist and (sizes[0] != IMAGE_PIXELS or sizes[-1] != NUM_CLASSES):
+        raise _BadFileError(
+            f"expected a network with {IMAGE_PIXELS} inputs and {NUM_CLASSES} outputs for MNIST, got sizes {sizes}"
+        )
+    resume_section = _check_resume_section(metadata["resume"]) if "resume" in metadata else None
+
+    def read_params(prefix: str) -> list[FloatArray]:
+        params = []
+        for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+            p = np.empty((n_in + 1, n_out), dtype=dtype)  # (n_in + 1, n_out): weights, then biases
+            p[:-1] = _read_array(archive, members, size, f"{prefix}w{layer}", dtype, (n_in, n_out))
+            p[-1] = _read_array(archive, members, size, f"{prefix}b{layer}", dtype, (n_out,))
+            params.append(p)
+        return params
+
+    served = read_params("")
+    resume = None
+    if resume_section is not None:
+        rng_state, epochs_completed, keys = resume_section
+        current = read_params("current_")
+        optimizer = {
+            key: [
+                _read_array(archive, members, size, f"opt_{key}_{layer}", dtype, (n_in + 1, n_out))
+                for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes))
+            ]
+            for key in keys
+        }
+        resume = ResumeState(current, optimizer, rng_state, epochs_completed)
+    try:
+        network = Network(sizes, dtype=dtype, activation=activation, cost=cost, seed=0)
+    except ValueError as exc:
+        raise _BadFileError(f"metadata describes a network this version cannot build: {exc}") from exc
+    network.set_params(served)
+    return SavedModel(network=network, metadata=metadata, resume=resume, path=path)
+
+
+def _read_array(
+    archive: zipfile.ZipFile,
+    members: Mapping[str, zipfile.ZipInfo],
+    archive_size: int,
+    name: str,
+    dtype: np.dtype[Any],
+    shape: tuple[int, ...] | None,
+) -> npt.NDArray[Any]:
+    """Member ``name`` as an array of ``dtype`` and ``shape`` (None: 1-D metadata bytes), checked before it is read."""
+    info = members.get(f"{name}.npy")
+    if info is None:
+        raise _BadFileError(f"missing array member {name!r}")
+    what = f"member {name!r}"
+    if info.flag_bits & 0x1:
+        raise _BadFileError(f"{what} is encrypted")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise _BadFileError(f"{what} is compressed; model files store members uncompressed, as np.savez writes them")
+    if info.file_size != info.compress_size or info.header_offset + info.compress_size > archive_size:
+        raise _BadFileError(f"{what} claims {info.file_size} bytes, more than the file holds (truncated or corrupt)")
+    with archive.open(info) as f:
+        # The header is parsed from a bounded prefix, so no claimed length can make us read or allocate much.
+        head = f.read(min(info.file_size, _NPY_HEADER_MAX))
+        prefix = io.BytesIO(head)
+        try:
+            version = np.lib.format.read_magic(prefix)
+            if version == (1, 0):
+                found_shape, fortran_order, found_dtype = np.lib.format.read_array_header_1_0(prefix)
+            elif version == (2, 0):
+                found_shape, fortran_order, found_dtype = np.lib.format.read_array_header_2_0(prefix)
+            else:
+                raise _BadFileError(f"{what} has .npy format version {version}, expected (1, 0) or (2, 0)")
+        except _BadFileError:
+            raise
+        except Exception as exc:  # numpy raises ValueError, SyntaxError, ... for a malformed header
+            raise _BadFileError(f"{what} is not a valid .npy array ({_first_line(exc)})") from exc
+        header_size = prefix.tell()
+        if found_dtype.hasobject:
+            raise _BadFileError(f"{what} holds Python objects (pickled data), which model files never contain")
+        if found_dtype.newbyteorder("=") != dtype:
+            raise _BadFileError(f"{what} has dtype {found_dtype}, expected {dtype}")
+        if shape is None:
+            if len(found_shape) != 1 or found_shape[0] > MAX_METADATA_BYTES:
+                raise _BadFileError(f"{what} has shape {found_shape}, expected (n,) with n <= {MAX_METADATA_BYTES}")
+            shape = tuple(found_shape)
+        elif tuple(found_shape) != shape:
+            raise _BadFileError(f"{what} has shape {tuple(found_shape)}, expected {shape}")
+        if fortran_order and len(shape) > 1:
+            raise _BadFileError(f"{what} is stored in Fortran order, expected C order")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size != header_size + nbytes:
+            raise _BadFileError(
+                f"{what} holds {info.file_size - header_size} bytes of data, expected {nbytes} for shape {shape}"
+            )
+        data = head[header_size:]
+        data += f.read(nbytes - len(data))  # reaching the member's end makes zipfile check its CRC-32
+    if len(data) != nbytes:
+        raise _BadFileError(f"{what} is truncated: {len(data)} of {nbytes} bytes")
+    array = np.frombuffer(data, dtype=found_dtype).reshape(shape).astype(dtype)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        kind = "values" if name.startswith("opt_") else "weights"
+        raise _BadFileError(f"non-finite {kind} in {what} (NaN or infinity)")
+    return array
+
+
+def _parse_metadata(raw: bytes) -> dict[str, Any]:
+    """The metadata member's bytes as a JSON object."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadFileError(f"metadata is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        metadata = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise _BadFileError("metadata JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise _BadFileError(f"metadata is not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(metadata, dict):
+        raise _BadFileError(f"metadata is not a JSON object, got {_json_type(metadata)}")
+    return metadata
+
+
+def _refuse_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity; Python's parser would accept them."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_description(metadata: Mapping[str, Any]) -> tuple[list[int], np.dtype[Any], str, str]:
+    """Format, version and the network's description from the metadata: (sizes, dtype, activation, cost)."""
+    if "format" not in metadata:
+        raise _BadFileError("metadata has no 'format' key; not an mnist_nn model file")
+    if metadata["format"] != FORMAT_NAME:
+        raise _BadFileError(
+            f"not an mnist_nn model file (format {_short(metadata['format'])}, expected {FORMAT_NAME!r})"
+        )
+    version = metadata.get("format_version")
+    supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _BadFileError(f"metadata 'format_version' should be an integer, got {_short(version)}")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        hint = " (written by a newer mnist_nn?)" if version > max(SUPPORTED_FORMAT_VERSIONS) else ""
+        raise _BadFileError(
+            f"unsupported format_version {version}{hint}; this mnist_nn reads format version {supported}"
+        )
+    sizes = metadata.get("sizes")
+    if (
+        not isinstance(sizes, list)
+        or not 2 <= len(sizes) <= MAX_LAYERS
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_LAYER_SIZE for n in sizes)
+    ):
+        raise _BadFileError(
+            f"metadata 'sizes' should be a list of 2 to {MAX_LAYERS} integers in 1..{MAX_LAYER_SIZE}, "
+            f"got {_short(sizes)}"
+        )
+    total = sum((n_in + 1) * n_out for n_in, n_out in itertools.pairwise(sizes))
+    if total > MAX_PARAMETERS:
+        raise _BadFileError(f"sizes {_short(sizes)} mean {total} parameters, more than the {MAX_PARAMETERS} allowed")
+    dtype_name = metadata.get("dtype")
+    if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
+        raise _BadFileError(f"unsupported dtype {_short(dtype_name)}; expected 'float32' or 'float64'")
+    names = []
+    for key in ("activation", "cost"):
+        value = metadata.get(key)
+        if not isinstance(value, str):
+            raise _BadFileError(f"metadata {key!r} should be a name, got {_short(value)}")
+        names.append(value)
+    return sizes, _DTYPES[dtype_name], names[0], names[1]
+
+
+def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]:
+    """The metadata's resume section as (rng_state, epochs_completed, optimizer keys)."""
+    bad = "malformed resume section:"
+    if not isinstance(section, dict):
+        raise _BadFileError(f"{bad} expected a JSON object, got {_json_type(section)}")
+    for key in ("rng_state", "epochs_completed", "optimizer"):
+        if key not in section:
+            raise _BadFileError(f"{bad} no {key!r}")
+    epochs = section["epochs_completed"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise _BadFileError(f"{bad} epochs_completed should be a non-negative integer, got {_short(epochs)}")
+    keys = section["optimizer"]
+    if (
+        not isinstance(keys, list)
+        or len(keys) > MAX_OPTIMIZER_KEYS
+        or not all(isinstance(k, str) and _OPTIMIZER_KEY.fullmatch(k) for k in keys)
+        or len(set(keys)) != len(keys)
+    ):
+        raise _BadFileError(
+            f"{bad} optimizer should be a list of at most {MAX_OPTIMIZER_KEYS} distinct names, got {_short(keys)}"
+        )
+    if not isinstance(section["rng_state"], dict):
+        raise _BadFileError(f"{bad} rng_state should be a JSON object, got {_json_type(section['rng_state'])}")
+    try:
+        rng_state = _restore_rng_state(_decode_state(section["rng_state"], 0))
+    except ValueError as exc:
+        raise _BadFileError(f"{bad} {exc}") from exc
+    return rng_state, epochs, keys
+
+
+# --- messages ------------------------------------------------------------------------
+
+
+def _short(value: Any) -> str:
+    """A bounded repr of a value read from a file."""
+    return reprlib.repr(value)
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters."""
+    lines = str(exc).splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def _one_line(message: str) -> str:
+    """``message`` with line breaks (e.g. in a path) escaped."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")

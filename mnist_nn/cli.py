@@ -10,6 +10,7 @@ Nothing in the package imports this module.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -20,8 +21,22 @@ import numpy as np
 from tqdm import tqdm
 
 from mnist_nn import __version__
-from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE, TrainConfig
-from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError, TrainingError
+from mnist_nn.config import (
+    IMAGE_PIXELS,
+    NUM_CLASSES,
+    PRESETS,
+    TRAIN_SIZE,
+    TrainConfig,
+    config_from_dict,
+    default_models_dir,
+)
+from mnist_nn.data import MnistData, Split, load_mnist
+from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError, ModelFileError, TrainingError
+from mnist_nn.files import check_writable, write_json
+from mnist_nn.metrics import Evaluation, evaluate_network, format_count
+from mnist_nn.network import Network
+from mnist_nn.serialization import ResumeState, SavedModel, load_model, save_model
+from mnist_nn.training import EpochRecord, History, Run, fit
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -108,43 +123,57 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         prog=prog,
         description="Train a network on MNIST by mini-batch SGD and report validation accuracy "
         "after every epoch and the test correct count at the end. The defaults are Nielsen's "
-        "chapter-1 network: [784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3.0, 30 epochs.",
+        "chapter-1 network: [784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3.0, 30 epochs. "
+        "The weights of the epoch with the best validation count are the ones tested and saved.",
     )
-    hidden = list(d.sizes[1:-1])
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="start from a named configuration (default: nielsen-ch1); flags given beside it override it",
+    )
+    hidden = " ".join(map(str, d.sizes[1:-1]))
     parser.add_argument(
         "--hidden",
         type=int,
         nargs="+",
         metavar="N",
-        default=hidden,
-        help=f"hidden layer sizes, e.g. --hidden 100 or --hidden 800 800 (default: {' '.join(map(str, hidden))})",
+        help=f"hidden layer sizes, e.g. --hidden 100 or --hidden 800 800 (default: {hidden})",
     )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=d.epochs,
-        help=f"passes over the training set (default: {d.epochs})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"mini-batch size (default: {d.batch_size})",
-    )
-    parser.add_argument("--eta", type=float, default=d.eta, help=f"learning rate (default: {d.eta})")
+    parser.add_argument("--epochs", type=int, help=f"total passes over the training set (default: {d.epochs})")
+    parser.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
+    parser.add_argument("--eta", type=float, help=f"learning rate (default: {d.eta})")
     parser.add_argument(
         "--seed",
         type=int,
-        default=d.seed,
         help=f"seed of the initial weights and the shuffles; the same seed gives the same run (default: {d.seed})",
     )
     parser.add_argument(
         "--dtype",
         choices=["float32", "float64"],
-        default=d.dtype,
         help=f"floating-point type of training (default: {d.dtype}: as accurate, and faster)",
     )
     _add_data_args(parser)
+    parser.add_argument(
+        "--save",
+        type=Path,
+        nargs="?",
+        const=_DEFAULT_SAVE,
+        metavar="PATH",
+        help="save the model (.npz) after training; without PATH, under models/ with a name from the "
+        "configuration. Written atomically; an unwritable path is reported before training starts",
+    )
+    parser.add_argument(
+        "--save-last",
+        action="store_true",
+        help="serve, test and save the last epoch's weights instead of the best validation epoch's",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="continue the run saved in PATH with its configuration, up to --epochs in total, "
+        "exactly as if it had not stopped",
+    )
     parser.add_argument(
         "--json",
         type=Path,
@@ -159,129 +188,304 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    """Check the flag values once, up front, and build the configuration."""
-    if args.epochs < 1:
-        raise _UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    if args.batch_size < 1 or args.batch_size > TRAIN_SIZE:
-        raise _UsageError(f"--batch-size must be between 1 and {TRAIN_SIZE}, got {args.batch_size}")
-    if not np.isfinite(args.eta) or args.eta <= 0:
-        raise _UsageError(f"--eta must be a positive number, got {args.eta}")
-    if any(n < 1 for n in args.hidden):
-        raise _UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, args.hidden))}")
-    return TrainConfig(
-        sizes=(IMAGE_PIXELS, *args.hidden, NUM_CLASSES),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eta=args.eta,
-        seed=args.seed,
-        dtype=args.dtype,
+_DEFAULT_SAVE = Path("<default>")
+_TRAIN_FLAGS = ("epochs", "batch_size", "eta", "seed", "dtype")
+
+
+def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
+    """Apply the flags given to ``base``, checking their values once, up front."""
+    changes: dict[str, Any] = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.hidden is not None:
+        changes["sizes"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES)
+    config = dataclasses.replace(base, **changes)
+    if config.epochs < 1:
+        raise _UsageError(f"--epochs must be at least 1, got {config.epochs}")
+    if not 1 <= config.batch_size <= TRAIN_SIZE:
+        raise _UsageError(f"--batch-size must be between 1 and {TRAIN_SIZE}, got {config.batch_size}")
+    if not np.isfinite(config.eta) or config.eta <= 0:
+        raise _UsageError(f"--eta must be a positive number, got {config.eta}")
+    if any(n < 1 for n in config.sizes):
+        raise _UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, config.sizes[1:-1]))}")
+    return config
+
+
+def _default_model_path(config: TrainConfig) -> Path:
+    sizes = "-".join(map(str, config.sizes))
+    return default_models_dir() / f"mnist-{sizes}-seed{config.seed}.npz"
+
+
+def _resumed_run(saved: SavedModel, config: TrainConfig) -> Run:
+    """Rebuild a run from a model file: current weights, generator, history and best weights."""
+    path = saved.path
+    if saved.resume is None:
+        raise ModelFileError(f"{path}: holds no training state to resume from")
+    try:
+        history = History.from_list(saved.metadata["history"])
+        rng = np.random.default_rng()
+        rng.bit_generator.state = saved.resume.rng_state
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot resume: {exc}") from None
+    network = Network(config.sizes, dtype=config.dtype, activation=config.activation, cost=config.cost, seed=0)
+    network.set_params(saved.resume.params)
+    run = Run(config=config, network=network, rng=rng, history=history)
+    best = history.best()
+    if saved.metadata.get("served") == "best" and best is not None:
+        run.best_params = saved.network.copy_params()
+        run.best_epoch = best.epoch
+    return run
+
+
+def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, test_correct: int | None) -> None:
+    """Save the served weights with the run's state, so the file can be evaluated or resumed."""
+    _, served_epoch = run.served(keep_last)
+    served = run.served_network(keep_last)
+    record = run.history.epochs[served_epoch - 1] if served_epoch else None
+    metadata = {
+        "config": run.config.to_dict(),
+        "history": run.history.to_list(),
+        "epoch": served_epoch,
+        "epochs_completed": run.epochs_completed,
+        "served": "last" if keep_last or run.best_params is None else "best",
+        "validation_correct": record.validation_correct if record else None,
+        "validation_total": record.validation_total if record else None,
+        "test_correct": test_correct,
+        "test_total": len(data.test),
+        "mnist_sha256": data.digests,
+    }
+    state = ResumeState(
+        params=run.network.copy_params(),
+        optimizer={},
+        rng_state=dict(run.rng.bit_generator.state),
+        epochs_completed=run.epochs_completed,
     )
+    save_model(path, served, metadata, resume=state)
 
 
 def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") -> int:
     """Entry point of ``scripts/train_mnist.py``."""
-    from mnist_nn.data import load_mnist
-    from mnist_nn.files import check_writable, write_json
-    from mnist_nn.metrics import format_count
-    from mnist_nn.network import Network
-    from mnist_nn.training import EpochRecord, sgd
-
     args = build_train_parser(prog).parse_args(argv)
+    saved: SavedModel | None = None
     try:
-        config = _train_config(args)
-        if args.json is not None:
-            check_writable(args.json)
+        if args.resume is not None:
+            saved = load_model(args.resume)
+            try:
+                stored = config_from_dict(saved.metadata.get("config"))
+            except ValueError as exc:
+                raise ModelFileError(f"{saved.path}: cannot resume: {exc}") from None
+            config = _train_config(args, stored)
+            changed = [
+                f.name
+                for f in dataclasses.fields(config)
+                if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
+            ]
+            if changed:
+                raise _UsageError(
+                    f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
+                )
+        else:
+            config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
+        save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
+        for path in (save_path, args.json):
+            if path is not None:
+                try:
+                    check_writable(path)
+                except OSError as exc:
+                    raise _UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     except _UsageError as exc:
         return _fail(prog, str(exc), EXIT_USAGE)
-    except OSError as exc:
-        return _fail(prog, f"cannot write {args.json}: {exc}", EXIT_USAGE)
+    except (ModelFileError, ValueError) as exc:
+        return _fail(prog, str(exc), EXIT_USAGE)
 
     progress = _show_progress(args.quiet)
     try:
         data = load_mnist(args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress)
+        run = _resumed_run(saved, config) if saved is not None else Run.start(config)
     except DownloadError as exc:
         return _fail(prog, str(exc), EXIT_FAILURE)
-    except DataFormatError as exc:
+    except (DataFormatError, ModelFileError) as exc:
         return _fail(prog, str(exc), EXIT_USAGE)
+    if saved is not None and not args.quiet:
+        print(f"Resuming {saved.path} after epoch {run.epochs_completed} of {run.config.epochs}", file=sys.stderr)
 
-    rng = np.random.default_rng(config.seed)
-    network = Network(config.sizes, rng=rng, dtype=config.dtype, activation=config.activation, cost=config.cost)
+    total = run.config.epochs
     bar: tqdm[Any] | None = None
 
-    def on_progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.update(done - bar.n)
-
-    def on_epoch(record: EpochRecord) -> None:
+    def new_bar(epoch: int) -> None:
         nonlocal bar
-        if bar is not None:
-            bar.close()
-        if not args.quiet:
-            assert record.validation_correct is not None and record.validation_total is not None
-            print(
-                f"Epoch {record.epoch}/{config.epochs}: validation "
-                f"{format_count(record.validation_correct, record.validation_total)}, "
-                f"cost {record.train_cost:.4f}, {record.seconds:.2f} s",
-                flush=True,
-            )
-        if progress and record.epoch < config.epochs:
+        if progress and epoch <= total:
             bar = tqdm(
                 total=len(data.train),
-                desc=f"Epoch {record.epoch + 1}/{config.epochs}",
+                desc=f"Epoch {epoch}/{total}",
                 unit="img",
                 unit_scale=True,
                 leave=False,
                 file=sys.stderr,
             )
 
-    if progress:
-        bar = tqdm(
-            total=len(data.train),
-            desc=f"Epoch 1/{config.epochs}",
-            unit="img",
-            unit_scale=True,
-            leave=False,
-            file=sys.stderr,
-        )
+    def on_progress(done: int, n: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    def on_epoch(record: EpochRecord, run: Run) -> None:
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        if not args.quiet and record.validation_correct is not None and record.validation_total:
+            print(
+                f"Epoch {record.epoch}/{total}: validation "
+                f"{format_count(record.validation_correct, record.validation_total)}, "
+                f"cost {record.train_cost:.4f}, {record.seconds:.2f} s",
+                flush=True,
+            )
+        new_bar(record.epoch + 1)
+
+    new_bar(run.epochs_completed + 1)
     start = time.perf_counter()
     try:
-        history = sgd(
-            network,
-            data.train.images,
-            data.train.labels,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            eta=config.eta,
-            rng=rng,
-            validation=data.validation,
-            on_epoch=on_epoch,
-            on_progress=on_progress if progress else None,
-        )
+        fit(run, *data.train, validation=data.validation, on_epoch=on_epoch, on_progress=on_progress)
     except TrainingError as exc:
         return _fail(prog, str(exc), EXIT_FAILURE)
     finally:
         if bar is not None:
             bar.close()
     train_seconds = time.perf_counter() - start
-    test_correct = network.count_correct(*data.test)
+
+    served = run.served_network(args.save_last)
+    _, served_epoch = run.served(args.save_last)
+    test_correct = served.count_correct(*data.test)
     test_total = len(data.test)
-    last = history.epochs[-1]
+    if save_path is not None:
+        try:
+            _save_run(save_path, run, data, args.save_last, test_correct)
+        except OSError as exc:
+            return _fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
+        if not args.quiet:
+            print(f"Saved epoch {served_epoch}'s weights to {save_path}", file=sys.stderr)
     if args.json is not None:
+        last = run.history.epochs[-1] if run.history.epochs else None
         write_json(
             args.json,
             {
-                "history": history.to_list(),
-                "validation_correct": last.validation_correct,
-                "validation_total": last.validation_total,
+                "history": run.history.to_list(),
+                "served_epoch": served_epoch,
+                "validation_correct": last.validation_correct if last else None,
+                "validation_total": last.validation_total if last else None,
                 "test_correct": test_correct,
                 "test_total": test_total,
                 "train_seconds": train_seconds,
-                "config": config.to_dict(),
+                "config": run.config.to_dict(),
+                "model": str(save_path) if save_path is not None else None,
                 "version": __version__,
             },
         )
     print(f"Test: {test_correct} / {test_total} correct ({100.0 * test_correct / test_total:.2f}%)")
+    return EXIT_OK
+
+
+# --- evaluate ---------------------------------------------------------------------------
+
+
+def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
+    """Arguments of ``evaluate.py`` / ``mnist-nn evaluate``."""
+    parser = _Parser(
+        prog=prog,
+        description="Evaluate saved models on an MNIST split. One model: the correct count, per-digit "
+        "accuracy, the confusion matrix, the most confident mistakes and the throughput. Several: a "
+        "comparison table.",
+    )
+    parser.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="model files written by --save")
+    parser.add_argument(
+        "--split", choices=["test", "validation", "train"], default="test", help="the split to evaluate (default: test)"
+    )
+    parser.add_argument(
+        "--mistakes", type=int, default=10, metavar="N", help="how many confident mistakes to list (default: 10)"
+    )
+    _add_data_args(parser)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write all results as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _print_evaluation(split: str, result: Evaluation) -> None:
+    print(f"{split.capitalize()}: {result.correct} / {result.total} correct ({100.0 * result.accuracy:.2f}%)")
+    print()
+    print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
+    print()
+    print("Confusion matrix (rows: true digit, columns: predicted digit):")
+    print("     " + "".join(f"{d:>6}" for d in range(len(result.confusion))))
+    for d, row in enumerate(result.confusion):
+        print(f"{d:>5}" + "".join(f"{n:>6}" for n in row))
+    print()
+    if result.mistakes:
+        print("Most confident mistakes:")
+        print(f"{'index':>7} {'true':>5} {'predicted':>10} {'confidence':>11}")
+        for m in result.mistakes:
+            print(f"{m.index:>7} {m.label:>5} {m.predicted:>10} {m.confidence:>11.3f}")
+        print()
+    print(f"Throughput: {result.images_per_second:,.0f} images/s ({result.seconds * 1000:.1f} ms for {result.total})")
+
+
+def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") -> int:
+    """Entry point of ``scripts/evaluate.py``."""
+    args = build_evaluate_parser(prog).parse_args(argv)
+    if args.mistakes < 0:
+        return _fail(prog, f"--mistakes must be >= 0, got {args.mistakes}", EXIT_USAGE)
+    try:
+        models = [load_model(path) for path in args.models]
+    except ModelFileError as exc:
+        return _fail(prog, str(exc), EXIT_USAGE)
+    try:
+        data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not _show_progress(args.quiet))
+    except DownloadError as exc:
+        return _fail(prog, str(exc), EXIT_FAILURE)
+    except DataFormatError as exc:
+        return _fail(prog, str(exc), EXIT_USAGE)
+    split: Split = getattr(data, args.split)
+    results = []
+    for model in tqdm(
+        models,
+        desc="Evaluating",
+        unit="model",
+        disable=len(models) < 2 or not _show_progress(args.quiet),
+        file=sys.stderr,
+    ):
+        results.append(evaluate_network(model.network, split.images, split.labels, top=args.mistakes))
+    if len(models) == 1:
+        _print_evaluation(args.split, results[0])
+    else:
+        print("| model | sizes | split | correct | accuracy |")
+        print("| --- | --- | --- | --- | --- |")
+        for model, result in zip(models, results, strict=True):
+            sizes = "[" + ", ".join(map(str, model.network.sizes)) + "]"
+            print(
+                f"| {model.path} | {sizes} | {args.split} | {result.correct} / {result.total} | "
+                f"{100.0 * result.accuracy:.2f}% |"
+            )
+    if args.json is not None:
+        try:
+            write_json(
+                args.json,
+                [
+                    {
+                        "model": str(model.path),
+                        "sizes": list(model.network.sizes),
+                        "split": args.split,
+                        "epoch": model.metadata.get("epoch"),
+                        "correct": result.correct,
+                        "total": result.total,
+                        "accuracy": result.accuracy,
+                        "per_digit": result.per_digit,
+                        "confusion": result.confusion,
+                        "mistakes": [dataclasses.asdict(m) for m in result.mistakes],
+                        "images_per_second": result.images_per_second,
+                        "probabilities": model.network.probability_kind,
+                    }
+                    for model, result in zip(models, results, strict=True)
+                ],
+            )
+        except OSError as exc:
+            return _fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
     return EXIT_OK
 
 

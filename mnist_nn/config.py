@@ -8,7 +8,7 @@ frozen record of one training run's hyperparameters.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,29 @@ class TrainConfig:
         d = asdict(self)
         d["sizes"] = list(self.sizes)
         return d
+
+
+def config_from_dict(d: Any) -> TrainConfig:
+    """The inverse of ``TrainConfig.to_dict``; raises ValueError naming what is wrong."""
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a configuration object, got {type(d).__name__}")
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
+    values = dict(d)
+    if "sizes" in values:
+        if not isinstance(values["sizes"], list | tuple) or not all(isinstance(n, int) for n in values["sizes"]):
+            raise ValueError(f"expected sizes as a list of integers, got {values['sizes']!r}")
+        values["sizes"] = tuple(values["sizes"])
+    defaults = TrainConfig()
+    for name, value in values.items():
+        expected = type(getattr(defaults, name))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif not isinstance(value, expected) or isinstance(value, bool):
+            raise ValueError(f"expected {name} of type {expected.__name__}, got {value!r}")
+    return TrainConfig(**values)
 
 
 # Named configurations for ``train_mnist.py --preset`` and the benchmark.

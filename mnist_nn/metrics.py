@@ -5,12 +5,15 @@ A count is an int and an accuracy a float in [0, 1]; the two are never mixed up.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import NUM_CLASSES
+from mnist_nn.network import Network
 
 
 def count_correct(predictions: npt.NDArray[np.integer[Any]], labels: npt.NDArray[np.integer[Any]]) -> int:
@@ -41,3 +44,60 @@ def format_count(correct: int, total: int) -> str:
     """'9512 / 10000 (95.12%)'."""
     percent = 100.0 * correct / total if total else 0.0
     return f"{correct} / {total} ({percent:.2f}%)"
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One misclassified example: its index in the split, labels and the network's confidence."""
+
+    index: int
+    label: int
+    predicted: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A network's results on one split."""
+
+    correct: int
+    total: int
+    per_digit: list[float]  # accuracy on each true digit 0-9
+    confusion: list[list[int]]  # rows: true label, columns: predicted label
+    mistakes: list[Mistake]  # the most confident mistakes first
+    seconds: float  # time of the forward pass over the split
+
+    @property
+    def accuracy(self) -> float:
+        """correct / total."""
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        """Evaluation throughput."""
+        return self.total / self.seconds if self.seconds > 0 else float("inf")
+
+
+def evaluate_network(network: Network, images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10) -> Evaluation:
+    """Count, per-digit accuracy, confusion matrix and the ``top`` most confident mistakes."""
+    x = network.check_images(images)
+    y = network.check_labels(labels, x.shape[0])
+    start = time.perf_counter()
+    probs = network.probabilities(x)
+    seconds = time.perf_counter() - start
+    predicted = np.argmax(probs, axis=1)
+    confusion = confusion_matrix(predicted, y, network.sizes[-1])
+    per_true = confusion.sum(axis=1)
+    per_digit = [float(confusion[i, i] / per_true[i]) if per_true[i] else 0.0 for i in range(len(per_true))]
+    wrong = np.flatnonzero(predicted != y)
+    confidence = probs[wrong, predicted[wrong]]
+    order = wrong[np.argsort(-confidence, kind="stable")][:top]
+    mistakes = [Mistake(int(i), int(y[i]), int(predicted[i]), float(probs[i, predicted[i]])) for i in order]
+    return Evaluation(
+        correct=count_correct(predicted, y),
+        total=int(y.shape[0]),
+        per_digit=per_digit,
+        confusion=confusion.tolist(),
+        mistakes=mistakes,
+        seconds=seconds,
+    )

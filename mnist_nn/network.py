@@ -293,6 +293,22 @@ class Network:
         labels: IntArray = np.argmax(self.feedforward(x), axis=1).astype(np.int64)
         return labels
 
+    def probabilities(self, x: npt.ArrayLike) -> FloatArray:
+        """Each row's output as a probability distribution over the classes, (m, n_out).
+
+        Sigmoid outputs are not a distribution, so they are divided by their
+        sum (``probability_kind`` says which was done).
+        """
+        a = self.feedforward(x).astype(np.float64)
+        total = a.sum(axis=1, keepdims=True)
+        total[total == 0] = 1.0
+        return np.asarray(a / total)
+
+    @property
+    def probability_kind(self) -> str:
+        """How ``probabilities`` are made from the outputs."""
+        return "normalized sigmoid outputs"
+
     def count_correct(self, images: npt.ArrayLike, labels: npt.ArrayLike) -> int:
         """How many of the images the network classifies as their labels."""
         x = self.check_images(images)

@@ -76,6 +76,15 @@ class History:
         """JSON-ready records."""
         return [r.to_dict() for r in self.epochs]
 
+    @classmethod
+    def from_list(cls, records: list[dict[str, Any]]) -> History:
+        """The inverse of ``to_list``; raises ValueError for malformed records."""
+        names = ("epoch", "validation_correct", "validation_total", "train_cost", "seconds", "eta")
+        try:
+            return cls([EpochRecord(**{k: r[k] for k in names}) for r in records])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed history record: {exc}") from None
+
 
 class _Layer:
     """Preallocated buffers of one layer for a mini-batch of m rows, and views of its parameters.
@@ -278,9 +287,7 @@ class Run:
     def start(cls, config: TrainConfig) -> Run:
         """A new run: one generator seeded with ``config.seed`` draws the weights, then shuffles."""
         rng = np.random.default_rng(config.seed)
-        network = Network(
-            config.sizes, rng=rng, dtype=config.dtype, activation=config.activation, cost=config.cost
-        )
+        network = Network(config.sizes, rng=rng, dtype=config.dtype, activation=config.activation, cost=config.cost)
         return cls(config=config, network=network, rng=rng)
 
     @property

@@ -6,10 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from mnist_nn.cli import download_main, train_main
+from mnist_nn.cli import download_main, evaluate_main, train_main
+from mnist_nn.download import MNIST_FILES
+from mnist_nn.serialization import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,3 +112,100 @@ def test_help_explains_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         "--quiet",
     ):
         assert flag in text
+
+
+def _run_json(mnist_cache: Path, tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    assert train_main(["--data-dir", str(mnist_cache), "--hidden", "12", "--quiet", "--json", str(out), *extra]) == 0
+    record: dict[str, Any] = json.loads(out.read_text())
+    return record
+
+
+def test_save_then_evaluate_agree_and_metadata_records_the_served_epoch(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "models" / "m.npz"
+    record = _run_json(mnist_cache, tmp_path, "run", "--epochs", "3", "--seed", "3", "--save", str(model))
+    test_line = capsys.readouterr().out.strip().splitlines()[-1]
+    saved = load_model(model)
+    best = max(record["history"], key=lambda r: (r["validation_correct"], -r["epoch"]))
+    assert saved.metadata["epoch"] == best["epoch"] == record["served_epoch"]
+    assert saved.metadata["validation_correct"] == best["validation_correct"]
+    assert saved.metadata["test_correct"] == record["test_correct"]
+    assert len(saved.metadata["history"]) == 3 and saved.metadata["config"]["seed"] == 3
+    assert set(saved.metadata["mnist_sha256"]) == {f.name for f in MNIST_FILES}
+
+    assert evaluate_main([str(model), "--data-dir", str(mnist_cache), "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == test_line
+    assert "Confusion matrix" in out and "Most confident mistakes" in out and "images/s" in out
+    report = json.loads((tmp_path / "e.json").read_text())[0]
+    assert report["correct"] == saved.metadata["test_correct"]
+    assert sum(map(sum, report["confusion"])) == 10_000 and len(report["mistakes"]) == 10
+
+    assert evaluate_main([str(model), "--split", "validation", "--data-dir", str(mnist_cache)]) == 0
+    assert capsys.readouterr().out.startswith(f"Validation: {saved.metadata['validation_correct']} / 10000")
+
+
+def test_save_last_serves_the_final_epoch(mnist_cache: Path, tmp_path: Path) -> None:
+    model = tmp_path / "last.npz"
+    record = _run_json(mnist_cache, tmp_path, "run", "--epochs", "2", "--save", str(model), "--save-last")
+    saved = load_model(model)
+    assert saved.metadata["epoch"] == 2 == record["served_epoch"]
+    assert saved.metadata["served"] == "last"
+
+
+def test_resume_finishes_a_run_exactly_as_an_uninterrupted_one(mnist_cache: Path, tmp_path: Path) -> None:
+    straight = _run_json(mnist_cache, tmp_path, "straight", "--epochs", "3", "--seed", "5")
+    model = tmp_path / "r.npz"
+    _run_json(mnist_cache, tmp_path, "first", "--epochs", "2", "--seed", "5", "--save", str(model))
+    resumed = _run_json(
+        mnist_cache, tmp_path, "resumed", "--epochs", "3", "--seed", "5", "--save", str(model), "--resume", str(model)
+    )
+    key = ("epoch", "validation_correct", "train_cost")
+    assert [[r[k] for k in key] for r in resumed["history"]] == [[r[k] for k in key] for r in straight["history"]]
+    assert resumed["test_correct"] == straight["test_correct"]
+    assert load_model(model).metadata["epochs_completed"] == 3
+
+
+def test_resume_refuses_a_changed_configuration(mnist_cache: Path, tmp_path: Path, capsys) -> None:
+    model = tmp_path / "r.npz"
+    _run_json(mnist_cache, tmp_path, "first", "--epochs", "1", "--save", str(model))
+    capsys.readouterr()
+    assert train_main(["--data-dir", str(mnist_cache), "--resume", str(model), "--eta", "0.5"]) == 2
+    assert "only --epochs may change, not eta" in capsys.readouterr().err
+
+
+def test_unwritable_save_path_is_reported_before_training(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert train_main(["--save", str(blocker / "m.npz"), "--data-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot write" in err
+    assert not (tmp_path / "none").exists()  # nothing was downloaded or trained
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"hello, I am text\n", "not a model file"),
+        (b"", "empty file"),
+        (None, "holds Python objects"),
+    ],
+)
+def test_evaluate_refuses_bad_files_with_exit_2_and_one_line(
+    tmp_path: Path, content: bytes | None, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.npz"
+    if content is None:
+        np.savez(path, metadata=np.array([{"a": 1}], dtype=object), w0=np.zeros(3))
+    else:
+        path.write_bytes(content)
+    assert evaluate_main([str(path), "--data-dir", str(tmp_path / "unused")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(path) in err[0]
+
+
+def test_evaluate_missing_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert evaluate_main([str(tmp_path / "nope.npz")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,0 +1,11 @@
+"""Evaluate saved models on an MNIST split. See ``--help``."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from mnist_nn.cli import evaluate_main
+
+if __name__ == "__main__":
+    raise SystemExit(evaluate_main())

@@ -1,0 +1,590 @@
+"""The ``benchmark`` command: arguments, progress bars, markdown tables and exit codes.
+
+``benchmark_main(argv)`` parses ``accuracy`` or ``speed`` and its flags,
+checks every value once, runs ``mnist_nn.benchmark`` and prints markdown
+tables on stdout (progress bars on stderr); ``--json`` writes the whole
+report. Errors are one line on stderr with exit code 2 for bad usage or an
+invalid data file and 1 for other failures, as in ``mnist_nn.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from mnist_nn import __version__
+from mnist_nn.benchmark import (
+    DEFAULT_SHAPES,
+    QUICK_TRAIN_SIZE,
+    REFERENCE_BATCH_SIZE,
+    AccuracyReport,
+    DataSource,
+    SpeedPlan,
+    SpeedReport,
+    Stats,
+    TrainingShape,
+    accuracy_benchmark,
+    speed_benchmark,
+)
+from mnist_nn.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    _add_data_args,
+    _fail,
+    _Parser,
+    _show_progress,
+    _UsageError,
+)
+from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, PRESETS, TRAIN_SIZE, TrainConfig
+from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError
+
+DEFAULT_PRESET = "nielsen-ch1" if "nielsen-ch1" in PRESETS else next(iter(PRESETS))
+DEFAULT_SEEDS = 5
+QUICK_SEEDS = 2
+QUICK_EPOCHS = 2
+DTYPES = ("float32", "float64")
+
+_T = TypeVar("_T")
+
+
+def _shape_text(shape: TrainingShape) -> str:
+    return f"{'-'.join(map(str, shape.sizes))}@{shape.batch_size}:{shape.dtype}"
+
+
+def parse_shape(text: str) -> TrainingShape:
+    """Parse ``--config`` values such as ``784-30-10@10:float32`` (the dtype defaults to float32)."""
+    example = f"expected SIZES@BATCH[:DTYPE] such as 784-30-10@10:float32, got {text!r}"
+    body, _, dtype = text.partition(":")
+    sizes_text, at, batch_text = body.partition("@")
+    try:
+        sizes = tuple(int(n) for n in sizes_text.split("-"))
+        batch_size = int(batch_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(example) from None
+    dtype = dtype or "float32"
+    if not at or len(sizes) < 2 or any(n < 1 for n in sizes) or batch_size < 1:
+        raise argparse.ArgumentTypeError(example)
+    if sizes[0] != IMAGE_PIXELS or sizes[-1] != NUM_CLASSES:
+        raise argparse.ArgumentTypeError(
+            f"expected sizes from {IMAGE_PIXELS} (pixels) to {NUM_CLASSES} (digits), got {text!r}"
+        )
+    if dtype not in DTYPES:
+        raise argparse.ArgumentTypeError(f"expected dtype float32 or float64, got {dtype!r} in {text!r}")
+    return TrainingShape(sizes, batch_size, dtype)
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
+def _add_common_args(parser: argparse.ArgumentParser, quick: str) -> None:
+    _add_data_args(parser)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the whole report as JSON (atomically)")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (they are also off when stderr is not a terminal)"
+    )
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run of a few seconds: {quick}")
+
+
+def build_benchmark_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
+    """Arguments of ``benchmark.py`` / ``mnist-nn benchmark``: the actions ``accuracy`` and ``speed``."""
+    parser = _Parser(
+        prog=prog,
+        description="Measure what the package achieves: test accuracy over several seeds (accuracy) or "
+        "training and inference throughput beside the per-example reference implementation (speed). "
+        "Prints markdown tables; --json writes everything. See '%(prog)s ACTION --help'.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    accuracy = actions.add_parser(
+        "accuracy",
+        help="train a configuration over several seeds; report validation and test counts and their spread",
+        description="Train a named configuration (a preset) over several seeds and report every seed's "
+        "validation and test correct counts, the served epoch (the best on validation, whose weights are "
+        "tested) and the last epoch's counts, then the mean, standard deviation, minimum and maximum of test "
+        "accuracy. --hidden, --epochs, --batch-size, --eta and --dtype override the preset's values.",
+    )
+    accuracy.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help=f"the configuration to train (default: {DEFAULT_PRESET})",
+    )
+    accuracy.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="hidden layer sizes, e.g. --hidden 100 (default: the preset's)",
+    )
+    accuracy.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"epochs per run (default: the preset's; --quick: at most {QUICK_EPOCHS})",
+    )
+    accuracy.add_argument("--batch-size", type=int, metavar="M", help="mini-batch size (default: the preset's)")
+    accuracy.add_argument("--eta", type=float, help="learning rate (default: the preset's)")
+    accuracy.add_argument("--dtype", choices=DTYPES, help="floating-point type of training (default: the preset's)")
+    seeds = accuracy.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help=f"train with seeds 1..N (default: {DEFAULT_SEEDS}; --quick: {QUICK_SEEDS})",
+    )
+    seeds.add_argument("--seed-list", type=int, nargs="+", metavar="SEED", help="train with exactly these seeds")
+    accuracy.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="J",
+        help="runs at once, each in its own process with one BLAS thread (default: 1, in this process)",
+    )
+    accuracy.add_argument(
+        "--train-size",
+        type=int,
+        metavar="N",
+        help=f"train on the first N training images (default: all {TRAIN_SIZE}; --quick: {QUICK_TRAIN_SIZE})",
+    )
+    _add_common_args(
+        accuracy,
+        f"{QUICK_SEEDS} seeds, at most {QUICK_EPOCHS} epochs, {QUICK_TRAIN_SIZE} training images "
+        "(flags given explicitly win)",
+    )
+
+    d, q = SpeedPlan(), SpeedPlan.quick()
+    speed = actions.add_parser(
+        "speed",
+        help="training and inference throughput, the speed-up over the per-example reference, GEMM, memory",
+        description="Time whole training epochs of the vectorized SGD (epochs 2..K+1 of one run, so start-up "
+        "is left out) for each --config, and the per-example reference on Nielsen's [784, 30, 10] @ 10 on a "
+        "subset, scaled to a 50,000-example epoch; print examples per second, seconds per epoch, achieved "
+        "GFLOP/s (about 6 P flops per example for P weights) against a large matrix product's, and the "
+        "speed-up. Also inference on the 10,000 test images, a warm-cache data load, the peak memory of a "
+        "training run in a subprocess, and the BLAS library and threads it all ran with.",
+    )
+    speed.add_argument(
+        "--config",
+        dest="shapes",
+        type=parse_shape,
+        action="append",
+        metavar="SIZES@BATCH[:DTYPE]",
+        help="a network to time, e.g. 784-30-10@10:float64 (repeat the flag for several; default: "
+        f"{' '.join(_shape_text(s) for s in DEFAULT_SHAPES)}; --quick: the first two)",
+    )
+    speed.add_argument(
+        "--repeats",
+        type=int,
+        metavar="K",
+        help=f"timed epochs per configuration and repeats of every other timing (default: {d.repeats}; "
+        f"--quick: {q.repeats})",
+    )
+    speed.add_argument(
+        "--train-size",
+        type=int,
+        metavar="N",
+        help=f"training images per timed epoch (default: {d.train_size}; --quick: {q.train_size})",
+    )
+    speed.add_argument(
+        "--reference-size",
+        type=int,
+        metavar="N",
+        help=f"training images per reference epoch, 0 to skip the reference (default: {d.reference_size}; "
+        f"--quick: {q.reference_size})",
+    )
+    speed.add_argument(
+        "--reference-dtypes",
+        nargs="+",
+        choices=DTYPES,
+        metavar="DTYPE",
+        help=f"dtypes to time the reference in (default: {' '.join(d.reference_dtypes)})",
+    )
+    speed.add_argument(
+        "--gemm-size",
+        type=int,
+        metavar="N",
+        help=f"time N x N @ N x N matrix products, 0 to skip (default: {d.gemm_size}; --quick: {q.gemm_size})",
+    )
+    speed.add_argument(
+        "--memory-epochs",
+        type=int,
+        metavar="E",
+        help="epochs of the training run whose peak memory is measured, 0 to skip (default: the trainer's "
+        f"default, a full run; --quick: {q.memory_epochs})",
+    )
+    _add_common_args(speed, "two small configurations, 1 repeat, tiny subsets (flags given explicitly win)")
+    return parser
+
+
+def _given(value: _T, default: _T) -> _T:
+    """A flag's value if it was given, else the default (flags default to None so that --quick can tell)."""
+    return value if value is not None else default
+
+
+def _accuracy_config(args: argparse.Namespace) -> tuple[TrainConfig, list[int], int]:
+    """Check the accuracy flags once, up front: the configuration, the seeds and the training size."""
+    preset = PRESETS[args.preset]
+    quick = args.quick
+    epochs = _given(args.epochs, min(preset.epochs, QUICK_EPOCHS) if quick else preset.epochs)
+    train_size = _given(args.train_size, QUICK_TRAIN_SIZE if quick else TRAIN_SIZE)
+    if args.seed_list is not None:
+        seeds = list(args.seed_list)
+    else:
+        seeds = list(range(1, _given(args.seeds, QUICK_SEEDS if quick else DEFAULT_SEEDS) + 1))
+    if not seeds:
+        raise _UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if any(s < 0 for s in seeds):
+        raise _UsageError(f"seeds must be non-negative, got {' '.join(map(str, seeds))}")
+    if len(set(seeds)) != len(seeds):
+        raise _UsageError(f"--seed-list has repeated seeds: {' '.join(map(str, seeds))}")
+    if args.jobs < 1:
+        raise _UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if epochs < 1:
+        raise _UsageError(f"--epochs must be at least 1, got {epochs}")
+    if not 1 <= train_size <= TRAIN_SIZE:
+        raise _UsageError(f"--train-size must be between 1 and {TRAIN_SIZE}, got {train_size}")
+    batch_size = _given(args.batch_size, preset.batch_size)
+    if not 1 <= batch_size <= train_size:
+        raise _UsageError(f"--batch-size must be between 1 and the training size {train_size}, got {batch_size}")
+    eta = _given(args.eta, preset.eta)
+    if not np.isfinite(eta) or eta <= 0:
+        raise _UsageError(f"--eta must be a positive number, got {eta}")
+    if args.hidden is not None and any(n < 1 for n in args.hidden):
+        raise _UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, args.hidden))}")
+    sizes = (preset.sizes[0], *args.hidden, preset.sizes[-1]) if args.hidden is not None else preset.sizes
+    config = replace(
+        preset,
+        sizes=sizes,
+        epochs=epochs,
+        batch_size=batch_size,
+        eta=eta,
+        dtype=_given(args.dtype, preset.dtype),
+        seed=seeds[0],
+    )
+    return config, seeds, train_size
+
+
+def _speed_plan(args: argparse.Namespace) -> SpeedPlan:
+    """Check the speed flags once, up front, and build the plan."""
+    base = SpeedPlan.quick() if args.quick else SpeedPlan()
+    plan = SpeedPlan(
+        shapes=tuple(args.shapes) if args.shapes else base.shapes,
+        repeats=_given(args.repeats, base.repeats),
+        train_size=_given(args.train_size, base.train_size),
+        reference_dtypes=tuple(args.reference_dtypes) if args.reference_dtypes else base.reference_dtypes,
+        reference_size=_given(args.reference_size, base.reference_size),
+        gemm_size=_given(args.gemm_size, base.gemm_size),
+        memory_epochs=_given(args.memory_epochs, base.memory_epochs),
+    )
+    checks = [
+        (plan.repeats >= 1, f"--repeats must be at least 1, got {plan.repeats}"),
+        (
+            1 <= plan.train_size <= TRAIN_SIZE,
+            f"--train-size must be between 1 and {TRAIN_SIZE}, got {plan.train_size}",
+        ),
+        (
+            plan.reference_size == 0 or REFERENCE_BATCH_SIZE <= plan.reference_size <= TRAIN_SIZE,
+            f"--reference-size must be 0 or between {REFERENCE_BATCH_SIZE} (one mini-batch) and {TRAIN_SIZE}, "
+            f"got {plan.reference_size}",
+        ),
+        (plan.gemm_size >= 0, f"--gemm-size must be 0 or more, got {plan.gemm_size}"),
+        (
+            plan.memory_epochs is None or plan.memory_epochs >= 0,
+            f"--memory-epochs must be 0 or more, got {plan.memory_epochs}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise _UsageError(message)
+    for shape in plan.shapes:
+        if shape.batch_size > plan.train_size:
+            raise _UsageError(f"the batch size of --config {_shape_text(shape)} exceeds --train-size {plan.train_size}")
+    return plan
+
+
+# --- printing ---------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """A markdown table; ``align`` has one letter per column, l or r."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(cells) + " |" for cells in (header, rule, *rows)]
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    if len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def _std(std: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    return f"{std * scale:.{digits}f}" if std is not None else "n/a"
+
+
+def format_accuracy(report: AccuracyReport) -> list[str]:
+    """The configuration line and the markdown table: a row per seed and a summary row."""
+    c = report.config
+    where = f"preset {report.preset}" if report.preset else "configuration"
+    runs = report.runs
+    # Settings beyond the chapter-1 ones (presets may add some) are named where they differ from the default.
+    shown = {"sizes", "activation", "cost", "batch_size", "eta", "epochs", "dtype", "seed"}
+    defaults = TrainConfig().to_dict()
+    extra = "".join(f", {k} {v}" for k, v in c.to_dict().items() if k not in shown and v != defaults.get(k))
+    lines = [
+        f"Accuracy of {where}: [{', '.join(map(str, c.sizes))}], {c.activation}, {c.cost} cost, "
+        f"mini-batch {c.batch_size}, eta {c.eta:g}, {c.epochs} epochs, {c.dtype}{extra}; "
+        f"{report.train_size:,} training images; {_seeds_text(report.seeds)}; {_plural(report.jobs, 'job')}",
+        "",
+        f"Counts are out of {runs[0].validation_total:,} validation and {runs[0].test_total:,} test images; "
+        "test counts are of the served weights (the best validation epoch's).",
+        "",
+    ]
+    rows = [
+        [
+            str(r.seed),
+            str(r.served_epoch),
+            str(r.validation_correct),
+            str(r.test_correct),
+            f"{100 * r.test_accuracy:.2f}",
+            str(r.last_validation_correct),
+            str(r.last_test_correct),
+            f"{r.seconds:.2f}",
+        ]
+        for r in runs
+    ]
+    t = report.test_accuracy
+
+    def mean_sd(counts: Sequence[int]) -> str:
+        stats = Stats.of([float(n) for n in counts])
+        return f"{stats.mean:.1f} ± {_std(stats.std, digits=1)}"
+
+    rows.append(
+        [
+            f"**mean ± sd (n={len(runs)})**",
+            "",
+            mean_sd([r.validation_correct for r in runs]),
+            mean_sd([r.test_correct for r in runs]),
+            f"{100 * t.mean:.2f} ± {_std(t.std, 100)} (min {100 * t.min:.2f}, max {100 * t.max:.2f})",
+            mean_sd([r.last_validation_correct for r in runs]),
+            mean_sd([r.last_test_correct for r in runs]),
+            f"{report.seconds.mean:.2f}",
+        ]
+    )
+    header = [
+        "seed",
+        "served epoch",
+        "validation",
+        "test",
+        "test %",
+        f"last epoch ({c.epochs}) validation",
+        "last epoch test",
+        "seconds",
+    ]
+    return lines + _table(header, rows, "rrrrrrrr")
+
+
+def _blas_lines(environment: dict[str, Any]) -> list[str]:
+    blas = environment.get("blas") or []
+    if not blas:
+        return ["- BLAS: unknown (NumPy does not say; install threadpoolctl)"]
+    lines = []
+    for b in blas:
+        threads = b.get("num_threads")
+        core = b.get("architecture")
+        parts = [
+            f"{b.get('internal_api')} {b.get('version')}",
+            f"threading {b['threading_layer']}" if b.get("threading_layer") else None,
+            f"core type {core}" if core else "core type unknown",
+            f"{threads} thread{'s' if threads != 1 else ''}" if threads else "threads unknown",
+        ]
+        where = b.get("filepath") or b.get("configuration") or ""
+        lines.append(f"- BLAS: {', '.join(p for p in parts if p)}" + (f" ({where})" if where else ""))
+    return lines
+
+
+def format_environment(environment: dict[str, Any]) -> list[str]:
+    """Versions, CPUs, BLAS and the BLAS variables, as a markdown list."""
+    variables = environment.get("variables") or {}
+    return [
+        f"- mnist_nn {environment['mnist_nn']}, NumPy {environment['numpy']}, Python {environment['python']}",
+        f"- CPU: {environment['cpu']}; {environment['cpu_count']} CPUs, {environment['usable_cpus']} usable",
+        *_blas_lines(environment),
+        "- Variables: " + (" ".join(f"{k}={v}" for k, v in variables.items()) if variables else "none set"),
+    ]
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f} s" if seconds >= 1 else f"{1000 * seconds:.1f} ms"
+
+
+def _optional(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else ""
+
+
+def format_speed(report: SpeedReport) -> list[str]:
+    """The environment, then markdown tables of training, inference, GEMM, data load and memory."""
+    plan = report.plan
+    lines = ["## Environment", "", *format_environment(report.environment), ""]
+    lines += [
+        f"## Training (best and median of {_plural(plan.repeats, 'epoch')} after the first; vectorized on "
+        f"{plan.train_size:,} images, reference on {plan.reference_size:,}; seconds per 50,000-example epoch)",
+        "",
+    ]
+    rows = [
+        [
+            t.implementation,
+            f"[{', '.join(map(str, t.shape.sizes))}]",
+            str(t.shape.batch_size),
+            t.shape.dtype,
+            f"{t.timing.best_rate:,.0f}",
+            f"{t.timing.median_rate:,.0f}",
+            f"{t.epoch_seconds():.3f}",
+            f"{t.epoch_seconds(median=True):.3f}",
+            f"{t.gflops:.2f}",
+            _optional(t.gemm_fraction, ".1%"),
+            _optional(t.speedup, ".1f") + ("x" if t.speedup is not None else ""),
+        ]
+        for t in report.training
+    ]
+    header = [
+        "implementation",
+        "sizes",
+        "batch",
+        "dtype",
+        "examples/s best",
+        "examples/s median",
+        "s/epoch best",
+        "s/epoch median",
+        "GFLOP/s",
+        "of GEMM",
+        "speed-up vs reference",
+    ]
+    lines += _table(header, rows, "lrrlrrrrrrr")
+    lines += ["", f"## Inference (count_correct on the 10,000 test images, best and median of {plan.repeats})", ""]
+    rows = [
+        [
+            f"[{', '.join(map(str, i.sizes))}]",
+            i.dtype,
+            f"{i.timing.best_rate:,.0f}",
+            f"{1000 * i.timing.best:.1f}",
+            f"{1000 * i.timing.median:.1f}",
+        ]
+        for i in report.inference
+    ]
+    lines += _table(["sizes", "dtype", "images/s best", "ms best", "ms median"], rows, "llrrr")
+    lines += ["", "## Other measurements", ""]
+    rows = [
+        [f"GEMM {g.n}x{g.n} @ {g.n}x{g.n} {g.dtype}", f"{g.gflops:.1f} GFLOP/s", f"{_duration(g.timing.best)} best"]
+        for g in report.gemm
+    ]
+    load = report.load
+    rows.append(["load_mnist, warm cache", f"{_duration(load.best)} best", f"{_duration(load.median)} median"])
+    m = report.memory
+    if m is not None:
+        run = "a full default training run" if m.epochs is None else f"a training run of {_plural(m.epochs, 'epoch')}"
+        peak = f"{m.peak_rss_mib:,.0f} MiB" if m.exact else f"at most {m.peak_rss_mib:,.0f} MiB"
+        rows.append([f"peak memory of {run}", peak, f"{m.seconds:.1f} s wall; {m.test_line}"])
+    lines += _table(["measurement", "result", "detail"], rows, "lrl")
+    return lines
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def _progress_bar(total: int, unit: str, desc: str) -> tqdm[Any]:
+    return tqdm(total=total, unit=unit, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _run_accuracy(args: argparse.Namespace, source: DataSource, progress: bool) -> AccuracyReport:
+    config, seeds, train_size = _accuracy_config(args)
+    bar = _progress_bar(len(seeds) * config.epochs, "epoch", "accuracy") if progress else None
+
+    def on_epochs(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
+    try:
+        return accuracy_benchmark(
+            config,
+            seeds,
+            source=source,
+            train_size=train_size,
+            jobs=args.jobs,
+            preset=args.preset,
+            on_epochs=on_epochs,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_speed(args: argparse.Namespace, source: DataSource, progress: bool) -> SpeedReport:
+    plan = _speed_plan(args)
+    bar = _progress_bar(plan.steps(), "step", "speed") if progress else None
+
+    def on_step(done: int, total: int, label: str) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+            bar.set_postfix_str(label)
+
+    try:
+        return speed_benchmark(plan, source=source, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py") -> int:
+    """Entry point of ``scripts/benchmark.py``."""
+    from mnist_nn.files import check_writable, write_json
+
+    args = build_benchmark_parser(prog).parse_args(argv)
+    action_prog = f"{prog} {args.action}"
+    try:
+        # Every flag value is checked before anything runs (the runs check them again, cheaply).
+        if args.action == "accuracy":
+            _accuracy_config(args)
+        else:
+            _speed_plan(args)
+        if args.json is not None:
+            check_writable(args.json)
+    except _UsageError as exc:
+        return _fail(action_prog, str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_USAGE)
+
+    source = DataSource(args.data_dir, args.mirror)
+    progress = _show_progress(args.quiet)
+    report: AccuracyReport | SpeedReport
+    try:
+        if args.action == "accuracy":
+            report = _run_accuracy(args, source, progress)
+        else:
+            report = _run_speed(args, source, progress)
+    except DownloadError as exc:
+        return _fail(action_prog, str(exc), EXIT_FAILURE)
+    except DataFormatError as exc:
+        return _fail(action_prog, str(exc), EXIT_USAGE)
+    except MnistNNError as exc:  # a run that diverged, a dead worker, a failed memory run
+        return _fail(action_prog, str(exc), EXIT_FAILURE)
+
+    lines = format_accuracy(report) if isinstance(report, AccuracyReport) else format_speed(report)
+    print("\n".join(lines))
+    if args.json is not None:
+        try:
+            write_json(args.json, {**report.to_dict(), "version": __version__})
+        except OSError as exc:
+            return _fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_FAILURE)
+    return EXIT_OK

@@ -1,0 +1,196 @@
+"""The benchmark command, run as users run it: ``benchmark_main([...])`` with ``--quick`` on real MNIST.
+
+Timings are never compared with anything but zero: the machines that run
+this are shared and their speed drifts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mnist_nn.benchmark import BLAS_THREAD_VARIABLES, Stats, TrainingShape, single_blas_thread_env
+from mnist_nn.benchmark_cli import benchmark_main
+
+COUNT_FIELDS = (
+    "seed",
+    "served_epoch",
+    "validation_correct",
+    "test_correct",
+    "last_epoch",
+    "last_validation_correct",
+    "last_test_correct",
+)
+
+
+def run_benchmark(argv: list[str]) -> int:
+    """benchmark_main's exit code, whether it returns it or argparse raises SystemExit with it."""
+    try:
+        return benchmark_main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def run_json(argv: list[str], path: Path) -> dict[str, Any]:
+    assert benchmark_main([*argv, "--quiet", "--json", str(path)]) == 0
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
+
+
+def test_accuracy_reports_every_seed_and_a_consistent_summary(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = run_json(["accuracy", "--quick", "--seeds", "3", "--data-dir", str(mnist_cache)], tmp_path / "a.json")
+    runs = record["runs"]
+    assert [r["seed"] for r in runs] == [1, 2, 3]
+    for r in runs:
+        assert r["validation_total"] == r["test_total"] == 10_000
+        assert 0 <= r["test_correct"] <= 10_000 and 0 <= r["validation_correct"] <= 10_000
+        assert 0 <= r["last_test_correct"] <= 10_000
+        assert 1 <= r["served_epoch"] <= r["last_epoch"] == 2
+        # The served epoch is the best on validation, so the last can't beat it.
+        assert r["validation_correct"] >= r["last_validation_correct"]
+        assert r["seconds"] > 0
+    # Two epochs on 5,000 images already learn something: far above chance (10%).
+    accuracies = [r["test_correct"] / r["test_total"] for r in runs]
+    summary = record["summary"]["test_accuracy"]
+    assert summary["min"] == min(accuracies) and summary["max"] == max(accuracies)
+    assert summary["min"] <= summary["mean"] <= summary["max"] and summary["min"] > 0.5
+    assert summary["std"] >= 0
+    assert record["summary"]["runs"] == 3 and record["preset"] == "nielsen-ch1"
+    assert record["config"]["sizes"] == [784, 30, 10] and record["train_size"] == 5_000
+
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3 + 1  # header, rule, a row per seed, the summary row
+    assert table[2].startswith("| 1 | ") and "mean ± sd (n=3)" in table[-1]
+
+
+def test_accuracy_flags_override_the_preset(mnist_cache: Path, tmp_path: Path) -> None:
+    argv = ["accuracy", "--quick", "--seed-list", "4", "--hidden", "12", "--epochs", "1", "--batch-size", "20"]
+    argv += ["--eta", "2.5", "--dtype", "float64", "--train-size", "1000", "--data-dir", str(mnist_cache)]
+    record = run_json(argv, tmp_path / "a.json")
+    config = record["config"]
+    assert config["sizes"] == [784, 12, 10] and config["epochs"] == 1 and config["batch_size"] == 20
+    assert config["eta"] == 2.5 and config["dtype"] == "float64"
+    assert record["train_size"] == 1_000 and record["seeds"] == [4]
+    assert record["summary"]["test_accuracy"]["std"] is None  # one run has no spread
+
+
+def test_accuracy_counts_do_not_depend_on_the_number_of_processes(mnist_cache: Path, tmp_path: Path) -> None:
+    argv = ["accuracy", "--quick", "--seed-list", "7", "3", "--data-dir", str(mnist_cache)]
+    serial = run_json([*argv, "--jobs", "1"], tmp_path / "serial.json")
+    parallel = run_json([*argv, "--jobs", "2"], tmp_path / "parallel.json")
+    assert [r["seed"] for r in parallel["runs"]] == [7, 3]  # in the order asked, whatever finished first
+    for one, two in zip(serial["runs"], parallel["runs"], strict=True):
+        assert {k: one[k] for k in COUNT_FIELDS} == {k: two[k] for k in COUNT_FIELDS}
+    # Each worker ran with one BLAS thread (known when threadpoolctl is installed).
+    assert all(r["blas_threads"] in (1, None) for r in parallel["runs"])
+    assert parallel["jobs"] == 2
+
+
+def test_speed_reports_speedups_blas_and_every_measurement(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = run_json(["speed", "--quick", "--data-dir", str(mnist_cache)], tmp_path / "s.json")
+    training = record["training"]
+    vectorized = [t for t in training if t["implementation"] == "vectorized"]
+    reference = [t for t in training if t["implementation"] == "reference"]
+    assert {t["dtype"] for t in vectorized} == {t["dtype"] for t in reference} == {"float32", "float64"}
+    for t in vectorized:
+        assert t["speedup"] > 0 and t["gflops"] > 0 and t["gemm_fraction"] > 0
+        assert t["examples_per_second_best"] >= t["examples_per_second_median"] > 0
+        assert len(t["timing"]["seconds"]) == 1 and t["timing"]["items"] == 5_000
+    assert all(t["speedup"] is None and t["timing"]["items"] == 200 for t in reference)
+    assert [g["dtype"] for g in record["gemm"]] == ["float32", "float64"]
+    assert all(g["gflops"] > 0 for g in record["gemm"])
+    assert all(i["images_per_second_best"] > 0 and i["timing"]["items"] == 10_000 for i in record["inference"])
+    assert record["load_seconds"]["best_seconds"] > 0
+    memory = record["memory"]
+    assert memory["peak_rss_mib"] > 0 and memory["epochs"] == 1 and memory["test_line"].startswith("Test: ")
+
+    environment = record["environment"]
+    assert environment["numpy"] and environment["cpu_count"] >= 1
+    assert environment["blas"] and environment["blas"][0]["internal_api"]
+
+    out = capsys.readouterr().out
+    assert "- BLAS: " in out and "speed-up vs reference" in out and "peak memory of a training run of 1 epoch" in out
+    speed_rows = [line for line in out.splitlines() if line.startswith("| vectorized | [784, 30, 10] | 10 |")]
+    assert len(speed_rows) == 2 and all(row.rstrip(" |").endswith("x") for row in speed_rows)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["sprint"],
+        ["accuracy", "--preset", "no-such-preset"],
+        ["accuracy", "--seeds", "0"],
+        ["accuracy", "--seeds", "2", "--seed-list", "1"],
+        ["accuracy", "--seed-list", "1", "1"],
+        ["accuracy", "--seed-list", "-3"],
+        ["accuracy", "--jobs", "0"],
+        ["accuracy", "--epochs", "0"],
+        ["accuracy", "--eta", "-1"],
+        ["accuracy", "--eta", "nan"],
+        ["accuracy", "--hidden", "0"],
+        ["accuracy", "--quick", "--batch-size", "5001"],
+        ["accuracy", "--train-size", "50001"],
+        ["accuracy", "--dtype", "float16"],
+        ["speed", "--config", "30@10"],
+        ["speed", "--config", "784-30-10"],
+        ["speed", "--config", "784-30-10@ten"],
+        ["speed", "--config", "784-30-10@10:float16"],
+        ["speed", "--quick", "--config", "784-30-10@5001"],
+        ["speed", "--repeats", "0"],
+        ["speed", "--reference-size", "5"],
+        ["speed", "--gemm-size", "-1"],
+        ["speed", "--memory-epochs", "-1"],
+        ["speed", "--reference-dtypes", "float16"],
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_benchmark(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("benchmark.py") and "error: " in lines[0], captured.err
+
+
+def test_unwritable_json_path_exits_2_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_benchmark(["speed", "--quick", "--json", str(tmp_path)]) == 2  # a folder, not a file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("action", "flags"),
+    [
+        ("accuracy", ["--preset", "--hidden", "--epochs", "--batch-size", "--eta", "--dtype", "--seeds", "--jobs"]),
+        ("speed", ["--config", "--repeats", "--train-size", "--reference-size", "--gemm-size", "--memory-epochs"]),
+    ],
+)
+def test_help_explains_the_flags(action: str, flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_benchmark([action, "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in [*flags, "--seed-list" if action == "accuracy" else "--reference-dtypes", "--json", "--quick"]:
+        assert f"\n  {flag} " in out, flag
+
+
+def test_single_blas_thread_env_restores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with single_blas_thread_env():
+        assert all(os.environ[name] == "1" for name in BLAS_THREAD_VARIABLES)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "3" and "OMP_NUM_THREADS" not in os.environ
+
+
+def test_stats_and_shapes() -> None:
+    assert Stats.of([0.5]) == Stats(mean=0.5, std=None, min=0.5, max=0.5)
+    stats = Stats.of([1.0, 3.0])
+    assert stats.mean == 2.0 and stats.std == pytest.approx(2**0.5)
+    shape = TrainingShape((784, 30, 10), 10)
+    assert shape.weights == 784 * 30 + 30 * 10 and shape.dtype == "float32"

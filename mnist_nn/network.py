@@ -30,7 +30,8 @@ package and does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -66,12 +67,18 @@ def sigmoid_prime(z: FloatArray) -> FloatArray:
 
 
 class Activation(Protocol):
-    """An elementwise activation whose derivative can be written in terms of its output."""
+    """An activation whose derivative can be written in terms of its output.
+
+    ``forward`` may write into ``z`` itself. ``scale_by_derivative`` multiplies
+    delta by f'(z) using only a = f(z), so the training step keeps no z.
+    Softmax is not elementwise: it only serves as the output of the
+    log-likelihood cost, whose delta needs no derivative.
+    """
 
     name: str
 
     def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
-        """a = f(z), written into ``out`` (may be ``z`` itself)."""
+        """a = f(z), written into ``out``."""
         ...
 
     def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
@@ -95,57 +102,170 @@ class Sigmoid:
         np.multiply(delta, work, out=delta)
 
 
-ACTIVATIONS: dict[str, Activation] = {"sigmoid": Sigmoid()}
+class Tanh:
+    """tanh(z); tanh' = 1 - a^2."""
+
+    name = "tanh"
+
+    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
+        """a = tanh(z)."""
+        return np.tanh(z, out=out)
+
+    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
+        """delta *= 1 - a^2."""
+        np.multiply(a, a, out=work)
+        np.subtract(1.0, work, out=work)
+        np.multiply(delta, work, out=delta)
+
+
+class ReLU:
+    """max(z, 0); its derivative is 1 where a > 0, else 0 (0 at z = 0, by convention)."""
+
+    name = "relu"
+
+    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
+        """a = max(z, 0)."""
+        return np.maximum(z, 0.0, out=out)
+
+    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
+        """delta *= (a > 0)."""
+        np.greater(a, 0.0, out=work)
+        np.multiply(delta, work, out=delta)
+
+
+class Softmax:
+    """softmax(z)_j = exp(z_j) / sum_k exp(z_k) over each row; the log-likelihood cost's output."""
+
+    name = "softmax"
+
+    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
+        """a = softmax(z) row by row, shifted by the row maximum so exp never overflows."""
+        np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+        np.exp(out, out=out)
+        np.divide(out, out.sum(axis=1, keepdims=True), out=out)
+        return out
+
+    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
+        """Not elementwise: softmax is only used with the log-likelihood cost."""
+        raise NotImplementedError("softmax is only used as the output of the log-likelihood cost")
+
+
+HIDDEN_ACTIVATIONS: dict[str, Activation] = {"sigmoid": Sigmoid(), "tanh": Tanh(), "relu": ReLU()}
+ACTIVATIONS = HIDDEN_ACTIVATIONS  # the names ``activation=`` accepts
 
 
 # --- costs ---------------------------------------------------------------------------
 
+_LOG_FLOOR = 1e-300  # keeps log() finite where an output rounds to exactly 0 or 1
+
 
 class Cost(Protocol):
-    """A cost function C(a, y) of the output activations a and one-hot targets y."""
+    """A cost C(a, y) of the output activations a and one-hot targets y, with its output layer."""
 
     name: str
+    output: Activation  # the output layer's activation that this cost is paired with
 
     def fn(self, a: FloatArray, y: FloatArray) -> float:
         """The cost summed over the rows of a (m, 10) batch."""
         ...
 
-    def output_delta(
-        self,
-        a: FloatArray,
-        y: FloatArray,
-        activation: Activation,
-        out: FloatArray,
-        work: FloatArray,
-    ) -> None:
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
         """delta_L = dC/dz_L for the batch, written into ``out`` (BP1)."""
         ...
 
 
 class QuadraticCost:
-    """C = 1/2 ||a - y||^2 per example; delta_L = (a - y) * sigma'(z_L)."""
+    """C = 1/2 ||a - y||^2 per example, sigmoid outputs; delta_L = (a - y) * sigma'(z_L)."""
 
     name = "quadratic"
+    output: Activation = Sigmoid()
 
     def fn(self, a: FloatArray, y: FloatArray) -> float:
         """Sum over the batch of 1/2 ||a - y||^2."""
         d = a - y
         return 0.5 * float(np.einsum("ij,ij->", d, d, dtype=np.float64))
 
-    def output_delta(
-        self,
-        a: FloatArray,
-        y: FloatArray,
-        activation: Activation,
-        out: FloatArray,
-        work: FloatArray,
-    ) -> None:
-        """delta_L = (a - y) * f'(z_L)."""
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = (a - y) * a * (1 - a)."""
         np.subtract(a, y, out=out)
-        activation.scale_by_derivative(a, out, work)
+        self.output.scale_by_derivative(a, out, work)
 
 
-COSTS: dict[str, Cost] = {"quadratic": QuadraticCost()}
+class CrossEntropyCost:
+    """C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)], sigmoid outputs; delta_L = a - y.
+
+    The sigmoid's derivative cancels, so saturated output neurons still learn
+    fast (Nielsen, chapter 3).
+    """
+
+    name = "cross-entropy"
+    output: Activation = Sigmoid()
+
+    def fn(self, a: FloatArray, y: FloatArray) -> float:
+        """Sum over the batch of the binary cross-entropy of every output."""
+        a64 = a.astype(np.float64)
+        c = y * np.log(np.maximum(a64, _LOG_FLOOR)) + (1.0 - y) * np.log(np.maximum(1.0 - a64, _LOG_FLOOR))
+        return -float(c.sum())
+
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = a - y."""
+        np.subtract(a, y, out=out)
+
+
+class LogLikelihoodCost:
+    """C = -ln a_y (the output for the true class), softmax outputs; delta_L = a - y."""
+
+    name = "log-likelihood"
+    output: Activation = Softmax()
+
+    def fn(self, a: FloatArray, y: FloatArray) -> float:
+        """Sum over the batch of -ln a_y."""
+        picked = np.einsum("ij,ij->i", a.astype(np.float64), y)
+        return -float(np.log(np.maximum(picked, _LOG_FLOOR)).sum())
+
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = a - y."""
+        np.subtract(a, y, out=out)
+
+
+COSTS: dict[str, Cost] = {c.name: c for c in (QuadraticCost(), CrossEntropyCost(), LogLikelihoodCost())}
+
+
+# --- initialization ------------------------------------------------------------------
+
+
+def _init_layer(rng: np.random.Generator, n_in: int, n_out: int, init: str) -> npt.NDArray[np.float64]:
+    """One layer's (n_in + 1, n_out) parameters; the last row is the biases."""
+    if init == "glorot":
+        limit = np.sqrt(6.0 / (n_in + n_out))
+        p = rng.uniform(-limit, limit, size=(n_in + 1, n_out))
+        p[-1] = 0.0
+        return p
+    p = rng.standard_normal((n_in + 1, n_out))
+    if init == "scaled":  # Nielsen's chapter 3: weights N(0, 1/n_in), biases N(0, 1)
+        p[:-1] /= np.sqrt(n_in)
+    elif init == "he":  # He et al. 2015, for ReLU: weights N(0, 2/n_in), biases 0
+        p[:-1] *= np.sqrt(2.0 / n_in)
+        p[-1] = 0.0
+    return p
+
+
+# Initializations by name: "normal" is Nielsen's chapter 1 (weights and biases N(0, 1)).
+INITS = ("normal", "scaled", "he", "glorot")
+
+
+# --- input transforms ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """A named, deterministic transform of (m, n_in) images applied before the first layer.
+
+    The functions live elsewhere (``mnist_nn.preprocess``); the network only calls them.
+    """
+
+    name: str
+    fn: Callable[[FloatArray], FloatArray]
 
 
 # --- the network -------------------------------------------------------------------
@@ -185,10 +305,17 @@ class Network:
         rng: the generator that draws the initial weights (default: seeded with ``seed``).
         seed: used only when ``rng`` is None.
         dtype: float32 or float64 for every parameter and activation.
-        activation: name of the activation in every layer (see ``ACTIVATIONS``).
-        cost: name of the cost (see ``COSTS``); quadratic by default.
+        activation: the hidden layers' activation: "sigmoid" (default), "tanh" or "relu".
+        cost: "quadratic" (default), "cross-entropy" (both with sigmoid outputs)
+            or "log-likelihood" (softmax outputs).
+        init: "normal" (default: weights and biases drawn from the standard
+            normal, as Nielsen's chapter 1), "scaled" (weights N(0, 1/n_in), his
+            chapter 3), "he" (N(0, 2/n_in), biases 0) or "glorot" (uniform).
 
-    Weights and biases are drawn as Nielsen draws them, from the standard normal.
+        transform: an ``InputTransform`` applied to every input first (e.g. deskewing).
+
+    With one output layer only (no hidden layer) the cost's output activation
+    is the only activation.
     """
 
     def __init__(
@@ -200,19 +327,30 @@ class Network:
         dtype: npt.DTypeLike = np.float32,
         activation: str = "sigmoid",
         cost: str = "quadratic",
+        init: str = "normal",
+        transform: InputTransform | None = None,
     ) -> None:
         self.sizes = _check_sizes(sizes)
         self.dtype = _check_dtype(dtype)
         self.activation: Activation = _lookup(ACTIVATIONS, activation, "activation")
         self.cost: Cost = _lookup(COSTS, cost, "cost")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
+        self.init = init
+        self.transform = transform
         if rng is None:
             rng = np.random.default_rng(seed)
         # Drawn in float64 and then cast, so a float32 and a float64 network
         # built from the same seed start from the same weights.
         self.params: list[FloatArray] = [
-            rng.standard_normal((n_in + 1, n_out)).astype(self.dtype)
+            _init_layer(rng, n_in, n_out, init).astype(self.dtype)
             for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
         ]
+
+    @property
+    def layer_activations(self) -> list[Activation]:
+        """The activation of each layer: the hidden one, then the cost's output activation."""
+        return [self.activation] * (len(self.params) - 1) + [self.cost.output]
 
     @property
     def num_layers(self) -> int:
@@ -274,9 +412,18 @@ class Network:
 
     # --- forward ---
 
-    def feedforward(self, x: npt.ArrayLike) -> FloatArray:
-        """Output activations (m, n_out) for a batch x of shape (m, n_in)."""
+    def prepare(self, x: FloatArray) -> FloatArray:
+        """x as the first layer sees it: through the input transform, if any (a new array then)."""
+        return x if self.transform is None else self.transform.fn(x)
+
+    def feedforward(self, x: npt.ArrayLike, *, prepared: bool = False) -> FloatArray:
+        """Output activations (m, n_out) for a batch x of shape (m, n_in).
+
+        ``prepared`` says x went through ``prepare`` already.
+        """
         a = self.check_images(x, "x")
+        if not prepared:
+            a = self.prepare(a)
         out = np.empty((a.shape[0], self.sizes[-1]), dtype=self.dtype)
         for start in range(0, a.shape[0], EVAL_CHUNK):
             out[start : start + EVAL_CHUNK] = self._forward(a[start : start + EVAL_CHUNK])
@@ -284,22 +431,26 @@ class Network:
 
     def _forward(self, a: FloatArray) -> FloatArray:
         """Forward pass of one chunk, no checks."""
-        for p in self.params:
-            a = self.activation.forward(a @ p[:-1] + p[-1], out=None)  # type: ignore[arg-type]
+        for p, f in zip(self.params, self.layer_activations, strict=True):
+            z = a @ p[:-1]
+            z += p[-1]
+            a = f.forward(z, out=z)
         return a
 
-    def predict(self, x: npt.ArrayLike) -> IntArray:
+    def predict(self, x: npt.ArrayLike, *, prepared: bool = False) -> IntArray:
         """The most activated output neuron for each row of x: (m,) int64 labels."""
-        labels: IntArray = np.argmax(self.feedforward(x), axis=1).astype(np.int64)
+        labels: IntArray = np.argmax(self.feedforward(x, prepared=prepared), axis=1).astype(np.int64)
         return labels
 
     def probabilities(self, x: npt.ArrayLike) -> FloatArray:
         """Each row's output as a probability distribution over the classes, (m, n_out).
 
-        Sigmoid outputs are not a distribution, so they are divided by their
+        Softmax outputs are one already; sigmoid outputs are divided by their
         sum (``probability_kind`` says which was done).
         """
         a = self.feedforward(x).astype(np.float64)
+        if self.cost.output.name == "softmax":
+            return a
         total = a.sum(axis=1, keepdims=True)
         total[total == 0] = 1.0
         return np.asarray(a / total)
@@ -307,13 +458,13 @@ class Network:
     @property
     def probability_kind(self) -> str:
         """How ``probabilities`` are made from the outputs."""
-        return "normalized sigmoid outputs"
+        return "softmax" if self.cost.output.name == "softmax" else "normalized sigmoid outputs"
 
-    def count_correct(self, images: npt.ArrayLike, labels: npt.ArrayLike) -> int:
+    def count_correct(self, images: npt.ArrayLike, labels: npt.ArrayLike, *, prepared: bool = False) -> int:
         """How many of the images the network classifies as their labels."""
         x = self.check_images(images)
         y = self.check_labels(labels, x.shape[0])
-        return int(np.count_nonzero(self.predict(x) == y))
+        return int(np.count_nonzero(self.predict(x, prepared=prepared) == y))
 
     def evaluate(self, data: Any) -> int:
         """Number of correct answers, as Nielsen's ``evaluate``.
@@ -325,24 +476,41 @@ class Network:
         images, labels = as_arrays(data, self.sizes[0])
         return self.count_correct(images, labels)
 
-    def total_cost(self, images: npt.ArrayLike, labels: npt.ArrayLike) -> float:
-        """Mean cost over a set: C = 1/n sum_x C_x (1/(2n) sum ||a - y||^2 for quadratic)."""
-        x = self.check_images(images)
+    def l2_penalty(self) -> float:
+        """1/2 sum of every squared weight (biases excluded): the L2 term without lambda/n."""
+        return 0.5 * sum(float(np.einsum("ij,ij->", w, w, dtype=np.float64)) for w in self.weights)
+
+    def total_cost(self, images: npt.ArrayLike, labels: npt.ArrayLike, l2: float = 0.0) -> float:
+        """Mean cost over a set: C = 1/n sum_x C_x + lambda/(2n) sum w^2 (Nielsen's convention).
+
+        For the quadratic cost and no L2 this is 1/(2n) sum ||a - y||^2.
+        """
+        x = self.prepare(self.check_images(images))
         y = self.check_labels(labels, x.shape[0])
+        n = max(int(x.shape[0]), 1)
         total = 0.0
         for start in range(0, x.shape[0], EVAL_CHUNK):
             a = self._forward(x[start : start + EVAL_CHUNK])
             total += self.cost.fn(a, self.one_hot(y[start : start + EVAL_CHUNK]))
-        return total / max(int(x.shape[0]), 1)
+        return total / n + (l2 / n * self.l2_penalty() if l2 else 0.0)
 
     # --- backward ---
 
-    def backprop(self, x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[list[FloatArray], list[FloatArray]]:
+    def backprop(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, l2: float = 0.0, n: int = 1
+    ) -> tuple[list[FloatArray], list[FloatArray]]:
         """Gradient of the cost summed over a mini-batch, by BP1-BP4.
 
+        With L2 (lambda = ``l2``, training-set size ``n``) the weight
+        gradients also get the batch's share of the penalty's gradient,
+        m * lambda / n * w, so that a step of -eta/m times the result is
+        Nielsen's update w -> (1 - eta lambda / n) w - eta/m sum grad C_x.
+
         Args:
-            x: inputs, shape (m, n_in).
+            x: inputs as the first layer sees them (after any input transform), shape (m, n_in).
             y: one-hot targets, shape (m, n_out).
+            l2: the L2 regularization parameter lambda.
+            n: the training-set size that lambda is divided by.
 
         Returns:
             ``(grad_w, grad_b)``: lists shaped like ``weights`` and ``biases``.
@@ -352,15 +520,18 @@ class Network:
         if targets.shape != (a.shape[0], self.sizes[-1]):
             raise ValueError(f"expected y of shape ({a.shape[0]}, {self.sizes[-1]}), got {targets.shape}")
         activations = [a]
-        for p in self.params:
-            a = self.activation.forward(a @ p[:-1] + p[-1], out=None)  # type: ignore[arg-type]
+        for p, f in zip(self.params, self.layer_activations, strict=True):
+            z = a @ p[:-1] + p[-1]
+            a = f.forward(z, out=z)
             activations.append(a)
         delta = np.empty_like(a)
-        self.cost.output_delta(a, targets, self.activation, delta, np.empty_like(a))  # BP1
+        self.cost.output_delta(a, targets, delta, np.empty_like(a))  # BP1
         grad_w: list[FloatArray] = [np.empty(0)] * len(self.params)
         grad_b: list[FloatArray] = [np.empty(0)] * len(self.params)
         for layer in range(len(self.params) - 1, -1, -1):
             grad_w[layer] = activations[layer].T @ delta  # BP4
+            if l2:
+                grad_w[layer] += (a.shape[0] * l2 / n) * self.params[layer][:-1]
             grad_b[layer] = delta.sum(axis=0)  # BP3
             if layer > 0:
                 delta = delta @ self.params[layer][:-1].T  # BP2

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mnist_nn import __version__
+from mnist_nn.augment import parse_augment
 from mnist_nn.config import (
     IMAGE_PIXELS,
     NUM_CLASSES,
@@ -34,9 +35,10 @@ from mnist_nn.data import MnistData, Split, load_mnist
 from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError, ModelFileError, TrainingError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import Evaluation, evaluate_network, format_count
-from mnist_nn.network import Network
+from mnist_nn.network import COSTS, HIDDEN_ACTIVATIONS, INITS, Network
+from mnist_nn.preprocess import TRANSFORMS
 from mnist_nn.serialization import ResumeState, SavedModel, load_model, save_model
-from mnist_nn.training import EpochRecord, History, Run, fit
+from mnist_nn.training import SCHEDULES, EpochRecord, History, Run, fit
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -152,6 +154,66 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         choices=["float32", "float64"],
         help=f"floating-point type of training (default: {d.dtype}: as accurate, and faster)",
     )
+    parser.add_argument(
+        "--activation", choices=sorted(HIDDEN_ACTIVATIONS), help=f"hidden layers' activation (default: {d.activation})"
+    )
+    parser.add_argument(
+        "--cost",
+        choices=sorted(COSTS),
+        help=f"cost function; log-likelihood gives softmax outputs, the others sigmoid outputs (default: {d.cost})",
+    )
+    parser.add_argument(
+        "--init",
+        choices=INITS,
+        help="weight initialization: normal (N(0, 1), Nielsen ch. 1), scaled (N(0, 1/n_in), ch. 3), "
+        f"he (N(0, 2/n_in), for ReLU) or glorot (default: {d.init})",
+    )
+    parser.add_argument(
+        "--l2",
+        type=float,
+        metavar="LAMBDA",
+        help="L2 regularization lambda, Nielsen's convention: w -> (1 - eta*lambda/n) w each step (default: 0)",
+    )
+    parser.add_argument(
+        "--dropout", type=float, metavar="P", help="drop each hidden neuron with probability P in training (default: 0)"
+    )
+    parser.add_argument(
+        "--input-dropout",
+        type=float,
+        metavar="P",
+        help="drop each input pixel with probability P in training (default: 0)",
+    )
+    parser.add_argument("--momentum", type=float, metavar="MU", help="momentum coefficient (default: 0, plain SGD)")
+    parser.add_argument(
+        "--nesterov", action="store_true", default=None, help="use Nesterov's momentum instead of the classical one"
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning-rate schedule: constant, plateau (halve eta when validation stalls for "
+        "--schedule-patience epochs; stop below eta/128, as network2) or cosine (default: constant)",
+    )
+    parser.add_argument(
+        "--schedule-patience", type=int, metavar="N", help="epochs without improvement before plateau halves eta (5)"
+    )
+    parser.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="N",
+        help="stop after N epochs without validation improvement; the best epoch's weights are kept (default: off)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        choices=["none", *sorted(TRANSFORMS)],
+        help="transform every image, training and test alike, before the first layer: deskew straightens "
+        "slanted digits and centers them (default: none)",
+    )
+    parser.add_argument(
+        "--augment",
+        metavar="SPEC",
+        help="distort the training images every epoch: 'default', or keys such as "
+        "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README); 'none' turns it off",
+    )
     _add_data_args(parser)
     parser.add_argument(
         "--save",
@@ -189,7 +251,26 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
 
 
 _DEFAULT_SAVE = Path("<default>")
-_TRAIN_FLAGS = ("epochs", "batch_size", "eta", "seed", "dtype")
+_TRAIN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "eta",
+    "seed",
+    "dtype",
+    "activation",
+    "cost",
+    "init",
+    "l2",
+    "dropout",
+    "input_dropout",
+    "momentum",
+    "nesterov",
+    "schedule",
+    "schedule_patience",
+    "early_stopping",
+    "preprocess",
+    "augment",
+)
 
 
 def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
@@ -206,6 +287,26 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         raise _UsageError(f"--eta must be a positive number, got {config.eta}")
     if any(n < 1 for n in config.sizes):
         raise _UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, config.sizes[1:-1]))}")
+    if not np.isfinite(config.l2) or config.l2 < 0:
+        raise _UsageError(f"--l2 must be >= 0, got {config.l2}")
+    if not 0 <= config.dropout < 1:
+        raise _UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if not 0 <= config.input_dropout < 1:
+        raise _UsageError(f"--input-dropout must be in [0, 1), got {config.input_dropout}")
+    if not 0 <= config.momentum < 1:
+        raise _UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
+    if config.schedule_patience < 1:
+        raise _UsageError(f"--schedule-patience must be at least 1, got {config.schedule_patience}")
+    if config.early_stopping < 0:
+        raise _UsageError(f"--early-stopping must be >= 0, got {config.early_stopping}")
+    if config.preprocess == "none":
+        config = dataclasses.replace(config, preprocess="")
+    if config.augment:
+        try:
+            spec = parse_augment(config.augment)
+        except ValueError as exc:
+            raise _UsageError(f"--augment: {exc}") from None
+        config = dataclasses.replace(config, augment="" if spec.is_identity else spec.to_spec())
     return config
 
 
@@ -225,9 +326,17 @@ def _resumed_run(saved: SavedModel, config: TrainConfig) -> Run:
         rng.bit_generator.state = saved.resume.rng_state
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: cannot resume: {exc}") from None
-    network = Network(config.sizes, dtype=config.dtype, activation=config.activation, cost=config.cost, seed=0)
+    network = Network(
+        config.sizes,
+        dtype=config.dtype,
+        activation=config.activation,
+        cost=config.cost,
+        seed=0,
+        transform=saved.network.transform,
+    )
     network.set_params(saved.resume.params)
-    run = Run(config=config, network=network, rng=rng, history=history)
+    velocity = saved.resume.optimizer.get("velocity")
+    run = Run(config=config, network=network, rng=rng, history=history, velocity=velocity)
     best = history.best()
     if saved.metadata.get("served") == "best" and best is not None:
         run.best_params = saved.network.copy_params()
@@ -254,7 +363,7 @@ def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, test_corre
     }
     state = ResumeState(
         params=run.network.copy_params(),
-        optimizer={},
+        optimizer={"velocity": run.velocity} if run.velocity is not None else {},
         rng_state=dict(run.rng.bit_generator.state),
         epochs_completed=run.epochs_completed,
     )

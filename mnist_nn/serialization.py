@@ -86,6 +86,7 @@ from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES
 from mnist_nn.errors import ModelFileError
 from mnist_nn.files import atomic_write
 from mnist_nn.network import FloatArray, Network
+from mnist_nn.preprocess import input_transform
 
 FORMAT_NAME = "mnist_nn-model"
 FORMAT_VERSION = 1
@@ -151,6 +152,7 @@ def model_metadata_base(network: Network) -> dict[str, Any]:
         "sizes": list(network.sizes),
         "activation": network.activation.name,
         "cost": network.cost.name,
+        "preprocess": network.transform.name if network.transform is not None else "",
         "dtype": network.dtype.name,
         "package_version": mnist_nn.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -422,7 +424,8 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
         }
         resume = ResumeState(current, optimizer, rng_state, epochs_completed)
     try:
-        network = Network(sizes, dtype=dtype, activation=activation, cost=cost, seed=0)
+        transform = input_transform(_preprocess_name(metadata))
+        network = Network(sizes, dtype=dtype, activation=activation, cost=cost, seed=0, transform=transform)
     except ValueError as exc:
         raise _BadFileError(f"metadata describes a network this version cannot build: {exc}") from exc
     network.set_params(served)
@@ -555,6 +558,14 @@ def _check_description(metadata: Mapping[str, Any]) -> tuple[list[int], np.dtype
             raise _BadFileError(f"metadata {key!r} should be a name, got {_short(value)}")
         names.append(value)
     return sizes, _DTYPES[dtype_name], names[0], names[1]
+
+
+def _preprocess_name(metadata: Mapping[str, Any]) -> str:
+    """The input transform's name; files written before transforms existed have none."""
+    name = metadata.get("preprocess", "")
+    if not isinstance(name, str):
+        raise _BadFileError(f"metadata 'preprocess' should be a name, got {_short(name)}")
+    return name
 
 
 def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]:

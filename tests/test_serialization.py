@@ -17,6 +17,7 @@ import pytest
 import mnist_nn
 from mnist_nn.errors import ModelFileError
 from mnist_nn.network import Network
+from mnist_nn.preprocess import input_transform
 from mnist_nn.serialization import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -218,11 +219,12 @@ def test_model_metadata_base_describes_the_network() -> None:
         "sizes",
         "activation",
         "cost",
+        "preprocess",
         "dtype",
         "package_version",
         "created",
     }
-    assert base["sizes"] == [5, 4, 3] and base["dtype"] == "float64"
+    assert base["sizes"] == [5, 4, 3] and base["dtype"] == "float64" and base["preprocess"] == ""
     json.dumps(base, allow_nan=False)
 
 
@@ -639,3 +641,26 @@ def test_path_with_a_newline_still_gives_one_line(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError) as info:
         load_model(folder / "model.npz")
     assert "\n" not in str(info.value) and "no such file" in str(info.value)
+
+
+def test_input_transform_round_trips_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    net = Network((784, 6, 10), seed=1, transform=input_transform("deskew"))
+    path = tmp_path / "deskew.npz"
+    save_model(path, net, {})
+    loaded = load_model(path).network
+    assert loaded.transform is not None and loaded.transform.name == "deskew"
+    x = np.random.default_rng(0).random((5, 784)).astype(np.float32)
+    assert np.array_equal(loaded.feedforward(x), net.feedforward(x))
+    assert not np.array_equal(net.feedforward(x), net.feedforward(x, prepared=True))
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    meta = json.loads(np.lib.format.read_array(io.BytesIO(members["metadata.npy"])).tobytes())
+    meta["preprocess"] = "sharpen"
+    raw = io.BytesIO()
+    np.lib.format.write_array(raw, np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    members["metadata.npy"] = raw.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(ModelFileError, match="unknown input transform 'sharpen'"):
+        load_model(path)

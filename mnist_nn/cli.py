@@ -10,10 +10,14 @@ Nothing in the package imports this module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
+import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,6 +65,38 @@ def _fail(prog: str, message: str, code: int) -> int:
     return code
 
 
+MainFunction = Callable[..., int]
+
+
+def command(main: MainFunction) -> MainFunction:
+    """Wrap a ``*_main`` so that stops users cause end in one line, never a traceback.
+
+    Ctrl-C prints "interrupted" and exits 130; a closed pipe (``| head``)
+    ends quietly; a package error that escaped still prints one line.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+        defaults = main.__defaults__ or ()
+        name = prog or (str(defaults[-1]) if defaults else "mnist-nn")
+        try:
+            return int(main(argv, name))
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            # stdout's reader went away: stop writing, and keep Python from
+            # complaining about it again at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_FAILURE
+        except MnistNNError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+
+    return wrapper
+
+
 def _show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -95,6 +131,7 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
     return parser
 
 
+@command
 def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
     """Entry point of ``scripts/download_mnist.py``."""
     from mnist_nn.download import ensure_mnist
@@ -225,6 +262,13 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         "configuration. Written atomically; an unwritable path is reported before training starts",
     )
     parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="also write the --save file every N epochs, with what --resume needs to continue "
+        "exactly after a crash (default: only at the end)",
+    )
+    parser.add_argument(
         "--save-last",
         action="store_true",
         help="serve, test and save the last epoch's weights instead of the best validation epoch's",
@@ -344,16 +388,30 @@ def _resumed_run(saved: SavedModel, config: TrainConfig) -> Run:
     return run
 
 
-def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, test_correct: int | None) -> None:
-    """Save the served weights with the run's state, so the file can be evaluated or resumed."""
-    _, served_epoch = run.served(keep_last)
-    served = run.served_network(keep_last)
+def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: str = "complete") -> int:
+    """Save the served weights with the last completed epoch's state; returns their test count.
+
+    The file can be evaluated (the served weights, their test count in the
+    metadata) or resumed (the snapshot: weights, momentum, generator and
+    history after the last completed epoch).
+    """
+    snapshot = run.snapshot if run.snapshot is not None else run.take_snapshot()
+    history = run.history.epochs[: snapshot.epochs_completed]
+    if keep_last or run.best_params is None:
+        served = run.served_network(keep_last=True)
+        served.set_params(snapshot.params)
+        served_epoch = snapshot.epochs_completed
+    else:
+        served = run.served_network()
+        served_epoch = run.best_epoch or 0
+    test_correct = served.count_correct(*data.test)
     record = run.history.epochs[served_epoch - 1] if served_epoch else None
     metadata = {
         "config": run.config.to_dict(),
-        "history": run.history.to_list(),
+        "history": History(history).to_list(),
         "epoch": served_epoch,
-        "epochs_completed": run.epochs_completed,
+        "epochs_completed": snapshot.epochs_completed,
+        "status": status,
         "served": "last" if keep_last or run.best_params is None else "best",
         "validation_correct": record.validation_correct if record else None,
         "validation_total": record.validation_total if record else None,
@@ -362,14 +420,16 @@ def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, test_corre
         "mnist_sha256": data.digests,
     }
     state = ResumeState(
-        params=run.network.copy_params(),
-        optimizer={"velocity": run.velocity} if run.velocity is not None else {},
-        rng_state=dict(run.rng.bit_generator.state),
-        epochs_completed=run.epochs_completed,
+        params=snapshot.params,
+        optimizer={"velocity": snapshot.velocity} if snapshot.velocity is not None else {},
+        rng_state=snapshot.rng_state,
+        epochs_completed=snapshot.epochs_completed,
     )
     save_model(path, served, metadata, resume=state)
+    return test_correct
 
 
+@command
 def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") -> int:
     """Entry point of ``scripts/train_mnist.py``."""
     args = build_train_parser(prog).parse_args(argv)
@@ -394,6 +454,11 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         else:
             config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
         save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
+        if args.checkpoint_every is not None:
+            if args.checkpoint_every < 1:
+                raise _UsageError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+            if save_path is None:
+                raise _UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
         for path in (save_path, args.json):
             if path is not None:
                 try:
@@ -449,12 +514,27 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
             )
         new_bar(record.epoch + 1)
 
+    checkpoints: list[str] = []
+
+    def on_checkpoint(record: EpochRecord, run: Run) -> None:
+        on_epoch(record, run)
+        if save_path is not None and args.checkpoint_every and record.epoch % args.checkpoint_every == 0:
+            _save_run(save_path, run, data, args.save_last, status="checkpoint")
+            checkpoints.append(str(record.epoch))
+
     new_bar(run.epochs_completed + 1)
     start = time.perf_counter()
     try:
-        fit(run, *data.train, validation=data.validation, on_epoch=on_epoch, on_progress=on_progress)
+        with _signals_as_interrupts():
+            fit(run, *data.train, validation=data.validation, on_epoch=on_checkpoint, on_progress=on_progress)
+    except (KeyboardInterrupt, _TerminatedError) as exc:
+        code = 143 if isinstance(exc, _TerminatedError) else 130
+        what = "terminated" if isinstance(exc, _TerminatedError) else "interrupted"
+        return _fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data, args), code)
     except TrainingError as exc:
-        return _fail(prog, str(exc), EXIT_FAILURE)
+        return _fail(prog, f"{exc}; " + _salvage(save_path, run, data, args, "diverged"), EXIT_FAILURE)
+    except OSError as exc:  # a checkpoint could not be written; the earlier file is intact
+        return _fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
     finally:
         if bar is not None:
             bar.close()
@@ -466,7 +546,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     test_total = len(data.test)
     if save_path is not None:
         try:
-            _save_run(save_path, run, data, args.save_last, test_correct)
+            _save_run(save_path, run, data, args.save_last)
         except OSError as exc:
             return _fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
         if not args.quiet:
@@ -490,6 +570,49 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         )
     print(f"Test: {test_correct} / {test_total} correct ({100.0 * test_correct / test_total:.2f}%)")
     return EXIT_OK
+
+
+class _TerminatedError(Exception):
+    """SIGTERM arrived during training."""
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into ``_TerminatedError`` while training (SIGINT already raises KeyboardInterrupt)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _TerminatedError
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+        # Python leaves SIGINT ignored when it started ignored (a background job of a
+        # script): training must still stop and save on Ctrl-C or kill -INT.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _salvage(
+    save_path: Path | None, run: Run, data: MnistData, args: argparse.Namespace, status: str = "interrupted"
+) -> str:
+    """Save what training reached after a stop; returns the end of the one-line message."""
+    if run.snapshot is None or run.snapshot.epochs_completed == 0 or not run.history.epochs:
+        return "no epoch was completed, nothing to save"
+    if save_path is None:
+        return "nothing saved (no --save given)"
+    try:
+        _save_run(save_path, run, data, args.save_last, status=status)
+    except OSError as exc:
+        return f"could not save to {save_path}: {exc.strerror or exc}"
+    _, epoch = run.served(args.save_last)
+    resume = f"; continue with --resume {save_path}" if status == "interrupted" else ""
+    return f"epoch {epoch}'s weights and the run so far were saved to {save_path}{resume}"
 
 
 # --- evaluate ---------------------------------------------------------------------------
@@ -535,6 +658,7 @@ def _print_evaluation(split: str, result: Evaluation) -> None:
     print(f"Throughput: {result.images_per_second:,.0f} images/s ({result.seconds * 1000:.1f} ms for {result.total})")
 
 
+@command
 def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") -> int:
     """Entry point of ``scripts/evaluate.py``."""
     args = build_evaluate_parser(prog).parse_args(argv)
@@ -596,15 +720,3 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         except OSError as exc:
             return _fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
     return EXIT_OK
-
-
-def run(main: Any, argv: Sequence[str] | None = None) -> int:
-    """Run a ``*_main`` so that a library error that escaped still prints one line."""
-    try:
-        return int(main(argv))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except MnistNNError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE

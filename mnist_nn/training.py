@@ -417,13 +417,16 @@ def sgd(
         np.take(y_src, order, axis=0, out=y_shuf, mode="clip")
         decay = 1.0 - rate * l2 / n
         full.cost_sum = tail.cost_sum = 0.0
-        for i, (xb, yb) in enumerate(batches):
-            if xb.shape[0] == batch_size:
-                full.step(xb, batches_t[i], yb, -rate / batch_size, decay)
-            else:
-                tail.step(xb, batches_t[i], yb, -rate / rest, decay)
-            if on_progress is not None and i % report_every == 0:
-                on_progress(i * batch_size, n)
+        # Overflow shows up as inf or NaN in the weights, checked after the epoch
+        # with a message that says what to do; NumPy's warnings would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for i, (xb, yb) in enumerate(batches):
+                if xb.shape[0] == batch_size:
+                    full.step(xb, batches_t[i], yb, -rate / batch_size, decay)
+                else:
+                    tail.step(xb, batches_t[i], yb, -rate / rest, decay)
+                if on_progress is not None and i % report_every == 0:
+                    on_progress(i * batch_size, n)
         if on_progress is not None:
             on_progress(n, n)
         if not all(np.isfinite(p).all() for p in network.params):
@@ -434,6 +437,10 @@ def sgd(
         if monitor_cost:
             cost_sum = full.cost_sum + (tail.cost_sum if tail is not full else 0.0)
             train_cost = cost_sum / n + (l2 / n * network.l2_penalty() if l2 else 0.0)
+            if not np.isfinite(train_cost):
+                raise TrainingError(
+                    f"the cost became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
+                )
         correct = network.count_correct(*val, prepared=True) if val is not None else None
         record = EpochRecord(
             epoch=epoch,
@@ -447,6 +454,16 @@ def sgd(
         if on_epoch is not None:
             on_epoch(record)
     return history
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A run's state at the end of an epoch: what continuing it exactly needs."""
+
+    params: list[FloatArray]
+    velocity: list[FloatArray] | None
+    rng_state: dict[str, Any]
+    epochs_completed: int
 
 
 @dataclass
@@ -466,6 +483,9 @@ class Run:
     best_params: list[FloatArray] | None = None
     best_epoch: int | None = None
     velocity: list[FloatArray] | None = None  # momentum buffers, laid out like network.params
+    # The state after the last completed epoch. Training interrupted mid-epoch
+    # leaves network and rng part way through it; this is what a save records.
+    snapshot: Snapshot | None = None
 
     @classmethod
     def start(cls, config: TrainConfig) -> Run:
@@ -481,6 +501,16 @@ class Run:
             transform=input_transform(config.preprocess),
         )
         return cls(config=config, network=network, rng=rng)
+
+    def take_snapshot(self) -> Snapshot:
+        """Record the current state as the last completed epoch's (see ``snapshot``)."""
+        self.snapshot = Snapshot(
+            params=self.network.copy_params(),
+            velocity=[v.copy() for v in self.velocity] if self.velocity is not None else None,
+            rng_state=dict(self.rng.bit_generator.state),
+            epochs_completed=self.epochs_completed,
+        )
+        return self.snapshot
 
     @property
     def epochs_completed(self) -> int:
@@ -536,11 +566,14 @@ def fit(
     if config.momentum and run.velocity is None:
         run.velocity = [np.zeros_like(p) for p in run.network.params]
 
+    run.take_snapshot()
+
     def after_epoch(record: EpochRecord) -> None:
         best = run.history.best()
         if best is not None and best.epoch == record.epoch:
             run.best_params = run.network.copy_params()
             run.best_epoch = record.epoch
+        run.take_snapshot()
         if on_epoch is not None:
             on_epoch(record, run)
 

@@ -35,6 +35,7 @@ from mnist_nn.benchmark import (
 )
 from mnist_nn.cli import (
     EXIT_FAILURE,
+    command,
     EXIT_OK,
     EXIT_USAGE,
     _add_data_args,
@@ -546,6 +547,7 @@ def _run_speed(args: argparse.Namespace, source: DataSource, progress: bool) -> 
             bar.close()
 
 
+@command
 def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py") -> int:
     """Entry point of ``scripts/benchmark.py``."""
     from mnist_nn.files import check_writable, write_json

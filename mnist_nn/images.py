@@ -1,0 +1,402 @@
+"""A user's picture as an MNIST input, and MNIST digits as text.
+
+This module owns reading image files (``load_image``), turning any grayscale
+picture of one digit into a (784,) MNIST-style input (``to_mnist``, and
+``load_digit`` for both at once) and drawing a digit as text art
+(``render_digit``). Only ``load_image`` needs Pillow, the optional ``images``
+extra (``pip install 'mnist-nn[images]'``), imported when a PNG, JPEG or other
+picture is read; ``.npy`` files and everything else work with NumPy alone.
+
+``to_mnist`` repeats the recipe by which MNIST itself was made from NIST's
+scans (LeCun, Cortes and Burges): "the images were size normalized to fit in a
+20x20 pixel box while preserving their aspect ratio [...] the resulting images
+contain grey levels as a result of the anti-aliasing technique used by the
+normalization algorithm. The images were centered in a 28x28 image by
+computing the center of mass of the pixels, and translating the image so as to
+position this point at the center of the 28x28 field." In steps:
+
+1. Polarity. MNIST digits are light (1) on a dark (0) background; a scan or
+   drawing is usually dark ink on light paper. When the median of the outer
+   ring of pixels is above 0.5 the image is inverted.
+2. Contrast. The background level (that median, after any inversion) is
+   subtracted and the darkest ink stretched to 1, so gray paper and pencil
+   strokes look like MNIST's black background and white strokes.
+3. Crop to the bounding box of the ink, the pixels above ``INK_THRESHOLD``
+   (0.1), which ignores faint noise. No ink at all is an error.
+4. Scale the box so its longer side becomes 20 pixels (``DIGIT_BOX``), keeping
+   the aspect ratio. Each output pixel averages the input over its footprint
+   (the input treated as constant over each pixel), so shrinking is exact area
+   averaging and edges get MNIST's gray, anti-aliased levels; when the digit is
+   smaller than 20 pixels the footprint is one input pixel wide, which is
+   bilinear interpolation. This is two small matrix products, so it needs no
+   Pillow.
+5. Center. The scaled digit is put in a black 28x28 field, moved by whole
+   pixels so that its center of mass lands on pixel (14, 14). Coordinates are
+   (row, column) pixel indices, pixel i centered at i, so 13.5 is the middle
+   of the grid; 14 is what MNIST's own files use: over the 10,000 test digits
+   the center of mass lies between 13.5 and 14.5 in both coordinates, mean
+   14.0. Parts that would fall outside the field are clipped.
+
+An image that is already an MNIST digit comes out in the same place with the
+same values, apart from the faintest pixels outside its box of ink.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
+from mnist_nn.errors import MnistNNError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PillowImage
+
+DIGIT_BOX = 20  # the longer side of the digit after scaling, as in MNIST
+FIELD_CENTER = IMAGE_SIDE // 2  # 14: the pixel (row and column index) the center of mass goes to
+INK_THRESHOLD = 0.1  # pixels above this (after polarity and contrast) count as ink for the crop
+BORDER_LIGHT = 0.5  # invert when the median of the outer ring of pixels is above this
+MAX_IMAGE_SIDE = 4096  # larger pictures are refused: scale them down first
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # about 16.8 million
+RAMP = " .:-=+*#%@"  # render_digit's characters, from background (0) to full ink (1)
+PILLOW_HINT = "reading PNG/JPEG images needs Pillow: pip install 'mnist-nn[images]'"
+_NPY_SUFFIX = ".npy"
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_PIXELS,))
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow modes of 16-bit grayscale files
+
+
+class ImageError(MnistNNError, ValueError):
+    """An image file or array cannot be read or holds no digit; the message names the file."""
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (its type name when it has none)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+# --- reading files ---------------------------------------------------------------------
+
+
+def load_image(path: Path) -> npt.NDArray[np.float64]:
+    """Read an image file as a 2-D grayscale array in [0, 1] (0 = black), any size.
+
+    ``.npy`` files must hold a (28, 28) or (784,) array of real numbers:
+    integers in 0-255 (scaled by 1/255) or finite floats in [0, 1]. They are
+    read without Pillow and without unpickling anything (object arrays are
+    refused). Any other file is decoded by Pillow: the EXIF orientation of
+    photos is applied, color is converted to luminance, a transparent
+    background is composited over white paper, and 16-bit grayscale is scaled
+    by 1/65535. Pictures over ``MAX_IMAGE_SIDE`` pixels on a side (or
+    ``MAX_IMAGE_PIXELS``, or Pillow's lower ``Image.MAX_IMAGE_PIXELS``) are
+    refused before decoding, except JPEGs, which are decoded at 1/2, 1/4 or
+    1/8 scale when that fits.
+
+    Args:
+        path: the file to read.
+
+    Returns:
+        (height, width) float64 in [0, 1]; a (784,) ``.npy`` array comes back as (28, 28).
+
+    Raises:
+        ImageError: the file is missing or unreadable, is not an image, is too large,
+            holds bad values, or needs Pillow and Pillow is not installed.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, expected an image file")
+    if path.suffix.lower() == _NPY_SUFFIX:
+        return _load_npy(path)
+    return _load_with_pillow(path)
+
+
+def _load_npy(path: Path) -> npt.NDArray[np.float64]:
+    """Read and check a (28, 28) or (784,) NumPy image without unpickling anything."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read the file ({e.strerror or _one_line(e)})") from None
+    if magic != _NPY_MAGIC:
+        raise ImageError(f"{path}: not a .npy file (it does not start with NumPy's header)")
+    try:
+        # A memory map reads only the header here, so a header that declares a
+        # huge shape costs nothing before the shape check below.
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        if "object" in str(e).lower() or "pickle" in str(e).lower():
+            raise ImageError(f"{path}: holds Python objects, not numbers (refused: no unpickling)") from None
+        raise ImageError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+    except (OSError, EOFError) as e:
+        raise ImageError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+    if mapped.shape not in _NPY_SHAPES:
+        raise ImageError(f"{path}: expected an array of shape (28, 28) or (784,), got {mapped.shape}")
+    kind = mapped.dtype.kind
+    if kind not in "biuf":
+        raise ImageError(f"{path}: expected real numbers, got dtype {mapped.dtype}")
+    values = np.array(mapped, dtype=np.float64).reshape(IMAGE_SIDE, IMAGE_SIDE)
+    del mapped
+    if kind in "iu":
+        if values.min() < 0 or values.max() > 255:
+            raise ImageError(
+                f"{path}: expected integer pixels in 0-255, got values from {values.min():g} to {values.max():g}"
+            )
+        values /= 255.0
+    elif kind == "f":
+        if not np.isfinite(values).all():
+            raise ImageError(f"{path}: holds NaN or infinite values")
+        if values.min() < 0.0 or values.max() > 1.0:
+            raise ImageError(
+                f"{path}: expected float pixels in [0, 1], got values from {values.min():g} to {values.max():g}"
+            )
+    return values
+
+
+def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
+    """Decode a picture with Pillow into grayscale in [0, 1], refusing huge ones."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read the file ({e.strerror or _one_line(e)})") from None
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        file.close()
+        raise ImageError(f"{path}: {PILLOW_HINT}") from None
+    with file, warnings.catch_warnings():
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(file) as image:
+                limit = _pixel_limit(Image.MAX_IMAGE_PIXELS)
+                if image.format == "JPEG":
+                    _decode_large_jpeg_smaller(image, limit)
+                width, height = image.size
+                if _too_large(width, height, limit):
+                    raise ImageError(
+                        f"{path}: image of {width}x{height} pixels is too large "
+                        f"(limit {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} and {limit:,} pixels); scale it down first"
+                    )
+                image.load()
+                return _grayscale(ImageOps.exif_transpose(image))
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageError(f"{path}: refused as a possible decompression bomb ({_one_line(e)})") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{path}: not a readable image (not a format Pillow recognizes)") from None
+        except MemoryError:
+            raise ImageError(f"{path}: too large to decode in memory") from None
+        except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, struct.error) as e:
+            # Damaged files raise any of these while decoding.
+            raise ImageError(f"{path}: not a readable image ({_one_line(e)})") from None
+
+
+def _pixel_limit(pillow_limit: int | None) -> int:
+    """The pixel count above which pictures are refused: ours, or Pillow's if lower."""
+    return MAX_IMAGE_PIXELS if pillow_limit is None else min(MAX_IMAGE_PIXELS, pillow_limit)
+
+
+def _too_large(width: int, height: int, pixel_limit: int) -> bool:
+    """Whether a picture exceeds ``MAX_IMAGE_SIDE`` on a side or ``pixel_limit`` in all."""
+    return width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE or width * height > pixel_limit
+
+
+def _decode_large_jpeg_smaller(image: PillowImage, pixel_limit: int) -> None:
+    """Let a JPEG over the limits decode at 1/2, 1/4 or 1/8 scale, which libjpeg does cheaply.
+
+    Phone cameras take pictures of 48 million pixels and more; a digit needs far fewer.
+    """
+    width, height = image.size
+    if not _too_large(width, height, pixel_limit):
+        return
+    for scale in (2, 4, 8):
+        if not _too_large(-(-width // scale), -(-height // scale), pixel_limit):  # sizes round up
+            image.draft(None, (width // scale, height // scale))
+            return
+
+
+def _grayscale(image: PillowImage) -> npt.NDArray[np.float64]:
+    """A decoded Pillow image as (height, width) float64 in [0, 1], transparency over white."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64) / 65535.0
+        return np.clip(values, 0.0, 1.0)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        la = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0  # (h, w, 2)
+        gray, alpha = la[..., 0], la[..., 1]
+        return gray * alpha + (1.0 - alpha)  # over white paper
+    return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+
+
+# --- preprocessing ---------------------------------------------------------------------
+
+
+def _check_image(image: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
+    """A 2-D float64 copy of a grayscale image in [0, 1]; (784,) becomes (28, 28)."""
+    array = np.asarray(image)
+    if array.shape == (IMAGE_PIXELS,):
+        array = array.reshape(IMAGE_SIDE, IMAGE_SIDE)
+    if array.ndim != 2 or array.size == 0:
+        raise ImageError(f"{name}: expected a 2-D grayscale image or (784,) pixels, got shape {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise ImageError(f"{name}: expected real pixel values, got dtype {array.dtype}")
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ImageError(f"{name}: holds NaN or infinite values")
+    if values.min() < 0.0 or values.max() > 1.0:
+        raise ImageError(f"{name}: expected pixels in [0, 1], got values from {values.min():g} to {values.max():g}")
+    return values
+
+
+def _border(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The outer ring of pixels, each once."""
+    if min(values.shape) <= 2:
+        return values.ravel()
+    return np.concatenate([values[0], values[-1], values[1:-1, 0], values[1:-1, -1]])
+
+
+def _footprint_weights(n_in: int, start: float, step: float, n_out: int) -> npt.NDArray[np.float64]:
+    """(n_out, n_in) resampling matrix: each output pixel averages its footprint of the input.
+
+    Output pixel i is centered at start + (i + 0.5) step in input coordinates
+    (input pixel j covers [j, j + 1)); its footprint is step wide when
+    shrinking (area averaging) and 1 wide when enlarging (bilinear). Input
+    outside [0, n_in) counts as background 0.
+    """
+    centers = start + (np.arange(n_out) + 0.5) * step  # (n_out,)
+    half = max(step, 1.0) / 2
+    edges = np.arange(n_in + 1, dtype=np.float64)  # (n_in + 1,)
+    low = np.maximum(centers[:, None] - half, edges[None, :-1])  # (n_out, n_in)
+    high = np.minimum(centers[:, None] + half, edges[None, 1:])
+    weights: npt.NDArray[np.float64] = np.clip(high - low, 0.0, None) / (2 * half)
+    return weights
+
+
+def _paste_centered(digit: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Place ``digit`` in a black 28x28 field with its center of mass at pixel (14, 14), clipping."""
+    rows = digit.sum(axis=1)  # (h,): mass of each row
+    cols = digit.sum(axis=0)  # (w,): mass of each column
+    mass = rows.sum()
+    com_row = float(rows @ np.arange(digit.shape[0])) / mass
+    com_col = float(cols @ np.arange(digit.shape[1])) / mass
+    # Round half up, so the same image always lands the same way.
+    top = math.floor(FIELD_CENTER - com_row + 0.5)
+    left = math.floor(FIELD_CENTER - com_col + 0.5)
+    field = np.zeros((IMAGE_SIDE, IMAGE_SIDE))
+    r0, r1 = max(top, 0), min(top + digit.shape[0], IMAGE_SIDE)
+    c0, c1 = max(left, 0), min(left + digit.shape[1], IMAGE_SIDE)
+    if r0 < r1 and c0 < c1:
+        field[r0:r1, c0:c1] = digit[r0 - top : r1 - top, c0 - left : c1 - left]
+    return field
+
+
+def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> npt.NDArray[np.float32]:
+    """Preprocess a grayscale picture of one digit the way MNIST itself was made.
+
+    The steps (see the module docstring): invert dark-on-light pictures,
+    stretch the contrast, crop to the ink (pixels above 0.1), scale the longer
+    side to 20 pixels with area averaging, and move the center of mass to
+    pixel (14, 14) of a black 28x28 field.
+
+    Args:
+        image: (height, width) grayscale in [0, 1], any size, either polarity; a (784,)
+            row is read as 28x28.
+        name: what to call the image in error messages, e.g. its file name.
+
+    Returns:
+        (784,) float32 in [0, 1]: a light digit on a black (0) background.
+
+    Raises:
+        ImageError: the array is not a 2-D image in [0, 1], or it holds no ink.
+    """
+    values = _check_image(image, name)
+    border_level = float(np.median(_border(values)))
+    if border_level > BORDER_LIGHT:
+        values = 1.0 - values
+        border_level = 1.0 - border_level
+    ink = np.clip(values - border_level, 0.0, None)
+    peak = float(ink.max())
+    if peak <= INK_THRESHOLD:
+        raise ImageError(f"{name}: the image is empty (no digit found)")
+    ink /= peak
+
+    inked = ink > INK_THRESHOLD
+    inked_rows = np.flatnonzero(inked.any(axis=1))
+    inked_cols = np.flatnonzero(inked.any(axis=0))
+    top, height = int(inked_rows[0]), int(inked_rows[-1] - inked_rows[0] + 1)
+    left, width = int(inked_cols[0]), int(inked_cols[-1] - inked_cols[0] + 1)
+
+    step = max(height, width) / DIGIT_BOX  # input pixels per output pixel, the same on both axes
+    out_height = min(DIGIT_BOX, max(1, round(height / step)))
+    out_width = min(DIGIT_BOX, max(1, round(width / step)))
+    # Center the footprints on the box; rounding the shorter side may reach past it by < step / 2.
+    row_weights = _footprint_weights(ink.shape[0], top + (height - out_height * step) / 2, step, out_height)
+    col_weights = _footprint_weights(ink.shape[1], left + (width - out_width * step) / 2, step, out_width)
+    digit = row_weights @ ink @ col_weights.T  # (out_height, out_width), at most 20x20
+
+    field = _paste_centered(np.clip(digit, 0.0, 1.0))
+    return field.reshape(IMAGE_PIXELS).astype(np.float32)
+
+
+def load_digit(path: Path) -> npt.NDArray[np.float32]:
+    """Read an image file and preprocess it as an MNIST digit (``load_image`` then ``to_mnist``).
+
+    Args:
+        path: a PNG, JPEG or other picture (needs Pillow), or a ``.npy`` array.
+
+    Returns:
+        (784,) float32 in [0, 1], ready for ``Network.feedforward``.
+
+    Raises:
+        ImageError: as ``load_image`` and ``to_mnist``, naming the file.
+    """
+    path = Path(path)
+    return to_mnist(load_image(path), name=str(path))
+
+
+# --- text art --------------------------------------------------------------------------
+
+
+def render_digit(image: npt.ArrayLike, *, width: int = IMAGE_SIDE) -> str:
+    """Draw a 28x28 digit as text: 28 lines, one character per pixel from ``RAMP``.
+
+    Intensity v in [0, 1] picks ``RAMP[min(floor(10 v), 9)]``: a space for the
+    background (v < 0.1) up to ``@`` for full ink. Terminal characters are
+    about twice as tall as wide, so ``width=56`` (two characters per pixel)
+    gives a digit of the right proportions; the default 28 gives one per pixel.
+    Every line has exactly ``width`` characters (trailing spaces kept), lines
+    are joined by newlines with none at the end.
+
+    Args:
+        image: (784,) or (28, 28) pixels in [0, 1] (values rounded just outside are clipped).
+        width: characters per line, a positive multiple of 28.
+
+    Returns:
+        The picture as one string of 28 lines.
+
+    Raises:
+        ValueError: a bad shape, non-finite values, or a width that is not a multiple of 28.
+    """
+    if width <= 0 or width % IMAGE_SIDE:
+        raise ValueError(f"expected a width that is a positive multiple of {IMAGE_SIDE}, got {width}")
+    array = np.asarray(image)
+    if array.shape not in _NPY_SHAPES:
+        raise ValueError(f"expected an image of shape (784,) or (28, 28), got {array.shape}")
+    values = array.astype(np.float64).reshape(IMAGE_SIDE, IMAGE_SIDE)
+    if not np.isfinite(values).all():
+        raise ValueError("expected finite pixel values, got NaN or infinity")
+    levels = np.minimum((np.clip(values, 0.0, 1.0) * len(RAMP)).astype(np.int64), len(RAMP) - 1)
+    chars = np.array(list(RAMP))[levels]  # (28, 28) one-character strings
+    chars = np.repeat(chars, width // IMAGE_SIDE, axis=1)  # (28, width)
+    return "\n".join("".join(row) for row in chars)

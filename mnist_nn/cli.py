@@ -868,7 +868,7 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
             guess = int(predictions[k] if args.mistakes is not None else predictions[i - args.index])
             head += f", predicted {guess}" + ("" if guess == label else "  <- wrong")
         print(head)
-        print(render_digit(split.images[i]))
+        print(render_digit(split.images[i], width=56))
     if args.mistakes is not None and not len(indices):
         print(f"no mistakes in {args.split} from #{args.index} on")
     return EXIT_OK

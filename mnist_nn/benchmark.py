@@ -27,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -677,6 +678,8 @@ class MemoryRun:
     launcher_peak_rss_mib: float  # this process's own peak when it started the run: a floor of peak_rss_mib
     seconds: float
     test_line: str  # the trainer's "Test: ..." line
+    eval_peak_rss_mib: float  # peak of evaluating the saved model in another subprocess
+    eval_seconds: float
 
     @property
     def exact(self) -> bool:
@@ -836,8 +839,42 @@ def measure_peak_memory(source: DataSource, epochs: int | None = None) -> Memory
         wait4 = None
     if wait4 is None:
         raise BenchmarkError("measuring peak memory needs os.wait4 and the resource module (Linux or macOS)")
-    command = trainer_command(source, epochs)
-    launcher = _max_rss_mib(resource.getrusage(resource.RUSAGE_SELF))
+    with tempfile.TemporaryDirectory(prefix="mnist-nn-memory-") as folder:
+        model = Path(folder) / "model.npz"
+        command = [*trainer_command(source, epochs), "--save", str(model)]
+        launcher = _max_rss_mib(resource.getrusage(resource.RUSAGE_SELF))
+        peak, seconds, lines = _run_child(command, wait4, "the training run")
+        eval_peak, eval_seconds, _ = _run_child(_evaluator_command(source, model), wait4, "the evaluation")
+    test_lines = [line for line in lines if line.startswith("Test:")]
+    return MemoryRun(
+        command=command,
+        epochs=epochs,
+        peak_rss_mib=peak,
+        launcher_peak_rss_mib=launcher,
+        seconds=seconds,
+        test_line=test_lines[-1] if test_lines else "",
+        eval_peak_rss_mib=eval_peak,
+        eval_seconds=eval_seconds,
+    )
+
+
+def _evaluator_command(source: DataSource, model: Path) -> list[str]:
+    """``scripts/evaluate.py MODEL --quiet`` with the data source, or its entry point."""
+    script = project_root() / "scripts" / "evaluate.py"
+    if script.is_file():
+        command = [sys.executable, str(script)]
+    else:
+        command = [sys.executable, "-c", "from mnist_nn.cli import evaluate_main; raise SystemExit(evaluate_main())"]
+    command += [str(model), "--quiet"]
+    if source.data_dir is not None:
+        command += ["--data-dir", str(source.data_dir)]
+    if source.mirror is not None:
+        command += ["--mirror", source.mirror]
+    return command
+
+
+def _run_child(command: list[str], wait4: Callable[..., Any], what: str) -> tuple[float, float, list[str]]:
+    """Run ``command``; its own peak RSS in MiB (see ``measure_peak_memory``), seconds and output lines."""
     start = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
@@ -849,16 +886,8 @@ def measure_peak_memory(source: DataSource, epochs: int | None = None) -> Memory
     lines = output.strip().splitlines()
     if proc.returncode != 0:
         last = lines[-1] if lines else "no output"
-        raise BenchmarkError(f"the training run exited with code {proc.returncode}: {last}")
-    test_lines = [line for line in lines if line.startswith("Test:")]
-    return MemoryRun(
-        command=command,
-        epochs=epochs,
-        peak_rss_mib=_max_rss_mib(usage),
-        launcher_peak_rss_mib=launcher,
-        seconds=seconds,
-        test_line=test_lines[-1] if test_lines else "",
-    )
+        raise BenchmarkError(f"{what} exited with code {proc.returncode}: {last}")
+    return _max_rss_mib(usage), seconds, lines
 
 
 StepCallback = Callable[[int, int, str], None]  # (measurements done, total, what comes next)

@@ -35,7 +35,6 @@ from mnist_nn.benchmark import (
 )
 from mnist_nn.cli import (
     EXIT_FAILURE,
-    command,
     EXIT_OK,
     EXIT_USAGE,
     _add_data_args,
@@ -43,6 +42,7 @@ from mnist_nn.cli import (
     _Parser,
     _show_progress,
     _UsageError,
+    command,
 )
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, PRESETS, TRAIN_SIZE, TrainConfig
 from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError
@@ -497,6 +497,9 @@ def format_speed(report: SpeedReport) -> list[str]:
         run = "a full default training run" if m.epochs is None else f"a training run of {_plural(m.epochs, 'epoch')}"
         peak = f"{m.peak_rss_mib:,.0f} MiB" if m.exact else f"at most {m.peak_rss_mib:,.0f} MiB"
         rows.append([f"peak memory of {run}", peak, f"{m.seconds:.1f} s wall; {m.test_line}"])
+        rows.append(
+            ["peak memory of evaluating its model", f"{m.eval_peak_rss_mib:,.0f} MiB", f"{m.eval_seconds:.1f} s wall"]
+        )
     lines += _table(["measurement", "result", "detail"], rows, "lrl")
     return lines
 

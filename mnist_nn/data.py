@@ -106,7 +106,11 @@ def parse_idx(raw: bytes, name: str = "IDX data", magic: int | None = None) -> n
         )
     if len(raw) > expected:
         raise DataFormatError(f"{name}: {len(raw) - expected} trailing bytes after the IDX data of shape {dims}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    try:
+        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    except ValueError as exc:  # more dimensions than NumPy allows, or e.g. (0, 2**32 - 1, 2**32 - 1)
+        reason = " ".join(str(exc).split())
+        raise DataFormatError(f"{name}: IDX header declares shape {dims}, which NumPy cannot hold ({reason})") from None
 
 
 def parse_images(raw: bytes, name: str = "images") -> npt.NDArray[np.uint8]:

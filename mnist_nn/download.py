@@ -481,6 +481,10 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
         raise _MirrorError(f"connection failed: {_root_cause(exc)}", retry=True) from exc
     except requests.RequestException as exc:
         raise _MirrorError(f"request failed: {_root_cause(exc)}") from exc
+    except ValueError as exc:
+        # requests lets a malformed redirect target through unwrapped (urlsplit's ValueError,
+        # UnicodeDecodeError, urllib3's LocationParseError).
+        raise _MirrorError(f"bad redirect target: {_one_line(str(exc), limit=120)}") from exc
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -404,9 +404,13 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
     def read_params(prefix: str) -> list[FloatArray]:
         params = []
         for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+            # Both members are read (so checked against the file's size) before the metadata's
+            # untrusted sizes decide how much to allocate.
+            weights = _read_array(archive, members, size, f"{prefix}w{layer}", dtype, (n_in, n_out))
+            biases = _read_array(archive, members, size, f"{prefix}b{layer}", dtype, (n_out,))
             p = np.empty((n_in + 1, n_out), dtype=dtype)  # (n_in + 1, n_out): weights, then biases
-            p[:-1] = _read_array(archive, members, size, f"{prefix}w{layer}", dtype, (n_in, n_out))
-            p[-1] = _read_array(archive, members, size, f"{prefix}b{layer}", dtype, (n_out,))
+            p[:-1] = weights
+            p[-1] = biases
             params.append(p)
         return params
 

@@ -136,7 +136,7 @@ def _load_npy(path: Path) -> npt.NDArray[np.float64]:
         if "object" in str(e).lower() or "pickle" in str(e).lower():
             raise ImageError(f"{path}: holds Python objects, not numbers (refused: no unpickling)") from None
         raise ImageError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
-    except (OSError, EOFError) as e:
+    except Exception as e:
         raise ImageError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
     if mapped.shape not in _NPY_SHAPES:
         raise ImageError(f"{path}: expected an array of shape (28, 28) or (784,), got {mapped.shape}")

@@ -1,0 +1,554 @@
+"""Download faults against a real HTTP/1.1 server on 127.0.0.1: what a hostile or broken mirror can do.
+
+Faults injected: a body that stalls halfway (read timeout), more bytes than
+Content-Length (also poisoning a kept-alive connection), a Content-Length
+shorter or longer than the body or unparsable, a redirect loop and redirects
+to a malformed or non-HTTP target, an HTML error page served with status 200,
+a gzip bomb sent as ``Content-Encoding: gzip``, a cache file changed after it
+was verified, two processes filling one cache at once, and a process
+interrupted (SIGINT) in the middle of a download. Every test checks
+that the cache ends up holding only verified files: nothing partial, no temp
+files. The real ``requests`` client is used and only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mnist_nn
+from mnist_nn.config import DATA_ENV, MIRROR_ENV
+from mnist_nn.download import ensure_files
+from mnist_nn.errors import DownloadError
+from tests.test_download import Sample, listing, make_sample
+
+pytestmark = pytest.mark.reliability
+
+STALL_LIMIT = 10.0  # seconds a stalled reply waits at most (the fixture releases it at the end of the test)
+TIMEOUT = (1.0, 0.5)  # (connect, read) seconds for every download here
+REPO = Path(mnist_nn.__file__).resolve().parents[1]
+
+
+# --- the fake mirror server ------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One response: status, headers, body and the fault to inject while sending it."""
+
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    length: str | None = None  # the Content-Length to announce; None: the body's true length
+    stall_after: int | None = None  # send this many body bytes, then stall until the test ends
+    close: bool = False  # hang up after sending (no Connection: close header)
+    silent: bool = False  # send nothing at all (not even a status line) until the test ends
+    before_body: Callable[[], None] | None = None  # runs after the headers are sent
+
+
+@dataclass
+class Mirrors:
+    """The server's routes, the requests it saw, and the event that releases stalled replies."""
+
+    base: str = ""
+    routes: dict[str, list[Reply]] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def url(self, mirror: str) -> str:
+        return f"{self.base}/{mirror}/"
+
+    def route(self, path: str, *replies: Reply) -> None:
+        """Answer ``path`` with ``replies`` in turn; the last one repeats."""
+        self.routes[path] = list(replies)
+
+    def count(self, path: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for hit in self.hits if path is None or hit == path)
+
+
+class _Server(ThreadingHTTPServer):
+    mirrors: Mirrors
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up on purpose (timeouts, refusals) are expected here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real mirrors do
+
+    def do_GET(self) -> None:
+        assert isinstance(self.server, _Server)
+        mirrors = self.server.mirrors
+        with mirrors.lock:
+            mirrors.hits.append(self.path)
+            queue = mirrors.routes.get(self.path)
+            reply = Reply(b"no such file", 404)
+            if queue:
+                reply = queue.pop(0) if len(queue) > 1 else queue[0]
+        if reply.silent:
+            mirrors.release.wait(STALL_LIMIT)
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)) if reply.length is None else reply.length)
+        self.end_headers()
+        if reply.before_body is not None:
+            reply.before_body()
+        if reply.stall_after is not None:
+            self.wfile.write(reply.body[: reply.stall_after])
+            self.wfile.flush()
+            mirrors.release.wait(STALL_LIMIT)
+            self.close_connection = True
+            return
+        self.wfile.write(reply.body)
+        self.wfile.flush()
+        if reply.close:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep pytest output clean
+
+
+@pytest.fixture
+def server() -> Iterator[Mirrors]:
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.mirrors = Mirrors(base=f"http://127.0.0.1:{httpd.server_address[1]}")
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield httpd.mirrors
+    finally:
+        httpd.mirrors.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No mirror or data folder from the environment, no proxy between us and 127.0.0.1."""
+    for name in (MIRROR_ENV, DATA_ENV, "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def fetch(samples: list[Sample], data_dir: Path, mirrors: list[str], **kwargs: Any) -> list[Any]:
+    """``ensure_files`` with short timeouts and no backoff."""
+    kwargs = {"backoff": 0.0, "timeout": TIMEOUT, "retries": 0, **kwargs}
+    return ensure_files([s.file for s in samples], data_dir, mirrors=mirrors, **kwargs)
+
+
+def assert_only_verified(data_dir: Path, *samples: Sample) -> None:
+    """The cache holds exactly ``samples``, each byte for byte: no temp, partial or unverified file."""
+    assert listing(data_dir) == sorted(s.name for s in samples)
+    for s in samples:
+        assert (data_dir / s.name).read_bytes() == s.payload
+
+
+def fails(samples: list[Sample], data_dir: Path, mirrors: list[str], **kwargs: Any) -> str:
+    """The one-line DownloadError message of a fetch that must fail, after checking the cache is empty."""
+    with pytest.raises(DownloadError) as info:
+        fetch(samples, data_dir, mirrors, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message
+    assert_only_verified(data_dir)
+    return message
+
+
+# --- a body that stalls ----------------------------------------------------------------
+
+
+def test_stalled_body_times_out_and_moves_to_the_next_mirror(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample(size=20_000)
+    server.route(f"/m1/{sample.name}", Reply(sample.payload, stall_after=10_000))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz))
+
+    start = time.monotonic()
+    [result] = fetch([sample], data_dir, [server.url("m1"), server.url("m2")], retries=1)
+
+    assert time.monotonic() - start < 5  # two read timeouts of 0.5 s, not the 10 s stall
+    assert result.source == server.url("m2")
+    assert server.count(f"/m1/{sample.name}") == 2  # the first try and one retry
+    assert_only_verified(data_dir, sample)
+
+
+def test_stalled_body_on_every_mirror_is_a_clear_error(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample(size=20_000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, stall_after=100))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz, stall_after=0))
+
+    message = fails([sample], data_dir, [server.url("m1"), server.url("m2")])
+
+    assert message.count("read timed out") == 2
+
+
+def test_a_reply_that_never_starts_times_out(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, silent=True))
+
+    assert "read timed out" in fails([sample], data_dir, [server.url("m1")])
+
+
+# --- Content-Length that lies ----------------------------------------------------------
+
+
+def test_bytes_beyond_content_length_are_ignored(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(
+        f"/m1/{sample.name}.gz", Reply(sample.gz + b"<html>trailing junk</html>" * 100, length=str(len(sample.gz)))
+    )
+
+    [result] = fetch([sample], data_dir, [server.url("m1")])
+
+    assert result.data == sample.payload
+    assert_only_verified(data_dir, sample)
+
+
+def test_bytes_beyond_content_length_on_a_kept_alive_connection(server: Mirrors, data_dir: Path) -> None:
+    # The junk stays in the socket and is what the client reads as the next response's status line.
+    first, second = make_sample("a", seed=1), make_sample("b", seed=2)
+    server.route(f"/m1/{first.name}.gz", Reply(first.gz + b"JUNK" * 500, length=str(len(first.gz))))
+    server.route(f"/m1/{second.name}.gz", Reply(second.gz))
+
+    results = fetch([first, second], data_dir, [server.url("m1")], retries=1)
+
+    assert [r.data for r in results] == [first.payload, second.payload]
+    assert_only_verified(data_dir, first, second)
+
+
+def test_more_bytes_than_the_file_can_need_are_refused(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}", Reply(sample.payload + bytes(200_000)))
+
+    assert "more data than a 1000-byte file can need" in fails([sample], data_dir, [server.url("m1")])
+
+
+@pytest.mark.parametrize("compressed", [True, False], ids=["gz", "plain"])
+def test_content_length_shorter_than_the_body(server: Mirrors, data_dir: Path, compressed: bool) -> None:
+    sample = make_sample(size=5000)
+    body = sample.gz if compressed else sample.payload
+    name = sample.name + (".gz" if compressed else "")
+    server.route(f"/m1/{name}", Reply(body, length=str(len(body) - 10), close=True))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz))
+
+    # The 10 bytes left over may poison the kept-alive connection m2 (the same host) is asked on next;
+    # that is a dropped connection, which is retried on a fresh one.
+    [result] = fetch([sample], data_dir, [server.url("m1"), server.url("m2")], retries=1)
+    assert result.source == server.url("m2")
+    assert_only_verified(data_dir, sample)
+
+    reason = "not a valid gzip file (truncated)" if compressed else "size mismatch: got 4990 bytes, expected 5000"
+    assert reason in fails([sample], data_dir / "other", [server.url("m1")])
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["then-hang-up", "then-wait"])
+def test_content_length_longer_than_the_body(server: Mirrors, data_dir: Path, close: bool) -> None:
+    sample = make_sample(size=5000)
+    body = sample.payload
+    if close:
+        server.route(f"/m1/{sample.name}", Reply(body, length=str(len(body) + 100), close=True))
+    else:
+        server.route(f"/m1/{sample.name}", Reply(body, length=str(len(body) + 100), stall_after=len(body)))
+    server.route(f"/m2/{sample.name}", Reply(sample.payload))
+
+    [result] = fetch([sample], data_dir, [server.url("m1"), server.url("m2")], retries=1)
+
+    assert result.source == server.url("m2")
+    assert server.count(f"/m1/{sample.name}") == 2  # a cut-short body is transient: retried once
+    assert_only_verified(data_dir, sample)
+    reason = "connection dropped mid-download" if close else "read timed out"
+    assert reason in fails([sample], data_dir / "other", [server.url("m1")])
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "1e3", " "])
+def test_unparsable_content_length_still_needs_a_verified_body(server: Mirrors, data_dir: Path, length: str) -> None:
+    sample = make_sample()
+    impostor = make_sample(sample.name, seed=7)
+    server.route(f"/m1/{sample.name}.gz", Reply(impostor.gz, length=length, close=True))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz, length=length, close=True))
+
+    [result] = fetch([sample], data_dir, [server.url("m1"), server.url("m2")])
+
+    assert result.source == server.url("m2")
+    assert_only_verified(data_dir, sample)
+
+
+# --- redirects -----------------------------------------------------------------------
+
+
+def test_redirect_loop_is_a_clear_bounded_error(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    path = f"/loop/{sample.name}.gz"
+    server.route(path, Reply(status=302, headers={"Location": path}))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz))
+
+    start = time.monotonic()
+    [result] = fetch([sample], data_dir, [server.url("loop"), server.url("m2")], retries=2)
+
+    assert time.monotonic() - start < 5
+    assert result.source == server.url("m2")
+    assert server.count(path) <= 31  # requests gives up after 30 redirects, and it is not retried
+    assert_only_verified(data_dir, sample)
+    message = fails([sample], data_dir / "other", [server.url("loop")], retries=2)
+    assert "Exceeded 30 redirects" in message
+
+
+def test_redirect_ping_pong_between_two_paths(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    a, b = f"/a/{sample.name}.gz", f"/b/{sample.name}.gz"
+    server.route(a, Reply(status=301, headers={"Location": server.base + b}))
+    server.route(b, Reply(status=307, headers={"Location": a}))
+
+    assert "redirects" in fails([sample], data_dir, [server.url("a")])
+    assert server.count() <= 31
+
+
+def test_redirect_to_the_file_is_followed(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}.gz", Reply(status=302, headers={"Location": f"/real/{sample.name}.gz"}))
+    server.route(f"/real/{sample.name}.gz", Reply(sample.gz))
+
+    [result] = fetch([sample], data_dir, [server.url("m1")])
+
+    assert result.source == server.url("m1")
+    assert_only_verified(data_dir, sample)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "file:///{local}",
+        "ftp://127.0.0.1/x",
+        "http://[::1",
+        "//[/",
+        "http://a..b/",
+        "http://127.0.0.1:99999/x",
+        "http://\xff\xfe/",
+        "\x7f",
+    ],
+)
+def test_redirect_to_a_bad_or_non_http_target_is_refused(
+    server: Mirrors, data_dir: Path, tmp_path: Path, location: str
+) -> None:
+    sample = make_sample()
+    local = tmp_path / "served-locally"
+    local.write_bytes(sample.payload)  # a redirect must not make the downloader read local files
+    target = location.format(local=str(local).lstrip("/"))
+    server.route(f"/m1/{sample.name}.gz", Reply(status=302, headers={"Location": target}))
+
+    message = fails([sample], data_dir, [server.url("m1")])
+
+    assert server.url("m1") in message
+
+
+# --- wrong content -------------------------------------------------------------------
+
+
+ERROR_PAGE = b"<!DOCTYPE html><html><head><title>Service unavailable</title></head><body>Try later</body></html>\n"
+
+
+@pytest.mark.parametrize("pad", [True, False], ids=["same-size", "other-size"])
+def test_html_error_page_with_status_200_moves_to_the_next_mirror(server: Mirrors, data_dir: Path, pad: bool) -> None:
+    sample = make_sample()
+    page = ERROR_PAGE.ljust(sample.file.size, b" ") if pad else ERROR_PAGE
+    for name in (f"{sample.name}.gz", sample.name):
+        server.route(f"/m1/{name}", Reply(page, headers={"Content-Type": "text/html; charset=utf-8"}))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz))
+
+    [result] = fetch([sample], data_dir, [server.url("m1"), server.url("m2")])
+
+    assert result.source == server.url("m2")
+    assert server.count(f"/m1/{sample.name}.gz") == 1  # a 200 is an answer: not retried, no fallback name
+    assert_only_verified(data_dir, sample)
+    reason = "checksum mismatch" if pad else f"size mismatch: got {len(ERROR_PAGE)} bytes, expected 1000"
+    assert reason in fails([sample], data_dir / "other", [server.url("m1")])
+
+
+def test_content_encoding_gzip_on_a_gz_file_is_unwrapped_once(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}.gz", Reply(gzip.compress(sample.gz), headers={"Content-Encoding": "gzip"}))
+
+    [result] = fetch([sample], data_dir, [server.url("m1")])
+
+    assert result.data == sample.payload
+    assert_only_verified(data_dir, sample)
+
+
+def test_content_encoding_gzip_bomb_is_refused_without_inflating_it(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    bomb = gzip.compress(bytes(200 * 2**20), compresslevel=9)  # ~200 KB that inflate to 200 MiB
+    server.route(f"/m1/{sample.name}.gz", Reply(bomb, headers={"Content-Encoding": "gzip"}))
+
+    tracemalloc.start()
+    try:
+        message = fails([sample], data_dir, [server.url("m1")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert "more data than a 1000-byte file can need" in message
+    assert peak < 8 * 2**20  # urllib3 inflates a bounded chunk at a time, and the payload refuses early
+
+
+# --- the cache after verification ------------------------------------------------------------
+
+
+def _change_flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[500] ^= 0x01
+    stat = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime: only the hash can tell
+
+
+def _change_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+def _change_append(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"\0")
+
+
+def _change_replace(path: Path) -> None:
+    path.write_bytes(make_sample(path.name, seed=9).payload)
+
+
+@pytest.mark.parametrize("change", [_change_flip, _change_truncate, _change_append, _change_replace])
+def test_cache_file_changed_after_verification_is_fetched_again(
+    server: Mirrors, data_dir: Path, change: Callable[[Path], None]
+) -> None:
+    sample = make_sample()
+    path = f"/m1/{sample.name}.gz"
+    server.route(path, Reply(sample.gz))
+    fetch([sample], data_dir, [server.url("m1")])
+    [cached] = fetch([sample], data_dir, [server.url("m1")])
+    assert cached.source == "cache" and server.count(path) == 1
+
+    change(data_dir / sample.name)
+    with pytest.raises(DownloadError, match="no mirrors to try"):
+        fetch([sample], data_dir, [])  # never handed out as the payload
+    [result] = fetch([sample], data_dir, [server.url("m1")])
+
+    assert result.source == server.url("m1") and result.data == sample.payload
+    assert server.count(path) == 2
+    assert_only_verified(data_dir, sample)
+
+
+def test_cache_file_touched_but_unchanged_is_reused(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz))
+    fetch([sample], data_dir, [server.url("m1")])
+    os.utime(data_dir / sample.name, (0, 0))
+
+    [result] = fetch([sample], data_dir, [server.url("m1")])
+
+    assert result.source == "cache" and server.count() == 1
+
+
+# --- two processes, one cache ----------------------------------------------------------------
+
+
+CHILD = """
+import json, sys
+from pathlib import Path
+from mnist_nn.download import MnistFile, ensure_files
+files = [MnistFile(*f) for f in json.loads(sys.argv[1])]
+results = ensure_files(files, Path(sys.argv[2]), mirrors=[sys.argv[3]], timeout=(5.0, 30.0), retries=0)
+print(json.dumps([[r.name, r.source, len(r.data)] for r in results]))
+"""
+
+
+def start_child(command: list[str]) -> subprocess.Popen[str]:
+    """Start ``command`` with this checkout importable and no mirror, data folder or proxy from the environment."""
+    dropped = {MIRROR_ENV, DATA_ENV, "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in dropped}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_fill_one_cache(server: Mirrors, data_dir: Path) -> None:
+    samples = [make_sample("a", size=300_000, seed=1), make_sample("b", size=200_000, seed=2)]
+    seen_during_download: list[list[str]] = []
+    both_downloading = threading.Barrier(2, action=lambda: seen_during_download.append(listing(data_dir)), timeout=30)
+
+    def wait_for_the_other() -> None:
+        both_downloading.wait()
+
+    first, second = samples
+    # Each process holds back the first file's body until the other process is downloading it too.
+    server.route(f"/m1/{first.name}.gz", Reply(first.gz, before_body=wait_for_the_other))
+    server.route(f"/m1/{second.name}.gz", Reply(second.gz))
+    files = json.dumps([[s.file.name, s.file.sha256, s.file.size] for s in samples])
+    data_dir.mkdir()
+
+    command = [sys.executable, "-c", CHILD, files, str(data_dir), server.url("m1")]
+    processes = [start_child(command) for _ in range(2)]
+    outputs = []
+    try:
+        for p in processes:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+            outputs.append(json.loads(out))
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    for output in outputs:
+        assert output[0] == ["a", server.url("m1"), 300_000]  # both really downloaded the first file
+        assert output[1][0] == "b" and output[1][2] == 200_000
+    [during] = seen_during_download
+    assert len([name for name in during if name.startswith(".a.") and name.endswith(".part")]) == 2
+    assert server.count(f"/m1/{first.name}.gz") == 2
+    assert_only_verified(data_dir, *samples)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT delivered to a child process")
+def test_a_process_interrupted_mid_download_leaves_no_temp_file(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample(size=200_000)
+    downloading = threading.Event()
+    server.route(f"/m1/{sample.name}", Reply(sample.payload, stall_after=100_000, before_body=downloading.set))
+    files = json.dumps([[sample.file.name, sample.file.sha256, sample.file.size]])
+    data_dir.mkdir()
+
+    command = [sys.executable, "-c", CHILD, files, str(data_dir), server.url("m1")]
+    process = start_child(command)
+    try:
+        assert downloading.wait(30), "the child never asked for the file"
+        time.sleep(0.2)  # let the first half of the body reach the temp file
+        [temp] = listing(data_dir)
+        assert temp.startswith(f".{sample.name}.") and temp.endswith(".part")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode != 0 and "KeyboardInterrupt" in err
+    assert_only_verified(data_dir)

@@ -935,12 +935,19 @@ def _benchmark(argv: Sequence[str] | None = None, prog: str = "mnist-nn benchmar
     return benchmark_main(argv, prog)
 
 
+def _serve(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
+    from mnist_nn.serve import serve_main  # serve imports this module
+
+    return serve_main(argv, prog)
+
+
 SUBCOMMANDS: dict[str, tuple[MainFunction, str]] = {
     "download": (download_main, "download and verify MNIST into the cache"),
     "train": (train_main, "train a network (Nielsen's chapter-1 setup by default, or --preset NAME)"),
     "evaluate": (evaluate_main, "evaluate saved models: counts, per-digit accuracy, confusion, mistakes"),
     "benchmark": (_benchmark, "accuracy over seeds, or speed against the per-example reference"),
     "predict": (predict_main, "classify your own digit images (PNG, JPEG, .npy)"),
+    "serve": (_serve, "draw digits in the browser and watch the model classify them as you draw"),
     "show": (show_main, "show MNIST digits in the terminal, with a model's predictions or mistakes"),
     "plot": (plot_main, "draw training curves, confusion matrices, mistakes and benchmark charts"),
 }

@@ -1,0 +1,551 @@
+"""A drawing page for a saved model: ``mnist-nn serve``.
+
+This module owns a small HTTP server (the standard library's
+``ThreadingHTTPServer``) that serves one page, where you draw a digit and
+watch the network's answer change as you draw, and the JSON endpoints the
+page calls:
+
+    GET  /                the page (index.html, app.js, style.css: an explicit allow-list)
+    GET  /api/model       {"name", "sizes", "test_correct", "test_total", "test_accuracy", ...}
+    POST /api/predict     a drawing in, {"image", "probabilities", "prediction", "probability_kind"} out
+
+A drawing is either ``{"raster": {"width": W, "height": H, "pixels": [...]}}``
+with W * H gray levels 0-255 in row-major order (dark ink on light paper or
+light on dark, either works), or ``{"png": "data:image/png;base64,..."}``
+(decoded by Pillow, the ``images`` extra). It goes through exactly what
+``mnist-nn predict`` does to an image file: ``images.to_mnist`` (for a PNG,
+``images.load_image`` first), then ``Network.probabilities``; the answer's
+``image`` is the 28x28 input the network was given (before the model's own
+input transform, such as deskewing, if it was trained with one).
+
+Every request is bounded (``MAX_BODY_BYTES``, ``MAX_RASTER_SIDE``), every
+error is a JSON ``{"error": "..."}`` with a 4xx status, and a bad request
+never stops the server. Responses carry a ``Content-Security-Policy`` that
+allows nothing but the server's own files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import importlib.util
+import json
+import signal
+import socket
+import socketserver
+import sys
+import tempfile
+import webbrowser
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import numpy.typing as npt
+
+from mnist_nn.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _fail, _Parser, command
+from mnist_nn.config import IMAGE_SIDE, default_models_dir
+from mnist_nn.errors import ModelFileError
+from mnist_nn.images import ImageError, load_image, to_mnist
+from mnist_nn.network import Network
+from mnist_nn.serialization import SavedModel, load_model
+
+DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
+DEFAULT_PORT = 8000
+MAX_BODY_BYTES = 5 * 2**20  # room for the largest raster, 1024x1024 pixels written as "255,"
+MAX_RASTER_SIDE = 1024  # width and height of a raster or PNG drawing, in pixels
+MAX_GRAY = 255
+MAX_DRAINED_BYTES = 4 * MAX_BODY_BYTES  # an oversized body up to this is read and dropped, so the client sees the 413
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
+PNG_PREFIX = "data:image/png;base64,"
+PILLOW_NEEDED = "PNG drawings need Pillow on the server: pip install 'mnist-nn[images]' (or send a raster)"
+
+# URL path -> (file in mnist_nn/web, Content-Type). Nothing else is ever served.
+PAGE_FILES: dict[str, tuple[str, str]] = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+API_MODEL = "/api/model"
+API_PREDICT = "/api/predict"
+
+SECURITY_HEADERS = {
+    # The page's own files only: no inline script, nothing from elsewhere, no framing.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_HEADER_BYTES = 24  # signature, IHDR length and type, width, height
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a one-line reason for the client."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- predictions -----------------------------------------------------------------------
+
+
+def predict_image(network: Network, image: npt.NDArray[np.floating[Any]]) -> dict[str, Any]:
+    """Classify a grayscale drawing as ``mnist-nn predict`` classifies an image file.
+
+    Args:
+        network: the model's network.
+        image: (height, width) float grayscale in [0, 1], either polarity.
+
+    Returns:
+        JSON-ready ``{"image": 28 lists of 28 floats (the input given to the network),
+        "probabilities": 10 floats, "prediction": int, "probability_kind": str}``.
+
+    Raises:
+        ImageError: the image is not 2-D in [0, 1], or it holds no ink.
+    """
+    digit = to_mnist(image, name="drawing")  # (784,) float32
+    probabilities = network.probabilities(digit.reshape(1, -1))[0]  # (n_out,) float64
+    return {
+        "image": digit.reshape(IMAGE_SIDE, IMAGE_SIDE).tolist(),
+        "probabilities": [float(p) for p in probabilities],
+        "prediction": int(np.argmax(probabilities)),
+        "probability_kind": network.probability_kind,
+    }
+
+
+def predict_raster(network: Network, raster: npt.ArrayLike) -> dict[str, Any]:
+    """Classify a drawing given as gray levels 0-255 (``predict_image`` of ``raster / 255``).
+
+    Args:
+        network: the model's network.
+        raster: (height, width) gray levels in [0, 255], integers or floats.
+
+    Returns:
+        As ``predict_image``.
+
+    Raises:
+        ImageError: the raster is not 2-D in [0, 255], or it holds no ink.
+    """
+    values = np.asarray(raster)
+    if values.dtype.kind not in "biuf":
+        raise ImageError(f"drawing: expected gray levels as numbers, got dtype {values.dtype}")
+    return predict_image(network, values.astype(np.float64) / MAX_GRAY)
+
+
+def _raster_from_json(raster: Any) -> npt.NDArray[np.float64]:
+    """The ``raster`` member of a request as (height, width) gray levels; RequestError if malformed."""
+    if not isinstance(raster, dict):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' must be an object, got {_json_type(raster)}")
+    missing = [key for key in ("width", "height", "pixels") if key not in raster]
+    if missing:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' is missing {', '.join(map(repr, missing))}")
+    width, height, pixels = raster["width"], raster["height"], raster["pixels"]
+    for key, side in (("width", width), ("height", height)):
+        if type(side) is not int:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be an integer, got {_json_type(side)}")
+        if not 1 <= side <= MAX_RASTER_SIDE:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be between 1 and {MAX_RASTER_SIDE}, got {side}")
+    if not isinstance(pixels, list):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'pixels' must be an array, got {_json_type(pixels)}")
+    if len(pixels) != width * height:
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"expected width * height = {width} * {height} = {width * height} pixels, got {len(pixels)}",
+        )
+    for i, v in enumerate(pixels):
+        # JSON gives int, float, str, bool, None, list or dict; bool is an int subclass, so test the type exactly.
+        if type(v) not in (int, float) or not 0 <= v <= MAX_GRAY:
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, f"pixels must be numbers from 0 to {MAX_GRAY}, got {v!r} at index {i}"
+            )
+    return np.asarray(pixels, dtype=np.float64).reshape(height, width)
+
+
+def _image_from_png(data_url: Any) -> npt.NDArray[np.float64]:
+    """Decode the ``png`` member of a request with ``images.load_image``; RequestError if malformed."""
+    if not isinstance(data_url, str) or not data_url.startswith(PNG_PREFIX):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'png' must be a string starting with {PNG_PREFIX!r}")
+    try:
+        data = base64.b64decode(data_url[len(PNG_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(HTTPStatus.BAD_REQUEST, "'png' is not valid base64") from None
+    if len(data) < _PNG_HEADER_BYTES or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise RequestError(HTTPStatus.BAD_REQUEST, "'png' does not hold a PNG image")
+    # The size is in the header: refuse big pictures before anything is decoded.
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not (1 <= width <= MAX_RASTER_SIDE and 1 <= height <= MAX_RASTER_SIDE):
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"the PNG must be between 1x1 and {MAX_RASTER_SIDE}x{MAX_RASTER_SIDE} pixels, got {width}x{height}",
+        )
+    if importlib.util.find_spec("PIL") is None:
+        raise RequestError(HTTPStatus.BAD_REQUEST, PILLOW_NEEDED)
+    # load_image reads files; going through it keeps PNG decoding identical to `mnist-nn predict`.
+    with tempfile.TemporaryDirectory(prefix="mnist-nn-serve-") as folder:
+        path = Path(folder) / "drawing.png"
+        path.write_bytes(data)
+        try:
+            return load_image(path)
+        except ImageError as exc:
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "png")) from None
+
+
+def predict_request(network: Network, body: Any) -> dict[str, Any]:
+    """Answer a parsed ``POST /api/predict`` body.
+
+    Raises:
+        RequestError: a malformed drawing (400) or one without ink (400).
+    """
+    if not isinstance(body, dict):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"expected a JSON object, got {_json_type(body)}")
+    if ("raster" in body) == ("png" in body):
+        raise RequestError(HTTPStatus.BAD_REQUEST, "expected an object with one of the keys 'raster' or 'png'")
+    try:
+        if "raster" in body:
+            return predict_raster(network, _raster_from_json(body["raster"]))
+        return predict_image(network, _image_from_png(body["png"]))
+    except ImageError as exc:
+        raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+
+
+def model_info(model: SavedModel) -> dict[str, Any]:
+    """What the page shows about the model: file name, layer sizes and test accuracy (None if unknown)."""
+    correct, total = model.metadata.get("test_correct"), model.metadata.get("test_total")
+    if not (isinstance(correct, int) and isinstance(total, int) and 0 <= correct <= total and total > 0):
+        correct = total = None  # an older or hand-made file without a test count
+    return {
+        "name": model.path.name,
+        "sizes": list(model.network.sizes),
+        "activation": model.network.activation.name,
+        "cost": model.network.cost.name,
+        "test_correct": correct,
+        "test_total": total,
+        "test_accuracy": correct / total if correct is not None and total else None,
+        "probability_kind": model.network.probability_kind,
+    }
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _reject_constant(name: str) -> Any:
+    """json.loads hook: NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+# --- the server ------------------------------------------------------------------------
+
+
+class DrawingServer(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` that holds the model and the page's files."""
+
+    daemon_threads = True  # a stuck client never delays shutdown
+
+    def __init__(self, model: SavedModel, address: tuple[str, int], *, verbose: bool = False) -> None:
+        self.model = model
+        self.model_json = json.dumps(model_info(model)).encode("utf-8")
+        self.pages = _read_pages()
+        self.verbose = verbose
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without ``HTTPServer``'s reverse DNS lookup of the host, which can take seconds."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        """The page's address; a wildcard host is shown as this computer."""
+        host, port = str(self.server_address[0]), int(self.server_address[1])
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1" if host != "::" else "::1"
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _read_pages() -> dict[str, bytes]:
+    """The page's files from the package, read once (FileNotFoundError if the package lacks them)."""
+    web = resources.files("mnist_nn").joinpath("web")
+    return {name: web.joinpath(name).read_bytes() for name, _ in set(PAGE_FILES.values())}
+
+
+def make_server(model: SavedModel, host: str, port: int, *, verbose: bool = False) -> DrawingServer:
+    """A server for ``model``, bound and listening; call ``serve_forever()`` to answer requests.
+
+    Args:
+        model: a loaded model file.
+        host: the address to listen on, e.g. "127.0.0.1" (this computer only) or "0.0.0.0".
+        port: the TCP port; 0 picks a free one (see ``server.server_address``).
+        verbose: log every request to stderr, as ``http.server`` does.
+
+    Returns:
+        The server; ``server.url`` is the page's address.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not this computer's, ...).
+        FileNotFoundError: the package was installed without its ``web`` files.
+    """
+    return DrawingServer(model, (host, port), verbose=verbose)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers GET for the allow-listed files and /api/model, POST for /api/predict; nothing else."""
+
+    server: DrawingServer
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT
+    error_content_type = "application/json"
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path  # the query string is ignored; no unquoting, no normalizing
+        if path in PAGE_FILES:
+            name, content_type = PAGE_FILES[path]
+            self._send(HTTPStatus.OK, self.server.pages[name], content_type)
+        elif path == API_MODEL:
+            self._send(HTTPStatus.OK, self.server.model_json, "application/json")
+        elif path == API_PREDICT:
+            self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, "use POST for /api/predict", allow="POST")
+        else:
+            self._send_error_json(HTTPStatus.NOT_FOUND, f"no such page: {path[:200]}")
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if path != API_PREDICT:
+            self._refuse_method(path)
+            return
+        try:
+            body = self._read_json()
+            answer = predict_request(self.server.model.network, body)
+        except RequestError as exc:
+            self._send_error_json(exc.status, exc.message)
+            return
+        except Exception as exc:  # a bug, or memory running out: answer, and keep serving
+            print(f"mnist-nn serve: error answering {path}: {_first_line(exc)}", file=sys.stderr)
+            self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed: {_first_line(exc)}")
+            return
+        self._send(HTTPStatus.OK, json.dumps(answer).encode("utf-8"), "application/json")
+
+    def do_PUT(self) -> None:
+        self._refuse_method(urlsplit(self.path).path)
+
+    do_DELETE = do_PATCH = do_OPTIONS = do_PUT  # noqa: N815
+
+    def _refuse_method(self, path: str) -> None:
+        """405 for a known path with the wrong method, 404 for any other path."""
+        if path in PAGE_FILES or path == API_MODEL:
+            self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, f"use GET for {path}", allow="GET, HEAD")
+        elif path == API_PREDICT:
+            self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, f"use POST for {path}", allow="POST")
+        else:
+            self._send_error_json(HTTPStatus.NOT_FOUND, f"no such page: {path[:200]}")
+
+    def _read_json(self) -> Any:
+        """The request body as parsed JSON, refusing a missing, oversized or malformed one."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+        try:
+            length = int(length_header)
+        except ValueError:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"bad Content-Length: {length_header[:40]!r}") from None
+        if length < 0:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"bad Content-Length: {length}")
+        if length > MAX_BODY_BYTES:
+            self._drain(length)
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body is {length} bytes, more than the limit of {MAX_BODY_BYTES}; send a smaller drawing",
+            )
+        data = self.rfile.read(length)
+        if len(data) < length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(data)} of {length} bytes")
+        try:
+            return json.loads(data, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {_first_line(exc)}") from None
+
+    def _drain(self, length: int) -> None:
+        """Read and drop an oversized body (if not absurdly large): closing on unread data resets the connection."""
+        if length > MAX_DRAINED_BYTES:
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 2**16))
+            if not chunk:
+                return
+            length -= len(chunk)
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in {**SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_error_json(self, status: HTTPStatus, message: str, *, allow: str | None = None) -> None:
+        """An error answer; the connection is closed, since an unread body may follow the request."""
+        self.close_connection = True
+        headers = {"Connection": "close"}
+        if allow is not None:
+            headers["Allow"] = allow
+        body = json.dumps({"error": message}).encode("utf-8")
+        self._send(status, body, "application/json", headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, unsupported method, ...) as JSON too."""
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        self._send_error_json(status, message or status.phrase)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --- choosing a model ------------------------------------------------------------------
+
+
+def newest_model(folder: Path) -> Path | None:
+    """The most recently modified ``*.npz`` file in ``folder`` (hidden files skipped), or None."""
+    try:
+        candidates = [p for p in Path(folder).glob("*.npz") if not p.name.startswith(".") and p.is_file()]
+    except OSError:
+        return None
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+# --- mnist-nn serve --------------------------------------------------------------------
+
+
+def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
+    """Arguments of ``mnist-nn serve``."""
+    parser = _Parser(
+        prog=prog,
+        description="Serve a page where you draw a digit with the mouse, a pen or a finger and watch the "
+        "model classify it as you draw: the probability of each digit and the 28x28 image the network "
+        "sees, prepared exactly as 'mnist-nn predict' prepares an image file. Ctrl-C stops the server.",
+    )
+    parser.add_argument(
+        "model",
+        type=Path,
+        nargs="?",
+        metavar="MODEL",
+        help="a model file written by train --save (default: the newest .npz file in models/)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"the address to listen on (default: {DEFAULT_HOST}, this computer only; "
+        "0.0.0.0 lets other devices on your network connect)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"the TCP port; 0 picks a free one (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument("--open", action="store_true", help="open the page in the web browser")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return parser
+
+
+class _StopServingError(Exception):
+    """SIGTERM arrived while serving."""
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Let SIGTERM stop the server as Ctrl-C does, and Ctrl-C work even where it started ignored."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _StopServingError
+
+    try:
+        previous_term = signal.signal(signal.SIGTERM, stop)
+        # Python leaves SIGINT ignored when it started ignored (a background job of a script).
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+@command
+def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
+    """Entry point of ``mnist-nn serve``."""
+    args = build_serve_parser(prog).parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        return _fail(prog, f"--port must be between 0 and 65535, got {args.port}", EXIT_USAGE)
+    path: Path | None = args.model
+    if path is None:
+        folder = default_models_dir()
+        path = newest_model(folder)
+        if path is None:
+            return _fail(
+                prog, f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save", EXIT_USAGE
+            )
+    try:
+        model = load_model(path)
+    except ModelFileError as exc:
+        return _fail(prog, str(exc), EXIT_USAGE)
+    try:
+        server = make_server(model, args.host, args.port, verbose=args.verbose)
+    except FileNotFoundError as exc:
+        return _fail(prog, f"the page's files are missing from the package ({exc}); reinstall mnist-nn", EXIT_FAILURE)
+    except socket.gaierror as exc:
+        return _fail(prog, f"--host {args.host}: unknown host ({exc.strerror or exc})", EXIT_USAGE)
+    except OSError as exc:
+        return _fail(prog, f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}", EXIT_FAILURE)
+    with server:
+        url = server.url
+        reach = "this computer only" if _is_loopback(args.host) else "other devices on your network too"
+        print(f"Serving {model.path} at {url} ({reach}); Ctrl-C stops", flush=True)
+        if args.open and not webbrowser.open(url):
+            print(f"{prog}: could not open a browser; visit {url}", file=sys.stderr)
+        try:
+            with _stop_signals():
+                server.serve_forever()
+        except (KeyboardInterrupt, _StopServingError):
+            pass
+    end = "\n" if sys.stderr.isatty() else ""  # after the terminal's "^C"
+    print(f"{end}{prog}: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this computer only (127.x, ::1, localhost)."""
+    return host == "localhost" or host.startswith("127.") or host == "::1"

@@ -1,0 +1,293 @@
+// mnist-nn serve: draw a digit, see what the network makes of it.
+//
+// The drawing is kept as a list of strokes (for undo) and painted black on white
+// into the 280x280 canvas. While you draw, at most one request is in flight and
+// one more is sent every DEBOUNCE_MS with the canvas's gray levels; the server
+// prepares them exactly as `mnist-nn predict` prepares an image file and answers
+// with the probabilities and the 28x28 image the network was given.
+//
+// <body data-state> says where the page is: loading, empty, pending (the drawing
+// changed, its answer is not shown yet), ready or error. Tests wait on it.
+"use strict";
+
+(function () {
+  const DEBOUNCE_MS = 120;
+  const LINE_WIDTH = 20; // pixels of the 280-pixel canvas: MNIST-like strokes for a digit that fills the box
+  const PAPER = "#ffffff";
+  const INK = "#000000";
+
+  const pad = document.getElementById("pad");
+  const ctx = pad.getContext("2d", { willReadFrequently: true });
+  const seen = document.getElementById("seen");
+  const seenCtx = seen.getContext("2d");
+  const undoButton = document.getElementById("undo");
+  const clearButton = document.getElementById("clear");
+  const predictionText = document.getElementById("prediction");
+  const confidenceText = document.getElementById("confidence");
+  const barList = document.getElementById("bars");
+  const kindText = document.getElementById("kind");
+  const modelText = document.getElementById("model");
+  const statusText = document.getElementById("status");
+
+  const strokes = []; // each stroke: [{x, y}, ...] in canvas pixels
+  let activePointer = null; // the one pointer that draws; other fingers are ignored
+  let timer = null; // the pending debounced request
+  let inFlight = false;
+  let again = false; // the drawing changed while a request was in flight
+  let generation = 0; // bumped by clear and undo-to-empty, so late answers are dropped
+  let painted = true;
+  let answers = 0;
+
+  const bars = [];
+  for (let d = 0; d < 10; d++) {
+    const item = document.createElement("li");
+    item.dataset.digit = String(d);
+    const label = document.createElement("span");
+    label.textContent = String(d);
+    const track = document.createElement("div");
+    track.className = "track";
+    const fill = document.createElement("div");
+    fill.className = "fill";
+    track.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    item.append(label, track, value);
+    barList.appendChild(item);
+    bars.push({ item, fill, value });
+  }
+
+  // --- drawing ---
+
+  function paint() {
+    painted = true;
+    ctx.fillStyle = PAPER;
+    ctx.fillRect(0, 0, pad.width, pad.height);
+    ctx.strokeStyle = INK;
+    ctx.fillStyle = INK;
+    ctx.lineWidth = LINE_WIDTH;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    for (const stroke of strokes) {
+      if (stroke.length === 1) {
+        ctx.beginPath();
+        ctx.arc(stroke[0].x, stroke[0].y, LINE_WIDTH / 2, 0, 2 * Math.PI);
+        ctx.fill();
+        continue;
+      }
+      ctx.beginPath();
+      ctx.moveTo(stroke[0].x, stroke[0].y);
+      for (let i = 1; i < stroke.length; i++) ctx.lineTo(stroke[i].x, stroke[i].y);
+      ctx.stroke();
+    }
+  }
+
+  function paintSoon() {
+    if (painted) {
+      painted = false;
+      requestAnimationFrame(() => {
+        if (!painted) paint();
+      });
+    }
+  }
+
+  function point(event) {
+    // Client coordinates -> canvas pixels, whatever size CSS gives the canvas.
+    const rect = pad.getBoundingClientRect();
+    const x = ((event.clientX - rect.left - pad.clientLeft) * pad.width) / pad.clientWidth;
+    const y = ((event.clientY - rect.top - pad.clientTop) * pad.height) / pad.clientHeight;
+    return { x: Math.min(Math.max(x, 0), pad.width), y: Math.min(Math.max(y, 0), pad.height) };
+  }
+
+  pad.addEventListener("pointerdown", (event) => {
+    if (activePointer !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
+    event.preventDefault();
+    activePointer = event.pointerId;
+    pad.setPointerCapture(event.pointerId);
+    strokes.push([point(event)]);
+    changed();
+  });
+
+  pad.addEventListener("pointermove", (event) => {
+    if (event.pointerId !== activePointer) return;
+    const coalesced = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+    const stroke = strokes[strokes.length - 1];
+    for (const e of coalesced.length ? coalesced : [event]) stroke.push(point(e));
+    changed();
+  });
+
+  function endStroke(event) {
+    if (event.pointerId !== activePointer) return;
+    activePointer = null;
+    changed();
+  }
+  pad.addEventListener("pointerup", endStroke);
+  pad.addEventListener("pointercancel", endStroke);
+  pad.addEventListener("lostpointercapture", endStroke);
+
+  function undo() {
+    if (!strokes.length) return;
+    activePointer = null;
+    strokes.pop();
+    paint(); // at once, not on the next frame: the page must never show a stroke it has dropped
+    changed();
+  }
+
+  function clear() {
+    strokes.length = 0;
+    activePointer = null;
+    paint();
+    changed();
+  }
+
+  undoButton.addEventListener("click", undo);
+  clearButton.addEventListener("click", clear);
+  document.addEventListener("keydown", (event) => {
+    if ((event.ctrlKey || event.metaKey) && !event.shiftKey && event.key.toLowerCase() === "z") {
+      event.preventDefault();
+      undo();
+    } else if (event.key === "Escape") {
+      clear();
+    }
+  });
+
+  // --- asking the server ---
+
+  function changed() {
+    paintSoon();
+    undoButton.disabled = clearButton.disabled = strokes.length === 0;
+    if (strokes.length === 0) {
+      generation++;
+      clearTimeout(timer);
+      timer = null;
+      again = false;
+      reset();
+      return;
+    }
+    document.body.dataset.state = "pending";
+    if (timer === null) timer = setTimeout(predict, DEBOUNCE_MS);
+  }
+
+  function raster() {
+    if (!painted) paint();
+    const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
+    const pixels = new Array(width * height);
+    for (let i = 0, j = 0; i < pixels.length; i++, j += 4) {
+      pixels[i] = Math.round(0.299 * data[j] + 0.587 * data[j + 1] + 0.114 * data[j + 2]);
+    }
+    return { width, height, pixels };
+  }
+
+  async function predict() {
+    timer = null;
+    if (inFlight) {
+      again = true;
+      return;
+    }
+    if (strokes.length === 0) return;
+    inFlight = true;
+    const mine = generation;
+    try {
+      const response = await fetch("api/predict", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ raster: raster() }),
+      });
+      const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+      if (mine === generation) {
+        if (response.ok) show(answer);
+        else fail(answer.error || `HTTP ${response.status}`);
+      }
+    } catch (error) {
+      if (mine === generation) fail("cannot reach the server: is mnist-nn serve still running?");
+    } finally {
+      inFlight = false;
+      if (again) {
+        again = false;
+        predict();
+      } else if (mine === generation && timer === null && document.body.dataset.state === "pending") {
+        // The drawing changed only in ways already sent; nothing more to wait for.
+        document.body.dataset.state = "ready";
+      }
+    }
+  }
+
+  // --- showing the answer ---
+
+  function show(answer) {
+    const p = answer.probabilities;
+    const best = answer.prediction;
+    predictionText.textContent = String(best);
+    confidenceText.textContent = `${(100 * p[best]).toFixed(1)}% sure`;
+    bars.forEach((bar, d) => {
+      bar.fill.style.width = `${(100 * p[d]).toFixed(1)}%`;
+      bar.value.textContent = `${(100 * p[d]).toFixed(1)}%`;
+      bar.item.dataset.probability = String(p[d]);
+      bar.item.classList.toggle("top", d === best);
+    });
+    drawSeen(answer.image);
+    kindText.textContent = `Probabilities: ${answer.probability_kind}.`;
+    setStatus("");
+    answers++;
+    document.body.dataset.answers = String(answers);
+    if (timer === null && !again) document.body.dataset.state = "ready";
+  }
+
+  function drawSeen(image) {
+    const pixels = seenCtx.createImageData(28, 28);
+    const rows = Array.isArray(image[0]) ? image.flat() : image;
+    rows.forEach((v, i) => {
+      const level = Math.round(255 * v);
+      pixels.data.set([level, level, level, 255], 4 * i);
+    });
+    seenCtx.putImageData(pixels, 0, 0);
+  }
+
+  function reset() {
+    predictionText.textContent = "\u2013";
+    confidenceText.textContent = "Draw a digit in the box";
+    for (const bar of bars) {
+      bar.fill.style.width = "0";
+      bar.value.textContent = "";
+      delete bar.item.dataset.probability;
+      bar.item.classList.remove("top");
+    }
+    seenCtx.fillStyle = "#000000";
+    seenCtx.fillRect(0, 0, 28, 28);
+    setStatus("");
+    document.body.dataset.state = "empty";
+  }
+
+  function fail(message) {
+    setStatus(message, true);
+    document.body.dataset.state = "error";
+  }
+
+  function setStatus(message, isError = false) {
+    statusText.textContent = message;
+    statusText.classList.toggle("error", isError);
+  }
+
+  // --- the model ---
+
+  async function loadModel() {
+    try {
+      const response = await fetch("api/model");
+      const model = await response.json();
+      const sizes = `[${model.sizes.join(", ")}]`;
+      const accuracy =
+        model.test_accuracy === null
+          ? "test accuracy unknown"
+          : `test accuracy ${(100 * model.test_accuracy).toFixed(2)}% ` +
+            `(${model.test_correct.toLocaleString("en")} / ${model.test_total.toLocaleString("en")})`;
+      modelText.textContent = `${model.name} \u00b7 ${sizes} \u00b7 ${accuracy}`;
+      modelText.title = `${model.activation} hidden layers, ${model.cost} cost`;
+      kindText.textContent = `Probabilities: ${model.probability_kind}.`;
+    } catch (error) {
+      modelText.textContent = "Cannot load the model's description.";
+    }
+  }
+
+  paint();
+  reset();
+  loadModel();
+})();

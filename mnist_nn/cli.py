@@ -538,11 +538,11 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     new_bar(run.epochs_completed + 1)
     start = time.perf_counter()
     try:
-        with _signals_as_interrupts():
+        with signals_as_interrupts():
             fit(run, *data.train, validation=data.validation, on_epoch=on_checkpoint, on_progress=on_progress)
-    except (KeyboardInterrupt, _TerminatedError) as exc:
-        code = 143 if isinstance(exc, _TerminatedError) else 130
-        what = "terminated" if isinstance(exc, _TerminatedError) else "interrupted"
+    except (KeyboardInterrupt, TerminatedError) as exc:
+        code = 143 if isinstance(exc, TerminatedError) else 130
+        what = "terminated" if isinstance(exc, TerminatedError) else "interrupted"
         return _fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data, args), code)
     except TrainingError as exc:
         return _fail(prog, f"{exc}; " + _salvage(save_path, run, data, args, "diverged"), EXIT_FAILURE)
@@ -597,16 +597,16 @@ def _describe(config: TrainConfig) -> str:
     return f"{sizes} {config.activation}, {config.cost}, eta {config.eta:g}, mini-batch {config.batch_size}"
 
 
-class _TerminatedError(Exception):
-    """SIGTERM arrived during training."""
+class TerminatedError(Exception):
+    """SIGTERM arrived while a long command (training, serving) was running."""
 
 
 @contextlib.contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into ``_TerminatedError`` while training (SIGINT already raises KeyboardInterrupt)."""
+def signals_as_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into ``TerminatedError`` and make sure SIGINT raises KeyboardInterrupt, for a while."""
 
     def terminate(signum: int, frame: Any) -> None:
-        raise _TerminatedError
+        raise TerminatedError
 
     try:
         previous = signal.signal(signal.SIGTERM, terminate)

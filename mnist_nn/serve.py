@@ -31,14 +31,12 @@ import base64
 import binascii
 import importlib.util
 import json
-import signal
 import socket
 import socketserver
 import sys
 import tempfile
 import webbrowser
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -49,7 +47,16 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _fail, _Parser, command
+from mnist_nn.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    TerminatedError,
+    _fail,
+    _Parser,
+    command,
+    signals_as_interrupts,
+)
 from mnist_nn.config import IMAGE_SIDE, default_models_dir
 from mnist_nn.errors import ModelFileError
 from mnist_nn.images import ImageError, load_image, to_mnist
@@ -479,31 +486,6 @@ def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
     return parser
 
 
-class _StopServingError(Exception):
-    """SIGTERM arrived while serving."""
-
-
-@contextmanager
-def _stop_signals() -> Iterator[None]:
-    """Let SIGTERM stop the server as Ctrl-C does, and Ctrl-C work even where it started ignored."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise _StopServingError
-
-    try:
-        previous_term = signal.signal(signal.SIGTERM, stop)
-        # Python leaves SIGINT ignored when it started ignored (a background job of a script).
-        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
-
-
 @command
 def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
     """Entry point of ``mnist-nn serve``."""
@@ -537,9 +519,9 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
         if args.open and not webbrowser.open(url):
             print(f"{prog}: could not open a browser; visit {url}", file=sys.stderr)
         try:
-            with _stop_signals():
+            with signals_as_interrupts():
                 server.serve_forever()
-        except (KeyboardInterrupt, _StopServingError):
+        except (KeyboardInterrupt, TerminatedError):
             pass
     end = "\n" if sys.stderr.isatty() else ""  # after the terminal's "^C"
     print(f"{end}{prog}: stopped", file=sys.stderr)

@@ -1,5 +1,36 @@
-"""mnist_nn: a from-scratch, vectorized NumPy neural network for MNIST digits."""
+"""mnist_nn: a from-scratch, vectorized NumPy neural network for MNIST digits.
+
+The names most programs need; the modules say more:
+
+    from mnist_nn import Network, load_mnist
+    data = load_mnist()
+    net = Network([784, 30, 10])
+    net.SGD(data.train, 30, 10, 3.0, test_data=data.validation)
+    print(net.evaluate(data.test), "/ 10000")
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from mnist_nn.config import PRESETS, TrainConfig
+from mnist_nn.data import load_data, load_data_wrapper, load_mnist, vectorized_result
+from mnist_nn.network import Network
+from mnist_nn.serialization import load_model, save_model
+from mnist_nn.training import Run, fit, sgd
+
+__all__ = [
+    "PRESETS",
+    "Network",
+    "Run",
+    "TrainConfig",
+    "__version__",
+    "fit",
+    "load_data",
+    "load_data_wrapper",
+    "load_mnist",
+    "load_model",
+    "save_model",
+    "sgd",
+    "vectorized_result",
+]

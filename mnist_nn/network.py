@@ -580,6 +580,9 @@ def as_arrays(data: Any, n_in: int) -> tuple[FloatArray, IntArray]:
     Returns images (n, n_in) and integer labels (n,); one-hot y columns become
     their index.
     """
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if isinstance(images, np.ndarray) and isinstance(labels, np.ndarray):  # a Split
+        return images, labels
     if (
         isinstance(data, tuple)
         and len(data) == 2

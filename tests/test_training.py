@@ -81,3 +81,15 @@ def test_one_epoch_of_nielsens_network_reaches_90_percent(mnist: MnistData) -> N
     )
     correct = history.epochs[0].validation_correct
     assert correct is not None and correct >= 9_000, correct
+
+
+def test_the_package_example_trains_on_splits() -> None:
+    from mnist_nn import Network as PublicNetwork
+    from mnist_nn.data import Split
+
+    x, labels = _blobs(120, seed=9)
+    train, validation = Split(x[:100], labels[:100]), Split(x[100:], labels[100:])
+    net = PublicNetwork([5, 8, 3], seed=1)
+    history = net.SGD(train, 10, 10, 3.0, test_data=validation)
+    assert history.epochs[-1].validation_total == 20
+    assert net.evaluate(validation) == history.epochs[-1].validation_correct

@@ -258,6 +258,9 @@ def _reject_constant(name: str) -> Any:
 # --- the server ------------------------------------------------------------------------
 
 
+LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})  # Host header names of this computer
+
+
 class DrawingServer(ThreadingHTTPServer):
     """A ``ThreadingHTTPServer`` that holds the model and the page's files."""
 
@@ -268,6 +271,9 @@ class DrawingServer(ThreadingHTTPServer):
         self.model_json = json.dumps(model_info(model)).encode("utf-8")
         self.pages = _read_pages()
         self.verbose = verbose
+        # Bound to this computer only, the server also answers only to this computer's
+        # names: a web page that rebinds its own name to 127.0.0.1 gets a 403.
+        self.local_names = LOCAL_NAMES if address[0] in LOCAL_NAMES | {"::1"} else None
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -320,7 +326,19 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = REQUEST_TIMEOUT
     error_content_type = "application/json"
 
+    def _foreign_host(self) -> bool:
+        """Refuse (403) a request whose Host is not this computer's, when serving this computer only."""
+        names = self.server.local_names
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.split("]")[0] + "]" if host.startswith("[") else host.split(":")[0]
+        if names is None or name in names:
+            return False
+        self._send_error_json(HTTPStatus.FORBIDDEN, f"this server answers only to {', '.join(sorted(names))}")
+        return True
+
     def do_GET(self) -> None:
+        if self._foreign_host():
+            return
         path = urlsplit(self.path).path  # the query string is ignored; no unquoting, no normalizing
         if path in PAGE_FILES:
             name, content_type = PAGE_FILES[path]
@@ -336,6 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_POST(self) -> None:
+        if self._foreign_host():
+            return
         path = urlsplit(self.path).path
         if path != API_PREDICT:
             self._refuse_method(path)

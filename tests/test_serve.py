@@ -617,3 +617,16 @@ def test_a_failure_inside_the_server_is_a_500_and_the_server_goes_on(capsys: pyt
         assert answer.json() == {"error": "the server failed: something broke"}
         assert requests.get(url + "/api/model", timeout=TIMEOUT).json()["test_accuracy"] is None
     assert capsys.readouterr().err == "mnist-nn serve: error answering /api/predict: something broke\n"
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.2:80", "[::2]:80"])
+def test_a_foreign_host_name_is_refused_when_serving_this_computer_only(url: str, host: str) -> None:
+    # DNS rebinding: a web page whose own name now points at 127.0.0.1 sends its own Host.
+    status, body = raw_request(url, "GET", "/api/model", Host=host)
+    assert status == 403 and "answers only to" in body["error"]
+    status, body = raw_request(url, "POST", "/api/predict", b"{}", Host=host)
+    assert status == 403
+    for local in ("localhost", "127.0.0.1:9", "[::1]:9"):
+        status, _ = raw_request(url, "GET", "/api/model", Host=local)
+        assert status == 200
+    assert_still_serving(url)

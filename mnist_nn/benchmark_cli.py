@@ -33,16 +33,16 @@ from mnist_nn.benchmark import (
     accuracy_benchmark,
     speed_benchmark,
 )
-from mnist_nn.cli import (
+from mnist_nn.cli_base import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
-    _add_data_args,
-    _fail,
-    _Parser,
-    _show_progress,
-    _UsageError,
+    Parser,
+    UsageError,
+    add_data_args,
     command,
+    fail,
+    show_progress,
 )
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, PRESETS, TRAIN_SIZE, TrainConfig
 from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError
@@ -86,7 +86,7 @@ def parse_shape(text: str) -> TrainingShape:
 
 
 def _add_common_args(parser: argparse.ArgumentParser, quick: str) -> None:
-    _add_data_args(parser)
+    add_data_args(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the whole report as JSON (atomically)")
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars (they are also off when stderr is not a terminal)"
@@ -96,7 +96,7 @@ def _add_common_args(parser: argparse.ArgumentParser, quick: str) -> None:
 
 def build_benchmark_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
     """Arguments of ``benchmark.py`` / ``mnist-nn benchmark``: the actions ``accuracy`` and ``speed``."""
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Measure what the package achieves: test accuracy over several seeds (accuracy) or "
         "training and inference throughput beside the per-example reference implementation (speed). "
@@ -241,25 +241,25 @@ def _accuracy_config(args: argparse.Namespace) -> tuple[TrainConfig, list[int], 
     else:
         seeds = list(range(1, _given(args.seeds, QUICK_SEEDS if quick else DEFAULT_SEEDS) + 1))
     if not seeds:
-        raise _UsageError(f"--seeds must be at least 1, got {args.seeds}")
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     if any(s < 0 for s in seeds):
-        raise _UsageError(f"seeds must be non-negative, got {' '.join(map(str, seeds))}")
+        raise UsageError(f"seeds must be non-negative, got {' '.join(map(str, seeds))}")
     if len(set(seeds)) != len(seeds):
-        raise _UsageError(f"--seed-list has repeated seeds: {' '.join(map(str, seeds))}")
+        raise UsageError(f"--seed-list has repeated seeds: {' '.join(map(str, seeds))}")
     if args.jobs < 1:
-        raise _UsageError(f"--jobs must be at least 1, got {args.jobs}")
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     if epochs < 1:
-        raise _UsageError(f"--epochs must be at least 1, got {epochs}")
+        raise UsageError(f"--epochs must be at least 1, got {epochs}")
     if not 1 <= train_size <= TRAIN_SIZE:
-        raise _UsageError(f"--train-size must be between 1 and {TRAIN_SIZE}, got {train_size}")
+        raise UsageError(f"--train-size must be between 1 and {TRAIN_SIZE}, got {train_size}")
     batch_size = _given(args.batch_size, preset.batch_size)
     if not 1 <= batch_size <= train_size:
-        raise _UsageError(f"--batch-size must be between 1 and the training size {train_size}, got {batch_size}")
+        raise UsageError(f"--batch-size must be between 1 and the training size {train_size}, got {batch_size}")
     eta = _given(args.eta, preset.eta)
     if not np.isfinite(eta) or eta <= 0:
-        raise _UsageError(f"--eta must be a positive number, got {eta}")
+        raise UsageError(f"--eta must be a positive number, got {eta}")
     if args.hidden is not None and any(n < 1 for n in args.hidden):
-        raise _UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, args.hidden))}")
+        raise UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, args.hidden))}")
     sizes = (preset.sizes[0], *args.hidden, preset.sizes[-1]) if args.hidden is not None else preset.sizes
     config = replace(
         preset,
@@ -304,10 +304,10 @@ def _speed_plan(args: argparse.Namespace) -> SpeedPlan:
     ]
     for ok, message in checks:
         if not ok:
-            raise _UsageError(message)
+            raise UsageError(message)
     for shape in plan.shapes:
         if shape.batch_size > plan.train_size:
-            raise _UsageError(f"the batch size of --config {_shape_text(shape)} exceeds --train-size {plan.train_size}")
+            raise UsageError(f"the batch size of --config {_shape_text(shape)} exceeds --train-size {plan.train_size}")
     return plan
 
 
@@ -565,13 +565,13 @@ def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py"
             _speed_plan(args)
         if args.json is not None:
             check_writable(args.json)
-    except _UsageError as exc:
-        return _fail(action_prog, str(exc), EXIT_USAGE)
+    except UsageError as exc:
+        return fail(action_prog, str(exc), EXIT_USAGE)
     except OSError as exc:
-        return _fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_USAGE)
+        return fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_USAGE)
 
     source = DataSource(args.data_dir, args.mirror)
-    progress = _show_progress(args.quiet)
+    progress = show_progress(args.quiet)
     report: AccuracyReport | SpeedReport
     try:
         if args.action == "accuracy":
@@ -579,11 +579,11 @@ def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py"
         else:
             report = _run_speed(args, source, progress)
     except DownloadError as exc:
-        return _fail(action_prog, str(exc), EXIT_FAILURE)
+        return fail(action_prog, str(exc), EXIT_FAILURE)
     except DataFormatError as exc:
-        return _fail(action_prog, str(exc), EXIT_USAGE)
+        return fail(action_prog, str(exc), EXIT_USAGE)
     except MnistNNError as exc:  # a run that diverged, a dead worker, a failed memory run
-        return _fail(action_prog, str(exc), EXIT_FAILURE)
+        return fail(action_prog, str(exc), EXIT_FAILURE)
 
     lines = format_accuracy(report) if isinstance(report, AccuracyReport) else format_speed(report)
     print("\n".join(lines))
@@ -591,5 +591,5 @@ def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py"
         try:
             write_json(args.json, {**report.to_dict(), "version": __version__})
         except OSError as exc:
-            return _fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_FAILURE)
+            return fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_FAILURE)
     return EXIT_OK

@@ -1,31 +1,44 @@
-"""The command line: argument parsing, progress bars, printing and exit codes.
+"""The command line: download, train and evaluate, and the ``mnist-nn`` command.
 
-Each ``*_main(argv)`` parses its arguments, calls the package and turns the
-package's errors into one line on stderr and an exit code: 2 for bad usage or
-an invalid input file, 1 for other failures (such as a download that every
-mirror refused). Results go to stdout; progress bars and notes to stderr.
-Nothing in the package imports this module.
+Each ``*_main(argv, prog)`` parses its arguments, calls the package and turns
+the package's errors into one line on stderr and an exit code: 2 for bad
+usage or an invalid input file, 1 for other failures (such as a download that
+every mirror refused). Results go to stdout; progress bars and notes to
+stderr. What the commands share is in ``mnist_nn.cli_base``; predict, show
+and plot are in ``mnist_nn.cli_tools``. Nothing in the package imports this
+module.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import functools
-import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from mnist_nn import __version__
 from mnist_nn.augment import parse_augment
+from mnist_nn.cli_base import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    MainFunction,
+    Parser,
+    TerminatedError,
+    UsageError,
+    add_data_args,
+    command,
+    fail,
+    show_progress,
+    signals_as_interrupts,
+)
+from mnist_nn.cli_tools import plot_main, predict_main, show_main
 from mnist_nn.config import (
     IMAGE_PIXELS,
     NUM_CLASSES,
@@ -36,7 +49,7 @@ from mnist_nn.config import (
     default_models_dir,
 )
 from mnist_nn.data import MnistData, Split, load_mnist
-from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError, ModelFileError, TrainingError
+from mnist_nn.errors import DataFormatError, DownloadError, ModelFileError, TrainingError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import Evaluation, evaluate_network, format_count
 from mnist_nn.network import COSTS, HIDDEN_ACTIVATIONS, INITS, Network
@@ -44,89 +57,17 @@ from mnist_nn.preprocess import TRANSFORMS
 from mnist_nn.serialization import ResumeState, SavedModel, load_model, save_model
 from mnist_nn.training import SCHEDULES, EpochRecord, History, Run, fit
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line: 'prog: error: ... (see --help)'."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _UsageError(Exception):
-    """A flag value that parses but makes no sense; exit code 2."""
-
-
-def _fail(prog: str, message: str, code: int) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return code
-
-
-MainFunction = Callable[..., int]
-
-
-def command(main: MainFunction) -> MainFunction:
-    """Wrap a ``*_main`` so that stops users cause end in one line, never a traceback.
-
-    Ctrl-C prints "interrupted" and exits 130; a closed pipe (``| head``)
-    ends quietly; a package error that escaped still prints one line.
-    """
-
-    @functools.wraps(main)
-    def wrapper(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-        defaults = main.__defaults__ or ()
-        name = prog or (str(defaults[-1]) if defaults else "mnist-nn")
-        try:
-            return int(main(argv, name))
-        except KeyboardInterrupt:
-            print(f"{name}: interrupted", file=sys.stderr)
-            return 130
-        except BrokenPipeError:
-            # stdout's reader went away: stop writing, and keep Python from
-            # complaining about it again at exit.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return EXIT_FAILURE
-        except MnistNNError as exc:
-            print(f"{name}: error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-
-    return wrapper
-
-
-def _show_progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
-
-
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mirror",
-        metavar="URL_OR_DIR",
-        help="try this MNIST mirror first: an http(s) or file:// URL, or a folder holding "
-        "the .gz or uncompressed IDX files (default: $MNIST_NN_MIRROR, then the public mirrors)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        help="the download cache (default: $MNIST_NN_DATA, else the project's data/ folder)",
-    )
-
-
 # --- download ---------------------------------------------------------------------------
 
 
 def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentParser:
     """Arguments of ``download_mnist.py`` / ``mnist-nn download``."""
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Download the four MNIST files, verify them against pinned SHA-256 digests "
         "and cache them. Files already in the cache are verified and reused without any network access.",
     )
-    _add_data_args(parser)
+    add_data_args(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no report, only errors")
     return parser
 
@@ -138,11 +79,11 @@ def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist
 
     args = build_download_parser(prog).parse_args(argv)
     try:
-        results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=not _show_progress(args.quiet))
+        results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
     except DownloadError as exc:
-        return _fail(prog, str(exc), EXIT_FAILURE)
+        return fail(prog, str(exc), EXIT_FAILURE)
     except OSError as exc:
-        return _fail(prog, f"cannot use the data folder: {exc}", EXIT_FAILURE)
+        return fail(prog, f"cannot use the data folder: {exc}", EXIT_FAILURE)
     if not args.quiet:
         for r in results:
             if r.source == "cache":
@@ -158,7 +99,7 @@ def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist
 def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
     """Arguments of ``train_mnist.py`` / ``mnist-nn train``."""
     d = TrainConfig()
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Train a network on MNIST by mini-batch SGD and report validation accuracy "
         "after every epoch and the test correct count at the end. The defaults are Nielsen's "
@@ -251,7 +192,7 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         help="distort the training images every epoch: 'default', or keys such as "
         "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README); 'none' turns it off",
     )
-    _add_data_args(parser)
+    add_data_args(parser)
     parser.add_argument(
         "--save",
         type=Path,
@@ -330,32 +271,32 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         changes["sizes"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES)
     config = dataclasses.replace(base, **changes)
     if config.epochs < 1:
-        raise _UsageError(f"--epochs must be at least 1, got {config.epochs}")
+        raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
     if not 1 <= config.batch_size <= TRAIN_SIZE:
-        raise _UsageError(f"--batch-size must be between 1 and {TRAIN_SIZE}, got {config.batch_size}")
+        raise UsageError(f"--batch-size must be between 1 and {TRAIN_SIZE}, got {config.batch_size}")
     if not np.isfinite(config.eta) or config.eta <= 0:
-        raise _UsageError(f"--eta must be a positive number, got {config.eta}")
+        raise UsageError(f"--eta must be a positive number, got {config.eta}")
     if any(n < 1 for n in config.sizes):
-        raise _UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, config.sizes[1:-1]))}")
+        raise UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, config.sizes[1:-1]))}")
     if not np.isfinite(config.l2) or config.l2 < 0:
-        raise _UsageError(f"--l2 must be >= 0, got {config.l2}")
+        raise UsageError(f"--l2 must be >= 0, got {config.l2}")
     if not 0 <= config.dropout < 1:
-        raise _UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
+        raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
     if not 0 <= config.input_dropout < 1:
-        raise _UsageError(f"--input-dropout must be in [0, 1), got {config.input_dropout}")
+        raise UsageError(f"--input-dropout must be in [0, 1), got {config.input_dropout}")
     if not 0 <= config.momentum < 1:
-        raise _UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
+        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
     if config.schedule_patience < 1:
-        raise _UsageError(f"--schedule-patience must be at least 1, got {config.schedule_patience}")
+        raise UsageError(f"--schedule-patience must be at least 1, got {config.schedule_patience}")
     if config.early_stopping < 0:
-        raise _UsageError(f"--early-stopping must be >= 0, got {config.early_stopping}")
+        raise UsageError(f"--early-stopping must be >= 0, got {config.early_stopping}")
     if config.preprocess == "none":
         config = dataclasses.replace(config, preprocess="")
     if config.augment:
         try:
             spec = parse_augment(config.augment)
         except ValueError as exc:
-            raise _UsageError(f"--augment: {exc}") from None
+            raise UsageError(f"--augment: {exc}") from None
         config = dataclasses.replace(config, augment="" if spec.is_identity else spec.to_spec())
     return config
 
@@ -454,7 +395,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
                 if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
             ]
             if changed:
-                raise _UsageError(
+                raise UsageError(
                     f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
                 )
         else:
@@ -462,35 +403,35 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
         if args.checkpoint_every is not None:
             if args.checkpoint_every < 1:
-                raise _UsageError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+                raise UsageError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
             if save_path is None:
-                raise _UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
+                raise UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
         if args.plot is not None:
             from mnist_nn.plots import PlotError, require_matplotlib
 
             try:
                 require_matplotlib()
             except PlotError as exc:
-                raise _UsageError(f"--plot: {exc}") from None
+                raise UsageError(f"--plot: {exc}") from None
         for path in (save_path, args.json, args.plot / "curves.png" if args.plot else None):
             if path is not None:
                 try:
                     check_writable(path)
                 except OSError as exc:
-                    raise _UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except _UsageError as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
+                    raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except UsageError as exc:
+        return fail(prog, str(exc), EXIT_USAGE)
     except (ModelFileError, ValueError) as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
+        return fail(prog, str(exc), EXIT_USAGE)
 
-    progress = _show_progress(args.quiet)
+    progress = show_progress(args.quiet)
     try:
         data = load_mnist(args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress)
         run = _resumed_run(saved, config) if saved is not None else Run.start(config)
     except DownloadError as exc:
-        return _fail(prog, str(exc), EXIT_FAILURE)
+        return fail(prog, str(exc), EXIT_FAILURE)
     except (DataFormatError, ModelFileError) as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
+        return fail(prog, str(exc), EXIT_USAGE)
     if saved is not None and not args.quiet:
         print(f"Resuming {saved.path} after epoch {run.epochs_completed} of {run.config.epochs}", file=sys.stderr)
 
@@ -543,11 +484,11 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     except (KeyboardInterrupt, TerminatedError) as exc:
         code = 143 if isinstance(exc, TerminatedError) else 130
         what = "terminated" if isinstance(exc, TerminatedError) else "interrupted"
-        return _fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data, args), code)
+        return fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data, args), code)
     except TrainingError as exc:
-        return _fail(prog, f"{exc}; " + _salvage(save_path, run, data, args, "diverged"), EXIT_FAILURE)
+        return fail(prog, f"{exc}; " + _salvage(save_path, run, data, args, "diverged"), EXIT_FAILURE)
     except OSError as exc:  # a checkpoint could not be written; the earlier file is intact
-        return _fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
+        return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
     finally:
         if bar is not None:
             bar.close()
@@ -561,7 +502,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         try:
             _save_run(save_path, run, data, args.save_last)
         except OSError as exc:
-            return _fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
+            return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
         if not args.quiet:
             print(f"Saved epoch {served_epoch}'s weights to {save_path}", file=sys.stderr)
     if args.json is not None:
@@ -597,32 +538,6 @@ def _describe(config: TrainConfig) -> str:
     return f"{sizes} {config.activation}, {config.cost}, eta {config.eta:g}, mini-batch {config.batch_size}"
 
 
-class TerminatedError(Exception):
-    """SIGTERM arrived while a long command (training, serving) was running."""
-
-
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into ``TerminatedError`` and make sure SIGINT raises KeyboardInterrupt, for a while."""
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise TerminatedError
-
-    try:
-        previous = signal.signal(signal.SIGTERM, terminate)
-        # Python leaves SIGINT ignored when it started ignored (a background job of a
-        # script): training must still stop and save on Ctrl-C or kill -INT.
-        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-
-
 def _salvage(
     save_path: Path | None, run: Run, data: MnistData, args: argparse.Namespace, status: str = "interrupted"
 ) -> str:
@@ -645,7 +560,7 @@ def _salvage(
 
 def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     """Arguments of ``evaluate.py`` / ``mnist-nn evaluate``."""
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Evaluate saved models on an MNIST split. One model: the correct count, per-digit "
         "accuracy, the confusion matrix, the most confident mistakes and the throughput. Several: a "
@@ -658,7 +573,7 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument(
         "--mistakes", type=int, default=10, metavar="N", help="how many confident mistakes to list (default: 10)"
     )
-    _add_data_args(parser)
+    add_data_args(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -688,24 +603,24 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
     """Entry point of ``scripts/evaluate.py``."""
     args = build_evaluate_parser(prog).parse_args(argv)
     if args.mistakes < 0:
-        return _fail(prog, f"--mistakes must be >= 0, got {args.mistakes}", EXIT_USAGE)
+        return fail(prog, f"--mistakes must be >= 0, got {args.mistakes}", EXIT_USAGE)
     try:
         models = [load_model(path) for path in args.models]
     except ModelFileError as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
+        return fail(prog, str(exc), EXIT_USAGE)
     try:
-        data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not _show_progress(args.quiet))
+        data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
     except DownloadError as exc:
-        return _fail(prog, str(exc), EXIT_FAILURE)
+        return fail(prog, str(exc), EXIT_FAILURE)
     except DataFormatError as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
+        return fail(prog, str(exc), EXIT_USAGE)
     split: Split = getattr(data, args.split)
     results = []
     for model in tqdm(
         models,
         desc="Evaluating",
         unit="model",
-        disable=len(models) < 2 or not _show_progress(args.quiet),
+        disable=len(models) < 2 or not show_progress(args.quiet),
         file=sys.stderr,
     ):
         results.append(evaluate_network(model.network, split.images, split.labels, top=args.mistakes))
@@ -743,186 +658,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
                 ],
             )
         except OSError as exc:
-            return _fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
-    return EXIT_OK
-
-
-# --- predict ----------------------------------------------------------------------------
-
-
-def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentParser:
-    """Arguments of ``mnist-nn predict``."""
-    parser = _Parser(
-        prog=prog,
-        description="Classify your own digit images with a saved model. Each image is prepared as MNIST "
-        "itself was made: grayscale, inverted when it is dark ink on light paper, cropped to the digit, "
-        "scaled to fit 20x20 and placed in 28x28 by its center of mass. PNG, JPEG and anything Pillow "
-        "reads need the 'images' extra; .npy arrays of shape (28, 28) or (784,) work without it.",
-    )
-    parser.add_argument("model", type=Path, metavar="MODEL", help="a model file written by train --save")
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (.png, .jpg, .npy, ...)")
-    parser.add_argument(
-        "--json", type=Path, metavar="PATH", help="also write a list of {file, prediction, probabilities} as JSON"
-    )
-    return parser
-
-
-@command
-def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predict") -> int:
-    """Entry point of ``mnist-nn predict``."""
-    from mnist_nn.images import ImageError, load_digit
-
-    args = build_predict_parser(prog).parse_args(argv)
-    try:
-        model = load_model(args.model)
-    except ModelFileError as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
-    if args.json is not None:
-        try:
-            check_writable(args.json)
-        except OSError as exc:
-            return _fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_USAGE)
-    network = model.network
-    results: list[dict[str, Any]] = []
-    failed = 0
-    print(f"Probabilities: {network.probability_kind}")
-    for path in args.images:
-        try:
-            digit = load_digit(path)
-        except ImageError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        probs = network.probabilities(digit.reshape(1, -1))[0]
-        prediction = int(np.argmax(probs))
-        print(f"{path}: {prediction} ({100.0 * probs[prediction]:.1f}%)")
-        print("   " + "  ".join(f"{d}: {100.0 * p:4.1f}%" for d, p in enumerate(probs)))
-        results.append({"file": str(path), "prediction": prediction, "probabilities": [float(p) for p in probs]})
-    if args.json is not None:
-        write_json(args.json, results)
-    return EXIT_USAGE if failed else EXIT_OK
-
-
-# --- show -------------------------------------------------------------------------------
-
-
-def build_show_parser(prog: str = "mnist-nn show") -> argparse.ArgumentParser:
-    """Arguments of ``mnist-nn show``."""
-    parser = _Parser(
-        prog=prog,
-        description="Show MNIST digits in the terminal as text, with their labels and, given a model, "
-        "its predictions; --mistakes MODEL shows only the digits that model gets wrong.",
-    )
-    parser.add_argument(
-        "--split", choices=["train", "validation", "test"], default="test", help="which split (default: test)"
-    )
-    parser.add_argument("--index", type=int, default=0, help="the first example to show (default: 0)")
-    parser.add_argument("--count", type=int, default=1, help="how many examples to show (default: 1)")
-    parser.add_argument("--model", type=Path, metavar="MODEL", help="also show this model's prediction")
-    parser.add_argument(
-        "--mistakes",
-        type=Path,
-        metavar="MODEL",
-        help="show only examples this model misclassifies, from --index on",
-    )
-    _add_data_args(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
-
-
-@command
-def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") -> int:
-    """Entry point of ``mnist-nn show``."""
-    from mnist_nn.images import render_digit
-
-    args = build_show_parser(prog).parse_args(argv)
-    if args.count < 1:
-        return _fail(prog, f"--count must be at least 1, got {args.count}", EXIT_USAGE)
-    if args.model is not None and args.mistakes is not None and args.model != args.mistakes:
-        return _fail(prog, "give --model or --mistakes, not two different models", EXIT_USAGE)
-    model_path = args.mistakes or args.model
-    try:
-        network = load_model(model_path).network if model_path is not None else None
-    except ModelFileError as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
-    try:
-        data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not _show_progress(args.quiet))
-    except DownloadError as exc:
-        return _fail(prog, str(exc), EXIT_FAILURE)
-    except DataFormatError as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
-    split: Split = getattr(data, args.split)
-    if not 0 <= args.index < len(split):
-        return _fail(prog, f"--index must be between 0 and {len(split) - 1} for {args.split}, got {args.index}", 2)
-    indices = np.arange(args.index, len(split))
-    predictions = None
-    if network is not None:
-        predictions = network.predict(split.images[args.index :])
-        if args.mistakes is not None:
-            indices = indices[predictions != split.labels[args.index :]]
-            predictions = predictions[predictions != split.labels[args.index :]]
-    for k, i in enumerate(indices[: args.count]):
-        label = int(split.labels[i])
-        head = f"{args.split} #{i}: label {label}"
-        if predictions is not None:
-            guess = int(predictions[k] if args.mistakes is not None else predictions[i - args.index])
-            head += f", predicted {guess}" + ("" if guess == label else "  <- wrong")
-        print(head)
-        print(render_digit(split.images[i], width=56))
-    if args.mistakes is not None and not len(indices):
-        print(f"no mistakes in {args.split} from #{args.index} on")
-    return EXIT_OK
-
-
-# --- plot -------------------------------------------------------------------------------
-
-
-def build_plot_parser(prog: str = "mnist-nn plot") -> argparse.ArgumentParser:
-    """Arguments of ``mnist-nn plot``."""
-    parser = _Parser(
-        prog=prog,
-        description="Draw PNG figures (needs the 'plot' extra, matplotlib). From a model file: training "
-        "curves, the confusion matrix and the most confident mistakes. From benchmark accuracy JSON files: "
-        "test accuracy per configuration with error bars.",
-    )
-    parser.add_argument("inputs", type=Path, nargs="+", metavar="MODEL_OR_JSON", help="model files or benchmark JSON")
-    parser.add_argument("--out", type=Path, default=Path("plots"), help="folder for the PNG files (default: plots/)")
-    parser.add_argument(
-        "--split", choices=["test", "validation", "train"], default="test", help="split for the confusion matrix"
-    )
-    _add_data_args(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or file list")
-    return parser
-
-
-@command
-def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") -> int:
-    """Entry point of ``mnist-nn plot``."""
-    from mnist_nn.plots import PlotError, load_benchmark_report, plot_benchmark, plot_model
-
-    args = build_plot_parser(prog).parse_args(argv)
-    models = [p for p in args.inputs if p.suffix == ".npz"]
-    reports = [p for p in args.inputs if p.suffix != ".npz"]
-    written: list[Path] = []
-    try:
-        if reports:
-            docs = [load_benchmark_report(path) for path in reports]
-            written.append(plot_benchmark(docs if len(docs) > 1 else docs[0], args.out / "benchmark.png"))
-        if models:
-            data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not _show_progress(args.quiet))
-            split: Split = getattr(data, args.split)
-            for path in models:
-                out = args.out if len(models) == 1 else args.out / path.stem
-                written.extend(plot_model(path, split.images, split.labels, out, split=args.split))
-    except (PlotError, ModelFileError, ValueError) as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
-    except DownloadError as exc:
-        return _fail(prog, str(exc), EXIT_FAILURE)
-    except OSError as exc:
-        return _fail(prog, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_FAILURE)
-    if not args.quiet:
-        for path in written:
-            print(path)
+            return fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
     return EXIT_OK
 
 
@@ -981,5 +717,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
-        return _fail("mnist-nn", f"unknown command {name!r}; expected one of: {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
+        return fail("mnist-nn", f"unknown command {name!r}; expected one of: {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
     return SUBCOMMANDS[name][0](rest, f"mnist-nn {name}")

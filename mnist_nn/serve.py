@@ -47,14 +47,14 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.cli import (
+from mnist_nn.cli_base import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    Parser,
     TerminatedError,
-    _fail,
-    _Parser,
     command,
+    fail,
     signals_as_interrupts,
 )
 from mnist_nn.config import IMAGE_SIDE, default_models_dir
@@ -479,7 +479,7 @@ def newest_model(folder: Path) -> Path | None:
 
 def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
     """Arguments of ``mnist-nn serve``."""
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Serve a page where you draw a digit with the mouse, a pen or a finger and watch the "
         "model classify it as you draw: the probability of each digit and the 28x28 image the network "
@@ -511,27 +511,27 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
     """Entry point of ``mnist-nn serve``."""
     args = build_serve_parser(prog).parse_args(argv)
     if not 0 <= args.port <= 65535:
-        return _fail(prog, f"--port must be between 0 and 65535, got {args.port}", EXIT_USAGE)
+        return fail(prog, f"--port must be between 0 and 65535, got {args.port}", EXIT_USAGE)
     path: Path | None = args.model
     if path is None:
         folder = default_models_dir()
         path = newest_model(folder)
         if path is None:
-            return _fail(
+            return fail(
                 prog, f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save", EXIT_USAGE
             )
     try:
         model = load_model(path)
     except ModelFileError as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
+        return fail(prog, str(exc), EXIT_USAGE)
     try:
         server = make_server(model, args.host, args.port, verbose=args.verbose)
     except FileNotFoundError as exc:
-        return _fail(prog, f"the page's files are missing from the package ({exc}); reinstall mnist-nn", EXIT_FAILURE)
+        return fail(prog, f"the page's files are missing from the package ({exc}); reinstall mnist-nn", EXIT_FAILURE)
     except socket.gaierror as exc:
-        return _fail(prog, f"--host {args.host}: unknown host ({exc.strerror or exc})", EXIT_USAGE)
+        return fail(prog, f"--host {args.host}: unknown host ({exc.strerror or exc})", EXIT_USAGE)
     except OSError as exc:
-        return _fail(prog, f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}", EXIT_FAILURE)
+        return fail(prog, f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}", EXIT_FAILURE)
     with server:
         url = server.url
         reach = "this computer only" if _is_loopback(args.host) else "other devices on your network too"

@@ -1,0 +1,119 @@
+"""What every command line of the package shares: exit codes, the parser, errors and signals.
+
+``command`` wraps each ``*_main(argv, prog)`` so that a user's stop ends in
+one line, never a traceback; ``fail`` prints that line. The commands live in
+``mnist_nn.cli`` (download, train, evaluate and the ``mnist-nn`` dispatcher),
+``mnist_nn.cli_tools`` (predict, show, plot), ``mnist_nn.benchmark_cli`` and
+``mnist_nn.serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mnist_nn.errors import MnistNNError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: 'prog: error: ... (see --help)'."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class UsageError(Exception):
+    """A flag value that parses but makes no sense; exit code 2."""
+
+
+def fail(prog: str, message: str, code: int) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+MainFunction = Callable[..., int]
+
+
+def command(main: MainFunction) -> MainFunction:
+    """Wrap a ``*_main`` so that stops users cause end in one line, never a traceback.
+
+    Ctrl-C prints "interrupted" and exits 130; a closed pipe (``| head``)
+    ends quietly; a package error that escaped still prints one line.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+        defaults = main.__defaults__ or ()
+        name = prog or (str(defaults[-1]) if defaults else "mnist-nn")
+        try:
+            return int(main(argv, name))
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            # stdout's reader went away: stop writing, and keep Python from
+            # complaining about it again at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_FAILURE
+        except MnistNNError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+
+    return wrapper
+
+
+def show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mirror",
+        metavar="URL_OR_DIR",
+        help="try this MNIST mirror first: an http(s) or file:// URL, or a folder holding "
+        "the .gz or uncompressed IDX files (default: $MNIST_NN_MIRROR, then the public mirrors)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="the download cache (default: $MNIST_NN_DATA, else the project's data/ folder)",
+    )
+
+
+class TerminatedError(Exception):
+    """SIGTERM arrived while a long command (training, serving) was running."""
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into ``TerminatedError`` and make sure SIGINT raises KeyboardInterrupt, for a while."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise TerminatedError
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+        # Python leaves SIGINT ignored when it started ignored (a background job of a
+        # script): training must still stop and save on Ctrl-C or kill -INT.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

@@ -22,13 +22,12 @@ import itertools
 import os
 import re
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import IO, NoReturn
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -38,6 +37,7 @@ from urllib3.exceptions import ReadTimeoutError
 
 from mnist_nn.config import MIRROR_ENV, default_data_dir
 from mnist_nn.errors import DownloadError
+from mnist_nn.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -325,27 +325,21 @@ class _Fetcher:
     def _store(self, file: MnistFile, bar: tqdm[NoReturn], read: Callable[[_Payload], None]) -> bytes:
         """Stream one source through a ``_Payload`` into a temp file; verify; rename into place."""
         bar.reset(total=file.size)
-        # A unique temp name per attempt lets several processes fill one cache at once.
-        fd, temp_name = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".part", dir=self.cache)
-        temp = Path(temp_name)
-        moved = False
-        try:
-            with os.fdopen(fd, "wb") as out:
-                payload = _Payload(file, out, bar.update)
-                read(payload)
-                data = payload.finish()
-            os.replace(temp, self.cache / file.name)
-            moved = True
-            return data
-        finally:
-            if not moved:
-                temp.unlink(missing_ok=True)
+        verified: list[bytes] = []
+
+        def write(out: IO[bytes]) -> None:
+            payload = _Payload(file, out, bar.update)
+            read(payload)
+            verified.append(payload.finish())  # raises unless size and digest match
+
+        atomic_write(self.cache / file.name, write, suffix=".part")
+        return verified[0]
 
 
 class _Payload:
     """Takes a file's bytes as they arrive: un-gzips, bounds, hashes and writes them."""
 
-    def __init__(self, file: MnistFile, out: BinaryIO, progress: Callable[[int], object]) -> None:
+    def __init__(self, file: MnistFile, out: IO[bytes], progress: Callable[[int], object]) -> None:
         self._file = file
         self._out = out
         self._progress = progress

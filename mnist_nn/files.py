@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Create ``path``'s folder if needed and write it atomically through ``write(file)``."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], suffix: str = ".tmp") -> None:
+    """Create ``path``'s folder if needed and write it atomically through ``write(file)``.
+
+    The temporary file is ``.<name>.<random><suffix>`` beside ``path``: a unique
+    name, so several processes can write the same path at once, and the last
+    rename wins. If ``write`` raises, the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file what open() would
         with os.fdopen(fd, "wb") as f:

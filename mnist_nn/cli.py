@@ -49,7 +49,7 @@ from mnist_nn.config import (
     default_models_dir,
 )
 from mnist_nn.data import MnistData, Split, load_mnist
-from mnist_nn.errors import DataFormatError, DownloadError, ModelFileError, TrainingError
+from mnist_nn.errors import ModelFileError, TrainingError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import Evaluation, evaluate_network, format_count
 from mnist_nn.network import COSTS, HIDDEN_ACTIVATIONS, INITS, Network
@@ -80,8 +80,6 @@ def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist
     args = build_download_parser(prog).parse_args(argv)
     try:
         results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
-    except DownloadError as exc:
-        return fail(prog, str(exc), EXIT_FAILURE)
     except OSError as exc:
         return fail(prog, f"cannot use the data folder: {exc}", EXIT_FAILURE)
     if not args.quiet:
@@ -425,13 +423,8 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         return fail(prog, str(exc), EXIT_USAGE)
 
     progress = show_progress(args.quiet)
-    try:
-        data = load_mnist(args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress)
-        run = _resumed_run(saved, config) if saved is not None else Run.start(config)
-    except DownloadError as exc:
-        return fail(prog, str(exc), EXIT_FAILURE)
-    except (DataFormatError, ModelFileError) as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
+    data = load_mnist(args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress)
+    run = _resumed_run(saved, config) if saved is not None else Run.start(config)
     if saved is not None and not args.quiet:
         print(f"Resuming {saved.path} after epoch {run.epochs_completed} of {run.config.epochs}", file=sys.stderr)
 
@@ -604,16 +597,8 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
     args = build_evaluate_parser(prog).parse_args(argv)
     if args.mistakes < 0:
         return fail(prog, f"--mistakes must be >= 0, got {args.mistakes}", EXIT_USAGE)
-    try:
-        models = [load_model(path) for path in args.models]
-    except ModelFileError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
-    try:
-        data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
-    except DownloadError as exc:
-        return fail(prog, str(exc), EXIT_FAILURE)
-    except DataFormatError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
+    models = [load_model(path) for path in args.models]
+    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
     split: Split = getattr(data, args.split)
     results = []
     for model in tqdm(

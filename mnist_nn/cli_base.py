@@ -67,9 +67,8 @@ def command(main: MainFunction) -> MainFunction:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             return EXIT_FAILURE
-        except MnistNNError as exc:
-            print(f"{name}: error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
+        except MnistNNError as exc:  # the error type says which exit code (see mnist_nn.errors)
+            return fail(name, str(exc), exc.exit_code)
 
     return wrapper
 

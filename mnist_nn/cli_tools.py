@@ -12,7 +12,6 @@ import numpy as np
 
 from mnist_nn.cli_base import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, add_data_args, command, fail, show_progress
 from mnist_nn.data import Split, load_mnist
-from mnist_nn.errors import DataFormatError, DownloadError, ModelFileError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.serialization import load_model
 
@@ -42,10 +41,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
     from mnist_nn.images import ImageError, load_digit
 
     args = build_predict_parser(prog).parse_args(argv)
-    try:
-        model = load_model(args.model)
-    except ModelFileError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
+    model = load_model(args.model)
     if args.json is not None:
         try:
             check_writable(args.json)
@@ -110,16 +106,8 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
     if args.model is not None and args.mistakes is not None and args.model != args.mistakes:
         return fail(prog, "give --model or --mistakes, not two different models", EXIT_USAGE)
     model_path = args.mistakes or args.model
-    try:
-        network = load_model(model_path).network if model_path is not None else None
-    except ModelFileError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
-    try:
-        data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
-    except DownloadError as exc:
-        return fail(prog, str(exc), EXIT_FAILURE)
-    except DataFormatError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
+    network = load_model(model_path).network if model_path is not None else None
+    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
     split: Split = getattr(data, args.split)
     if not 0 <= args.index < len(split):
         return fail(prog, f"--index must be between 0 and {len(split) - 1} for {args.split}, got {args.index}", 2)
@@ -167,7 +155,7 @@ def build_plot_parser(prog: str = "mnist-nn plot") -> argparse.ArgumentParser:
 @command
 def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") -> int:
     """Entry point of ``mnist-nn plot``."""
-    from mnist_nn.plots import PlotError, load_benchmark_report, plot_benchmark, plot_model
+    from mnist_nn.plots import load_benchmark_report, plot_benchmark, plot_model
 
     args = build_plot_parser(prog).parse_args(argv)
     models = [p for p in args.inputs if p.suffix == ".npz"]
@@ -183,10 +171,8 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
             for path in models:
                 out = args.out if len(models) == 1 else args.out / path.stem
                 written.extend(plot_model(path, split.images, split.labels, out, split=args.split))
-    except (PlotError, ModelFileError, ValueError) as exc:
+    except ValueError as exc:  # malformed inputs to the figures
         return fail(prog, str(exc), EXIT_USAGE)
-    except DownloadError as exc:
-        return fail(prog, str(exc), EXIT_FAILURE)
     except OSError as exc:
         return fail(prog, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_FAILURE)
     if not args.quiet:

@@ -2,7 +2,9 @@
 
 Library code raises these; only the command line turns them into a one-line
 message and an exit code. Every message is a single line that says what is
-wrong and, where it helps, what to do about it.
+wrong and, where it helps, what to do about it. ``exit_code`` follows
+argparse's convention: 2 when the user gave something invalid (a bad file),
+1 for other failures.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 class MnistNNError(Exception):
     """Base class of every error that ``mnist_nn`` raises on purpose."""
 
+    exit_code = 1
+
 
 class DataFormatError(MnistNNError, ValueError):
     """An IDX file (or its gzip layer) is malformed, truncated or inconsistent."""
+
+    exit_code = 2
 
 
 class DownloadError(MnistNNError):
@@ -22,6 +28,8 @@ class DownloadError(MnistNNError):
 
 class ModelFileError(MnistNNError, ValueError):
     """A model file is missing, unreadable, malformed or unsafe."""
+
+    exit_code = 2
 
 
 class TrainingError(MnistNNError):

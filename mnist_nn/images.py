@@ -75,6 +75,8 @@ _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow modes of
 class ImageError(MnistNNError, ValueError):
     """An image file or array cannot be read or holds no digit; the message names the file."""
 
+    exit_code = 2
+
 
 def _one_line(error: BaseException) -> str:
     """An exception's message on one line (its type name when it has none)."""

@@ -65,6 +65,8 @@ MISSING_MATPLOTLIB = "plots need matplotlib: pip install 'mnist-nn[plot]'"
 class PlotError(MnistNNError):
     """A figure cannot be drawn at all, e.g. because matplotlib is not installed."""
 
+    exit_code = 2  # a missing optional dependency: the command cannot be used as given
+
 
 # --- matplotlib ----------------------------------------------------------------------
 

@@ -487,13 +487,13 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
             bar.close()
     train_seconds = time.perf_counter() - start
 
-    served = run.served_network(args.save_last)
     _, served_epoch = run.served(args.save_last)
-    test_correct = served.count_correct(*data.test)
     test_total = len(data.test)
-    if save_path is not None:
+    if save_path is None:
+        test_correct = run.served_network(args.save_last).count_correct(*data.test)
+    else:
         try:
-            _save_run(save_path, run, data, args.save_last)
+            test_correct = _save_run(save_path, run, data, args.save_last)  # counts the served weights
         except OSError as exc:
             return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
         if not args.quiet:

@@ -335,14 +335,9 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
     c = report.config
     where = f"preset {report.preset}" if report.preset else "configuration"
     runs = report.runs
-    # Settings beyond the chapter-1 ones (presets may add some) are named where they differ from the default.
-    shown = {"sizes", "activation", "cost", "batch_size", "eta", "epochs", "dtype", "seed"}
-    defaults = TrainConfig().to_dict()
-    extra = "".join(f", {k} {v}" for k, v in c.to_dict().items() if k not in shown and v != defaults.get(k))
     lines = [
-        f"Accuracy of {where}: [{', '.join(map(str, c.sizes))}], {c.activation}, {c.cost} cost, "
-        f"mini-batch {c.batch_size}, eta {c.eta:g}, {c.epochs} epochs, {c.dtype}{extra}; "
-        f"{report.train_size:,} training images; {_seeds_text(report.seeds)}; {_plural(report.jobs, 'job')}",
+        f"Accuracy of {where}: {c.describe()}; {report.train_size:,} training images; "
+        f"{_seeds_text(report.seeds)}; {_plural(report.jobs, 'job')}",
         "",
         f"Counts are out of {runs[0].validation_total:,} validation and {runs[0].test_total:,} test images; "
         "test counts are of the served weights (the best validation epoch's).",

@@ -518,17 +518,11 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     if args.plot is not None:
         from mnist_nn.plots import plot_training_curves
 
-        curves = plot_training_curves(run.history, args.plot / "curves.png", title=_describe(run.config))
+        curves = plot_training_curves(run.history, args.plot / "curves.png", title=run.config.describe())
         if not args.quiet:
             print(f"Wrote {curves}", file=sys.stderr)
     print(f"Test: {test_correct} / {test_total} correct ({100.0 * test_correct / test_total:.2f}%)")
     return EXIT_OK
-
-
-def _describe(config: TrainConfig) -> str:
-    """A short title for a configuration, e.g. '[784, 30, 10] sigmoid, quadratic, eta 3'."""
-    sizes = "[" + ", ".join(map(str, config.sizes)) + "]"
-    return f"{sizes} {config.activation}, {config.cost}, eta {config.eta:g}, mini-batch {config.batch_size}"
 
 
 def _salvage(

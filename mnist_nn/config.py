@@ -73,6 +73,20 @@ class TrainConfig:
     preprocess: str = ""  # input transform of every image, train and test alike: "" or "deskew"
     augment: str = ""  # distortions of the training images each epoch, e.g. "shift=2,rotate=10" ("" = none)
 
+    def describe(self) -> str:
+        """One line: '[784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3, 30 epochs, float32'.
+
+        Settings beyond those are named where they differ from the defaults.
+        """
+        shown = {"sizes", "activation", "cost", "batch_size", "eta", "epochs", "dtype", "seed"}
+        defaults = asdict(TrainConfig())
+        extra = "".join(f", {k} {v}" for k, v in asdict(self).items() if k not in shown and v != defaults[k])
+        sizes = ", ".join(map(str, self.sizes))
+        return (
+            f"[{sizes}], {self.activation}, {self.cost} cost, mini-batch {self.batch_size}, "
+            f"eta {self.eta:g}, {self.epochs} epochs, {self.dtype}{extra}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         d = asdict(self)

@@ -226,6 +226,16 @@ def _check_arrays(images: FloatArray, out: FloatArray | None, chunk: int) -> Non
         raise ValueError(f"expected chunk to be an integer >= 1, got {chunk!r}")
 
 
+def _input_and_output(images: FloatArray, out: FloatArray | None, chunk: int) -> tuple[FloatArray, FloatArray]:
+    """Check the arrays; make ``out`` if None, and copy ``images`` if ``out`` overlaps it partly."""
+    _check_arrays(images, out, chunk)
+    if out is None:
+        return images, np.empty_like(images)
+    if out is not images and np.may_share_memory(images, out) and not _same_view(images, out):
+        return images.copy(), out
+    return images, out
+
+
 def _same_view(a: FloatArray, b: FloatArray) -> bool:
     """True when a and b are the same elements in the same layout (so chunk-by-chunk in-place work is safe)."""
     same_start = a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
@@ -272,11 +282,7 @@ def augment_images(
     """
     if not isinstance(config, AugmentConfig):
         raise ValueError(f"expected an AugmentConfig, got {type(config).__name__}")
-    _check_arrays(images, out, chunk)
-    if out is None:
-        out = np.empty_like(images)
-    elif out is not images and np.may_share_memory(images, out) and not _same_view(images, out):
-        images = images.copy()
+    images, out = _input_and_output(images, out, chunk)
     if config.is_identity:
         np.copyto(out, images)
         return out
@@ -318,11 +324,7 @@ def deskew_images(images: FloatArray, out: FloatArray | None = None, chunk: int 
     Returns:
         ``out`` (or a new array): the deskewed images, (m, 784), in [0, 1].
     """
-    _check_arrays(images, out, chunk)
-    if out is None:
-        out = np.empty_like(images)
-    elif out is not images and np.may_share_memory(images, out) and not _same_view(images, out):
-        images = images.copy()
+    images, out = _input_and_output(images, out, chunk)
     m = images.shape[0]
     warper = _Warper(int(min(chunk, max(m, 1))), images.dtype)
     steps = np.arange(IMAGE_SIDE, dtype=np.float64)

@@ -11,13 +11,12 @@ The names most programs need; the modules say more:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from mnist_nn._version import __version__
 from mnist_nn.config import PRESETS, TrainConfig
 from mnist_nn.data import load_data, load_data_wrapper, load_mnist, vectorized_result
-from mnist_nn.network import Network
-from mnist_nn.serialization import load_model, save_model
-from mnist_nn.training import Run, fit, sgd
+from mnist_nn.models import load_model, save_model
+from mnist_nn.nn.network import Network
+from mnist_nn.train.loop import Run, fit, sgd
 
 __all__ = [
     "PRESETS",

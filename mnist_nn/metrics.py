@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import NUM_CLASSES
-from mnist_nn.network import Network
+from mnist_nn.nn.network import Network
 
 
 def count_correct(predictions: npt.NDArray[np.integer[Any]], labels: npt.NDArray[np.integer[Any]]) -> int:

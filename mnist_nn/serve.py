@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.cli_base import (
+from mnist_nn.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -60,8 +60,8 @@ from mnist_nn.cli_base import (
 from mnist_nn.config import IMAGE_SIDE, default_models_dir
 from mnist_nn.errors import ModelFileError
 from mnist_nn.images import ImageError, load_image, to_mnist
-from mnist_nn.network import Network
-from mnist_nn.serialization import SavedModel, load_model
+from mnist_nn.models import SavedModel, load_model
+from mnist_nn.nn.network import Network
 
 DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
 DEFAULT_PORT = 8000

@@ -77,7 +77,7 @@ def _mnist_png(image: np.ndarray, path: Path, size: int = 140) -> Path:
 def test_predict_reads_clean_mnist_digits_back(
     model: Path, mnist: MnistData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mnist_nn.serialization import load_model
+    from mnist_nn.models import load_model
 
     network = load_model(model).network
     predicted = network.predict(mnist.test.images[:40])

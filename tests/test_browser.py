@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from mnist_nn.serialization import SavedModel
+from mnist_nn.models import SavedModel
 from tests.test_serve import TIMEOUT, running_server, train_one_epoch
 
 if TYPE_CHECKING:

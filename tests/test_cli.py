@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mnist_nn.cli import download_main, evaluate_main, train_main
-from mnist_nn.download import MNIST_FILES
-from mnist_nn.serialization import load_model
+from mnist_nn.data.download import MNIST_FILES
+from mnist_nn.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

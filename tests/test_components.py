@@ -10,8 +10,8 @@ import pytest
 
 from mnist_nn.config import PRESETS
 from mnist_nn.data import MnistData
-from mnist_nn.network import COSTS, HIDDEN_ACTIVATIONS, Network, Softmax
-from mnist_nn.training import EpochRecord, History, Run, _Options, _Stepper, fit, learning_rate, sgd
+from mnist_nn.nn.network import COSTS, HIDDEN_ACTIVATIONS, Network, Softmax
+from mnist_nn.train.loop import EpochRecord, History, Run, _Options, _Stepper, fit, learning_rate, sgd
 
 COMBINATIONS = [(act, cost) for act in sorted(HIDDEN_ACTIVATIONS) for cost in sorted(COSTS)]
 

@@ -17,7 +17,7 @@ from mnist_nn.data import (
     parse_labels,
     vectorized_result,
 )
-from mnist_nn.download import MNIST_FILES
+from mnist_nn.data.download import MNIST_FILES
 from mnist_nn.errors import DataFormatError
 from tests.conftest import idx_bytes
 

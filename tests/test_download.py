@@ -1,4 +1,4 @@
-"""Tests for mnist_nn.download against a real HTTP server on 127.0.0.1.
+"""Tests for mnist_nn.data.download against a real HTTP server on 127.0.0.1.
 
 The server serves tiny synthetic files under path prefixes (``/m1/``, ``/m2/``,
 ...), each prefix acting as one mirror, and injects faults on request. The
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from mnist_nn.config import DATA_ENV, MIRROR_ENV
-from mnist_nn.download import FetchResult, MnistFile, ensure_files, mirror_list
+from mnist_nn.data.download import FetchResult, MnistFile, ensure_files, mirror_list
 from mnist_nn.errors import DownloadError
 
 FIX_HINT = "download the files yourself and point MNIST_NN_MIRROR (or --mirror) at their folder"

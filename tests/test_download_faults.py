@@ -32,7 +32,7 @@ import pytest
 
 import mnist_nn
 from mnist_nn.config import DATA_ENV, MIRROR_ENV
-from mnist_nn.download import ensure_files
+from mnist_nn.data.download import ensure_files
 from mnist_nn.errors import DownloadError
 from tests.test_download import Sample, listing, make_sample
 
@@ -475,7 +475,7 @@ def test_cache_file_touched_but_unchanged_is_reused(server: Mirrors, data_dir: P
 CHILD = """
 import json, sys
 from pathlib import Path
-from mnist_nn.download import MnistFile, ensure_files
+from mnist_nn.data.download import MnistFile, ensure_files
 files = [MnistFile(*f) for f in json.loads(sys.argv[1])]
 results = ensure_files(files, Path(sys.argv[2]), mirrors=[sys.argv[3]], timeout=(5.0, 30.0), retries=0)
 print(json.dumps([[r.name, r.source, len(r.data)] for r in results]))

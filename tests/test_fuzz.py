@@ -77,10 +77,10 @@ from hypothesis import strategies as st
 
 from mnist_nn.config import MIRROR_ENV
 from mnist_nn.data import parse_idx, parse_images, parse_labels
-from mnist_nn.download import MnistFile, _MirrorError, _Payload, ensure_files
+from mnist_nn.data.download import MnistFile, _MirrorError, _Payload, ensure_files
 from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError, ModelFileError
-from mnist_nn.network import Network
-from mnist_nn.serialization import ResumeState, load_model, save_model
+from mnist_nn.models import ResumeState, load_model, save_model
+from mnist_nn.nn.network import Network
 
 pytestmark = pytest.mark.reliability
 

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from mnist_nn.network import Network, as_arrays, sigmoid
-from mnist_nn.reference import backprop_example, update_mini_batch
-from mnist_nn.training import sgd
+from mnist_nn.nn.network import Network, as_arrays, sigmoid
+from mnist_nn.nn.reference import backprop_example, update_mini_batch
+from mnist_nn.train.loop import sgd
 
 
 def _batch(rng: np.random.Generator, m: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,13 +20,14 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from mnist_nn.benchmark import AccuracyReport, SeedResult
-from mnist_nn.benchmark_cli import benchmark_main
+from mnist_nn.bench.benchmark import AccuracyReport, SeedResult
+from mnist_nn.cli.benchmark import benchmark_main
 from mnist_nn.config import TrainConfig
 from mnist_nn.data import MnistData
 from mnist_nn.errors import ModelFileError
 from mnist_nn.metrics import Mistake
-from mnist_nn.network import Network
+from mnist_nn.models import save_model
+from mnist_nn.nn.network import Network
 from mnist_nn.plots import (
     MISSING_MATPLOTLIB,
     PlotError,
@@ -38,8 +39,7 @@ from mnist_nn.plots import (
     plot_training_curves,
     require_matplotlib,
 )
-from mnist_nn.serialization import save_model
-from mnist_nn.training import EpochRecord, History, Run, fit
+from mnist_nn.train.loop import EpochRecord, History, Run, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mnist_nn import training
 from mnist_nn.cli import evaluate_main, train_main
 from mnist_nn.errors import ModelFileError
-from mnist_nn.serialization import load_model
+from mnist_nn.models import load_model
+from mnist_nn.train import loop as training
 
 pytestmark = pytest.mark.reliability
 

@@ -16,9 +16,7 @@ import pytest
 
 import mnist_nn
 from mnist_nn.errors import ModelFileError
-from mnist_nn.network import Network
-from mnist_nn.preprocess import input_transform
-from mnist_nn.serialization import (
+from mnist_nn.models import (
     FORMAT_NAME,
     FORMAT_VERSION,
     ResumeState,
@@ -26,6 +24,8 @@ from mnist_nn.serialization import (
     model_metadata_base,
     save_model,
 )
+from mnist_nn.nn.network import Network
+from mnist_nn.train.transforms import input_transform
 
 MNIST_SIZES = (784, 30, 10)
 SMALL_SIZES = (6, 5, 4, 3)

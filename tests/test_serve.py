@@ -36,8 +36,8 @@ import requests
 from mnist_nn.cli import train_main
 from mnist_nn.data import MnistData
 from mnist_nn.images import to_mnist
-from mnist_nn.network import Network
-from mnist_nn.serialization import SavedModel, load_model, save_model
+from mnist_nn.models import SavedModel, load_model, save_model
+from mnist_nn.nn.network import Network
 from mnist_nn.serve import (
     MAX_BODY_BYTES,
     MAX_RASTER_SIDE,

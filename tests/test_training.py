@@ -7,8 +7,8 @@ import pytest
 
 from mnist_nn.data import MnistData
 from mnist_nn.errors import TrainingError
-from mnist_nn.network import Network
-from mnist_nn.training import EpochRecord, sgd
+from mnist_nn.nn.network import Network
+from mnist_nn.train.loop import EpochRecord, sgd
 
 
 def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

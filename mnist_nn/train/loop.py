@@ -6,7 +6,7 @@ mini-batch of 10 an epoch is 5,000 steps of tiny matrix products, so the cost
 is NumPy's per-call overhead and every call the math does not need is gone:
 
 - the training images get a column of ones once per run, so each layer is
-  one matrix product (see ``mnist_nn.network`` on ``params``);
+  one matrix product (see ``mnist_nn.nn.network`` on ``params``);
 - each epoch shuffles into one buffer allocated once per run (``np.take(...,
   out=)`` through a small staging buffer), and mini-batches are slices of it,
   never copies;
@@ -25,11 +25,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.augment import AugmentConfig, augment_images, parse_augment
 from mnist_nn.config import TrainConfig
 from mnist_nn.errors import TrainingError
-from mnist_nn.network import FloatArray, IntArray, Network
-from mnist_nn.preprocess import input_transform
+from mnist_nn.nn.network import FloatArray, IntArray, Network
+from mnist_nn.train.augment import AugmentConfig, augment_images, parse_augment
+from mnist_nn.train.transforms import input_transform
 
 
 @dataclass(frozen=True)
@@ -352,7 +352,7 @@ def sgd(
         schedule: "constant", "plateau" or "cosine" (see ``learning_rate``).
         schedule_patience: epochs without improvement before "plateau" halves eta.
         early_stopping: stop after this many epochs without validation improvement (0 = never).
-        augment: distort the training images every epoch (``mnist_nn.augment``).
+        augment: distort the training images every epoch (``mnist_nn.train.augment``).
         velocity: the momentum buffers to continue from (updated in place);
             zeros when None and momentum is used.
         monitor_cost: record the mean cost over each epoch's mini-batches, as trained.

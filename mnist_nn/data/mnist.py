@@ -1,8 +1,8 @@
-"""MNIST as arrays: the IDX parser, Nielsen's 50,000 / 10,000 / 10,000 split and his loaders.
+"""MNIST as arrays: Nielsen's 50,000 / 10,000 / 10,000 split and his loaders.
 
 ``load_mnist`` is the array API the package uses: it makes sure the four files
 are in the cache (downloading and verifying them if needed, see
-``mnist_nn.download``), parses them and returns a ``MnistData`` with three
+``mnist_nn.data.download``), parses them and returns a ``MnistData`` with three
 ``Split``\\ s. ``load_data``, ``load_data_wrapper`` and ``vectorized_result``
 give the same data in the shapes of Michael Nielsen's ``mnist_loader``.
 
@@ -22,26 +22,14 @@ import numpy.typing as npt
 
 from mnist_nn.config import (
     IMAGE_PIXELS,
-    IMAGE_SIDE,
     NUM_CLASSES,
     TEST_SIZE,
     TRAIN_SIZE,
     VALIDATION_SIZE,
 )
-from mnist_nn.download import MNIST_FILES, FetchResult, ensure_mnist
+from mnist_nn.data.download import MNIST_FILES, FetchResult, ensure_mnist
+from mnist_nn.data.idx import parse_images, parse_labels
 from mnist_nn.errors import DataFormatError
-
-IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
-IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
-_IDX_UBYTE = 0x08
-_IDX_TYPE_NAMES = {
-    0x08: "ubyte",
-    0x09: "byte",
-    0x0B: "short",
-    0x0C: "int",
-    0x0D: "float",
-    0x0E: "double",
-}
 
 
 class Split(NamedTuple):
@@ -61,74 +49,6 @@ class MnistData(NamedTuple):
     validation: Split
     test: Split
     digests: dict[str, str]
-
-
-def parse_idx(raw: bytes, name: str = "IDX data", magic: int | None = None) -> npt.NDArray[np.uint8]:
-    """Parse an uncompressed IDX file of unsigned bytes.
-
-    The header is checked against the byte count before anything is allocated,
-    so a header that claims more data than the file holds costs nothing.
-
-    Args:
-        raw: the whole file's bytes.
-        name: how error messages name the file.
-        magic: the magic number to require (2051 images, 2049 labels), or None.
-
-    Returns:
-        A read-only uint8 array of the declared shape, viewing ``raw``.
-
-    Raises:
-        DataFormatError: bad magic, unsupported type, truncated or trailing bytes.
-    """
-    if len(raw) < 4:
-        raise DataFormatError(f"{name}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
-    if raw[0] != 0 or raw[1] != 0:
-        raise DataFormatError(
-            f"{name}: not an IDX file: magic number starts with {raw[0]:#04x} {raw[1]:#04x}, expected 0x00 0x00"
-        )
-    type_code, ndim = raw[2], raw[3]
-    found_magic = int.from_bytes(raw[:4], "big")
-    if magic is not None and found_magic != magic:
-        raise DataFormatError(f"{name}: IDX magic number is {found_magic}, expected {magic}")
-    if type_code != _IDX_UBYTE:
-        kind = _IDX_TYPE_NAMES.get(type_code, f"unknown type code {type_code:#04x}")
-        raise DataFormatError(f"{name}: IDX element type is {kind}, expected ubyte (0x08)")
-    if ndim == 0:
-        raise DataFormatError(f"{name}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataFormatError(f"{name}: truncated IDX header: {len(raw)} bytes, expected at least {header}")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=object))
-    if len(raw) < expected:
-        raise DataFormatError(
-            f"{name}: truncated IDX file: header declares shape {dims} ({expected} bytes), file has {len(raw)}"
-        )
-    if len(raw) > expected:
-        raise DataFormatError(f"{name}: {len(raw) - expected} trailing bytes after the IDX data of shape {dims}")
-    try:
-        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-    except ValueError as exc:  # more dimensions than NumPy allows, or e.g. (0, 2**32 - 1, 2**32 - 1)
-        reason = " ".join(str(exc).split())
-        raise DataFormatError(f"{name}: IDX header declares shape {dims}, which NumPy cannot hold ({reason})") from None
-
-
-def parse_images(raw: bytes, name: str = "images") -> npt.NDArray[np.uint8]:
-    """Parse an IDX image file into a (n, 784) uint8 array, checking 28x28 images."""
-    images = parse_idx(raw, name, IDX_IMAGES_MAGIC)
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise DataFormatError(f"{name}: expected images of shape (n, {IMAGE_SIDE}, {IMAGE_SIDE}), got {images.shape}")
-    return images.reshape(images.shape[0], IMAGE_PIXELS)
-
-
-def parse_labels(raw: bytes, name: str = "labels") -> npt.NDArray[np.uint8]:
-    """Parse an IDX label file into a (n,) uint8 array of digits 0-9."""
-    labels = parse_idx(raw, name, IDX_LABELS_MAGIC)
-    if labels.ndim != 1:
-        raise DataFormatError(f"{name}: expected labels of shape (n,), got {labels.shape}")
-    if labels.size and int(labels.max()) >= NUM_CLASSES:
-        raise DataFormatError(f"{name}: label {int(labels.max())} found, expected digits 0-9")
-    return labels
 
 
 def _scale(images: npt.NDArray[np.uint8], dtype: npt.DTypeLike) -> npt.NDArray[np.floating[Any]]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_nn.cli_base import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, add_data_args, command, fail, show_progress
+from mnist_nn.cli.base import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, add_data_args, command, fail, show_progress
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.files import check_writable, write_json
-from mnist_nn.serialization import load_model
+from mnist_nn.models import load_model
 
 # --- predict ----------------------------------------------------------------------------
 

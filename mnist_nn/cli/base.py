@@ -3,7 +3,7 @@
 ``command`` wraps each ``*_main(argv, prog)`` so that a user's stop ends in
 one line, never a traceback; ``fail`` prints that line. The commands live in
 ``mnist_nn.cli`` (download, train, evaluate and the ``mnist-nn`` dispatcher),
-``mnist_nn.cli_tools`` (predict, show, plot), ``mnist_nn.benchmark_cli`` and
+``mnist_nn.cli.tools`` (predict, show, plot), ``mnist_nn.cli.benchmark`` and
 ``mnist_nn.serve``.
 """
 

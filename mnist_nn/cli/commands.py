@@ -4,8 +4,8 @@ Each ``*_main(argv, prog)`` parses its arguments, calls the package and turns
 the package's errors into one line on stderr and an exit code: 2 for bad
 usage or an invalid input file, 1 for other failures (such as a download that
 every mirror refused). Results go to stdout; progress bars and notes to
-stderr. What the commands share is in ``mnist_nn.cli_base``; predict, show
-and plot are in ``mnist_nn.cli_tools``. Nothing in the package imports this
+stderr. What the commands share is in ``mnist_nn.cli.base``; predict, show
+and plot are in ``mnist_nn.cli.tools``. Nothing in the package imports this
 module.
 """
 
@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mnist_nn import __version__
-from mnist_nn.augment import parse_augment
-from mnist_nn.cli_base import (
+from mnist_nn._version import __version__
+from mnist_nn.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -38,7 +37,7 @@ from mnist_nn.cli_base import (
     show_progress,
     signals_as_interrupts,
 )
-from mnist_nn.cli_tools import plot_main, predict_main, show_main
+from mnist_nn.cli.tools import plot_main, predict_main, show_main
 from mnist_nn.config import (
     IMAGE_PIXELS,
     NUM_CLASSES,
@@ -52,10 +51,11 @@ from mnist_nn.data import MnistData, Split, load_mnist
 from mnist_nn.errors import ModelFileError, TrainingError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import Evaluation, evaluate_network, format_count
-from mnist_nn.network import COSTS, HIDDEN_ACTIVATIONS, INITS, Network
-from mnist_nn.preprocess import TRANSFORMS
-from mnist_nn.serialization import ResumeState, SavedModel, load_model, save_model
-from mnist_nn.training import SCHEDULES, EpochRecord, History, Run, fit
+from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
+from mnist_nn.nn.network import COSTS, HIDDEN_ACTIVATIONS, INITS, Network
+from mnist_nn.train.augment import parse_augment
+from mnist_nn.train.loop import SCHEDULES, EpochRecord, History, Run, fit
+from mnist_nn.train.transforms import TRANSFORMS
 
 # --- download ---------------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
 @command
 def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
     """Entry point of ``scripts/download_mnist.py``."""
-    from mnist_nn.download import ensure_mnist
+    from mnist_nn.data.download import ensure_mnist
 
     args = build_download_parser(prog).parse_args(argv)
     try:
@@ -645,7 +645,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
 
 
 def _benchmark(argv: Sequence[str] | None = None, prog: str = "mnist-nn benchmark") -> int:
-    from mnist_nn.benchmark_cli import benchmark_main
+    from mnist_nn.cli.benchmark import benchmark_main
 
     return benchmark_main(argv, prog)
 

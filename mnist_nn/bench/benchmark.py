@@ -1,14 +1,14 @@
 """Benchmarks: test accuracy over seeds, and how fast training and inference run.
 
 Two measurements, each returning a report dataclass with a ``to_dict()`` for JSON;
-nothing here prints or reads argv (``mnist_nn.benchmark_cli`` does):
+nothing here prints or reads argv (``mnist_nn.cli.benchmark`` does):
 
 - ``accuracy_benchmark`` trains one configuration once per seed, in parallel
   worker processes if asked, and reports every seed's validation and test
   counts and the spread of test accuracy. The test count is that of the
   served weights (the best validation epoch's, see ``Run.served``).
-- ``speed_benchmark`` times whole training epochs of ``mnist_nn.training.sgd``
-  beside the per-example reference ``mnist_nn.reference.sgd_reference``, and
+- ``speed_benchmark`` times whole training epochs of ``mnist_nn.train.loop.sgd``
+  beside the per-example reference ``mnist_nn.nn.reference.sgd_reference``, and
   also inference, a large matrix product (the BLAS ceiling the training
   step is compared with), a warm-cache data load and the peak memory of a
   full training run in a subprocess.
@@ -39,14 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from mnist_nn import __version__
+from mnist_nn._version import __version__
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE, TrainConfig, project_root
 from mnist_nn.data import MnistData, load_mnist
-from mnist_nn.download import ensure_mnist
+from mnist_nn.data.download import ensure_mnist
 from mnist_nn.errors import MnistNNError
-from mnist_nn.network import Network
-from mnist_nn.reference import sgd_reference
-from mnist_nn.training import Run, fit, sgd
+from mnist_nn.nn.network import Network
+from mnist_nn.nn.reference import sgd_reference
+from mnist_nn.train.loop import Run, fit, sgd
 
 # Variables that the common BLAS builds read when they load: set to 1 in the
 # environment of worker processes, before numpy is imported there.

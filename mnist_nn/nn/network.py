@@ -24,7 +24,7 @@ Each layer's weights and biases live in one (n_in + 1, n_out) array,
 ``biases[l]`` (both are views into it). Appending a column of ones to x turns
 x @ weights + biases into one matrix product, and its gradient a_{l-1}.T @
 delta_l carries BP3 in its last row, which is what makes the training loop
-in ``mnist_nn.training`` fast. This module imports nothing else from the
+in ``mnist_nn.train.loop`` fast. This module imports nothing else from the
 package and does no I/O.
 """
 
@@ -261,7 +261,7 @@ INITS = ("normal", "scaled", "he", "glorot")
 class InputTransform:
     """A named, deterministic transform of (m, n_in) images applied before the first layer.
 
-    The functions live elsewhere (``mnist_nn.preprocess``); the network only calls them.
+    The functions live elsewhere (``mnist_nn.train.transforms``); the network only calls them.
     """
 
     name: str
@@ -539,7 +539,7 @@ class Network:
                 self.activation.scale_by_derivative(a_prev, delta, np.empty_like(a_prev))
         return grad_w, grad_b
 
-    # --- training (implemented in mnist_nn.training) ---
+    # --- training (implemented in mnist_nn.train.loop) ---
 
     def SGD(  # noqa: N802 - Nielsen's name
         self,
@@ -558,7 +558,7 @@ class Network:
         (optional, either form) is evaluated after every epoch. Returns the
         ``History``; nothing is printed.
         """
-        from mnist_nn.training import sgd  # training imports this module
+        from mnist_nn.train.loop import sgd  # training imports this module
 
         images, labels = as_arrays(training_data, self.sizes[0])
         validation = as_arrays(test_data, self.sizes[0]) if test_data is not None else None

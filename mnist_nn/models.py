@@ -32,7 +32,7 @@ The metadata object always has the keys of ``model_metadata_base``:
     activation        activation name, e.g. "sigmoid" (a key of ``network.ACTIVATIONS``)
     cost              cost name, e.g. "quadratic" (a key of ``network.COSTS``)
     dtype             "float32" or "float64"
-    package_version   ``mnist_nn.__version__`` of the writer
+    package_version   ``__version__`` of the writer
     created           UTC time of writing, ISO 8601, e.g. "2024-05-01T12:00:00+00:00"
 
 plus whatever the caller passes (training config, history, epoch,
@@ -81,12 +81,12 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-import mnist_nn
+from mnist_nn._version import __version__
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES
 from mnist_nn.errors import ModelFileError
 from mnist_nn.files import atomic_write
-from mnist_nn.network import FloatArray, Network
-from mnist_nn.preprocess import input_transform
+from mnist_nn.nn.network import FloatArray, Network
+from mnist_nn.train.transforms import input_transform
 
 FORMAT_NAME = "mnist_nn-model"
 FORMAT_VERSION = 1
@@ -154,7 +154,7 @@ def model_metadata_base(network: Network) -> dict[str, Any]:
         "cost": network.cost.name,
         "preprocess": network.transform.name if network.transform is not None else "",
         "dtype": network.dtype.name,
-        "package_version": mnist_nn.__version__,
+        "package_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -8,15 +8,15 @@ name. This table is where names become functions.
 
 from __future__ import annotations
 
-from mnist_nn.augment import deskew_images
-from mnist_nn.network import FloatArray, InputTransform
+from mnist_nn.nn.network import FloatArray, InputTransform
+from mnist_nn.train.augment import deskew_images
 
 
 def _deskew(images: FloatArray) -> FloatArray:
     return deskew_images(images)
 
 
-# "" is no transform; "deskew" straightens slanted digits (see mnist_nn.augment.deskew_images).
+# "" is no transform; "deskew" straightens slanted digits (see mnist_nn.train.augment.deskew_images).
 TRANSFORMS: dict[str, InputTransform] = {"deskew": InputTransform("deskew", _deskew)}
 
 

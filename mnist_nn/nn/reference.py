@@ -12,7 +12,7 @@ with one-hot target y (n_out, 1), and W_l = weights[l].T of shape (n_out, n_in),
 
 A mini-batch's gradient is the sum of its examples' gradients, and the
 update subtracts eta/m times it. The tests check the vectorized code in
-``mnist_nn.network`` and ``mnist_nn.training`` against this, and the
+``mnist_nn.nn.network`` and ``mnist_nn.train.loop`` against this, and the
 benchmark measures how much faster they are. Only the sigmoid network with
 the quadratic cost is covered: it is the reference for Nielsen's setup.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_nn.network import FloatArray, IntArray, Network, sigmoid, sigmoid_prime
+from mnist_nn.nn.network import FloatArray, IntArray, Network, sigmoid, sigmoid_prime
 
 
 def backprop_example(network: Network, x: FloatArray, y: FloatArray) -> tuple[list[FloatArray], list[FloatArray]]:
@@ -84,7 +84,7 @@ def sgd_reference(
 ) -> None:
     """Nielsen's ``SGD`` without evaluation: shuffle, then one step per mini-batch.
 
-    Shuffles with ``rng.permutation`` exactly as ``mnist_nn.training.sgd``
+    Shuffles with ``rng.permutation`` exactly as ``mnist_nn.train.loop.sgd``
     does, so both follow the same path through the data.
     """
     if network.activation.name != "sigmoid" or network.cost.name != "quadratic":

@@ -1,0 +1,1 @@
+"""Benchmarks: the machine, accuracy over seeds, training speed and memory."""

@@ -1,0 +1,1 @@
+"""Training: the fast step, optimizers, the epoch loop, runs and checkpoints, augmentation."""

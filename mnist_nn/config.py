@@ -7,10 +7,13 @@ frozen record of one training run's hyperparameters.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from mnist_nn.errors import ConfigError
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784
@@ -18,6 +21,15 @@ NUM_CLASSES = 10
 TRAIN_SIZE = 50_000  # first 50,000 images of the 60,000-image training file
 VALIDATION_SIZE = 10_000  # the last 10,000 images of that file
 TEST_SIZE = 10_000  # the t10k file
+
+# The names TrainConfig accepts. The tables that turn them into objects live with
+# the objects (mnist_nn.nn, mnist_nn.train); tests/test_config.py checks they agree.
+ACTIVATION_NAMES = ("relu", "sigmoid", "tanh")  # hidden layers
+COST_NAMES = ("cross-entropy", "log-likelihood", "quadratic")
+INIT_NAMES = ("normal", "scaled", "he", "glorot")
+SCHEDULE_NAMES = ("constant", "plateau", "cosine")
+PREPROCESS_NAMES = ("deskew",)  # besides "", no transform
+DTYPE_NAMES = ("float32", "float64")
 
 DATA_ENV = "MNIST_NN_DATA"
 MIRROR_ENV = "MNIST_NN_MIRROR"
@@ -73,6 +85,43 @@ class TrainConfig:
     preprocess: str = ""  # input transform of every image, train and test alike: "" or "deskew"
     augment: str = ""  # distortions of the training images each epoch, e.g. "shift=2,rotate=10" ("" = none)
 
+    def __post_init__(self) -> None:
+        """Check every value once, here, so every entry point refuses the same bad value the same way.
+
+        Raises:
+            ConfigError: naming the setting, what it must be and what it got.
+        """
+        sizes = self.sizes
+        if not isinstance(sizes, tuple) or len(sizes) < 2 or not all(_is_int(n) for n in sizes):
+            raise ConfigError("sizes", f"must be a tuple of at least 2 integers, got {sizes!r}")
+        if any(n < 1 for n in sizes):
+            raise ConfigError("sizes", f"must be positive, got {' '.join(map(str, sizes))}")
+        _at_least("epochs", self.epochs, 1)
+        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= TRAIN_SIZE:
+            raise ConfigError("batch_size", f"must be between 1 and {TRAIN_SIZE}, got {self.batch_size!r}")
+        if not _is_real(self.eta) or self.eta <= 0:
+            raise ConfigError("eta", f"must be a positive number, got {self.eta!r}")
+        _at_least("seed", self.seed, 0)
+        _one_of("dtype", self.dtype, DTYPE_NAMES)
+        _one_of("activation", self.activation, ACTIVATION_NAMES)
+        _one_of("cost", self.cost, COST_NAMES)
+        _one_of("init", self.init, INIT_NAMES)
+        if not _is_real(self.l2) or self.l2 < 0:
+            raise ConfigError("l2", f"must be >= 0, got {self.l2!r}")
+        for name in ("dropout", "input_dropout", "momentum"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0 <= value < 1:
+                raise ConfigError(name, f"must be in [0, 1), got {value!r}")
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError("nesterov", f"must be True or False, got {self.nesterov!r}")
+        _one_of("schedule", self.schedule, SCHEDULE_NAMES)
+        _at_least("schedule_patience", self.schedule_patience, 1)
+        _at_least("early_stopping", self.early_stopping, 0)
+        if self.preprocess != "":
+            _one_of("preprocess", self.preprocess, PREPROCESS_NAMES)
+        if not isinstance(self.augment, str):
+            raise ConfigError("augment", f"must be a string such as 'shift=2,rotate=10', got {self.augment!r}")
+
     def describe(self) -> str:
         """One line: '[784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3, 30 epochs, float32'.
 
@@ -92,6 +141,24 @@ class TrainConfig:
         d = asdict(self)
         d["sizes"] = list(self.sizes)
         return d
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _at_least(name: str, value: Any, low: int) -> None:
+    if not _is_int(value) or value < low:
+        raise ConfigError(name, f"must be {'at least 1' if low == 1 else f'>= {low}'}, got {value!r}")
+
+
+def _one_of(name: str, value: Any, names: tuple[str, ...]) -> None:
+    if value not in names:
+        raise ConfigError(name, f"must be one of {', '.join(names)}; got {value!r}")
 
 
 def config_from_dict(d: Any) -> TrainConfig:

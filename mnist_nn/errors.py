@@ -34,3 +34,20 @@ class ModelFileError(MnistNNError, ValueError):
 
 class TrainingError(MnistNNError):
     """Training cannot go on, e.g. because the weights stopped being finite."""
+
+
+class ConfigError(MnistNNError, ValueError):
+    """A training setting is out of range or unknown.
+
+    ``setting`` is the ``TrainConfig`` field (e.g. ``"batch_size"``) and
+    ``reason`` the rest of the sentence (``"must be at least 1, got 0"``), so
+    the command line can name its flag (``--batch-size must be ...``) where
+    Python names the field (``batch_size must be ...``).
+    """
+
+    exit_code = 2
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting} {reason}")
+        self.setting = setting
+        self.reason = reason

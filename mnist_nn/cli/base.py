@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnist_nn.errors import MnistNNError
+from mnist_nn.errors import ConfigError, MnistNNError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -35,6 +35,12 @@ class Parser(argparse.ArgumentParser):
 
 class UsageError(Exception):
     """A flag value that parses but makes no sense; exit code 2."""
+
+
+def flag_message(error: ConfigError) -> str:
+    """A setting's error in the words of the command line: 'batch_size must ...' -> '--batch-size must ...'."""
+    flag = "--hidden sizes" if error.setting == "sizes" else "--" + error.setting.replace("_", "-")
+    return f"{flag} {error.reason}"
 
 
 def fail(prog: str, message: str, code: int) -> int:

@@ -34,6 +34,7 @@ from mnist_nn.cli.base import (
     add_data_args,
     command,
     fail,
+    flag_message,
     show_progress,
     signals_as_interrupts,
 )
@@ -42,13 +43,12 @@ from mnist_nn.config import (
     IMAGE_PIXELS,
     NUM_CLASSES,
     PRESETS,
-    TRAIN_SIZE,
     TrainConfig,
     config_from_dict,
     default_models_dir,
 )
 from mnist_nn.data import MnistData, Split, load_mnist
-from mnist_nn.errors import ModelFileError, TrainingError
+from mnist_nn.errors import ConfigError, ModelFileError, TrainingError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import Evaluation, evaluate_network, format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
@@ -267,29 +267,12 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     changes: dict[str, Any] = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     if args.hidden is not None:
         changes["sizes"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES)
-    config = dataclasses.replace(base, **changes)
-    if config.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
-    if not 1 <= config.batch_size <= TRAIN_SIZE:
-        raise UsageError(f"--batch-size must be between 1 and {TRAIN_SIZE}, got {config.batch_size}")
-    if not np.isfinite(config.eta) or config.eta <= 0:
-        raise UsageError(f"--eta must be a positive number, got {config.eta}")
-    if any(n < 1 for n in config.sizes):
-        raise UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, config.sizes[1:-1]))}")
-    if not np.isfinite(config.l2) or config.l2 < 0:
-        raise UsageError(f"--l2 must be >= 0, got {config.l2}")
-    if not 0 <= config.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
-    if not 0 <= config.input_dropout < 1:
-        raise UsageError(f"--input-dropout must be in [0, 1), got {config.input_dropout}")
-    if not 0 <= config.momentum < 1:
-        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
-    if config.schedule_patience < 1:
-        raise UsageError(f"--schedule-patience must be at least 1, got {config.schedule_patience}")
-    if config.early_stopping < 0:
-        raise UsageError(f"--early-stopping must be >= 0, got {config.early_stopping}")
-    if config.preprocess == "none":
-        config = dataclasses.replace(config, preprocess="")
+    if changes.get("preprocess") == "none":
+        changes["preprocess"] = ""
+    try:
+        config = dataclasses.replace(base, **changes)
+    except ConfigError as exc:
+        raise UsageError(flag_message(exc)) from None
     if config.augment:
         try:
             spec = parse_augment(config.augment)

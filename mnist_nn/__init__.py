@@ -1,10 +1,11 @@
 """mnist_nn: a from-scratch, vectorized NumPy neural network for MNIST digits.
 
-The names most programs need; the modules say more:
+The names most programs need; the subpackages say more (``data``, ``nn``,
+``train``, ``bench``, ``cli``) and the README's "Architecture" section maps them:
 
-    from mnist_nn import Network, load_mnist
+    from mnist_nn import Dense, Network, load_mnist
     data = load_mnist()
-    net = Network([784, 30, 10])
+    net = Network([784, 30, 10])  # or Network([Dense(30), Dense(10)])
     net.SGD(data.train, 30, 10, 3.0, test_data=data.validation)
     print(net.evaluate(data.test), "/ 10000")
 """
@@ -15,11 +16,14 @@ from mnist_nn._version import __version__
 from mnist_nn.config import PRESETS, TrainConfig
 from mnist_nn.data import load_data, load_data_wrapper, load_mnist, vectorized_result
 from mnist_nn.models import load_model, save_model
-from mnist_nn.nn.network import Network
-from mnist_nn.train.loop import Run, fit, sgd
+from mnist_nn.nn.layers import Dense
+from mnist_nn.train import EpochRecord, History, Network, Run, fit
 
 __all__ = [
     "PRESETS",
+    "Dense",
+    "EpochRecord",
+    "History",
     "Network",
     "Run",
     "TrainConfig",
@@ -30,6 +34,5 @@ __all__ = [
     "load_mnist",
     "load_model",
     "save_model",
-    "sgd",
     "vectorized_result",
 ]

@@ -1,23 +1,21 @@
 """Saving and loading trained networks: one ``.npz`` model file per network.
 
-File format ``mnist_nn-model``, version 1
+File format ``mnist_nn-model``, version 2
 -----------------------------------------
 A model file is an ordinary, uncompressed NumPy ``.npz`` archive (a zip of
 ``.npy`` members, exactly as ``np.savez`` writes it), so ``np.load(path,
-allow_pickle=False)`` opens it. Nothing in it is pickled. For a network with
-``sizes = [n_0, n_1, ..., n_L]``, layer l = 0 .. L-1 has n_in = n_l inputs and
-n_out = n_{l+1} neurons, and the archive holds:
+allow_pickle=False)`` opens it. Nothing in it is pickled. The metadata lists
+the network's layers; the arrays are named per layer, each layer naming its
+own (a dense layer: ``w`` (n_in, n_out) and ``b`` (n_out,)):
 
-    metadata          uint8 (k,)                UTF-8 bytes of one JSON object (below)
-    w{l}              dtype (n_in, n_out)       served weights of layer l: w0, w1, ...
-    b{l}              dtype (n_out,)            served biases of layer l: b0, b1, ...
+    metadata                      uint8 (k,)   UTF-8 bytes of one JSON object (below)
+    layer{i}_{name}               dtype        served arrays of layer i: layer0_w, layer0_b, ...
 
 and, only in a file saved with a resume state (to continue training later):
 
-    current_w{l}      dtype (n_in, n_out)       weights after the last epoch trained
-    current_b{l}      dtype (n_out,)            biases after the last epoch trained
-    opt_{key}_{l}     dtype (n_in + 1, n_out)   optimizer state, e.g. opt_velocity_0, laid out
-                                                like ``Network.params[l]`` (biases in the last row)
+    current_layer{i}_{name}       dtype        the arrays after the last epoch trained
+    opt_{key}_layer{i}_{name}     dtype        optimizer state, e.g. opt_velocity_layer0_w,
+                                               shaped like the array it belongs to
 
 ``dtype`` is the network's float32 or float64 (little-endian, C order as written).
 The served weights are the ones a loaded network predicts with (for example the
@@ -27,12 +25,17 @@ array is finite.
 The metadata object always has the keys of ``model_metadata_base``:
 
     format            "mnist_nn-model"
-    format_version    1
-    sizes             layer sizes, input first, e.g. [784, 30, 10]
-    activation        activation name, e.g. "sigmoid" (a key of ``network.ACTIVATIONS``)
-    cost              cost name, e.g. "quadratic" (a key of ``network.COSTS``)
+    format_version    2
+    input_size        values per input example, 784
+    layers            the layers' descriptions, input side first, e.g.
+                      [{"kind": "dense", "size": 30, "activation": "sigmoid"}, ...]
+                      (``mnist_nn.nn.layers.layer_from_description`` rebuilds each)
+    sizes             values entering the network and leaving each layer, e.g. [784, 30, 10]
+    activation        the hidden layers' default activation, e.g. "sigmoid"
+    cost              cost name, e.g. "quadratic" (a key of ``mnist_nn.nn.costs.COSTS``)
+    preprocess        the input transform's name, or ""
     dtype             "float32" or "float64"
-    package_version   ``__version__`` of the writer
+    package_version   ``mnist_nn.__version__`` of the writer
     created           UTC time of writing, ISO 8601, e.g. "2024-05-01T12:00:00+00:00"
 
 plus whatever the caller passes (training config, history, epoch,
@@ -45,6 +48,12 @@ with a resume state also has
                        "epochs_completed": number of epochs trained so far,
                        "optimizer": the optimizer keys, e.g. ["velocity"]}
 
+Format version 1 (written by mnist_nn 0.1.0 before layers existed) is read
+too: it has no ``layers`` and describes a stack of dense layers by ``sizes``
+and ``activation``; its arrays are ``w{l}``, ``b{l}``, ``current_w{l}``,
+``current_b{l}`` and ``opt_{key}_{l}`` of shape (n_in + 1, n_out), the biases
+in the last row.
+
 Version policy: ``format_version`` goes up whenever a reader of the old
 version would misread a new file (a member renamed or reshaped, a key whose
 meaning changes). Adding metadata keys, or members an old reader can ignore,
@@ -55,7 +64,7 @@ name.
 Reading is defensive because a model file may come from anywhere: the archive
 is opened with ``zipfile`` rather than ``np.load``, and each member's zip entry,
 ``.npy`` header (dtype, shape, C order) and size are checked against what the
-metadata's ``sizes`` imply before a byte of its data is read, so a hostile
+metadata's layers imply before a byte of its data is read, so a hostile
 header cannot make NumPy allocate a huge array. Members must be stored
 uncompressed, as ``np.savez`` writes them. Every problem is a
 ``ModelFileError`` with a one-line message ``"{path}: <what is wrong>"``.
@@ -85,12 +94,17 @@ from mnist_nn._version import __version__
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES
 from mnist_nn.errors import ModelFileError
 from mnist_nn.files import atomic_write
-from mnist_nn.nn.network import FloatArray, Network
+from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.costs import COSTS, Cost
+from mnist_nn.nn.layers import Dense, Layer, layer_from_description
+from mnist_nn.nn.network import Network as BaseNetwork
+from mnist_nn.nn.network import build_layers
+from mnist_nn.train.nielsen import Network
 from mnist_nn.train.transforms import input_transform
 
 FORMAT_NAME = "mnist_nn-model"
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 
 MAX_LAYER_SIZE = 100_000  # neurons in any one layer
 MAX_LAYERS = 1_000  # entries in sizes
@@ -105,7 +119,7 @@ _DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype(np.float32), "float64":
 _BIT_GENERATORS = ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
 _OPTIMIZER_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _DECIMAL = re.compile(r"-?[0-9]{1,64}")
-_DESCRIBING_KEYS = ("format", "format_version", "sizes", "activation", "cost", "dtype")
+_DESCRIBING_KEYS = ("format", "format_version", "input_size", "layers", "sizes", "activation", "cost", "dtype")
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -131,7 +145,7 @@ class ResumeState:
 class SavedModel:
     """A loaded model file: the network with its served weights, its metadata and resume state."""
 
-    network: Network
+    network: BaseNetwork
     metadata: dict[str, Any]
     resume: ResumeState | None
     path: Path
@@ -144,11 +158,13 @@ class _BadFileError(Exception):
 # --- saving --------------------------------------------------------------------------
 
 
-def model_metadata_base(network: Network) -> dict[str, Any]:
+def model_metadata_base(network: BaseNetwork) -> dict[str, Any]:
     """The metadata every model file carries: format, version and what the network is."""
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "input_size": network.input_size,
+        "layers": network.describe(),
         "sizes": list(network.sizes),
         "activation": network.activation.name,
         "cost": network.cost.name,
@@ -161,7 +177,7 @@ def model_metadata_base(network: Network) -> dict[str, Any]:
 
 def save_model(
     path: Path,
-    network: Network,
+    network: BaseNetwork,
     metadata: Mapping[str, Any],
     *,
     resume: ResumeState | None = None,
@@ -187,16 +203,16 @@ def save_model(
     text = _metadata_json(network, metadata, resume)
     arrays: dict[str, npt.NDArray[Any]] = {"metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     _check_param_list(network, network.params, "network weights")
-    for layer, p in enumerate(network.params):
-        arrays[f"w{layer}"] = np.ascontiguousarray(p[:-1])
-        arrays[f"b{layer}"] = np.ascontiguousarray(p[-1])
+
+    def add(prefix: str, params: Sequence[FloatArray]) -> None:
+        for name, array in network.named_arrays(params).items():
+            arrays[prefix + name] = np.ascontiguousarray(array)
+
+    add("", network.params)
     if resume is not None:
-        for layer, p in enumerate(resume.params):
-            arrays[f"current_w{layer}"] = np.ascontiguousarray(p[:-1])
-            arrays[f"current_b{layer}"] = np.ascontiguousarray(p[-1])
+        add("current_", resume.params)
         for key, state in resume.optimizer.items():
-            for layer, p in enumerate(state):
-                arrays[f"opt_{key}_{layer}"] = np.ascontiguousarray(p)
+            add(f"opt_{key}_", state)
 
     def write(f: IO[bytes]) -> None:
         np.savez(f, allow_pickle=False, **arrays)
@@ -204,7 +220,7 @@ def save_model(
     atomic_write(path, write)
 
 
-def _metadata_json(network: Network, metadata: Mapping[str, Any], resume: ResumeState | None) -> str:
+def _metadata_json(network: BaseNetwork, metadata: Mapping[str, Any], resume: ResumeState | None) -> str:
     """The metadata member's JSON text; ValueError if anything in it is not JSON."""
     merged = model_metadata_base(network)
     for key, value in metadata.items():
@@ -245,7 +261,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
 
 
-def _check_param_list(network: Network, params: Sequence[Any], what: str) -> None:
+def _check_param_list(network: BaseNetwork, params: Sequence[Any], what: str) -> None:
     """ValueError unless ``params`` are finite arrays shaped and typed like ``network.params``."""
     if len(params) != len(network.params):
         raise ValueError(f"expected {len(network.params)} arrays in {what}, got {len(params)}")
@@ -261,7 +277,7 @@ def _check_param_list(network: Network, params: Sequence[Any], what: str) -> Non
             raise ValueError(f"refusing to save non-finite values in {what}[{layer}]")
 
 
-def _check_resume(network: Network, resume: ResumeState) -> None:
+def _check_resume(network: BaseNetwork, resume: ResumeState) -> None:
     """ValueError unless ``resume`` fits ``network`` and can be written."""
     _check_param_list(network, resume.params, "resume params")
     if len(resume.optimizer) > MAX_OPTIMIZER_KEYS:
@@ -394,44 +410,65 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
         raise _BadFileError("no 'metadata' member; not an mnist_nn model file")
     raw = _read_array(archive, members, size, "metadata", np.dtype(np.uint8), None)
     metadata = _parse_metadata(raw.tobytes())
-    sizes, dtype, activation, cost = _check_description(metadata)
+    plan = _plan(metadata)
+    sizes = plan.sizes
     if require_mnist and (sizes[0] != IMAGE_PIXELS or sizes[-1] != NUM_CLASSES):
         raise _BadFileError(
             f"expected a network with {IMAGE_PIXELS} inputs and {NUM_CLASSES} outputs for MNIST, got sizes {sizes}"
         )
     resume_section = _check_resume_section(metadata["resume"]) if "resume" in metadata else None
+    dtype = plan.dtype
 
-    def read_params(prefix: str) -> list[FloatArray]:
-        params = []
+    def read(prefix: str) -> dict[str, FloatArray]:
+        # Every member is read (so checked against the file's size) before the metadata's
+        # untrusted layers decide how much to allocate.
+        if plan.version == 1:
+            named = {}
+            for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+                named[f"layer{layer}_w"] = _read_array(
+                    archive, members, size, f"{prefix}w{layer}", dtype, (n_in, n_out)
+                )
+                named[f"layer{layer}_b"] = _read_array(archive, members, size, f"{prefix}b{layer}", dtype, (n_out,))
+            return named
+        return {name: _read_array(archive, members, size, prefix + name, dtype, s) for name, s in plan.shapes.items()}
+
+    def read_optimizer(key: str) -> dict[str, FloatArray]:
+        if plan.version > 1:
+            return read(f"opt_{key}_")
+        named = {}
         for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-            # Both members are read (so checked against the file's size) before the metadata's
-            # untrusted sizes decide how much to allocate.
-            weights = _read_array(archive, members, size, f"{prefix}w{layer}", dtype, (n_in, n_out))
-            biases = _read_array(archive, members, size, f"{prefix}b{layer}", dtype, (n_out,))
-            p = np.empty((n_in + 1, n_out), dtype=dtype)  # (n_in + 1, n_out): weights, then biases
-            p[:-1] = weights
-            p[-1] = biases
-            params.append(p)
-        return params
+            fused = _read_array(archive, members, size, f"opt_{key}_{layer}", dtype, (n_in + 1, n_out))
+            named[f"layer{layer}_w"], named[f"layer{layer}_b"] = fused[:-1], fused[-1]
+        return named
 
-    served = read_params("")
-    resume = None
+    served_named = read("")
+    resume_named = None
     if resume_section is not None:
         rng_state, epochs_completed, keys = resume_section
-        current = read_params("current_")
-        optimizer = {
-            key: [
-                _read_array(archive, members, size, f"opt_{key}_{layer}", dtype, (n_in + 1, n_out))
-                for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes))
-            ]
-            for key in keys
-        }
-        resume = ResumeState(current, optimizer, rng_state, epochs_completed)
+        resume_named = (read("current_"), {key: read_optimizer(key) for key in keys})
     try:
         transform = input_transform(_preprocess_name(metadata))
-        network = Network(sizes, dtype=dtype, activation=activation, cost=cost, seed=0, transform=transform)
+        network = Network(
+            plan.layers,
+            input_size=sizes[0],
+            dtype=dtype,
+            activation=plan.activation,
+            cost=plan.cost,
+            init=None,
+            transform=transform,
+        )
     except ValueError as exc:
         raise _BadFileError(f"metadata describes a network this version cannot build: {exc}") from exc
+    served = network.params_from_named(served_named)
+    resume = None
+    if resume_section is not None and resume_named is not None:
+        current, optimizer = resume_named
+        resume = ResumeState(
+            network.params_from_named(current),
+            {key: network.params_from_named(state) for key, state in optimizer.items()},
+            rng_state,
+            epochs_completed,
+        )
     network.set_params(served)
     return SavedModel(network=network, metadata=metadata, resume=resume, path=path)
 
@@ -522,8 +559,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_description(metadata: Mapping[str, Any]) -> tuple[list[int], np.dtype[Any], str, str]:
-    """Format, version and the network's description from the metadata: (sizes, dtype, activation, cost)."""
+@dataclass(frozen=True)
+class _Plan:
+    """What the metadata says the network is, checked, before any array is read."""
+
+    version: int
+    layers: list[Layer]  # built on their input shapes, nothing allocated
+    sizes: list[int]
+    shapes: dict[str, tuple[int, ...]]  # the arrays of one prefix, by name (format 2)
+    dtype: np.dtype[Any]
+    activation: str
+    cost: str
+
+
+def _plan(metadata: Mapping[str, Any]) -> _Plan:
+    """Format, version and the network's description from the metadata, checked against the limits."""
     if "format" not in metadata:
         raise _BadFileError("metadata has no 'format' key; not an mnist_nn model file")
     if metadata["format"] != FORMAT_NAME:
@@ -531,27 +581,14 @@ def _check_description(metadata: Mapping[str, Any]) -> tuple[list[int], np.dtype
             f"not an mnist_nn model file (format {_short(metadata['format'])}, expected {FORMAT_NAME!r})"
         )
     version = metadata.get("format_version")
-    supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
+    supported = " and ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
     if isinstance(version, bool) or not isinstance(version, int):
         raise _BadFileError(f"metadata 'format_version' should be an integer, got {_short(version)}")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         hint = " (written by a newer mnist_nn?)" if version > max(SUPPORTED_FORMAT_VERSIONS) else ""
         raise _BadFileError(
-            f"unsupported format_version {version}{hint}; this mnist_nn reads format version {supported}"
+            f"unsupported format_version {version}{hint}; this mnist_nn reads format versions {supported}"
         )
-    sizes = metadata.get("sizes")
-    if (
-        not isinstance(sizes, list)
-        or not 2 <= len(sizes) <= MAX_LAYERS
-        or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_LAYER_SIZE for n in sizes)
-    ):
-        raise _BadFileError(
-            f"metadata 'sizes' should be a list of 2 to {MAX_LAYERS} integers in 1..{MAX_LAYER_SIZE}, "
-            f"got {_short(sizes)}"
-        )
-    total = sum((n_in + 1) * n_out for n_in, n_out in itertools.pairwise(sizes))
-    if total > MAX_PARAMETERS:
-        raise _BadFileError(f"sizes {_short(sizes)} mean {total} parameters, more than the {MAX_PARAMETERS} allowed")
     dtype_name = metadata.get("dtype")
     if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
         raise _BadFileError(f"unsupported dtype {_short(dtype_name)}; expected 'float32' or 'float64'")
@@ -561,7 +598,61 @@ def _check_description(metadata: Mapping[str, Any]) -> tuple[list[int], np.dtype
         if not isinstance(value, str):
             raise _BadFileError(f"metadata {key!r} should be a name, got {_short(value)}")
         names.append(value)
-    return sizes, _DTYPES[dtype_name], names[0], names[1]
+    activation, cost = names
+    if version == 1:
+        old_sizes = _check_sizes(metadata.get("sizes"))
+        input_size: Any = old_sizes[0]
+        descriptions: Any = [{"kind": "dense", "size": n} for n in old_sizes[1:]]
+    else:
+        input_size = metadata.get("input_size")
+        if not _is_int(input_size) or not 1 <= input_size <= MAX_LAYER_SIZE:
+            raise _BadFileError(
+                f"metadata 'input_size' should be an integer in 1..{MAX_LAYER_SIZE}, got {_short(input_size)}"
+            )
+        descriptions = metadata.get("layers")
+        if not isinstance(descriptions, list) or not 1 <= len(descriptions) <= MAX_LAYERS - 1:
+            raise _BadFileError(
+                f"metadata 'layers' should be a list of 1 to {MAX_LAYERS - 1} layers, got {_short(descriptions)}"
+            )
+    try:
+        layers = [Dense(d["size"]) if version == 1 else layer_from_description(d) for d in descriptions]
+        shapes_out = build_layers(layers, (input_size,), activation=activation, cost=_lookup_cost(cost))
+    except ValueError as exc:
+        raise _BadFileError(f"metadata describes a network this version cannot build: {exc}") from exc
+    sizes = [input_size, *(math.prod(s) for s in shapes_out)]
+    if any(n > MAX_LAYER_SIZE for n in sizes):
+        raise _BadFileError(f"layers of sizes {_short(sizes)} exceed the {MAX_LAYER_SIZE} values allowed per layer")
+    total = sum(math.prod(s) for layer in layers for s in layer.param_shapes())
+    if total > MAX_PARAMETERS:
+        raise _BadFileError(f"sizes {_short(sizes)} mean {total} parameters, more than the {MAX_PARAMETERS} allowed")
+    if version > 1 and metadata.get("sizes", sizes) != sizes:
+        raise _BadFileError(f"metadata 'sizes' {_short(metadata.get('sizes'))} do not match its layers ({sizes})")
+    shapes = {f"layer{i}_{k}": s for i, layer in enumerate(layers) for k, s in layer.file_shapes().items()}
+    return _Plan(version, layers, sizes, shapes, _DTYPES[dtype_name], activation, cost)
+
+
+def _lookup_cost(name: str) -> Cost:
+    if name not in COSTS:
+        raise ValueError(f"unknown cost {name!r}; expected one of: {', '.join(sorted(COSTS))}")
+    return COSTS[name]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_sizes(sizes: Any) -> list[int]:
+    """Format 1's 'sizes', checked against the limits."""
+    if (
+        not isinstance(sizes, list)
+        or not 2 <= len(sizes) <= MAX_LAYERS
+        or not all(_is_int(n) and 1 <= n <= MAX_LAYER_SIZE for n in sizes)
+    ):
+        raise _BadFileError(
+            f"metadata 'sizes' should be a list of 2 to {MAX_LAYERS} integers in 1..{MAX_LAYER_SIZE}, "
+            f"got {_short(sizes)}"
+        )
+    return sizes
 
 
 def _preprocess_name(metadata: Mapping[str, Any]) -> str:

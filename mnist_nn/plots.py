@@ -44,7 +44,7 @@ from mnist_nn.errors import MnistNNError, ModelFileError
 from mnist_nn.files import atomic_write
 from mnist_nn.metrics import Mistake, evaluate_network, format_count
 from mnist_nn.models import load_model
-from mnist_nn.train.loop import History
+from mnist_nn.train.history import History
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
 
 from mnist_nn.config import PRESETS
 from mnist_nn.data import MnistData
-from mnist_nn.nn.network import COSTS, HIDDEN_ACTIVATIONS, Network, Softmax
-from mnist_nn.train.loop import EpochRecord, History, Run, _Options, _Stepper, fit, learning_rate, sgd
+from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS, Softmax
+from mnist_nn.nn.costs import COSTS
+from mnist_nn.nn.network import Network
+from mnist_nn.train import EpochRecord, History, Run, fit
+from mnist_nn.train.optimizers import SGD, Momentum, Nesterov
+from mnist_nn.train.schedules import learning_rate
+from mnist_nn.train.step import Step
 
 COMBINATIONS = [(act, cost) for act in sorted(HIDDEN_ACTIVATIONS) for cost in sorted(COSTS)]
 
@@ -60,16 +66,15 @@ def _one_fast_step(
     *,
     l2: float = 0.0,
     n: int = 1,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    velocity: list[np.ndarray] | None = None,
+    optimizer: SGD | None = None,
 ) -> None:
     m = x.shape[0]
-    options = _Options(np.random.default_rng(0), 0.0, 1.0, nesterov, momentum, False)
-    stepper = _Stepper(net, m, options, velocity)
+    optimizer = optimizer if optimizer is not None else SGD()
+    optimizer.plan(net.params)
+    step = Step(net, m, optimizer, dropout=0.0, rng=np.random.default_rng(0), monitor_cost=False)
     xb = np.ones((m, x.shape[1] + 1))
     xb[:, :-1] = x
-    stepper.step(xb, xb.T, y, -eta / m, 1.0 - eta * l2 / n)
+    step(xb, xb.T, y, -eta / m, 1.0 - eta * l2 / n)
 
 
 @pytest.mark.parametrize(("activation", "cost"), COMBINATIONS)
@@ -93,16 +98,16 @@ def test_momentum_steps_follow_their_equations(nesterov: bool) -> None:
     twin = Network((4, 3, 2), seed=7, dtype=np.float64, activation="tanh", cost="log-likelihood")
     x, y = _batch(8, 5, 4, 2)
     eta, mu = 0.2, 0.9
-    velocity = [np.zeros_like(p) for p in net.params]
+    optimizer = Nesterov(mu) if nesterov else Momentum(mu)
     v = [np.zeros_like(p) for p in twin.params]
     for _ in range(3):
-        _one_fast_step(net, x, y, eta, momentum=mu, nesterov=nesterov, velocity=velocity)
+        _one_fast_step(net, x, y, eta, optimizer=optimizer)
         gw, gb = twin.backprop(x, y)
         for i, p in enumerate(twin.params):
             g = -eta / 5 * np.vstack([gw[i], gb[i]])
             v[i] = mu * v[i] + g
             p += mu * v[i] + g if nesterov else v[i]
-    for got, want in zip(net.params + velocity, twin.params + v, strict=True):
+    for got, want in zip(net.params + optimizer.state["velocity"], twin.params + v, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
@@ -112,18 +117,17 @@ def test_dropout_mask_rate_and_scaling_and_off_at_evaluation() -> None:
     net.params[0][:-1] = 0.01
     net.params[0][-1] = 1.0  # every hidden unit active (positive) before dropout
     m = 50
-    options = _Options(np.random.default_rng(2), p_drop, 1 - p_drop, False, 0.0, False)
-    stepper = _Stepper(net, m, options, None)
+    step = Step(net, m, SGD(), dropout=p_drop, rng=np.random.default_rng(2), monitor_cost=False)
     x, y = _batch(3, m, 20, 10)
     xb = np.ones((m, 21))
     xb[:, :-1] = x
-    stepper.step(xb, xb.T, y, 0.0, 1.0)  # scale 0: no update, just the masks
-    hidden = stepper.layers[0]
-    dropped = np.mean(hidden.a_view == 0)
+    step(xb, xb.T, y, 0.0, 1.0)  # scale 0: no update, just the masks
+    hidden: Any = step.steps[0]
+    dropped = np.mean(hidden.output == 0)
     count = m * 400
     assert abs(dropped - p_drop) < 4 * np.sqrt(p_drop * (1 - p_drop) / count)
-    kept = hidden.a_view != 0
-    np.testing.assert_allclose(hidden.a_view[kept], hidden.pre[kept] / (1 - p_drop))
+    kept = hidden.output != 0
+    np.testing.assert_allclose(hidden.output[kept], hidden.pre[kept] / (1 - p_drop))
     # Evaluation never drops: two forward passes agree and match the plain math.
     out = net.feedforward(x)
     assert np.array_equal(out, net.feedforward(x))
@@ -234,8 +238,8 @@ def test_training_with_every_option_is_deterministic_and_resumable() -> None:
     assert len(resumed.history.epochs) == 2
     fit(resumed, x, labels, validation=(x, labels))
     for a, b in zip(
-        straight.network.params + (straight.velocity or []),
-        resumed.network.params + (resumed.velocity or []),
+        straight.network.params + straight.optimizer.state.get("velocity", []),
+        resumed.network.params + resumed.optimizer.state.get("velocity", []),
         strict=True,
     ):
         assert np.array_equal(a, b)
@@ -252,14 +256,15 @@ def test_bad_component_options_are_refused() -> None:
     net = Network((4, 2))
     x = np.zeros((5, 4))
     labels = np.zeros(5, dtype=int)
-    for kwargs, message in [
-        ({"dropout": 1.0}, "dropout probabilities"),
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"momentum": -0.1}, "momentum"),
-        ({"l2": -1.0}, "L2 lambda"),
+        ({"l2": -1.0}, "l2 must be >= 0"),
         ({"schedule": "plateau"}, "need validation data"),
-    ]:
+    ]
+    for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
-            sgd(net, x, labels, epochs=1, batch_size=5, eta=1.0, rng=np.random.default_rng(0), **kwargs)  # type: ignore[arg-type]
+            fit(Run.for_network(net, np.random.default_rng(0), epochs=1, batch_size=5, eta=1.0, **kwargs), x, labels)
 
 
 @pytest.mark.real_data

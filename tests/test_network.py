@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from mnist_nn.nn.network import Network, as_arrays, sigmoid
+from mnist_nn.nn.activations import sigmoid
+from mnist_nn.nn.network import Network, as_arrays
 from mnist_nn.nn.reference import backprop_example, update_mini_batch
-from mnist_nn.train.loop import sgd
+from mnist_nn.train import Run, fit
 
 
 def _batch(rng: np.random.Generator, m: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +79,7 @@ def test_one_update_on_a_2_2_1_network_worked_by_hand() -> None:
     np.testing.assert_allclose(grad_b[0], [-0.010180, -0.012125], atol=1e-6)
     np.testing.assert_allclose(grad_w[0], [[-0.010180, -0.012125], [0.0, 0.0]], atol=1e-6)
     # With eta = 1 and m = 1 the update subtracts the gradient: w2 = [0.542863, 0.644892].
-    sgd(net, x, np.array([0]), epochs=1, batch_size=1, eta=1.0, rng=np.random.default_rng(0))
+    fit(Run.for_network(net, np.random.default_rng(0), epochs=1, batch_size=1, eta=1.0), x, np.array([0]))
     np.testing.assert_allclose(net.weights[1].ravel(), [0.542863, 0.644892], atol=1e-6)
     np.testing.assert_allclose(net.biases[1], [0.081647], atol=1e-6)
 
@@ -90,14 +91,10 @@ def test_vectorized_sgd_equals_the_per_example_reference(batch_size: int) -> Non
     labels = rng.integers(0, 3, size=23)
     fast = Network((6, 5, 3), seed=7, dtype=np.float64)
     slow = Network((6, 5, 3), seed=7, dtype=np.float64)
-    sgd(
-        fast,
+    fit(
+        Run.for_network(fast, np.random.default_rng(9), epochs=2, batch_size=batch_size, eta=0.7),
         x,
         labels,
-        epochs=2,
-        batch_size=batch_size,
-        eta=0.7,
-        rng=np.random.default_rng(9),
         monitor_cost=False,
     )
     order_rng = np.random.default_rng(9)
@@ -117,7 +114,7 @@ def test_one_sgd_step_lowers_the_cost_on_a_fixed_batch() -> None:
     labels = rng.integers(0, 4, size=32)
     net = Network((8, 6, 4), seed=12)
     before = net.total_cost(x, labels)
-    sgd(net, x, labels, epochs=1, batch_size=32, eta=0.5, rng=rng)
+    fit(Run.for_network(net, rng, epochs=1, batch_size=32, eta=0.5), x, labels)
     assert net.total_cost(x, labels) < before
 
 
@@ -129,23 +126,19 @@ def test_same_seed_gives_bit_identical_weights_and_history(dtype: type) -> None:
     runs = []
     for _ in range(2):
         net = Network((10, 7, 3), seed=21, dtype=dtype)
-        history = sgd(
-            net,
+        history = fit(
+            Run.for_network(net, np.random.default_rng(22), epochs=3, batch_size=10, eta=1.0),
             x,
             labels,
-            epochs=3,
-            batch_size=10,
-            eta=1.0,
-            rng=np.random.default_rng(22),
             validation=(x[:50], labels[:50]),
-        )
+        ).history
         runs.append((net, [(r.validation_correct, r.train_cost) for r in history.epochs]))
     for a, b in zip(runs[0][0].params, runs[1][0].params, strict=True):
         assert a.dtype == dtype
         assert np.array_equal(a, b)
     assert runs[0][1] == runs[1][1]
     other = Network((10, 7, 3), seed=21, dtype=dtype)
-    sgd(other, x, labels, epochs=3, batch_size=10, eta=1.0, rng=np.random.default_rng(23))
+    fit(Run.for_network(other, np.random.default_rng(23), epochs=3, batch_size=10, eta=1.0), x, labels)
     assert not np.array_equal(other.params[0], runs[0][0].params[0])
 
 
@@ -205,44 +198,28 @@ def test_bad_options_and_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match=r"expected images of shape \(n, 4\), got \(5, 2, 2\)"):
         net.count_correct(np.zeros((5, 2, 2)), np.zeros(5, dtype=int))
     with pytest.raises(ValueError, match=r"expected labels of shape \(5,\), got \(4,\)"):
-        sgd(
-            net,
+        fit(
+            Run.for_network(net, np.random.default_rng(0), epochs=1, batch_size=1, eta=1.0),
             np.zeros((5, 4)),
             np.zeros(4, dtype=int),
-            epochs=1,
-            batch_size=1,
-            eta=1.0,
-            rng=np.random.default_rng(0),
         )
     with pytest.raises(ValueError, match=r"labels in 0..1"):
         net.count_correct(np.zeros((2, 4)), np.array([0, 7]))
     with pytest.raises(ValueError, match="batch size between 1 and 5"):
-        sgd(
-            net,
+        fit(
+            Run.for_network(net, np.random.default_rng(0), epochs=1, batch_size=6, eta=1.0),
             np.zeros((5, 4)),
             np.zeros(5, dtype=int),
-            epochs=1,
-            batch_size=6,
-            eta=1.0,
-            rng=np.random.default_rng(0),
         )
-    with pytest.raises(ValueError, match="eta > 0"):
-        sgd(
-            net,
+    with pytest.raises(ValueError, match="eta must be a positive number"):
+        fit(
+            Run.for_network(net, np.random.default_rng(0), epochs=1, batch_size=1, eta=0.0),
             np.zeros((5, 4)),
             np.zeros(5, dtype=int),
-            epochs=1,
-            batch_size=1,
-            eta=0.0,
-            rng=np.random.default_rng(0),
         )
-    with pytest.raises(ValueError, match="epochs >= 0"):
-        sgd(
-            net,
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        fit(
+            Run.for_network(net, np.random.default_rng(0), epochs=-1, batch_size=1, eta=1.0),
             np.zeros((5, 4)),
             np.zeros(5, dtype=int),
-            epochs=-1,
-            batch_size=1,
-            eta=1.0,
-            rng=np.random.default_rng(0),
         )

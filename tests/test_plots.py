@@ -39,7 +39,7 @@ from mnist_nn.plots import (
     plot_training_curves,
     require_matplotlib,
 )
-from mnist_nn.train.loop import EpochRecord, History, Run, fit
+from mnist_nn.train import EpochRecord, History, Run, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

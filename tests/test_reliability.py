@@ -22,7 +22,7 @@ import pytest
 from mnist_nn.cli import evaluate_main, train_main
 from mnist_nn.errors import ModelFileError
 from mnist_nn.models import load_model
-from mnist_nn.train import loop as training
+from mnist_nn.train.step import Step
 
 pytestmark = pytest.mark.reliability
 
@@ -128,16 +128,16 @@ def test_a_failed_save_leaves_the_earlier_model_intact(
 def test_divergence_names_the_epoch_and_keeps_the_last_good_weights(
     mnist_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_step = training._Stepper.step
+    real_step = Step.__call__
     steps = {"n": 0}
 
     def step_that_blows_up_in_epoch_3(self: Any, *args: Any) -> None:
         real_step(self, *args)
         steps["n"] += 1
         if steps["n"] == 2 * 5000 + 10:  # ten steps into the third epoch (5,000 steps an epoch)
-            self.net.params[0][0, 0] = np.nan
+            self.network.params[0][0, 0] = np.nan
 
-    monkeypatch.setattr(training._Stepper, "step", step_that_blows_up_in_epoch_3)
+    monkeypatch.setattr(Step, "__call__", step_that_blows_up_in_epoch_3)
     model = tmp_path / "d.npz"
     code = train_main(["--data-dir", str(mnist_cache), "--epochs", "5", *SMALL, "--quiet", "--save", str(model)])
     assert code == 1

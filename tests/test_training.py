@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mnist_nn import Network
 from mnist_nn.data import MnistData
 from mnist_nn.errors import TrainingError
-from mnist_nn.nn.network import Network
-from mnist_nn.train.loop import EpochRecord, sgd
+from mnist_nn.train import EpochRecord, Run, fit
 
 
 def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -26,18 +26,14 @@ def test_learns_a_tiny_separable_problem_and_records_every_epoch() -> None:
     net = Network((5, 8, 3), seed=3)
     seen: list[EpochRecord] = []
     progress: list[tuple[int, int]] = []
-    history = sgd(
-        net,
+    history = fit(
+        Run.for_network(net, np.random.default_rng(4), epochs=20, batch_size=10, eta=3.0),
         x,
         labels,
-        epochs=20,
-        batch_size=10,
-        eta=3.0,
-        rng=np.random.default_rng(4),
         validation=(vx, vlabels),
-        on_epoch=seen.append,
+        on_epoch=lambda record, run: seen.append(record),
         on_progress=lambda done, n: progress.append((done, n)),
-    )
+    ).history
     assert [r.epoch for r in history.epochs] == list(range(1, 21))
     assert seen == history.epochs
     last = history.epochs[-1]
@@ -64,21 +60,17 @@ def test_diverging_weights_stop_training_with_a_clear_error() -> None:
     net = Network((5, 4, 3), seed=8)
     net.params[0][0, 0] = np.inf
     with pytest.raises(TrainingError, match="epoch 1; try a lower learning rate"):
-        sgd(net, x, labels, epochs=2, batch_size=10, eta=1.0, rng=np.random.default_rng(0))
+        fit(Run.for_network(net, np.random.default_rng(0), epochs=2, batch_size=10, eta=1.0), x, labels)
 
 
 @pytest.mark.real_data
 def test_one_epoch_of_nielsens_network_reaches_90_percent(mnist: MnistData) -> None:
     net = Network([784, 30, 10], seed=0)
-    history = sgd(
-        net,
+    history = fit(
+        Run.for_network(net, np.random.default_rng(0), epochs=1, batch_size=10, eta=3.0),
         *mnist.train,
-        epochs=1,
-        batch_size=10,
-        eta=3.0,
-        rng=np.random.default_rng(0),
         validation=mnist.validation,
-    )
+    ).history
     correct = history.epochs[0].validation_correct
     assert correct is not None and correct >= 9_000, correct
 

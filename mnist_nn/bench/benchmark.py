@@ -7,7 +7,7 @@ nothing here prints or reads argv (``mnist_nn.cli.benchmark`` does):
   worker processes if asked, and reports every seed's validation and test
   counts and the spread of test accuracy. The test count is that of the
   served weights (the best validation epoch's, see ``Run.served``).
-- ``speed_benchmark`` times whole training epochs of ``mnist_nn.train.loop.sgd``
+- ``speed_benchmark`` times whole training epochs of ``mnist_nn.train.loop.fit``
   beside the per-example reference ``mnist_nn.nn.reference.sgd_reference``, and
   also inference, a large matrix product (the BLAS ceiling the training
   step is compared with), a warm-cache data load and the peak memory of a
@@ -44,9 +44,10 @@ from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE, TrainConfig, 
 from mnist_nn.data import MnistData, load_mnist
 from mnist_nn.data.download import ensure_mnist
 from mnist_nn.errors import MnistNNError
-from mnist_nn.nn.network import Network
 from mnist_nn.nn.reference import sgd_reference
-from mnist_nn.train.loop import Run, fit, sgd
+from mnist_nn.train.loop import fit
+from mnist_nn.train.nielsen import Network
+from mnist_nn.train.run import Run
 
 # Variables that the common BLAS builds read when they load: set to 1 in the
 # environment of worker processes, before numpy is imported there.
@@ -742,23 +743,17 @@ def measure_gemm(n: int, dtype: str, repeats: int) -> GemmSpeed:
 
 
 def measure_training(shape: TrainingShape, data: MnistData, train_size: int, repeats: int) -> TrainingSpeed:
-    """Epochs 2..repeats+1 of one ``sgd`` call on the first ``train_size`` training images.
+    """Epochs 2..repeats+1 of one ``fit`` call on the first ``train_size`` training images.
 
     The first epoch is left out because it pays for first touches of
     memory; the per-epoch seconds come from the ``History`` (shuffle and
     steps only: no cost monitoring, no validation).
     """
-    network = Network(shape.sizes, seed=0, dtype=shape.dtype)
-    history = sgd(
-        network,
-        data.train.images[:train_size],
-        data.train.labels[:train_size],
-        epochs=repeats + 1,
-        batch_size=shape.batch_size,
-        eta=SPEED_ETA,
-        rng=np.random.default_rng(0),
-        monitor_cost=False,
+    config = TrainConfig(
+        sizes=shape.sizes, epochs=repeats + 1, batch_size=shape.batch_size, eta=SPEED_ETA, seed=0, dtype=shape.dtype
     )
+    run = Run(config, Network(shape.sizes, seed=0, dtype=shape.dtype), np.random.default_rng(0))
+    history = fit(run, data.train.images[:train_size], data.train.labels[:train_size], monitor_cost=False).history
     return TrainingSpeed("vectorized", shape, Timing(train_size, tuple(r.seconds for r in history.epochs[1:])))
 
 

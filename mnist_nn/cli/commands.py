@@ -52,9 +52,14 @@ from mnist_nn.errors import ConfigError, ModelFileError, TrainingError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import Evaluation, evaluate_network, format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
-from mnist_nn.nn.network import COSTS, HIDDEN_ACTIVATIONS, INITS, Network
+from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
+from mnist_nn.nn.costs import COSTS
+from mnist_nn.nn.layers import INITS
 from mnist_nn.train.augment import parse_augment
-from mnist_nn.train.loop import SCHEDULES, EpochRecord, History, Run, fit
+from mnist_nn.train.history import EpochRecord, History
+from mnist_nn.train.loop import fit
+from mnist_nn.train.run import Run
+from mnist_nn.train.schedules import SCHEDULES
 from mnist_nn.train.transforms import TRANSFORMS
 
 # --- download ---------------------------------------------------------------------------
@@ -298,22 +303,18 @@ def _resumed_run(saved: SavedModel, config: TrainConfig) -> Run:
         rng.bit_generator.state = saved.resume.rng_state
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: cannot resume: {exc}") from None
-    network = Network(
-        config.sizes,
-        dtype=config.dtype,
-        activation=config.activation,
-        cost=config.cost,
-        seed=0,
-        transform=saved.network.transform,
-    )
-    network.set_params(saved.resume.params)
-    velocity = saved.resume.optimizer.get("velocity")
-    run = Run(config=config, network=network, rng=rng, history=history, velocity=velocity)
-    best = history.best()
-    if saved.metadata.get("served") == "best" and best is not None:
-        run.best_params = saved.network.copy_params()
-        run.best_epoch = best.epoch
-    return run
+    try:
+        return Run.restore(
+            config,
+            saved.network,
+            params=saved.resume.params,
+            optimizer_state=saved.resume.optimizer,
+            rng=rng,
+            history=history,
+            served_is_best=saved.metadata.get("served") == "best",
+        )
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: cannot resume: {exc}") from None
 
 
 def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: str = "complete") -> int:
@@ -349,7 +350,7 @@ def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: st
     }
     state = ResumeState(
         params=snapshot.params,
-        optimizer={"velocity": snapshot.velocity} if snapshot.velocity is not None else {},
+        optimizer=snapshot.optimizer_state,
         rng_state=snapshot.rng_state,
         epochs_completed=snapshot.epochs_completed,
     )

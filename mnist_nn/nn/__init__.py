@@ -2,4 +2,17 @@
 
 Pure NumPy math: nothing here does I/O or knows about training loops, files or
 the command line.
+
+- ``activations``: sigmoid, tanh, ReLU and softmax, by name.
+- ``costs``: quadratic, cross-entropy and log-likelihood, by name.
+- ``layers``: ``Layer`` (what a layer owns) and ``Dense``.
+- ``network``: ``Network(layers)``, forward pass and backpropagation (BP1-BP4).
+- ``reference``: Nielsen's per-example backpropagation, the tests' oracle.
 """
+
+from __future__ import annotations
+
+from mnist_nn.nn.layers import Dense, Layer
+from mnist_nn.nn.network import Network
+
+__all__ = ["Dense", "Layer", "Network"]

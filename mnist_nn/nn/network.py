@@ -1,260 +1,50 @@
-"""The network: parameters, forward pass, backpropagation and the cost.
+"""The network: a stack of layers, its forward pass, backpropagation and the cost.
 
-Arrays are batch first. For a mini-batch of m examples and a layer with
+Arrays are batch first. For a mini-batch of m examples and a dense layer with
 n_in inputs and n_out neurons:
 
     x         (m, n_in)       activations entering the layer (the images for layer 1)
     weights   (n_in, n_out)   biases (n_out,)
     z         (m, n_out)      z = x @ weights + biases
-    a         (m, n_out)      a = sigma(z)
+    a         (m, n_out)      a = f(z)
 
 Backpropagation in this layout (Nielsen's BP1-BP4, rows are examples), with
 L the output layer, y the one-hot targets and * elementwise:
 
-    BP1  delta_L = (a_L - y) * sigma'(z_L)                 (quadratic cost)
-    BP2  delta_l = (delta_{l+1} @ weights_{l+1}.T) * sigma'(z_l)
+    BP1  delta_L = (a_L - y) * f'(z_L)                 (quadratic cost; a_L - y for the
+                                                         cross-entropy and log-likelihood costs)
+    BP2  delta_l = (delta_{l+1} @ weights_{l+1}.T) * f'(z_l)
     BP3  grad_b_l = delta_l.sum(axis=0)
     BP4  grad_w_l = a_{l-1}.T @ delta_l
 
 Gradients are sums over the mini-batch; an SGD step subtracts eta/m times
-them, so eta means what it means in Nielsen's book.
-
-Each layer's weights and biases live in one (n_in + 1, n_out) array,
-``params[l]``: the first n_in rows are ``weights[l]`` and the last row is
-``biases[l]`` (both are views into it). Appending a column of ones to x turns
-x @ weights + biases into one matrix product, and its gradient a_{l-1}.T @
-delta_l carries BP3 in its last row, which is what makes the training loop
-in ``mnist_nn.train.loop`` fast. This module imports nothing else from the
-package and does no I/O.
+them, so eta means what it means in Nielsen's book. ``Network.backprop`` runs
+these equations as written, one layer at a time: the cost gives BP1, and each
+layer's ``backward`` (``mnist_nn.nn.layers``) takes the delta arriving from
+above, applies its factor of BP2, returns BP3 and BP4 and passes
+delta @ weights.T below. The fast step of ``mnist_nn.train`` runs the same
+equations on preallocated buffers (``Layer.plan``). This package imports
+nothing from training or the command line and does no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.floating[Any]]
+from mnist_nn.config import IMAGE_PIXELS
+from mnist_nn.nn.activations import ACTIVATIONS, Activation, FloatArray
+from mnist_nn.nn.costs import COSTS, Cost
+from mnist_nn.nn.layers import INITS, Dense, Layer, Shape, layer_from_description
+
 IntArray = npt.NDArray[np.int64]
 
 EVAL_CHUNK = 10_000  # rows per forward pass when evaluating large sets
-
-
-# --- activations -----------------------------------------------------------------------
-
-
-def sigmoid(z: FloatArray, out: FloatArray | None = None) -> FloatArray:
-    """The logistic function 1 / (1 + exp(-z)), computed as 0.5 + 0.5 * tanh(z / 2).
-
-    The tanh form never overflows (exp(-z) does for z < -88 in float32),
-    costs four in-place NumPy calls and is within one ulp of 1.0 of the exact
-    value everywhere (so deep in the negative tail it rounds to 0).
-    """
-    out = np.multiply(z, 0.5, out=out)
-    np.tanh(out, out=out)
-    np.multiply(out, 0.5, out=out)
-    np.add(out, 0.5, out=out)
-    return out
-
-
-def sigmoid_prime(z: FloatArray) -> FloatArray:
-    """Derivative of the sigmoid: sigma(z) * (1 - sigma(z))."""
-    s = sigmoid(z)
-    return s * (1.0 - s)
-
-
-class Activation(Protocol):
-    """An activation whose derivative can be written in terms of its output.
-
-    ``forward`` may write into ``z`` itself. ``scale_by_derivative`` multiplies
-    delta by f'(z) using only a = f(z), so the training step keeps no z.
-    Softmax is not elementwise: it only serves as the output of the
-    log-likelihood cost, whose delta needs no derivative.
-    """
-
-    name: str
-
-    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
-        """a = f(z), written into ``out``."""
-        ...
-
-    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
-        """delta *= f'(z), computed from the output a = f(z); ``work`` is scratch of a's shape."""
-        ...
-
-
-class Sigmoid:
-    """sigma(z) = 1 / (1 + exp(-z)); sigma' = a * (1 - a)."""
-
-    name = "sigmoid"
-
-    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
-        """a = sigma(z)."""
-        return sigmoid(z, out=out)
-
-    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
-        """delta *= a * (1 - a)."""
-        np.subtract(1.0, a, out=work)
-        np.multiply(work, a, out=work)
-        np.multiply(delta, work, out=delta)
-
-
-class Tanh:
-    """tanh(z); tanh' = 1 - a^2."""
-
-    name = "tanh"
-
-    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
-        """a = tanh(z)."""
-        return np.tanh(z, out=out)
-
-    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
-        """delta *= 1 - a^2."""
-        np.multiply(a, a, out=work)
-        np.subtract(1.0, work, out=work)
-        np.multiply(delta, work, out=delta)
-
-
-class ReLU:
-    """max(z, 0); its derivative is 1 where a > 0, else 0 (0 at z = 0, by convention)."""
-
-    name = "relu"
-
-    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
-        """a = max(z, 0)."""
-        return np.maximum(z, 0.0, out=out)
-
-    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
-        """delta *= (a > 0)."""
-        np.greater(a, 0.0, out=work)
-        np.multiply(delta, work, out=delta)
-
-
-class Softmax:
-    """softmax(z)_j = exp(z_j) / sum_k exp(z_k) over each row; the log-likelihood cost's output."""
-
-    name = "softmax"
-
-    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
-        """a = softmax(z) row by row, shifted by the row maximum so exp never overflows."""
-        np.subtract(z, z.max(axis=1, keepdims=True), out=out)
-        np.exp(out, out=out)
-        np.divide(out, out.sum(axis=1, keepdims=True), out=out)
-        return out
-
-    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
-        """Not elementwise: softmax is only used with the log-likelihood cost."""
-        raise NotImplementedError("softmax is only used as the output of the log-likelihood cost")
-
-
-HIDDEN_ACTIVATIONS: dict[str, Activation] = {"sigmoid": Sigmoid(), "tanh": Tanh(), "relu": ReLU()}
-ACTIVATIONS = HIDDEN_ACTIVATIONS  # the names ``activation=`` accepts
-
-
-# --- costs ---------------------------------------------------------------------------
-
-_LOG_FLOOR = 1e-300  # keeps log() finite where an output rounds to exactly 0 or 1
-
-
-class Cost(Protocol):
-    """A cost C(a, y) of the output activations a and one-hot targets y, with its output layer."""
-
-    name: str
-    output: Activation  # the output layer's activation that this cost is paired with
-
-    def fn(self, a: FloatArray, y: FloatArray) -> float:
-        """The cost summed over the rows of a (m, 10) batch."""
-        ...
-
-    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
-        """delta_L = dC/dz_L for the batch, written into ``out`` (BP1)."""
-        ...
-
-
-class QuadraticCost:
-    """C = 1/2 ||a - y||^2 per example, sigmoid outputs; delta_L = (a - y) * sigma'(z_L)."""
-
-    name = "quadratic"
-    output: Activation = Sigmoid()
-
-    def fn(self, a: FloatArray, y: FloatArray) -> float:
-        """Sum over the batch of 1/2 ||a - y||^2."""
-        d = a - y
-        return 0.5 * float(np.einsum("ij,ij->", d, d, dtype=np.float64))
-
-    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
-        """delta_L = (a - y) * a * (1 - a)."""
-        np.subtract(a, y, out=out)
-        self.output.scale_by_derivative(a, out, work)
-
-
-class CrossEntropyCost:
-    """C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)], sigmoid outputs; delta_L = a - y.
-
-    The sigmoid's derivative cancels, so saturated output neurons still learn
-    fast (Nielsen, chapter 3).
-    """
-
-    name = "cross-entropy"
-    output: Activation = Sigmoid()
-
-    def fn(self, a: FloatArray, y: FloatArray) -> float:
-        """Sum over the batch of the binary cross-entropy of every output."""
-        a64 = a.astype(np.float64)
-        c = y * np.log(np.maximum(a64, _LOG_FLOOR)) + (1.0 - y) * np.log(np.maximum(1.0 - a64, _LOG_FLOOR))
-        return -float(c.sum())
-
-    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
-        """delta_L = a - y."""
-        np.subtract(a, y, out=out)
-
-
-class LogLikelihoodCost:
-    """C = -ln a_y (the output for the true class), softmax outputs; delta_L = a - y."""
-
-    name = "log-likelihood"
-    output: Activation = Softmax()
-
-    def fn(self, a: FloatArray, y: FloatArray) -> float:
-        """Sum over the batch of -ln a_y."""
-        picked = np.einsum("ij,ij->i", a.astype(np.float64), y)
-        return -float(np.log(np.maximum(picked, _LOG_FLOOR)).sum())
-
-    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
-        """delta_L = a - y."""
-        np.subtract(a, y, out=out)
-
-
-COSTS: dict[str, Cost] = {c.name: c for c in (QuadraticCost(), CrossEntropyCost(), LogLikelihoodCost())}
-
-
-# --- initialization ------------------------------------------------------------------
-
-
-def _init_layer(rng: np.random.Generator, n_in: int, n_out: int, init: str) -> npt.NDArray[np.float64]:
-    """One layer's (n_in + 1, n_out) parameters; the last row is the biases."""
-    if init == "glorot":
-        limit = np.sqrt(6.0 / (n_in + n_out))
-        p = rng.uniform(-limit, limit, size=(n_in + 1, n_out))
-        p[-1] = 0.0
-        return p
-    p = rng.standard_normal((n_in + 1, n_out))
-    if init == "scaled":  # Nielsen's chapter 3: weights N(0, 1/n_in), biases N(0, 1)
-        p[:-1] /= np.sqrt(n_in)
-    elif init == "he":  # He et al. 2015, for ReLU: weights N(0, 2/n_in), biases 0
-        p[:-1] *= np.sqrt(2.0 / n_in)
-        p[-1] = 0.0
-    return p
-
-
-# Initializations by name: "normal" is Nielsen's chapter 1 (weights and biases N(0, 1)).
-INITS = ("normal", "scaled", "he", "glorot")
-
-
-# --- input transforms ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -266,9 +56,6 @@ class InputTransform:
 
     name: str
     fn: Callable[[FloatArray], FloatArray]
-
-
-# --- the network -------------------------------------------------------------------
 
 
 def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -291,81 +78,162 @@ def _check_dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
     return dt
 
 
-def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
+def _lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
     if name not in table:
         raise ValueError(f"unknown {what} {name!r}; expected one of: {', '.join(sorted(table))}")
     return table[name]
 
 
+def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str, cost: Cost) -> list[Shape]:
+    """Build each layer on the previous one's output and fix its activation; returns the output shapes.
+
+    A layer without an activation of its own gets ``activation`` when
+    hidden and the cost's output activation when last; a last layer whose
+    activation differs from the cost's is refused. Nothing is allocated, so
+    a model file's description can be checked before its arrays are read.
+    """
+    if not layers:
+        raise ValueError("expected at least one layer, got none")
+    shapes = []
+    shape = input_shape
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise ValueError(f"expected layers such as Dense(30), got {layer!r}")
+        shape = layer.build(shape)
+        shapes.append(shape)
+        name = getattr(layer, "activation_name", None)
+        last = i == len(layers) - 1
+        if last:
+            if name is not None and name != cost.output.name:
+                raise ValueError(
+                    f"the {cost.name} cost needs {cost.output.name} outputs, "
+                    f"but the last layer's activation is {name!r}"
+                )
+            layer.activation = cost.output
+        else:
+            layer.activation = _lookup(ACTIVATIONS, name or activation, "activation")
+    return shapes
+
+
 class Network:
-    """A fully connected feedforward network, e.g. ``Network([784, 30, 10])``.
+    """A feedforward network: ``Network([784, 30, 10])`` or ``Network([Dense(30), Dense(10)])``.
 
     Args:
-        sizes: neurons per layer, input first.
+        layers: neurons per layer, input first (a stack of ``Dense`` layers, as
+            Nielsen's ``Network(sizes)``), or the layers themselves.
+        input_size: inputs per example when ``layers`` are layers (784 pixels by default).
         rng: the generator that draws the initial weights (default: seeded with ``seed``).
         seed: used only when ``rng`` is None.
         dtype: float32 or float64 for every parameter and activation.
-        activation: the hidden layers' activation: "sigmoid" (default), "tanh" or "relu".
+        activation: the hidden layers' activation where a layer names none:
+            "sigmoid" (default), "tanh" or "relu".
         cost: "quadratic" (default), "cross-entropy" (both with sigmoid outputs)
             or "log-likelihood" (softmax outputs).
         init: "normal" (default: weights and biases drawn from the standard
             normal, as Nielsen's chapter 1), "scaled" (weights N(0, 1/n_in), his
-            chapter 3), "he" (N(0, 2/n_in), biases 0) or "glorot" (uniform).
-
+            chapter 3), "he" (N(0, 2/n_in), biases 0) or "glorot" (uniform);
+            None leaves every parameter 0 (for loading saved weights).
         transform: an ``InputTransform`` applied to every input first (e.g. deskewing).
 
-    With one output layer only (no hidden layer) the cost's output activation
-    is the only activation.
+    Layers are drawn in order from one generator, so ``Network([784, 30, 10],
+    seed=s)`` starts from the same weights as before layers existed.
     """
 
     def __init__(
         self,
-        sizes: Sequence[int],
+        layers: Sequence[int] | Sequence[Layer],
         *,
+        input_size: int = IMAGE_PIXELS,
         rng: np.random.Generator | None = None,
         seed: int | None = 0,
         dtype: npt.DTypeLike = np.float32,
         activation: str = "sigmoid",
         cost: str = "quadratic",
-        init: str = "normal",
+        init: str | None = "normal",
         transform: InputTransform | None = None,
     ) -> None:
-        self.sizes = _check_sizes(sizes)
+        if isinstance(layers, str) or not all(isinstance(layer, Layer) for layer in layers) or not layers:
+            sizes = _check_sizes(layers)  # type: ignore[arg-type]
+            stack: list[Layer] = [Dense(n) for n in sizes[1:]]
+            input_size = sizes[0]
+        else:
+            stack = list(layers)  # type: ignore[arg-type]
         self.dtype = _check_dtype(dtype)
         self.activation: Activation = _lookup(ACTIVATIONS, activation, "activation")
         self.cost: Cost = _lookup(COSTS, cost, "cost")
-        if init not in INITS:
+        if init is not None and init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
         self.init = init
         self.transform = transform
-        if rng is None:
+        self.input_size = int(input_size)
+        build_layers(stack, (self.input_size,), activation=activation, cost=self.cost)
+        self.layers: list[Layer] = stack
+        if rng is None and init is not None:
             rng = np.random.default_rng(seed)
-        # Drawn in float64 and then cast, so a float32 and a float64 network
-        # built from the same seed start from the same weights.
-        self.params: list[FloatArray] = [
-            _init_layer(rng, n_in, n_out, init).astype(self.dtype)
-            for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
-        ]
+        for layer in self.layers:
+            layer.initialize(rng, init or "normal", self.dtype)
+
+    # --- what the network is ---
 
     @property
-    def layer_activations(self) -> list[Activation]:
-        """The activation of each layer: the hidden one, then the cost's output activation."""
-        return [self.activation] * (len(self.params) - 1) + [self.cost.output]
+    def sizes(self) -> tuple[int, ...]:
+        """Values per example entering the network and leaving each layer, e.g. (784, 30, 10)."""
+        return (self.input_size, *(math.prod(layer.output_shape) for layer in self.layers))
 
     @property
     def num_layers(self) -> int:
         """Layers including the input layer, as in Nielsen's ``num_layers``."""
-        return len(self.sizes)
+        return len(self.layers) + 1
+
+    @property
+    def layer_activations(self) -> list[Activation]:
+        """The activation of each layer, the cost's output activation last."""
+        return [layer.activation for layer in self.layers]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each layer's JSON-ready description, input side first."""
+        return [layer.describe() for layer in self.layers]
+
+    @classmethod
+    def from_description(cls, descriptions: Sequence[Any], **kwargs: Any) -> Network:
+        """The network that ``describe()`` described (weights all 0 unless ``init`` is given)."""
+        kwargs.setdefault("init", None)
+        return cls([layer_from_description(d) for d in descriptions], **kwargs)
+
+    def clone(self, params: Sequence[FloatArray] | None = None) -> Network:
+        """A new network of the same kind and layers, holding ``params`` (default: a copy of this one's)."""
+        net = type(self).from_description(
+            self.describe(),
+            input_size=self.input_size,
+            dtype=self.dtype,
+            activation=self.activation.name,
+            cost=self.cost.name,
+            transform=self.transform,
+        )
+        net.init = self.init
+        net.set_params(self.params if params is None else params)
+        return net
+
+    # --- parameters ---
+
+    @property
+    def params(self) -> list[FloatArray]:
+        """Every array training updates, layer by layer (a dense layer's weights and biases in one)."""
+        return [p for layer in self.layers for p in layer.params]
 
     @property
     def weights(self) -> list[FloatArray]:
-        """weights[l] has shape (n_in, n_out): a view of ``params[l]``."""
-        return [p[:-1] for p in self.params]
+        """weights[l] has shape (n_in, n_out): views into ``params``, for the layers that have weights."""
+        return [wb[0] for wb in self._weights_and_biases()]
 
     @property
     def biases(self) -> list[FloatArray]:
-        """biases[l] has shape (n_out,): a view of ``params[l]``."""
-        return [p[-1] for p in self.params]
+        """biases[l] has shape (n_out,): views into ``params``."""
+        return [wb[1] for wb in self._weights_and_biases()]
+
+    def _weights_and_biases(self) -> list[tuple[FloatArray, FloatArray]]:
+        found = (layer.weights_and_biases(layer.params) for layer in self.layers)
+        return [wb for wb in found if wb is not None]
 
     def copy_params(self) -> list[FloatArray]:
         """A deep copy of the parameters (for keeping the best epoch's weights)."""
@@ -373,19 +241,49 @@ class Network:
 
     def set_params(self, params: Sequence[FloatArray]) -> None:
         """Copy ``params`` into this network's parameter arrays (shapes must match)."""
-        if len(params) != len(self.params):
-            raise ValueError(f"expected {len(self.params)} parameter arrays, got {len(params)}")
-        for mine, theirs in zip(self.params, params, strict=True):
-            if mine.shape != theirs.shape:
-                raise ValueError(f"expected parameters of shape {mine.shape}, got {theirs.shape}")
-            mine[...] = theirs
+        mine = self.params
+        if len(params) != len(mine):
+            raise ValueError(f"expected {len(mine)} parameter arrays, got {len(params)}")
+        for p, theirs in zip(mine, params, strict=True):
+            if p.shape != theirs.shape:
+                raise ValueError(f"expected parameters of shape {p.shape}, got {theirs.shape}")
+            p[...] = theirs
+
+    def named_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
+        """A params-shaped list as a model file's named arrays: ``layer0_w``, ``layer0_b``, ..."""
+        named: dict[str, FloatArray] = {}
+        for i, (layer, chunk) in enumerate(zip(self.layers, self._split(params), strict=True)):
+            named.update({f"layer{i}_{k}": v for k, v in layer.file_arrays(chunk).items()})
+        return named
+
+    def named_shapes(self) -> dict[str, Shape]:
+        """The names and shapes ``named_arrays`` gives, known before anything is read."""
+        return {f"layer{i}_{k}": s for i, layer in enumerate(self.layers) for k, s in layer.file_shapes().items()}
+
+    def params_from_named(self, arrays: Mapping[str, FloatArray]) -> list[FloatArray]:
+        """The inverse of ``named_arrays``: new arrays laid out like ``params``."""
+        params: list[FloatArray] = []
+        for i, layer in enumerate(self.layers):
+            mine = {k: arrays[f"layer{i}_{k}"] for k in layer.file_shapes()}
+            params.extend(layer.params_from_file(mine, self.dtype))
+        return params
+
+    def _split(self, params: Sequence[FloatArray]) -> list[Sequence[FloatArray]]:
+        """A params-shaped list cut into each layer's share."""
+        chunks, k = [], 0
+        for layer in self.layers:
+            chunks.append(params[k : k + len(layer.params)])
+            k += len(layer.params)
+        if k != len(params):
+            raise ValueError(f"expected {k} parameter arrays, got {len(params)}")
+        return chunks
 
     # --- inputs ---
 
     def check_images(self, images: npt.ArrayLike, what: str = "images") -> FloatArray:
         """Return ``images`` as a (m, n_in) array of this network's dtype, or raise ValueError."""
         x = np.asarray(images)
-        n_in = self.sizes[0]
+        n_in = self.input_size
         if x.ndim != 2 or x.shape[1] != n_in:
             raise ValueError(f"expected {what} of shape (n, {n_in}), got {x.shape}")
         if not np.issubdtype(x.dtype, np.floating):
@@ -431,10 +329,8 @@ class Network:
 
     def _forward(self, a: FloatArray) -> FloatArray:
         """Forward pass of one chunk, no checks."""
-        for p, f in zip(self.params, self.layer_activations, strict=True):
-            z = a @ p[:-1]
-            z += p[-1]
-            a = f.forward(z, out=z)
+        for layer in self.layers:
+            a = layer.forward(a)
         return a
 
     def predict(self, x: npt.ArrayLike, *, prepared: bool = False) -> IntArray:
@@ -473,12 +369,16 @@ class Network:
         (784, 1), y an integer label or a one-hot column) or an
         ``(images, labels)`` pair of arrays such as a ``Split``.
         """
-        images, labels = as_arrays(data, self.sizes[0])
+        images, labels = as_arrays(data, self.input_size)
         return self.count_correct(images, labels)
 
     def l2_penalty(self) -> float:
         """1/2 sum of every squared weight (biases excluded): the L2 term without lambda/n."""
-        return 0.5 * sum(float(np.einsum("ij,ij->", w, w, dtype=np.float64)) for w in self.weights)
+        return 0.5 * sum(
+            float(np.einsum("ij,ij->", w, w, dtype=np.float64))
+            for layer in self.layers
+            for w in layer.decayed(layer.params)
+        )
 
     def total_cost(self, images: npt.ArrayLike, labels: npt.ArrayLike, l2: float = 0.0) -> float:
         """Mean cost over a set: C = 1/n sum_x C_x + lambda/(2n) sum w^2 (Nielsen's convention).
@@ -499,7 +399,7 @@ class Network:
     def backprop(
         self, x: npt.ArrayLike, y: npt.ArrayLike, l2: float = 0.0, n: int = 1
     ) -> tuple[list[FloatArray], list[FloatArray]]:
-        """Gradient of the cost summed over a mini-batch, by BP1-BP4.
+        """Gradient of the cost summed over a mini-batch, by BP1-BP4 (see the module docstring).
 
         With L2 (lambda = ``l2``, training-set size ``n``) the weight
         gradients also get the batch's share of the penalty's gradient,
@@ -520,58 +420,22 @@ class Network:
         if targets.shape != (a.shape[0], self.sizes[-1]):
             raise ValueError(f"expected y of shape ({a.shape[0]}, {self.sizes[-1]}), got {targets.shape}")
         activations = [a]
-        for p, f in zip(self.params, self.layer_activations, strict=True):
-            z = a @ p[:-1] + p[-1]
-            a = f.forward(z, out=z)
-            activations.append(a)
-        delta = np.empty_like(a)
-        self.cost.output_delta(a, targets, delta, np.empty_like(a))  # BP1
-        grad_w: list[FloatArray] = [np.empty(0)] * len(self.params)
-        grad_b: list[FloatArray] = [np.empty(0)] * len(self.params)
-        for layer in range(len(self.params) - 1, -1, -1):
-            grad_w[layer] = activations[layer].T @ delta  # BP4
+        for layer in self.layers:
+            activations.append(layer.forward(activations[-1]))
+        delta = np.empty_like(activations[-1])
+        self.cost.output_delta(activations[-1], targets, delta, np.empty_like(delta))  # BP1
+        grads: list[list[FloatArray]] = [[] for _ in self.layers]
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            grads[i], delta = layer.backward(
+                activations[i], activations[i + 1], delta, output=i == len(self.layers) - 1
+            )
             if l2:
-                grad_w[layer] += (a.shape[0] * l2 / n) * self.params[layer][:-1]
-            grad_b[layer] = delta.sum(axis=0)  # BP3
-            if layer > 0:
-                delta = delta @ self.params[layer][:-1].T  # BP2
-                a_prev = activations[layer]
-                self.activation.scale_by_derivative(a_prev, delta, np.empty_like(a_prev))
-        return grad_w, grad_b
-
-    # --- training (implemented in mnist_nn.train.loop) ---
-
-    def SGD(  # noqa: N802 - Nielsen's name
-        self,
-        training_data: Any,
-        epochs: int,
-        mini_batch_size: int,
-        eta: float,
-        test_data: Any = None,
-        *,
-        rng: np.random.Generator | None = None,
-    ) -> Any:
-        """Train with mini-batch stochastic gradient descent, as Nielsen's ``SGD``.
-
-        ``training_data`` is Nielsen's list of ``(x, y)`` tuples from
-        ``load_data_wrapper()`` or an ``(images, labels)`` pair; ``test_data``
-        (optional, either form) is evaluated after every epoch. Returns the
-        ``History``; nothing is printed.
-        """
-        from mnist_nn.train.loop import sgd  # training imports this module
-
-        images, labels = as_arrays(training_data, self.sizes[0])
-        validation = as_arrays(test_data, self.sizes[0]) if test_data is not None else None
-        return sgd(
-            self,
-            images,
-            labels,
-            epochs=epochs,
-            batch_size=mini_batch_size,
-            eta=eta,
-            rng=rng if rng is not None else np.random.default_rng(0),
-            validation=validation,
-        )
+                for g, w in zip(layer.decayed(grads[i]), layer.decayed(layer.params), strict=True):
+                    g += (a.shape[0] * l2 / n) * w
+        found = [layer.weights_and_biases(g) for layer, g in zip(self.layers, grads, strict=True)]
+        pairs = [wb for wb in found if wb is not None]
+        return [w for w, _ in pairs], [b for _, b in pairs]
 
 
 def as_arrays(data: Any, n_in: int) -> tuple[FloatArray, IntArray]:

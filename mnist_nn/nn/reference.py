@@ -12,23 +12,32 @@ with one-hot target y (n_out, 1), and W_l = weights[l].T of shape (n_out, n_in),
 
 A mini-batch's gradient is the sum of its examples' gradients, and the
 update subtracts eta/m times it. The tests check the vectorized code in
-``mnist_nn.nn.network`` and ``mnist_nn.train.loop`` against this, and the
-benchmark measures how much faster they are. Only the sigmoid network with
-the quadratic cost is covered: it is the reference for Nielsen's setup.
+``mnist_nn.nn`` and ``mnist_nn.train`` against this, and the benchmark
+measures how much faster they are. Only stacks of sigmoid ``Dense`` layers
+with the quadratic cost are covered: it is the reference for Nielsen's setup.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mnist_nn.nn.network import FloatArray, IntArray, Network, sigmoid, sigmoid_prime
+from mnist_nn.nn.activations import FloatArray, sigmoid, sigmoid_prime
+from mnist_nn.nn.layers import Dense
+from mnist_nn.nn.network import IntArray, Network
+
+
+def _check_covered(network: Network) -> None:
+    """ValueError unless the network is one the reference covers."""
+    dense_sigmoid = all(isinstance(layer, Dense) and layer.activation.name == "sigmoid" for layer in network.layers)
+    if not dense_sigmoid or network.cost.name != "quadratic":
+        raise ValueError("the reference implementation covers sigmoid networks with the quadratic cost only")
 
 
 def backprop_example(network: Network, x: FloatArray, y: FloatArray) -> tuple[list[FloatArray], list[FloatArray]]:
     """Gradient of the quadratic cost for one example.
 
     Args:
-        network: a sigmoid network (its parameters are read, never changed).
+        network: a stack of sigmoid dense layers (its parameters are read, never changed).
         x: one input, shape (n_in,).
         y: its one-hot target, shape (n_out,).
 
@@ -67,9 +76,9 @@ def update_mini_batch(network: Network, x: FloatArray, y: FloatArray, eta: float
         grad_w = [g + d for g, d in zip(grad_w, dw, strict=True)]
         grad_b = [g + d for g, d in zip(grad_b, db, strict=True)]
     scale = eta / x.shape[0]
-    for p, gw, gb in zip(network.params, grad_w, grad_b, strict=True):
-        p[:-1] -= scale * gw
-        p[-1] -= scale * gb
+    for w, b, gw, gb in zip(network.weights, network.biases, grad_w, grad_b, strict=True):
+        w -= scale * gw  # the views write into the network's parameters
+        b -= scale * gb
 
 
 def sgd_reference(
@@ -84,11 +93,10 @@ def sgd_reference(
 ) -> None:
     """Nielsen's ``SGD`` without evaluation: shuffle, then one step per mini-batch.
 
-    Shuffles with ``rng.permutation`` exactly as ``mnist_nn.train.loop.sgd``
+    Shuffles with ``rng.permutation`` exactly as ``mnist_nn.train.loop.fit``
     does, so both follow the same path through the data.
     """
-    if network.activation.name != "sigmoid" or network.cost.name != "quadratic":
-        raise ValueError("the reference implementation covers sigmoid networks with the quadratic cost only")
+    _check_covered(network)
     targets = network.one_hot(labels)
     n = images.shape[0]
     for _ in range(epochs):

@@ -1,1 +1,19 @@
-"""Training: the fast step, optimizers, the epoch loop, runs and checkpoints, augmentation."""
+"""Training: the fast step, optimizers, the epoch loop, runs and checkpoints, augmentation.
+
+- ``step``: one mini-batch step on preallocated buffers.
+- ``optimizers``: plain SGD, classical and Nesterov momentum, each owning its state.
+- ``loop``: ``fit``, the one training loop (shuffling, epochs, validation, best weights).
+- ``run``: ``Run`` (configuration, network, generator, optimizer, history) and its snapshots.
+- ``history``, ``schedules``: per-epoch records; learning-rate schedules and early stopping.
+- ``augment``, ``transforms``: distortions of the training images; deskewing as a model's input transform.
+- ``nielsen``: the public ``Network``, with Nielsen's ``SGD`` method.
+"""
+
+from __future__ import annotations
+
+from mnist_nn.train.history import EpochRecord, History
+from mnist_nn.train.loop import fit
+from mnist_nn.train.nielsen import Network
+from mnist_nn.train.run import Run
+
+__all__ = ["EpochRecord", "History", "Network", "Run", "fit"]

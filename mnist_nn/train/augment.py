@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
-from mnist_nn.nn.network import FloatArray
+from mnist_nn.nn.activations import FloatArray
 
 CENTER = (IMAGE_SIDE - 1) / 2  # 13.5: rotations and scalings are about the middle of the 28x28 grid
 MAX_SHIFT = IMAGE_SIDE / 2  # 14 pixels: half the image

@@ -8,7 +8,8 @@ name. This table is where names become functions.
 
 from __future__ import annotations
 
-from mnist_nn.nn.network import FloatArray, InputTransform
+from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.network import InputTransform
 from mnist_nn.train.augment import deskew_images
 
 

@@ -1,0 +1,87 @@
+"""Cost functions by name, each paired with the output activation it is meant for.
+
+``output_delta`` is BP1: the error of the output layer's weighted inputs,
+delta_L = dC/dz_L, for a batch (see ``mnist_nn.nn.network``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from mnist_nn.nn.activations import Activation, FloatArray, Sigmoid, Softmax
+
+_LOG_FLOOR = 1e-300  # keeps log() finite where an output rounds to exactly 0 or 1
+
+
+class Cost(Protocol):
+    """A cost C(a, y) of the output activations a and one-hot targets y, with its output layer."""
+
+    name: str
+    output: Activation  # the output layer's activation that this cost is paired with
+
+    def fn(self, a: FloatArray, y: FloatArray) -> float:
+        """The cost summed over the rows of a (m, 10) batch."""
+        ...
+
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = dC/dz_L for the batch, written into ``out`` (BP1)."""
+        ...
+
+
+class QuadraticCost:
+    """C = 1/2 ||a - y||^2 per example, sigmoid outputs; delta_L = (a - y) * sigma'(z_L)."""
+
+    name = "quadratic"
+    output: Activation = Sigmoid()
+
+    def fn(self, a: FloatArray, y: FloatArray) -> float:
+        """Sum over the batch of 1/2 ||a - y||^2."""
+        d = a - y
+        return 0.5 * float(np.einsum("ij,ij->", d, d, dtype=np.float64))
+
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = (a - y) * a * (1 - a)."""
+        np.subtract(a, y, out=out)
+        self.output.scale_by_derivative(a, out, work)
+
+
+class CrossEntropyCost:
+    """C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)], sigmoid outputs; delta_L = a - y.
+
+    The sigmoid's derivative cancels, so saturated output neurons still learn
+    fast (Nielsen, chapter 3).
+    """
+
+    name = "cross-entropy"
+    output: Activation = Sigmoid()
+
+    def fn(self, a: FloatArray, y: FloatArray) -> float:
+        """Sum over the batch of the binary cross-entropy of every output."""
+        a64 = a.astype(np.float64)
+        c = y * np.log(np.maximum(a64, _LOG_FLOOR)) + (1.0 - y) * np.log(np.maximum(1.0 - a64, _LOG_FLOOR))
+        return -float(c.sum())
+
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = a - y."""
+        np.subtract(a, y, out=out)
+
+
+class LogLikelihoodCost:
+    """C = -ln a_y (the output for the true class), softmax outputs; delta_L = a - y."""
+
+    name = "log-likelihood"
+    output: Activation = Softmax()
+
+    def fn(self, a: FloatArray, y: FloatArray) -> float:
+        """Sum over the batch of -ln a_y."""
+        picked = np.einsum("ij,ij->i", a.astype(np.float64), y)
+        return -float(np.log(np.maximum(picked, _LOG_FLOOR)).sum())
+
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = a - y."""
+        np.subtract(a, y, out=out)
+
+
+COSTS: dict[str, Cost] = {c.name: c for c in (QuadraticCost(), CrossEntropyCost(), LogLikelihoodCost())}

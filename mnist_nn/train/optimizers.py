@@ -1,0 +1,105 @@
+"""Optimizers: how a step's update moves the parameters, and the state that takes.
+
+Each optimizer receives, for every parameter array, the batch's update
+already scaled by -eta/m (the fast step folds that factor into the output
+delta) and applies it in place:
+
+    plain SGD    w -> w + g
+    momentum     v -> mu v + g,  w -> w + v
+    Nesterov     v -> mu v + g,  w -> w + mu v + g   (the look-ahead without a second gradient)
+
+where g = -eta/m grad C. An optimizer owns its state (the velocities), laid
+out like ``Network.params``, which a model file stores so that a resumed run
+continues exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from mnist_nn.config import TrainConfig
+from mnist_nn.nn.activations import FloatArray
+
+
+class SGD:
+    """Plain stochastic gradient descent: w -> w + g. No state."""
+
+    name = "sgd"
+
+    def __init__(self) -> None:
+        self.state: dict[str, list[FloatArray]] = {}
+
+    def plan(self, params: Sequence[FloatArray]) -> None:
+        """Make the state for these parameters, unless it was loaded already."""
+
+    def load_state(self, state: Mapping[str, Sequence[FloatArray]]) -> None:
+        """Continue from saved state (the keys of ``state``); ValueError if it does not fit."""
+        if set(state) != set(self.state_keys()):
+            raise ValueError(
+                f"expected optimizer state {sorted(self.state_keys())} for {self.name}, got {sorted(state)}"
+            )
+        self.state = {k: [a.copy() for a in v] for k, v in state.items()}
+
+    def state_keys(self) -> tuple[str, ...]:
+        """The names of the state's arrays lists."""
+        return ()
+
+    def update(self, k: int, param: FloatArray, g: FloatArray) -> None:
+        """param += g for the k-th parameter array."""
+        np.add(param, g, out=param)
+
+
+class Momentum(SGD):
+    """Classical momentum: v -> mu v + g, w -> w + v."""
+
+    name = "momentum"
+
+    def __init__(self, mu: float) -> None:
+        super().__init__()
+        self.mu = mu
+
+    def state_keys(self) -> tuple[str, ...]:
+        """The velocities, one array per parameter array."""
+        return ("velocity",)
+
+    def plan(self, params: Sequence[FloatArray]) -> None:
+        """Zero velocities, unless loaded."""
+        if "velocity" not in self.state:
+            self.state["velocity"] = [np.zeros_like(p) for p in params]
+        self._velocity = self.state["velocity"]
+
+    def update(self, k: int, param: FloatArray, g: FloatArray) -> None:
+        """v -> mu v + g, then w -> w + v."""
+        v = self._velocity[k]
+        np.multiply(v, self.mu, out=v)
+        np.add(v, g, out=v)
+        np.add(param, v, out=param)
+
+
+class Nesterov(Momentum):
+    """Nesterov's momentum: v -> mu v + g, w -> w + mu v + g."""
+
+    name = "nesterov"
+
+    def plan(self, params: Sequence[FloatArray]) -> None:
+        """Zero velocities, unless loaded, and one scratch array per parameter array."""
+        super().plan(params)
+        self._scratch = [np.empty_like(p) for p in params]
+
+    def update(self, k: int, param: FloatArray, g: FloatArray) -> None:
+        """v -> mu v + g, then w -> w + mu v + g."""
+        v, s = self._velocity[k], self._scratch[k]
+        np.multiply(v, self.mu, out=v)
+        np.add(v, g, out=v)
+        np.multiply(v, self.mu, out=s)
+        np.add(s, g, out=s)
+        np.add(param, s, out=param)
+
+
+def make_optimizer(config: TrainConfig) -> SGD:
+    """The optimizer a configuration asks for: momentum 0 is plain SGD, whatever ``nesterov`` says."""
+    if not config.momentum:
+        return SGD()
+    return Nesterov(config.momentum) if config.nesterov else Momentum(config.momentum)

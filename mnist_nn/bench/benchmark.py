@@ -43,7 +43,7 @@ from mnist_nn._version import __version__
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE, TrainConfig, project_root
 from mnist_nn.data import MnistData, load_mnist
 from mnist_nn.data.download import ensure_mnist
-from mnist_nn.errors import MnistNNError
+from mnist_nn.errors import BenchmarkError
 from mnist_nn.nn.network import Network
 from mnist_nn.nn.reference import sgd_reference
 from mnist_nn.train.loop import Run, fit, sgd
@@ -54,10 +54,6 @@ BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THR
 
 QUICK_TRAIN_SIZE = 5_000  # training images of a --quick run: the first 5,000
 SPEED_ETA = TrainConfig().eta  # the speed runs need some learning rate; it does not change the cost of a step
-
-
-class BenchmarkError(MnistNNError):
-    """A benchmark could not finish: a worker process died or the training subprocess failed."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The ``benchmark`` command: arguments, progress bars, markdown tables and exit codes.
 
 ``benchmark_main(argv)`` parses ``accuracy`` or ``speed`` and its flags,
-checks every value once, runs ``mnist_nn.bench.benchmark`` and prints markdown
+checks every value once, runs ``mnist_nn.bench`` and prints markdown
 tables on stdout (progress bars on stderr); ``--json`` writes the whole
 report. Errors are one line on stderr with exit code 2 for bad usage or an
 invalid data file and 1 for other failures, as in ``mnist_nn.cli``.
@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mnist_nn._version import __version__
-from mnist_nn.bench.benchmark import (
+from mnist_nn.bench import (
     DEFAULT_SHAPES,
     QUICK_TRAIN_SIZE,
     REFERENCE_BATCH_SIZE,

@@ -1,8 +1,8 @@
 """Peak memory: a training run and the evaluation of its model, each in a subprocess.
 
 The subprocesses are the package's own commands (``scripts/train_mnist.py``
-and ``scripts/evaluate.py`` in a checkout, else their entry points through
-``python -c``), started as programs: this package never imports ``mnist_nn.cli``. Each
+and ``scripts/evaluate.py`` in a checkout, else ``python -m mnist_nn``),
+started as programs: this package never imports ``mnist_nn.cli``. Each
 child's peak resident set size comes from ``os.wait4`` (Linux and macOS).
 """
 
@@ -46,12 +46,12 @@ class MemoryRun:
         return {**asdict(self), "exact": self.exact}
 
 
-def _command(script: str, main: str) -> list[str]:
-    """``scripts/SCRIPT`` from a checkout; where the package is installed without its scripts, ``main`` via ``-c``."""
+def _command(script: str, subcommand: str) -> list[str]:
+    """``scripts/SCRIPT`` from a checkout; where the package is installed without its scripts, ``-m mnist_nn``."""
     path = project_root() / "scripts" / script
     if path.is_file():
         return [sys.executable, str(path)]
-    return [sys.executable, "-c", f"from mnist_nn.cli import {main}; raise SystemExit({main}())"]
+    return [sys.executable, "-m", "mnist_nn", subcommand]
 
 
 def _data_args(source: DataSource) -> list[str]:
@@ -67,16 +67,16 @@ def _data_args(source: DataSource) -> list[str]:
 def trainer_command(source: DataSource, epochs: int | None = None) -> list[str]:
     """The command line of a quiet training run: ``scripts/train_mnist.py`` from a checkout.
 
-    Where the package is installed without its scripts, the same entry point
-    through ``python -c``.
+    Where the package is installed without its scripts, the same command
+    through ``python -m mnist_nn train``.
     """
     epochs_args = ["--epochs", str(epochs)] if epochs is not None else []
-    return [*_command("train_mnist.py", "train_main"), "--quiet", *epochs_args, *_data_args(source)]
+    return [*_command("train_mnist.py", "train"), "--quiet", *epochs_args, *_data_args(source)]
 
 
 def _evaluator_command(source: DataSource, model: Path) -> list[str]:
-    """``scripts/evaluate.py MODEL --quiet`` with the data source, or its entry point."""
-    return [*_command("evaluate.py", "evaluate_main"), str(model), "--quiet", *_data_args(source)]
+    """``scripts/evaluate.py MODEL --quiet`` with the data source, or ``python -m mnist_nn evaluate ...``."""
+    return [*_command("evaluate.py", "evaluate"), str(model), "--quiet", *_data_args(source)]
 
 
 def _max_rss_mib(usage: Any) -> float:

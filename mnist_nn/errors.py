@@ -51,3 +51,7 @@ class ConfigError(MnistNNError, ValueError):
         super().__init__(f"{setting} {reason}")
         self.setting = setting
         self.reason = reason
+
+
+class BenchmarkError(MnistNNError):
+    """A benchmark could not finish: a worker process died or the training subprocess failed."""

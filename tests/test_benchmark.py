@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mnist_nn.bench.benchmark import BLAS_THREAD_VARIABLES, Stats, TrainingShape, single_blas_thread_env
+from mnist_nn.bench import BLAS_THREAD_VARIABLES, Stats, TrainingShape, single_blas_thread_env
 from mnist_nn.cli.benchmark import benchmark_main
 
 COUNT_FIELDS = (

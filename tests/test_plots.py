@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from mnist_nn.bench.benchmark import AccuracyReport, SeedResult
+from mnist_nn.bench import AccuracyReport, SeedResult
 from mnist_nn.cli.benchmark import benchmark_main
 from mnist_nn.config import TrainConfig
 from mnist_nn.data import MnistData

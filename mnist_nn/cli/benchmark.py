@@ -1,7 +1,7 @@
 """The ``benchmark`` command: arguments, progress bars, markdown tables and exit codes.
 
 ``benchmark_main(argv)`` parses ``accuracy`` or ``speed`` and its flags,
-checks every value once, runs ``mnist_nn.bench.benchmark`` and prints markdown
+checks every value once, runs ``mnist_nn.bench`` and prints markdown
 tables on stdout (progress bars on stderr); ``--json`` writes the whole
 report. Errors are one line on stderr with exit code 2 for bad usage or an
 invalid data file and 1 for other failures, as in ``mnist_nn.cli``.
@@ -16,11 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 from tqdm import tqdm
 
 from mnist_nn._version import __version__
-from mnist_nn.bench.benchmark import (
+from mnist_nn.bench import (
     DEFAULT_SHAPES,
     QUICK_TRAIN_SIZE,
     REFERENCE_BATCH_SIZE,
@@ -42,10 +41,11 @@ from mnist_nn.cli.base import (
     add_data_args,
     command,
     fail,
+    flag_message,
     show_progress,
 )
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, PRESETS, TRAIN_SIZE, TrainConfig
-from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError
+from mnist_nn.errors import ConfigError, MnistNNError
 
 DEFAULT_PRESET = "nielsen-ch1" if "nielsen-ch1" in PRESETS else next(iter(PRESETS))
 DEFAULT_SEEDS = 5
@@ -231,7 +231,11 @@ def _given(value: _T, default: _T) -> _T:
 
 
 def _accuracy_config(args: argparse.Namespace) -> tuple[TrainConfig, list[int], int]:
-    """Check the accuracy flags once, up front: the configuration, the seeds and the training size."""
+    """Check the accuracy flags once, up front: the configuration, the seeds and the training size.
+
+    The benchmark's own flags are checked here; ``TrainConfig`` checks the
+    training values (epochs, eta, hidden sizes, batch size) itself.
+    """
     preset = PRESETS[args.preset]
     quick = args.quick
     epochs = _given(args.epochs, min(preset.epochs, QUICK_EPOCHS) if quick else preset.epochs)
@@ -248,28 +252,24 @@ def _accuracy_config(args: argparse.Namespace) -> tuple[TrainConfig, list[int], 
         raise UsageError(f"--seed-list has repeated seeds: {' '.join(map(str, seeds))}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
-    if epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {epochs}")
     if not 1 <= train_size <= TRAIN_SIZE:
         raise UsageError(f"--train-size must be between 1 and {TRAIN_SIZE}, got {train_size}")
     batch_size = _given(args.batch_size, preset.batch_size)
     if not 1 <= batch_size <= train_size:
         raise UsageError(f"--batch-size must be between 1 and the training size {train_size}, got {batch_size}")
-    eta = _given(args.eta, preset.eta)
-    if not np.isfinite(eta) or eta <= 0:
-        raise UsageError(f"--eta must be a positive number, got {eta}")
-    if args.hidden is not None and any(n < 1 for n in args.hidden):
-        raise UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, args.hidden))}")
     sizes = (preset.sizes[0], *args.hidden, preset.sizes[-1]) if args.hidden is not None else preset.sizes
-    config = replace(
-        preset,
-        sizes=sizes,
-        epochs=epochs,
-        batch_size=batch_size,
-        eta=eta,
-        dtype=_given(args.dtype, preset.dtype),
-        seed=seeds[0],
-    )
+    try:
+        config = replace(
+            preset,
+            sizes=sizes,
+            epochs=epochs,
+            batch_size=batch_size,
+            eta=_given(args.eta, preset.eta),
+            dtype=_given(args.dtype, preset.dtype),
+            seed=seeds[0],
+        )
+    except ConfigError as exc:
+        raise UsageError(flag_message(exc)) from None
     return config, seeds, train_size
 
 
@@ -573,12 +573,9 @@ def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py"
             report = _run_accuracy(args, source, progress)
         else:
             report = _run_speed(args, source, progress)
-    except DownloadError as exc:
-        return fail(action_prog, str(exc), EXIT_FAILURE)
-    except DataFormatError as exc:
-        return fail(action_prog, str(exc), EXIT_USAGE)
-    except MnistNNError as exc:  # a run that diverged, a dead worker, a failed memory run
-        return fail(action_prog, str(exc), EXIT_FAILURE)
+    except MnistNNError as exc:  # a failed download, a bad data file, a diverged run, a dead worker, ...
+        # As the ``command`` wrapper would, but naming the action ("benchmark.py speed: error: ...").
+        return fail(action_prog, str(exc), exc.exit_code)
 
     lines = format_accuracy(report) if isinstance(report, AccuracyReport) else format_speed(report)
     print("\n".join(lines))

@@ -1,0 +1,227 @@
+"""The speed benchmark: what to measure (``SpeedPlan``), running it, and what it found (``SpeedReport``).
+
+``speed_benchmark`` makes the measurements of ``mnist_nn.bench.timings``
+(training epochs beside the per-example reference, inference, GEMM, the data
+load) and, first, the peak memory of ``mnist_nn.bench.memory``; it returns a
+report with a ``to_dict()`` for JSON. Nothing here prints or reads argv
+(``mnist_nn.cli.benchmark`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mnist_nn.bench.common import QUICK_TRAIN_SIZE, DataSource
+from mnist_nn.bench.machine import environment_info
+from mnist_nn.bench.memory import MemoryRun, measure_peak_memory
+from mnist_nn.bench.timings import (
+    REFERENCE_BATCH_SIZE,
+    GemmSpeed,
+    InferenceSpeed,
+    Timing,
+    TrainingShape,
+    TrainingSpeed,
+    measure_gemm,
+    measure_inference,
+    measure_load,
+    measure_reference,
+    measure_training,
+)
+from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
+from mnist_nn.data.download import ensure_mnist
+
+DEFAULT_SHAPES: tuple[TrainingShape, ...] = (
+    TrainingShape((IMAGE_PIXELS, 30, NUM_CLASSES), 10, "float32"),
+    TrainingShape((IMAGE_PIXELS, 30, NUM_CLASSES), 10, "float64"),
+    TrainingShape((IMAGE_PIXELS, 100, NUM_CLASSES), 100, "float32"),
+    TrainingShape((IMAGE_PIXELS, 800, NUM_CLASSES), 128, "float32"),
+)
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """What ``speed_benchmark`` measures, and how much of it."""
+
+    shapes: tuple[TrainingShape, ...] = DEFAULT_SHAPES
+    repeats: int = 3  # timed epochs per shape (after one untimed) and repeats of everything else
+    train_size: int = TRAIN_SIZE  # training images per vectorized epoch
+    reference_dtypes: tuple[str, ...] = ("float64", "float32")
+    reference_size: int = 2_000  # images per reference epoch; the rate is scaled to 50,000; 0 skips it
+    gemm_size: int = 2_048  # n of the n x n @ n x n product; 0 skips it
+    gemm_dtypes: tuple[str, ...] = ("float32", "float64")
+    memory_epochs: int | None = None  # epochs of the memory run (None: the trainer's default); 0 skips it
+
+    @classmethod
+    def quick(cls) -> SpeedPlan:
+        """A smoke run of a few seconds: every measurement, each tiny."""
+        return cls(
+            shapes=DEFAULT_SHAPES[:2],
+            repeats=1,
+            train_size=QUICK_TRAIN_SIZE,
+            reference_size=200,
+            gemm_size=256,
+            memory_epochs=1,
+        )
+
+    def validate(self) -> None:
+        """Raise ValueError for any value out of range."""
+        if self.repeats < 1:
+            raise ValueError(f"expected repeats >= 1, got {self.repeats}")
+        if not 1 <= self.train_size <= TRAIN_SIZE:
+            raise ValueError(f"expected a training size between 1 and {TRAIN_SIZE}, got {self.train_size}")
+        if not 0 <= self.reference_size <= TRAIN_SIZE:
+            raise ValueError(f"expected a reference size between 0 and {TRAIN_SIZE}, got {self.reference_size}")
+        if self.reference_size and self.reference_size < REFERENCE_BATCH_SIZE:
+            raise ValueError(
+                f"expected a reference size of at least one mini-batch ({REFERENCE_BATCH_SIZE}), "
+                f"got {self.reference_size}"
+            )
+        if self.gemm_size < 0:
+            raise ValueError(f"expected a matrix size >= 0, got {self.gemm_size}")
+        if self.memory_epochs is not None and self.memory_epochs < 0:
+            raise ValueError(f"expected memory epochs >= 0, got {self.memory_epochs}")
+        for shape in self.shapes:
+            if shape.batch_size > self.train_size:
+                raise ValueError(
+                    f"batch size {shape.batch_size} of {shape.label} exceeds the training size {self.train_size}"
+                )
+
+    def inference_shapes(self) -> list[tuple[tuple[int, ...], str]]:
+        """The distinct (sizes, dtype) pairs of ``shapes``, in order."""
+        return list(dict.fromkeys((s.sizes, s.dtype) for s in self.shapes))
+
+    def steps(self) -> int:
+        """How many measurements ``speed_benchmark`` makes (for a progress bar)."""
+        return (
+            1  # data load
+            + (len(self.gemm_dtypes) if self.gemm_size else 0)
+            + len(self.shapes)
+            + (len(self.reference_dtypes) if self.reference_size else 0)
+            + len(self.inference_shapes())
+            + (1 if self.memory_epochs != 0 else 0)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["shapes"] = [s.to_dict() for s in self.shapes]
+        d["reference_dtypes"] = list(self.reference_dtypes)
+        d["gemm_dtypes"] = list(self.gemm_dtypes)
+        return d
+
+
+@dataclass(frozen=True)
+class SpeedReport:
+    """Everything ``speed_benchmark`` measured."""
+
+    plan: SpeedPlan
+    environment: dict[str, Any]
+    load: Timing
+    gemm: list[GemmSpeed]
+    training: list[TrainingSpeed]
+    inference: list[InferenceSpeed]
+    memory: MemoryRun | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "action": "speed",
+            "plan": self.plan.to_dict(),
+            "environment": self.environment,
+            "load_seconds": self.load.to_dict(),
+            "gemm": [g.to_dict() for g in self.gemm],
+            "training": [t.to_dict() for t in self.training],
+            "inference": [i.to_dict() for i in self.inference],
+            "memory": self.memory.to_dict() if self.memory is not None else None,
+        }
+
+
+StepCallback = Callable[[int, int, str], None]  # (measurements done, total, what comes next)
+
+
+def speed_benchmark(
+    plan: SpeedPlan | None = None, *, source: DataSource | None = None, on_step: StepCallback | None = None
+) -> SpeedReport:
+    """Measure everything in ``plan``; see the module docstring.
+
+    Args:
+        plan: what to measure (default: ``SpeedPlan()``).
+        source: where to load MNIST from.
+        on_step: progress, called before each measurement and once at the end.
+
+    Returns:
+        The ``SpeedReport``.
+
+    Raises:
+        ValueError: the plan has values out of range.
+        DownloadError, DataFormatError: the data could not be loaded.
+        BenchmarkError: the memory run failed.
+    """
+    plan = plan if plan is not None else SpeedPlan()
+    plan.validate()
+    source = source if source is not None else DataSource()
+    total = plan.steps()
+    done = 0
+
+    def step(label: str) -> None:
+        nonlocal done
+        if on_step is not None:
+            on_step(done, total, label)
+        done += 1
+
+    memory = None
+    if plan.memory_epochs != 0:
+        # First, while this process is small: a child's peak counts its launcher's (see measure_peak_memory).
+        # The files are fetched and verified first so the run times training, not a download.
+        step("peak memory of a training run")
+        ensure_mnist(source.data_dir, mirror=source.mirror)
+        memory = measure_peak_memory(source, plan.memory_epochs)
+    step("data load")
+    data = source.load()  # untimed: it also warms the cache
+    load = measure_load(source, plan.repeats)
+    gemm = []
+    if plan.gemm_size:
+        for dtype in plan.gemm_dtypes:
+            step(f"GEMM {plan.gemm_size} {dtype}")
+            gemm.append(measure_gemm(plan.gemm_size, dtype, plan.repeats))
+    vectorized = []
+    for shape in plan.shapes:
+        step(f"training {shape.label}")
+        vectorized.append(measure_training(shape, data, plan.train_size, plan.repeats))
+    reference = []
+    if plan.reference_size:
+        for dtype in plan.reference_dtypes:
+            step(f"reference {dtype}")
+            reference.append(measure_reference(dtype, data, plan.reference_size, plan.repeats))
+    inference = []
+    for sizes, dtype in plan.inference_shapes():
+        step(f"inference {list(sizes)} {dtype}")
+        inference.append(measure_inference(sizes, dtype, data, plan.repeats))
+    if on_step is not None:
+        on_step(total, total, "done")
+
+    gemm_gflops = {g.dtype: g.gflops for g in gemm}
+    reference_rate = {r.shape: r.timing.best_rate for r in reference}
+
+    def compare(t: TrainingSpeed) -> TrainingSpeed:
+        ceiling = gemm_gflops.get(t.shape.dtype)
+        ref = reference_rate.get(t.shape) if t.implementation == "vectorized" else None
+        return TrainingSpeed(
+            t.implementation,
+            t.shape,
+            t.timing,
+            gemm_fraction=t.gflops / ceiling if ceiling else None,
+            speedup=t.timing.best_rate / ref if ref else None,
+        )
+
+    return SpeedReport(
+        plan=plan,
+        environment=environment_info(),
+        load=load,
+        gemm=gemm,
+        training=[compare(t) for t in vectorized + reference],
+        inference=inference,
+        memory=memory,
+    )

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
-from mnist_nn.errors import MnistNNError
+from mnist_nn.errors import ImageError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
@@ -70,12 +70,6 @@ _NPY_SUFFIX = ".npy"
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_PIXELS,))
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow modes of 16-bit grayscale files
-
-
-class ImageError(MnistNNError, ValueError):
-    """An image file or array cannot be read or holds no digit; the message names the file."""
-
-    exit_code = 2
 
 
 def _one_line(error: BaseException) -> str:

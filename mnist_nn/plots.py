@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
-from mnist_nn.errors import MnistNNError, ModelFileError
+from mnist_nn.errors import ModelFileError, PlotError
 from mnist_nn.files import atomic_write
 from mnist_nn.metrics import Mistake, evaluate_network, format_count
 from mnist_nn.models import load_model
@@ -60,12 +60,6 @@ BENCHMARK_SLOTS = 6
 BENCHMARK_SLOT = 1.2  # 120 px more for each configuration beyond BENCHMARK_SLOTS
 
 MISSING_MATPLOTLIB = "plots need matplotlib: pip install 'mnist-nn[plot]'"
-
-
-class PlotError(MnistNNError):
-    """A figure cannot be drawn at all, e.g. because matplotlib is not installed."""
-
-    exit_code = 2  # a missing optional dependency: the command cannot be used as given
 
 
 # --- matplotlib ----------------------------------------------------------------------

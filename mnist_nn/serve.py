@@ -52,14 +52,13 @@ from mnist_nn.cli.base import (
     EXIT_OK,
     EXIT_USAGE,
     Parser,
-    TerminatedError,
     command,
     fail,
     signals_as_interrupts,
 )
 from mnist_nn.config import IMAGE_SIDE, default_models_dir
-from mnist_nn.errors import ModelFileError
-from mnist_nn.images import ImageError, load_image, to_mnist
+from mnist_nn.errors import ImageError, ModelFileError, RequestError, TerminatedError
+from mnist_nn.images import load_image, to_mnist
 from mnist_nn.models import SavedModel, load_model
 from mnist_nn.nn.network import Network
 
@@ -94,15 +93,6 @@ SECURITY_HEADERS = {
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_HEADER_BYTES = 24  # signature, IHDR length and type, width, height
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a one-line reason for the client."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # --- predictions -----------------------------------------------------------------------

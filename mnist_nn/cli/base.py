@@ -19,7 +19,23 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnist_nn.errors import ConfigError, MnistNNError
+from mnist_nn.errors import ConfigError, MnistNNError, TerminatedError, UsageError
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "MainFunction",
+    "Parser",
+    "TerminatedError",
+    "UsageError",
+    "add_data_args",
+    "command",
+    "fail",
+    "flag_message",
+    "show_progress",
+    "signals_as_interrupts",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -31,10 +47,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class UsageError(Exception):
-    """A flag value that parses but makes no sense; exit code 2."""
 
 
 def flag_message(error: ConfigError) -> str:
@@ -96,10 +108,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the download cache (default: $MNIST_NN_DATA, else the project's data/ folder)",
     )
-
-
-class TerminatedError(Exception):
-    """SIGTERM arrived while a long command (training, serving) was running."""
 
 
 @contextlib.contextmanager

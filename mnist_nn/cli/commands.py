@@ -48,7 +48,7 @@ from mnist_nn.config import (
     default_models_dir,
 )
 from mnist_nn.data import MnistData, Split, load_mnist
-from mnist_nn.errors import ConfigError, ModelFileError, TrainingError
+from mnist_nn.errors import ConfigError, ModelFileError, PlotError, TrainingError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import Evaluation, evaluate_network, format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
@@ -388,7 +388,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
             if save_path is None:
                 raise UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
         if args.plot is not None:
-            from mnist_nn.plots import PlotError, require_matplotlib
+            from mnist_nn.plots import require_matplotlib
 
             try:
                 require_matplotlib()

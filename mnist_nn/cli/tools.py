@@ -12,6 +12,7 @@ import numpy as np
 
 from mnist_nn.cli.base import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, add_data_args, command, fail, show_progress
 from mnist_nn.data import Split, load_mnist
+from mnist_nn.errors import ImageError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.models import load_model
 
@@ -38,7 +39,7 @@ def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentPar
 @command
 def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predict") -> int:
     """Entry point of ``mnist-nn predict``."""
-    from mnist_nn.images import ImageError, load_digit
+    from mnist_nn.images import load_digit
 
     args = build_predict_parser(prog).parse_args(argv)
     model = load_model(args.model)

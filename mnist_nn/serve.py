@@ -61,6 +61,7 @@ from mnist_nn.errors import ImageError, ModelFileError, RequestError, Terminated
 from mnist_nn.images import load_image, to_mnist
 from mnist_nn.models import SavedModel, load_model
 from mnist_nn.nn.network import Network
+from mnist_nn.text import first_line, json_type
 
 DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
 DEFAULT_PORT = 8000
@@ -144,18 +145,18 @@ def predict_raster(network: Network, raster: npt.ArrayLike) -> dict[str, Any]:
 def _raster_from_json(raster: Any) -> npt.NDArray[np.float64]:
     """The ``raster`` member of a request as (height, width) gray levels; RequestError if malformed."""
     if not isinstance(raster, dict):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' must be an object, got {_json_type(raster)}")
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' must be an object, got {json_type(raster)}")
     missing = [key for key in ("width", "height", "pixels") if key not in raster]
     if missing:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' is missing {', '.join(map(repr, missing))}")
     width, height, pixels = raster["width"], raster["height"], raster["pixels"]
     for key, side in (("width", width), ("height", height)):
         if type(side) is not int:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be an integer, got {_json_type(side)}")
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be an integer, got {json_type(side)}")
         if not 1 <= side <= MAX_RASTER_SIDE:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be between 1 and {MAX_RASTER_SIDE}, got {side}")
     if not isinstance(pixels, list):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"'pixels' must be an array, got {_json_type(pixels)}")
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'pixels' must be an array, got {json_type(pixels)}")
     if len(pixels) != width * height:
         raise RequestError(
             HTTPStatus.BAD_REQUEST,
@@ -206,7 +207,7 @@ def predict_request(network: Network, body: Any) -> dict[str, Any]:
         RequestError: a malformed drawing (400) or one without ink (400).
     """
     if not isinstance(body, dict):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"expected a JSON object, got {_json_type(body)}")
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"expected a JSON object, got {json_type(body)}")
     if ("raster" in body) == ("png" in body):
         raise RequestError(HTTPStatus.BAD_REQUEST, "expected an object with one of the keys 'raster' or 'png'")
     try:
@@ -232,12 +233,6 @@ def model_info(model: SavedModel) -> dict[str, Any]:
         "test_accuracy": correct / total if correct is not None and total else None,
         "probability_kind": model.network.probability_kind,
     }
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
 
 
 def _reject_constant(name: str) -> Any:
@@ -357,8 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_json(exc.status, exc.message)
             return
         except Exception as exc:  # a bug, or memory running out: answer, and keep serving
-            print(f"mnist-nn serve: error answering {path}: {_first_line(exc)}", file=sys.stderr)
-            self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed: {_first_line(exc)}")
+            print(f"mnist-nn serve: error answering {path}: {first_line(exc)}", file=sys.stderr)
+            self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed: {first_line(exc)}")
             return
         self._send(HTTPStatus.OK, json.dumps(answer).encode("utf-8"), "application/json")
 
@@ -401,7 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(data, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {_first_line(exc)}") from None
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {first_line(exc)}") from None
 
     def _drain(self, length: int) -> None:
         """Read and drop an oversized body (if not absurdly large): closing on unread data resets the connection."""
@@ -443,11 +438,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # --- choosing a model ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A drawing page for a saved model: ``mnist-nn serve``.
+"""A drawing page for a saved model: the server behind ``mnist-nn serve``.
 
 This module owns a small HTTP server (the standard library's
 ``ThreadingHTTPServer``) that serves one page, where you draw a digit and
@@ -22,11 +22,13 @@ Every request is bounded (``MAX_BODY_BYTES``, ``MAX_RASTER_SIDE``), every
 error is a JSON ``{"error": "..."}`` with a 4xx status, and a bad request
 never stops the server. Responses carry a ``Content-Security-Policy`` that
 allows nothing but the server's own files.
+
+This is a library: it reads no arguments and prints no results. The command
+(its flags, the default model, Ctrl-C) is ``mnist_nn.cli.serve``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import importlib.util
@@ -35,8 +37,6 @@ import socket
 import socketserver
 import sys
 import tempfile
-import webbrowser
-from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -47,24 +47,13 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.cli.base import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_USAGE,
-    Parser,
-    command,
-    fail,
-    signals_as_interrupts,
-)
-from mnist_nn.config import IMAGE_SIDE, default_models_dir
-from mnist_nn.errors import ImageError, ModelFileError, RequestError, TerminatedError
+from mnist_nn.config import IMAGE_SIDE
+from mnist_nn.errors import ImageError, RequestError
 from mnist_nn.images import load_image, to_mnist
-from mnist_nn.models import SavedModel, load_model
+from mnist_nn.models import SavedModel
 from mnist_nn.nn.network import Network
 from mnist_nn.text import first_line, json_type
 
-DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
-DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 5 * 2**20  # room for the largest raster, 1024x1024 pixels written as "255,"
 MAX_RASTER_SIDE = 1024  # width and height of a raster or PNG drawing, in pixels
 MAX_GRAY = 255
@@ -452,82 +441,3 @@ def newest_model(folder: Path) -> Path | None:
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
-
-
-# --- mnist-nn serve --------------------------------------------------------------------
-
-
-def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
-    """Arguments of ``mnist-nn serve``."""
-    parser = Parser(
-        prog=prog,
-        description="Serve a page where you draw a digit with the mouse, a pen or a finger and watch the "
-        "model classify it as you draw: the probability of each digit and the 28x28 image the network "
-        "sees, prepared exactly as 'mnist-nn predict' prepares an image file. Ctrl-C stops the server.",
-    )
-    parser.add_argument(
-        "model",
-        type=Path,
-        nargs="?",
-        metavar="MODEL",
-        help="a model file written by train --save (default: the newest .npz file in models/)",
-    )
-    parser.add_argument(
-        "--host",
-        default=DEFAULT_HOST,
-        help=f"the address to listen on (default: {DEFAULT_HOST}, this computer only; "
-        "0.0.0.0 lets other devices on your network connect)",
-    )
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"the TCP port; 0 picks a free one (default: {DEFAULT_PORT})"
-    )
-    parser.add_argument("--open", action="store_true", help="open the page in the web browser")
-    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    return parser
-
-
-@command
-def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
-    """Entry point of ``mnist-nn serve``."""
-    args = build_serve_parser(prog).parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        return fail(prog, f"--port must be between 0 and 65535, got {args.port}", EXIT_USAGE)
-    path: Path | None = args.model
-    if path is None:
-        folder = default_models_dir()
-        path = newest_model(folder)
-        if path is None:
-            return fail(
-                prog, f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save", EXIT_USAGE
-            )
-    try:
-        model = load_model(path)
-    except ModelFileError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
-    try:
-        server = make_server(model, args.host, args.port, verbose=args.verbose)
-    except FileNotFoundError as exc:
-        return fail(prog, f"the page's files are missing from the package ({exc}); reinstall mnist-nn", EXIT_FAILURE)
-    except socket.gaierror as exc:
-        return fail(prog, f"--host {args.host}: unknown host ({exc.strerror or exc})", EXIT_USAGE)
-    except OSError as exc:
-        return fail(prog, f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}", EXIT_FAILURE)
-    with server:
-        url = server.url
-        reach = "this computer only" if _is_loopback(args.host) else "other devices on your network too"
-        print(f"Serving {model.path} at {url} ({reach}); Ctrl-C stops", flush=True)
-        if args.open and not webbrowser.open(url):
-            print(f"{prog}: could not open a browser; visit {url}", file=sys.stderr)
-        try:
-            with signals_as_interrupts():
-                server.serve_forever()
-        except (KeyboardInterrupt, TerminatedError):
-            pass
-    end = "\n" if sys.stderr.isatty() else ""  # after the terminal's "^C"
-    print(f"{end}{prog}: stopped", file=sys.stderr)
-    return EXIT_OK
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` names this computer only (127.x, ::1, localhost)."""
-    return host == "localhost" or host.startswith("127.") or host == "::1"

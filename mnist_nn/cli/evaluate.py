@@ -17,7 +17,6 @@ from tqdm import tqdm
 from mnist_nn.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
-    EXIT_USAGE,
     Parser,
     add_data_args,
     command,
@@ -25,6 +24,7 @@ from mnist_nn.cli.base import (
     show_progress,
 )
 from mnist_nn.data import Split, load_mnist
+from mnist_nn.errors import UsageError
 from mnist_nn.files import write_json
 from mnist_nn.metrics import Evaluation, evaluate_network
 from mnist_nn.models import load_model
@@ -75,7 +75,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
     """Entry point of ``scripts/evaluate.py``."""
     args = build_evaluate_parser(prog).parse_args(argv)
     if args.mistakes < 0:
-        return fail(prog, f"--mistakes must be >= 0, got {args.mistakes}", EXIT_USAGE)
+        raise UsageError(f"--mistakes must be >= 0, got {args.mistakes}")
     models = [load_model(path) for path in args.models]
     data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
     split: Split = getattr(data, args.split)
@@ -121,6 +121,6 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
                     for model, result in zip(models, results, strict=True)
                 ],
             )
-        except OSError as exc:
+        except OSError as exc:  # not a package error, so reported here
             return fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
     return EXIT_OK

@@ -55,7 +55,7 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
             for path in models:
                 out = args.out if len(models) == 1 else args.out / path.stem
                 written.extend(plot_model(path, split.images, split.labels, out, split=args.split))
-    except ValueError as exc:  # malformed inputs to the figures
+    except ValueError as exc:  # plots reports malformed inputs as plain ValueErrors (package errors map the same)
         return fail(prog, str(exc), EXIT_USAGE)
     except OSError as exc:
         return fail(prog, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_FAILURE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,11 @@ import numpy as np
 
 from mnist_nn.cli.base import (
     EXIT_OK,
-    EXIT_USAGE,
     Parser,
     command,
     fail,
 )
-from mnist_nn.errors import ImageError
+from mnist_nn.errors import ImageError, UsageError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.images import load_digit
 from mnist_nn.models import load_model
@@ -49,7 +47,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
         try:
             check_writable(args.json)
         except OSError as exc:
-            return fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_USAGE)
+            raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}") from None
     network = model.network
     results: list[dict[str, Any]] = []
     failed = 0
@@ -57,8 +55,8 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
     for path in args.images:
         try:
             digit = load_digit(path)
-        except ImageError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+        except ImageError as exc:  # report it and go on with the other images
+            fail(prog, str(exc), exc.exit_code)
             failed += 1
             continue
         probs = network.probabilities(digit.reshape(1, -1))[0]
@@ -68,4 +66,4 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
         results.append({"file": str(path), "prediction": prediction, "probabilities": [float(p) for p in probs]})
     if args.json is not None:
         write_json(args.json, results)
-    return EXIT_USAGE if failed else EXIT_OK
+    return ImageError.exit_code if failed else EXIT_OK

@@ -19,7 +19,7 @@ from mnist_nn.cli.base import (
     signals_as_interrupts,
 )
 from mnist_nn.config import default_models_dir
-from mnist_nn.errors import ModelFileError, TerminatedError
+from mnist_nn.errors import TerminatedError, UsageError
 from mnist_nn.models import load_model
 from mnist_nn.serve import make_server, newest_model
 
@@ -61,20 +61,15 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
     """Entry point of ``mnist-nn serve``."""
     args = build_serve_parser(prog).parse_args(argv)
     if not 0 <= args.port <= 65535:
-        return fail(prog, f"--port must be between 0 and 65535, got {args.port}", EXIT_USAGE)
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     path: Path | None = args.model
     if path is None:
         folder = default_models_dir()
         path = newest_model(folder)
         if path is None:
-            return fail(
-                prog, f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save", EXIT_USAGE
-            )
-    try:
-        model = load_model(path)
-    except ModelFileError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
-    try:
+            raise UsageError(f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save")
+    model = load_model(path)
+    try:  # the socket's OSErrors are not package errors: each gets its own words here
         server = make_server(model, args.host, args.port, verbose=args.verbose)
     except FileNotFoundError as exc:
         return fail(prog, f"the page's files are missing from the package ({exc}); reinstall mnist-nn", EXIT_FAILURE)

@@ -10,14 +10,13 @@ import numpy as np
 
 from mnist_nn.cli.base import (
     EXIT_OK,
-    EXIT_USAGE,
     Parser,
     add_data_args,
     command,
-    fail,
     show_progress,
 )
 from mnist_nn.data import Split, load_mnist
+from mnist_nn.errors import UsageError
 from mnist_nn.images import render_digit
 from mnist_nn.models import load_model
 
@@ -51,15 +50,15 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
     """Entry point of ``mnist-nn show``."""
     args = build_show_parser(prog).parse_args(argv)
     if args.count < 1:
-        return fail(prog, f"--count must be at least 1, got {args.count}", EXIT_USAGE)
+        raise UsageError(f"--count must be at least 1, got {args.count}")
     if args.model is not None and args.mistakes is not None and args.model != args.mistakes:
-        return fail(prog, "give --model or --mistakes, not two different models", EXIT_USAGE)
+        raise UsageError("give --model or --mistakes, not two different models")
     model_path = args.mistakes or args.model
     network = load_model(model_path).network if model_path is not None else None
     data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
     split: Split = getattr(data, args.split)
     if not 0 <= args.index < len(split):
-        return fail(prog, f"--index must be between 0 and {len(split) - 1} for {args.split}, got {args.index}", 2)
+        raise UsageError(f"--index must be between 0 and {len(split) - 1} for {args.split}, got {args.index}")
     indices = np.arange(args.index, len(split))
     predictions = None
     if network is not None:

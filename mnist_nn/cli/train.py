@@ -21,13 +21,12 @@ from tqdm import tqdm
 from mnist_nn._version import __version__
 from mnist_nn.cli.base import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     Parser,
     add_data_args,
     command,
     fail,
-    flag_message,
     show_progress,
     signals_as_interrupts,
 )
@@ -40,7 +39,7 @@ from mnist_nn.config import (
     default_models_dir,
 )
 from mnist_nn.data import MnistData, load_mnist
-from mnist_nn.errors import ConfigError, ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
+from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
@@ -226,10 +225,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         changes["sizes"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES)
     if changes.get("preprocess") == "none":
         changes["preprocess"] = ""
-    try:
-        config = dataclasses.replace(base, **changes)
-    except ConfigError as exc:
-        raise UsageError(flag_message(exc)) from None
+    config = dataclasses.replace(base, **changes)  # ConfigError: ``command`` names the flag
     if config.augment:
         try:
             spec = parse_augment(config.augment)
@@ -237,6 +233,46 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
             raise UsageError(f"--augment: {exc}") from None
         config = dataclasses.replace(config, augment="" if spec.is_identity else spec.to_spec())
     return config
+
+
+def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
+    """The configuration saved in a model file, with a new --epochs if given; any other flag is refused."""
+    try:
+        stored = config_from_dict(saved.metadata.get("config"))
+    except ValueError as exc:
+        raise ModelFileError(f"{saved.path}: cannot resume: {exc}") from None
+    config = _train_config(args, stored)
+    changed = [
+        f.name
+        for f in dataclasses.fields(config)
+        if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
+    ]
+    if changed:
+        raise UsageError(
+            f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
+        )
+    return config
+
+
+def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
+    """Refuse (UsageError) what would fail only after training: checkpoints without a file, plots
+    without matplotlib, a file that cannot be written."""
+    if args.checkpoint_every is not None:
+        if args.checkpoint_every < 1:
+            raise UsageError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+        if save_path is None:
+            raise UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
+    if args.plot is not None:
+        try:
+            require_matplotlib()
+        except PlotError as exc:
+            raise UsageError(f"--plot: {exc}") from None
+    for path in (save_path, args.json, args.plot / "curves.png" if args.plot else None):
+        if path is not None:
+            try:
+                check_writable(path)
+            except OSError as exc:
+                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _default_model_path(config: TrainConfig) -> Path:
@@ -318,47 +354,14 @@ def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: st
 def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") -> int:
     """Entry point of ``scripts/train_mnist.py``."""
     args = build_train_parser(prog).parse_args(argv)
-    saved: SavedModel | None = None
-    try:
-        if args.resume is not None:
-            saved = load_model(args.resume)
-            try:
-                stored = config_from_dict(saved.metadata.get("config"))
-            except ValueError as exc:
-                raise ModelFileError(f"{saved.path}: cannot resume: {exc}") from None
-            config = _train_config(args, stored)
-            changed = [
-                f.name
-                for f in dataclasses.fields(config)
-                if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
-            ]
-            if changed:
-                raise UsageError(
-                    f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
-                )
-        else:
-            config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
-        save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
-        if args.checkpoint_every is not None:
-            if args.checkpoint_every < 1:
-                raise UsageError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
-            if save_path is None:
-                raise UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
-        if args.plot is not None:
-            try:
-                require_matplotlib()
-            except PlotError as exc:
-                raise UsageError(f"--plot: {exc}") from None
-        for path in (save_path, args.json, args.plot / "curves.png" if args.plot else None):
-            if path is not None:
-                try:
-                    check_writable(path)
-                except OSError as exc:
-                    raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except UsageError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
-    except (ModelFileError, ValueError) as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
+    # Every flag is checked and every output file tried before the data is loaded.
+    saved = load_model(args.resume) if args.resume is not None else None
+    if saved is not None:
+        config = _resumed_config(args, saved)
+    else:
+        config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
+    save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
+    _check_outputs(args, save_path)
 
     progress = show_progress(args.quiet)
     data = load_mnist(args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress)
@@ -412,11 +415,11 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     try:
         with signals_as_interrupts():
             fit(run, *data.train, validation=data.validation, on_epoch=on_checkpoint, on_progress=on_progress)
-    except (KeyboardInterrupt, TerminatedError) as exc:
-        code = 143 if isinstance(exc, TerminatedError) else 130
+    except (KeyboardInterrupt, TerminatedError) as exc:  # stop, and save what was reached
+        code = exc.exit_code if isinstance(exc, TerminatedError) else EXIT_INTERRUPTED
         what = "terminated" if isinstance(exc, TerminatedError) else "interrupted"
         return fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data, args), code)
-    except TrainingError as exc:
+    except TrainingError as exc:  # diverged: save the last finite epoch, and say so in the same line
         return fail(prog, f"{exc}; " + _salvage(save_path, run, data, args, "diverged"), EXIT_FAILURE)
     except OSError as exc:  # a checkpoint could not be written; the earlier file is intact
         return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)

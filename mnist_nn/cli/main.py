@@ -22,6 +22,7 @@ from mnist_nn.cli.train import train_main
 
 
 def _benchmark(argv: Sequence[str] | None = None, prog: str = "mnist-nn benchmark") -> int:
+    """``mnist-nn benchmark``, imported when run: no other command needs the benchmark's machinery."""
     from mnist_nn.cli.benchmark import benchmark_main
 
     return benchmark_main(argv, prog)

@@ -402,13 +402,10 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
             )
         new_bar(record.epoch + 1)
 
-    checkpoints: list[str] = []
-
     def on_checkpoint(record: EpochRecord, run: Run) -> None:
         on_epoch(record, run)
         if save_path is not None and args.checkpoint_every and record.epoch % args.checkpoint_every == 0:
             _save_run(save_path, run, data, args.save_last, status="checkpoint")
-            checkpoints.append(str(record.epoch))
 
     new_bar(run.epochs_completed + 1)
     start = time.perf_counter()

@@ -1,19 +1,27 @@
-"""The project's exception types.
+"""Every exception of the project, each with the exit code the command line gives it.
 
-Library code raises these; only the command line turns them into a one-line
-message and an exit code. Every message is a single line that says what is
-wrong and, where it helps, what to do about it. ``exit_code`` follows
-argparse's convention: 2 when the user gave something invalid (a bad file),
-1 for other failures.
+Library code raises these; only the command line (``mnist_nn.cli.base.command``)
+turns them into a one-line message and an exit code. Every message is a single
+line that says what is wrong and, where it helps, what to do about it.
+``exit_code`` follows argparse's convention: 2 when the user gave something
+invalid (a flag value, a bad file), 1 for other failures.
 """
 
 from __future__ import annotations
+
+from http import HTTPStatus
 
 
 class MnistNNError(Exception):
     """Base class of every error that ``mnist_nn`` raises on purpose."""
 
     exit_code = 1
+
+
+class UsageError(MnistNNError):
+    """A flag value that parses but makes no sense, or flags that contradict each other."""
+
+    exit_code = 2
 
 
 class DataFormatError(MnistNNError, ValueError):
@@ -51,6 +59,42 @@ class ConfigError(MnistNNError, ValueError):
         super().__init__(f"{setting} {reason}")
         self.setting = setting
         self.reason = reason
+
+
+class ImageError(MnistNNError, ValueError):
+    """An image file or array cannot be read or holds no digit; the message names the file."""
+
+    exit_code = 2
+
+
+class PlotError(MnistNNError):
+    """A figure cannot be drawn at all, e.g. because matplotlib is not installed."""
+
+    exit_code = 2  # a missing optional dependency: the command cannot be used as given
+
+
+class RequestError(MnistNNError):
+    """A request the drawing server refuses: an HTTP status and a one-line reason for the client.
+
+    The server answers it as JSON ``{"error": message}``; it does not reach the command line.
+    """
+
+    exit_code = 2
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class TerminatedError(Exception):
+    """SIGTERM arrived while a long command (training, serving) was running; exit code 143 (128 + 15).
+
+    Not an ``MnistNNError``: like KeyboardInterrupt it is a stop rather than a
+    failure, and no handler of the package's errors may swallow it.
+    """
+
+    exit_code = 143
 
 
 class BenchmarkError(MnistNNError):

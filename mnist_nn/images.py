@@ -53,7 +53,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
-from mnist_nn.errors import MnistNNError
+from mnist_nn.errors import ImageError
+from mnist_nn.text import first_line
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
@@ -70,18 +71,6 @@ _NPY_SUFFIX = ".npy"
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_PIXELS,))
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow modes of 16-bit grayscale files
-
-
-class ImageError(MnistNNError, ValueError):
-    """An image file or array cannot be read or holds no digit; the message names the file."""
-
-    exit_code = 2
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception's message on one line (its type name when it has none)."""
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
 
 
 # --- reading files ---------------------------------------------------------------------
@@ -127,7 +116,7 @@ def _load_npy(path: Path) -> npt.NDArray[np.float64]:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except OSError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror or _one_line(e)})") from None
+        raise ImageError(f"{path}: cannot read the file ({e.strerror or first_line(e)})") from None
     if magic != _NPY_MAGIC:
         raise ImageError(f"{path}: not a .npy file (it does not start with NumPy's header)")
     try:
@@ -137,9 +126,9 @@ def _load_npy(path: Path) -> npt.NDArray[np.float64]:
     except ValueError as e:
         if "object" in str(e).lower() or "pickle" in str(e).lower():
             raise ImageError(f"{path}: holds Python objects, not numbers (refused: no unpickling)") from None
-        raise ImageError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+        raise ImageError(f"{path}: not a readable .npy file ({first_line(e)})") from None
     except Exception as e:
-        raise ImageError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+        raise ImageError(f"{path}: not a readable .npy file ({first_line(e)})") from None
     if mapped.shape not in _NPY_SHAPES:
         raise ImageError(f"{path}: expected an array of shape (28, 28) or (784,), got {mapped.shape}")
     kind = mapped.dtype.kind
@@ -170,7 +159,7 @@ def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except OSError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror or _one_line(e)})") from None
+        raise ImageError(f"{path}: cannot read the file ({e.strerror or first_line(e)})") from None
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
@@ -195,14 +184,14 @@ def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f"{path}: refused as a possible decompression bomb ({_one_line(e)})") from None
+            raise ImageError(f"{path}: refused as a possible decompression bomb ({first_line(e)})") from None
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not a readable image (not a format Pillow recognizes)") from None
         except MemoryError:
             raise ImageError(f"{path}: too large to decode in memory") from None
         except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, struct.error) as e:
             # Damaged files raise any of these while decoding.
-            raise ImageError(f"{path}: not a readable image ({_one_line(e)})") from None
+            raise ImageError(f"{path}: not a readable image ({first_line(e)})") from None
 
 
 def _pixel_limit(pillow_limit: int | None) -> int:

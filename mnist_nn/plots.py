@@ -30,7 +30,6 @@ import io
 import json
 import math
 import numbers
-import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +39,11 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
-from mnist_nn.errors import MnistNNError, ModelFileError
+from mnist_nn.errors import ModelFileError, PlotError
 from mnist_nn.files import atomic_write
 from mnist_nn.metrics import Mistake, evaluate_network, format_count
 from mnist_nn.models import load_model
+from mnist_nn.text import short
 from mnist_nn.train.history import History
 
 if TYPE_CHECKING:
@@ -60,12 +60,6 @@ BENCHMARK_SLOTS = 6
 BENCHMARK_SLOT = 1.2  # 120 px more for each configuration beyond BENCHMARK_SLOTS
 
 MISSING_MATPLOTLIB = "plots need matplotlib: pip install 'mnist-nn[plot]'"
-
-
-class PlotError(MnistNNError):
-    """A figure cannot be drawn at all, e.g. because matplotlib is not installed."""
-
-    exit_code = 2  # a missing optional dependency: the command cannot be used as given
 
 
 # --- matplotlib ----------------------------------------------------------------------
@@ -117,11 +111,6 @@ def _save(fig: Figure, path: Path) -> Path:
 # --- checking inputs -----------------------------------------------------------------
 
 
-def _short(value: Any) -> str:
-    """A bounded, one-line repr of a value from outside."""
-    return reprlib.repr(value)
-
-
 def _is_int(value: Any) -> TypeGuard[int]:
     """An integer that is not a bool (NumPy integers included)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
@@ -170,7 +159,7 @@ def _curves(history: Sequence[Mapping[str, Any]] | History) -> _Curves:
             raise ValueError(f"{bad} expected a mapping, got {type(r).__name__}")
         epoch = r.get("epoch")
         if not _is_int(epoch) or epoch < 0:
-            raise ValueError(f"{bad} expected a non-negative integer 'epoch', got {_short(epoch)}")
+            raise ValueError(f"{bad} expected a non-negative integer 'epoch', got {short(epoch)}")
         if epochs and epoch <= epochs[-1]:
             raise ValueError(f"{bad} epoch {epoch} after epoch {epochs[-1]}; expected increasing epochs")
         correct, total = r.get("validation_correct"), r.get("validation_total")
@@ -179,18 +168,18 @@ def _curves(history: Sequence[Mapping[str, Any]] | History) -> _Curves:
             if not (_is_int(correct) and _is_int(total) and 0 <= correct <= total and total > 0):
                 raise ValueError(
                     f"{bad} expected 0 <= validation_correct <= validation_total, "
-                    f"got {_short(correct)} and {_short(total)}"
+                    f"got {short(correct)} and {short(total)}"
                 )
             accuracy.append(100.0 * correct / total)
         elif fraction is not None:
             if not _is_real(fraction) or not 0.0 <= fraction <= 1.0:
-                raise ValueError(f"{bad} expected a validation_accuracy in [0, 1], got {_short(fraction)}")
+                raise ValueError(f"{bad} expected a validation_accuracy in [0, 1], got {short(fraction)}")
             accuracy.append(100.0 * float(fraction))
         else:
             accuracy.append(None)
         train_cost = r.get("train_cost")
         if train_cost is not None and not _is_real(train_cost):
-            raise ValueError(f"{bad} expected a finite train_cost or None, got {_short(train_cost)}")
+            raise ValueError(f"{bad} expected a finite train_cost or None, got {short(train_cost)}")
         cost.append(float(train_cost) if train_cost is not None else None)
         epochs.append(int(epoch))
     if all(a is None for a in accuracy) and all(c is None for c in cost):
@@ -393,7 +382,7 @@ def plot_mistakes(
     if pixels.ndim != 2 or pixels.shape[1] != IMAGE_PIXELS or pixels.dtype.kind not in "iuf":
         raise ValueError(f"expected images of shape (n, {IMAGE_PIXELS}) of numbers, got {pixels.shape} {pixels.dtype}")
     if not _is_int(columns) or columns < 1:
-        raise ValueError(f"expected columns >= 1, got {_short(columns)}")
+        raise ValueError(f"expected columns >= 1, got {short(columns)}")
     if not mistakes:
         raise ValueError("no mistakes to plot")
     for i, m in enumerate(mistakes, 1):
@@ -436,7 +425,7 @@ class _Spread:
 def _fraction(value: Any, what: str, bad: str) -> float:
     """A finite number in [0, 1], or ValueError."""
     if not _is_real(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{bad} ({what} should be a number in [0, 1], got {_short(value)})")
+        raise ValueError(f"{bad} ({what} should be a number in [0, 1], got {short(value)})")
     return float(value)
 
 
@@ -447,7 +436,7 @@ def _spread(report: Any, where: str) -> _Spread:
         raise ValueError(f"{bad} (expected a JSON object, got {type(report).__name__})")
     action = report.get("action")
     if action != "accuracy":
-        raise ValueError(f"{bad} (expected action 'accuracy', got {_short(action)})")
+        raise ValueError(f"{bad} (expected action 'accuracy', got {short(action)})")
     summary = report.get("summary")
     stats = summary.get("test_accuracy") if isinstance(summary, Mapping) else None
     if not isinstance(stats, Mapping):
@@ -457,7 +446,7 @@ def _spread(report: Any, where: str) -> _Spread:
     high = _fraction(stats.get("max"), "summary.test_accuracy.max", bad)
     std = stats.get("std")
     if std is not None and (not _is_real(std) or std < 0):
-        raise ValueError(f"{bad} (summary.test_accuracy.std should be None or a number >= 0, got {_short(std)})")
+        raise ValueError(f"{bad} (summary.test_accuracy.std should be None or a number >= 0, got {short(std)})")
     if not low - 1e-12 <= mean <= high + 1e-12:
         raise ValueError(f"{bad} (expected min <= mean <= max, got {low}, {mean}, {high})")
     runs: list[float] = []
@@ -634,7 +623,7 @@ def plot_model(
         OSError: a file cannot be written.
     """
     if not _is_int(top) or top < 0:
-        raise ValueError(f"expected top >= 0, got {_short(top)}")
+        raise ValueError(f"expected top >= 0, got {short(top)}")
     require_matplotlib()
     saved = load_model(model_path)
     evaluation = evaluate_network(saved.network, images, labels, top=top)

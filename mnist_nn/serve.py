@@ -1,4 +1,4 @@
-"""A drawing page for a saved model: ``mnist-nn serve``.
+"""A drawing page for a saved model: the server behind ``mnist-nn serve``.
 
 This module owns a small HTTP server (the standard library's
 ``ThreadingHTTPServer``) that serves one page, where you draw a digit and
@@ -22,11 +22,13 @@ Every request is bounded (``MAX_BODY_BYTES``, ``MAX_RASTER_SIDE``), every
 error is a JSON ``{"error": "..."}`` with a 4xx status, and a bad request
 never stops the server. Responses carry a ``Content-Security-Policy`` that
 allows nothing but the server's own files.
+
+This is a library: it reads no arguments and prints no results. The command
+(its flags, the default model, Ctrl-C) is ``mnist_nn.cli.serve``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import importlib.util
@@ -35,8 +37,6 @@ import socket
 import socketserver
 import sys
 import tempfile
-import webbrowser
-from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -47,24 +47,13 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.cli.base import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_USAGE,
-    Parser,
-    TerminatedError,
-    command,
-    fail,
-    signals_as_interrupts,
-)
-from mnist_nn.config import IMAGE_SIDE, default_models_dir
-from mnist_nn.errors import ModelFileError
-from mnist_nn.images import ImageError, load_image, to_mnist
-from mnist_nn.models import SavedModel, load_model
+from mnist_nn.config import IMAGE_SIDE
+from mnist_nn.errors import ImageError, RequestError
+from mnist_nn.images import load_image, to_mnist
+from mnist_nn.models import SavedModel
 from mnist_nn.nn.network import Network
+from mnist_nn.text import first_line, json_type
 
-DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
-DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 5 * 2**20  # room for the largest raster, 1024x1024 pixels written as "255,"
 MAX_RASTER_SIDE = 1024  # width and height of a raster or PNG drawing, in pixels
 MAX_GRAY = 255
@@ -94,15 +83,6 @@ SECURITY_HEADERS = {
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_HEADER_BYTES = 24  # signature, IHDR length and type, width, height
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a one-line reason for the client."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # --- predictions -----------------------------------------------------------------------
@@ -154,18 +134,18 @@ def predict_raster(network: Network, raster: npt.ArrayLike) -> dict[str, Any]:
 def _raster_from_json(raster: Any) -> npt.NDArray[np.float64]:
     """The ``raster`` member of a request as (height, width) gray levels; RequestError if malformed."""
     if not isinstance(raster, dict):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' must be an object, got {_json_type(raster)}")
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' must be an object, got {json_type(raster)}")
     missing = [key for key in ("width", "height", "pixels") if key not in raster]
     if missing:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"'raster' is missing {', '.join(map(repr, missing))}")
     width, height, pixels = raster["width"], raster["height"], raster["pixels"]
     for key, side in (("width", width), ("height", height)):
         if type(side) is not int:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be an integer, got {_json_type(side)}")
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be an integer, got {json_type(side)}")
         if not 1 <= side <= MAX_RASTER_SIDE:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"'{key}' must be between 1 and {MAX_RASTER_SIDE}, got {side}")
     if not isinstance(pixels, list):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"'pixels' must be an array, got {_json_type(pixels)}")
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'pixels' must be an array, got {json_type(pixels)}")
     if len(pixels) != width * height:
         raise RequestError(
             HTTPStatus.BAD_REQUEST,
@@ -216,7 +196,7 @@ def predict_request(network: Network, body: Any) -> dict[str, Any]:
         RequestError: a malformed drawing (400) or one without ink (400).
     """
     if not isinstance(body, dict):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"expected a JSON object, got {_json_type(body)}")
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"expected a JSON object, got {json_type(body)}")
     if ("raster" in body) == ("png" in body):
         raise RequestError(HTTPStatus.BAD_REQUEST, "expected an object with one of the keys 'raster' or 'png'")
     try:
@@ -242,12 +222,6 @@ def model_info(model: SavedModel) -> dict[str, Any]:
         "test_accuracy": correct / total if correct is not None and total else None,
         "probability_kind": model.network.probability_kind,
     }
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
 
 
 def _reject_constant(name: str) -> Any:
@@ -367,8 +341,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_json(exc.status, exc.message)
             return
         except Exception as exc:  # a bug, or memory running out: answer, and keep serving
-            print(f"mnist-nn serve: error answering {path}: {_first_line(exc)}", file=sys.stderr)
-            self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed: {_first_line(exc)}")
+            print(f"mnist-nn serve: error answering {path}: {first_line(exc)}", file=sys.stderr)
+            self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed: {first_line(exc)}")
             return
         self._send(HTTPStatus.OK, json.dumps(answer).encode("utf-8"), "application/json")
 
@@ -411,7 +385,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(data, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {_first_line(exc)}") from None
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {first_line(exc)}") from None
 
     def _drain(self, length: int) -> None:
         """Read and drop an oversized body (if not absurdly large): closing on unread data resets the connection."""
@@ -455,11 +429,6 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def _first_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # --- choosing a model ------------------------------------------------------------------
 
 
@@ -472,82 +441,3 @@ def newest_model(folder: Path) -> Path | None:
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
-
-
-# --- mnist-nn serve --------------------------------------------------------------------
-
-
-def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
-    """Arguments of ``mnist-nn serve``."""
-    parser = Parser(
-        prog=prog,
-        description="Serve a page where you draw a digit with the mouse, a pen or a finger and watch the "
-        "model classify it as you draw: the probability of each digit and the 28x28 image the network "
-        "sees, prepared exactly as 'mnist-nn predict' prepares an image file. Ctrl-C stops the server.",
-    )
-    parser.add_argument(
-        "model",
-        type=Path,
-        nargs="?",
-        metavar="MODEL",
-        help="a model file written by train --save (default: the newest .npz file in models/)",
-    )
-    parser.add_argument(
-        "--host",
-        default=DEFAULT_HOST,
-        help=f"the address to listen on (default: {DEFAULT_HOST}, this computer only; "
-        "0.0.0.0 lets other devices on your network connect)",
-    )
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"the TCP port; 0 picks a free one (default: {DEFAULT_PORT})"
-    )
-    parser.add_argument("--open", action="store_true", help="open the page in the web browser")
-    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    return parser
-
-
-@command
-def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
-    """Entry point of ``mnist-nn serve``."""
-    args = build_serve_parser(prog).parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        return fail(prog, f"--port must be between 0 and 65535, got {args.port}", EXIT_USAGE)
-    path: Path | None = args.model
-    if path is None:
-        folder = default_models_dir()
-        path = newest_model(folder)
-        if path is None:
-            return fail(
-                prog, f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save", EXIT_USAGE
-            )
-    try:
-        model = load_model(path)
-    except ModelFileError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
-    try:
-        server = make_server(model, args.host, args.port, verbose=args.verbose)
-    except FileNotFoundError as exc:
-        return fail(prog, f"the page's files are missing from the package ({exc}); reinstall mnist-nn", EXIT_FAILURE)
-    except socket.gaierror as exc:
-        return fail(prog, f"--host {args.host}: unknown host ({exc.strerror or exc})", EXIT_USAGE)
-    except OSError as exc:
-        return fail(prog, f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}", EXIT_FAILURE)
-    with server:
-        url = server.url
-        reach = "this computer only" if _is_loopback(args.host) else "other devices on your network too"
-        print(f"Serving {model.path} at {url} ({reach}); Ctrl-C stops", flush=True)
-        if args.open and not webbrowser.open(url):
-            print(f"{prog}: could not open a browser; visit {url}", file=sys.stderr)
-        try:
-            with signals_as_interrupts():
-                server.serve_forever()
-        except (KeyboardInterrupt, TerminatedError):
-            pass
-    end = "\n" if sys.stderr.isatty() else ""  # after the terminal's "^C"
-    print(f"{end}{prog}: stopped", file=sys.stderr)
-    return EXIT_OK
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` names this computer only (127.x, ::1, localhost)."""
-    return host == "localhost" or host.startswith("127.") or host == "::1"

@@ -19,12 +19,11 @@ import numpy.typing as npt
 import pytest
 
 from mnist_nn.data import MnistData
-from mnist_nn.errors import MnistNNError
+from mnist_nn.errors import ImageError, MnistNNError
 from mnist_nn.images import (
     DIGIT_BOX,
     PILLOW_HINT,
     RAMP,
-    ImageError,
     load_digit,
     load_image,
     render_digit,

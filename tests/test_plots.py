@@ -24,13 +24,12 @@ from mnist_nn.bench import AccuracyReport, SeedResult
 from mnist_nn.cli.benchmark import benchmark_main
 from mnist_nn.config import TrainConfig
 from mnist_nn.data import MnistData
-from mnist_nn.errors import ModelFileError
+from mnist_nn.errors import ModelFileError, PlotError
 from mnist_nn.metrics import Mistake
 from mnist_nn.models import save_model
 from mnist_nn.nn.network import Network
 from mnist_nn.plots import (
     MISSING_MATPLOTLIB,
-    PlotError,
     load_benchmark_report,
     plot_benchmark,
     plot_confusion_matrix,

@@ -34,6 +34,7 @@ import pytest
 import requests
 
 from mnist_nn.cli import train_main
+from mnist_nn.cli.serve import serve_main
 from mnist_nn.data import MnistData
 from mnist_nn.images import to_mnist
 from mnist_nn.models import SavedModel, load_model, save_model
@@ -47,7 +48,6 @@ from mnist_nn.serve import (
     model_info,
     newest_model,
     predict_raster,
-    serve_main,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -496,7 +496,7 @@ def test_newest_model_is_the_latest_npz_file(tmp_path: Path) -> None:
 def test_without_a_model_serve_says_how_to_train_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("mnist_nn.serve.default_models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr("mnist_nn.cli.serve.default_models_dir", lambda: tmp_path / "models")
     assert serve_main([]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -511,7 +511,7 @@ def test_without_a_model_serve_picks_the_newest(
     folder.mkdir()
     _touch(folder / "old.npz", 1_000_000)  # not a model: serve must not pick it
     (folder / "new.npz").write_bytes(untrained.path.read_bytes())
-    monkeypatch.setattr("mnist_nn.serve.default_models_dir", lambda: folder)
+    monkeypatch.setattr("mnist_nn.cli.serve.default_models_dir", lambda: folder)
     # A busy port makes serve stop right after choosing and loading the model.
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -570,7 +570,7 @@ def test_serve_runs_opens_the_browser_and_stops_cleanly_on_ctrl_c(untrained: Sav
     opened = tmp_path / "opened.txt"
     browser = tmp_path / "browser.py"
     browser.write_text(f"import sys, pathlib\npathlib.Path({str(opened)!r}).write_text(sys.argv[1])\n")
-    code = "from mnist_nn.serve import serve_main; raise SystemExit(serve_main())"
+    code = "from mnist_nn.cli.serve import serve_main; raise SystemExit(serve_main())"
     env = {**os.environ, "BROWSER": f"{sys.executable} {browser} %s", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-c", code, str(untrained.path), "--port", "0", "--open"],

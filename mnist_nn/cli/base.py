@@ -1,10 +1,12 @@
-"""What every command line of the package shares: exit codes, the parser, errors and signals.
+"""What every command of the package shares: exit codes, the parser, common flags, errors and signals.
 
-``command`` wraps each ``*_main(argv, prog)`` so that a user's stop ends in
-one line, never a traceback; ``fail`` prints that line. The commands live in
-``mnist_nn.cli`` (download, train, evaluate and the ``mnist-nn`` dispatcher),
-``mnist_nn.cli.tools`` (predict, show, plot), ``mnist_nn.cli.benchmark`` and
-``mnist_nn.serve``.
+``command`` wraps each ``*_main(argv, prog)`` and is the one place that maps
+errors to exit codes: a package error (``mnist_nn.errors``) becomes one line,
+``prog: error: <message>``, and its ``exit_code``; a ``ConfigError`` is told
+in the flags' words (``flag_message``); Ctrl-C, SIGTERM and a closed pipe end
+in one line or quietly, never in a traceback. ``fail`` prints that line for
+the few failures a command reports itself. The commands are the other modules
+of ``mnist_nn.cli``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,29 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnist_nn.errors import ConfigError, MnistNNError
+from mnist_nn.errors import ConfigError, MnistNNError, TerminatedError, UsageError
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "MainFunction",
+    "Parser",
+    "TerminatedError",
+    "UsageError",
+    "add_data_args",
+    "command",
+    "fail",
+    "flag_message",
+    "show_progress",
+    "signals_as_interrupts",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,10 +53,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-class UsageError(Exception):
-    """A flag value that parses but makes no sense; exit code 2."""
-
-
 def flag_message(error: ConfigError) -> str:
     """A setting's error in the words of the command line: 'batch_size must ...' -> '--batch-size must ...'."""
     flag = "--hidden sizes" if error.setting == "sizes" else "--" + error.setting.replace("_", "-")
@@ -44,6 +60,7 @@ def flag_message(error: ConfigError) -> str:
 
 
 def fail(prog: str, message: str, code: int) -> int:
+    """Print ``prog: error: message`` on stderr; returns ``code``."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return code
 
@@ -52,10 +69,13 @@ MainFunction = Callable[..., int]
 
 
 def command(main: MainFunction) -> MainFunction:
-    """Wrap a ``*_main`` so that stops users cause end in one line, never a traceback.
+    """Wrap a ``*_main`` so that errors and stops end in one line and an exit code, never a traceback.
 
-    Ctrl-C prints "interrupted" and exits 130; a closed pipe (``| head``)
-    ends quietly; a package error that escaped still prints one line.
+    A package error prints ``prog: error: <message>`` and exits with its
+    ``exit_code`` (a ``ConfigError`` names the flag, not the setting); Ctrl-C
+    prints "interrupted" and exits 130, SIGTERM (inside
+    ``signals_as_interrupts``) "terminated" and 143; a closed pipe (``| head``)
+    ends quietly.
     """
 
     @functools.wraps(main)
@@ -66,13 +86,18 @@ def command(main: MainFunction) -> MainFunction:
             return int(main(argv, name))
         except KeyboardInterrupt:
             print(f"{name}: interrupted", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
+        except TerminatedError as exc:
+            print(f"{name}: terminated", file=sys.stderr)
+            return exc.exit_code
         except BrokenPipeError:
             # stdout's reader went away: stop writing, and keep Python from
             # complaining about it again at exit.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             return EXIT_FAILURE
+        except ConfigError as exc:  # a TrainConfig value, which the user gave as a flag
+            return fail(name, flag_message(exc), exc.exit_code)
         except MnistNNError as exc:  # the error type says which exit code (see mnist_nn.errors)
             return fail(name, str(exc), exc.exit_code)
 
@@ -96,10 +121,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the download cache (default: $MNIST_NN_DATA, else the project's data/ folder)",
     )
-
-
-class TerminatedError(Exception):
-    """SIGTERM arrived while a long command (training, serving) was running."""
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from urllib3.exceptions import ReadTimeoutError
 from mnist_nn.config import MIRROR_ENV, default_data_dir
 from mnist_nn.errors import DownloadError
 from mnist_nn.files import atomic_write
+from mnist_nn.text import MESSAGE_LIMIT, first_line, one_line
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ DEFAULT_MIRRORS: tuple[str, ...] = (
 _CHUNK = 1 << 20  # bytes per read from the network or disk, and per inflate step
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # tells zlib to expect a gzip header and trailer
+_CAUSE_LIMIT = 120  # characters of a network error's message quoted as the reason
 _FIX_HINT = f"download the files yourself and point {MIRROR_ENV} (or --mirror) at their folder"
 
 
@@ -274,7 +276,7 @@ class _Fetcher:
                 try:
                     data = self._fetch(mirror, file, bar)
                 except _MirrorError as failure:
-                    failures.append(f"{_one_line(mirror)} ({_one_line(failure.reason)})")
+                    failures.append(f"{one_line(mirror, MESSAGE_LIMIT)} ({one_line(failure.reason, MESSAGE_LIMIT)})")
                     continue
                 return FetchResult(file.name, path, mirror, data)
         raise DownloadError(f"cannot get {file.name} from any mirror: {'; '.join(failures)}; {_FIX_HINT}")
@@ -478,7 +480,7 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
     except ValueError as exc:
         # requests lets a malformed redirect target through unwrapped (urlsplit's ValueError,
         # UnicodeDecodeError, urllib3's LocationParseError).
-        raise _MirrorError(f"bad redirect target: {_one_line(str(exc), limit=120)}") from exc
+        raise _MirrorError(f"bad redirect target: {first_line(exc, _CAUSE_LIMIT)}") from exc
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -506,10 +508,4 @@ def _root_cause(exc: BaseException) -> str:
     for e in reversed(_causes(exc)):
         if isinstance(e, OSError) and e.strerror:
             return e.strerror
-    return _one_line(str(exc), limit=120)
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """``text`` on a single line, shortened to ``limit`` characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return first_line(exc, _CAUSE_LIMIT)

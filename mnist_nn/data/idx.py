@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES
 from mnist_nn.errors import DataFormatError
+from mnist_nn.text import first_line
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -74,7 +75,7 @@ def parse_idx(raw: bytes, name: str = "IDX data", magic: int | None = None) -> n
     try:
         return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
     except ValueError as exc:  # more dimensions than NumPy allows, or e.g. (0, 2**32 - 1, 2**32 - 1)
-        reason = " ".join(str(exc).split())
+        reason = first_line(exc)
         raise DataFormatError(f"{name}: IDX header declares shape {dims}, which NumPy cannot hold ({reason})") from None
 
 

@@ -1,12 +1,8 @@
-"""The command line: download, train and evaluate, and the ``mnist-nn`` command.
+"""``mnist-nn train`` and ``scripts/train_mnist.py``: flags to a ``TrainConfig``, the run, its files.
 
-Each ``*_main(argv, prog)`` parses its arguments, calls the package and turns
-the package's errors into one line on stderr and an exit code: 2 for bad
-usage or an invalid input file, 1 for other failures (such as a download that
-every mirror refused). Results go to stdout; progress bars and notes to
-stderr. What the commands share is in ``mnist_nn.cli.base``; predict, show
-and plot are in ``mnist_nn.cli.tools``. Nothing in the package imports this
-module.
+This module owns the training flags, resuming from a model file, the progress
+bar and per-epoch lines, saving (at the end, at checkpoints and after a stop:
+Ctrl-C, SIGTERM or diverged weights) and the ``--json`` and ``--plot`` outputs.
 """
 
 from __future__ import annotations
@@ -25,20 +21,15 @@ from tqdm import tqdm
 from mnist_nn._version import __version__
 from mnist_nn.cli.base import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
-    MainFunction,
     Parser,
-    TerminatedError,
-    UsageError,
     add_data_args,
     command,
     fail,
-    flag_message,
     show_progress,
     signals_as_interrupts,
 )
-from mnist_nn.cli.tools import plot_main, predict_main, show_main
 from mnist_nn.config import (
     IMAGE_PIXELS,
     NUM_CLASSES,
@@ -47,56 +38,21 @@ from mnist_nn.config import (
     config_from_dict,
     default_models_dir,
 )
-from mnist_nn.data import MnistData, Split, load_mnist
-from mnist_nn.errors import ConfigError, ModelFileError, TrainingError
+from mnist_nn.data import MnistData, load_mnist
+from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import check_writable, write_json
-from mnist_nn.metrics import Evaluation, evaluate_network, format_count
+from mnist_nn.metrics import format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
 from mnist_nn.nn.layers import INITS
+from mnist_nn.plots import plot_training_curves, require_matplotlib
 from mnist_nn.train.augment import parse_augment
 from mnist_nn.train.history import EpochRecord, History
 from mnist_nn.train.loop import fit
 from mnist_nn.train.run import Run
 from mnist_nn.train.schedules import SCHEDULES
 from mnist_nn.train.transforms import TRANSFORMS
-
-# --- download ---------------------------------------------------------------------------
-
-
-def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentParser:
-    """Arguments of ``download_mnist.py`` / ``mnist-nn download``."""
-    parser = Parser(
-        prog=prog,
-        description="Download the four MNIST files, verify them against pinned SHA-256 digests "
-        "and cache them. Files already in the cache are verified and reused without any network access.",
-    )
-    add_data_args(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars and no report, only errors")
-    return parser
-
-
-@command
-def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
-    """Entry point of ``scripts/download_mnist.py``."""
-    from mnist_nn.data.download import ensure_mnist
-
-    args = build_download_parser(prog).parse_args(argv)
-    try:
-        results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
-    except OSError as exc:
-        return fail(prog, f"cannot use the data folder: {exc}", EXIT_FAILURE)
-    if not args.quiet:
-        for r in results:
-            if r.source == "cache":
-                print(f"{r.name}: already present and verified ({r.path})")
-            else:
-                print(f"{r.name}: downloaded from {r.source} and verified ({r.path})")
-    return EXIT_OK
-
-
-# --- train ------------------------------------------------------------------------------
 
 
 def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
@@ -274,10 +230,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         changes["sizes"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES)
     if changes.get("preprocess") == "none":
         changes["preprocess"] = ""
-    try:
-        config = dataclasses.replace(base, **changes)
-    except ConfigError as exc:
-        raise UsageError(flag_message(exc)) from None
+    config = dataclasses.replace(base, **changes)  # ConfigError: ``command`` names the flag
     if config.augment:
         try:
             spec = parse_augment(config.augment)
@@ -285,6 +238,46 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
             raise UsageError(f"--augment: {exc}") from None
         config = dataclasses.replace(config, augment="" if spec.is_identity else spec.to_spec())
     return config
+
+
+def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
+    """The configuration saved in a model file, with a new --epochs if given; any other flag is refused."""
+    try:
+        stored = config_from_dict(saved.metadata.get("config"))
+    except ValueError as exc:
+        raise ModelFileError(f"{saved.path}: cannot resume: {exc}") from None
+    config = _train_config(args, stored)
+    changed = [
+        f.name
+        for f in dataclasses.fields(config)
+        if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
+    ]
+    if changed:
+        raise UsageError(
+            f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
+        )
+    return config
+
+
+def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
+    """Refuse (UsageError) what would fail only after training: checkpoints without a file, plots
+    without matplotlib, a file that cannot be written."""
+    if args.checkpoint_every is not None:
+        if args.checkpoint_every < 1:
+            raise UsageError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+        if save_path is None:
+            raise UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
+    if args.plot is not None:
+        try:
+            require_matplotlib()
+        except PlotError as exc:
+            raise UsageError(f"--plot: {exc}") from None
+    for path in (save_path, args.json, args.plot / "curves.png" if args.plot else None):
+        if path is not None:
+            try:
+                check_writable(path)
+            except OSError as exc:
+                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _default_model_path(config: TrainConfig) -> Path:
@@ -362,49 +355,14 @@ def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: st
 def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") -> int:
     """Entry point of ``scripts/train_mnist.py``."""
     args = build_train_parser(prog).parse_args(argv)
-    saved: SavedModel | None = None
-    try:
-        if args.resume is not None:
-            saved = load_model(args.resume)
-            try:
-                stored = config_from_dict(saved.metadata.get("config"))
-            except ValueError as exc:
-                raise ModelFileError(f"{saved.path}: cannot resume: {exc}") from None
-            config = _train_config(args, stored)
-            changed = [
-                f.name
-                for f in dataclasses.fields(config)
-                if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
-            ]
-            if changed:
-                raise UsageError(
-                    f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
-                )
-        else:
-            config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
-        save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
-        if args.checkpoint_every is not None:
-            if args.checkpoint_every < 1:
-                raise UsageError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
-            if save_path is None:
-                raise UsageError("--checkpoint-every needs --save PATH: checkpoints are written there")
-        if args.plot is not None:
-            from mnist_nn.plots import PlotError, require_matplotlib
-
-            try:
-                require_matplotlib()
-            except PlotError as exc:
-                raise UsageError(f"--plot: {exc}") from None
-        for path in (save_path, args.json, args.plot / "curves.png" if args.plot else None):
-            if path is not None:
-                try:
-                    check_writable(path)
-                except OSError as exc:
-                    raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except UsageError as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
-    except (ModelFileError, ValueError) as exc:
-        return fail(prog, str(exc), EXIT_USAGE)
+    # Every flag is checked and every output file tried before the data is loaded.
+    saved = load_model(args.resume) if args.resume is not None else None
+    if saved is not None:
+        config = _resumed_config(args, saved)
+    else:
+        config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
+    save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
+    _check_outputs(args, save_path)
 
     progress = show_progress(args.quiet)
     data = load_mnist(args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress)
@@ -445,24 +403,21 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
             )
         new_bar(record.epoch + 1)
 
-    checkpoints: list[str] = []
-
     def on_checkpoint(record: EpochRecord, run: Run) -> None:
         on_epoch(record, run)
         if save_path is not None and args.checkpoint_every and record.epoch % args.checkpoint_every == 0:
             _save_run(save_path, run, data, args.save_last, status="checkpoint")
-            checkpoints.append(str(record.epoch))
 
     new_bar(run.epochs_completed + 1)
     start = time.perf_counter()
     try:
         with signals_as_interrupts():
             fit(run, *data.train, validation=data.validation, on_epoch=on_checkpoint, on_progress=on_progress)
-    except (KeyboardInterrupt, TerminatedError) as exc:
-        code = 143 if isinstance(exc, TerminatedError) else 130
+    except (KeyboardInterrupt, TerminatedError) as exc:  # stop, and save what was reached
+        code = exc.exit_code if isinstance(exc, TerminatedError) else EXIT_INTERRUPTED
         what = "terminated" if isinstance(exc, TerminatedError) else "interrupted"
         return fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data, args), code)
-    except TrainingError as exc:
+    except TrainingError as exc:  # diverged: save the last finite epoch, and say so in the same line
         return fail(prog, f"{exc}; " + _salvage(save_path, run, data, args, "diverged"), EXIT_FAILURE)
     except OSError as exc:  # a checkpoint could not be written; the earlier file is intact
         return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
@@ -500,8 +455,6 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
             },
         )
     if args.plot is not None:
-        from mnist_nn.plots import plot_training_curves
-
         curves = plot_training_curves(run.history, args.plot / "curves.png", title=run.config.describe())
         if not args.quiet:
             print(f"Wrote {curves}", file=sys.stderr)
@@ -524,161 +477,3 @@ def _salvage(
     _, epoch = run.served(args.save_last)
     resume = f"; continue with --resume {save_path}" if status == "interrupted" else ""
     return f"epoch {epoch}'s weights and the run so far were saved to {save_path}{resume}"
-
-
-# --- evaluate ---------------------------------------------------------------------------
-
-
-def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
-    """Arguments of ``evaluate.py`` / ``mnist-nn evaluate``."""
-    parser = Parser(
-        prog=prog,
-        description="Evaluate saved models on an MNIST split. One model: the correct count, per-digit "
-        "accuracy, the confusion matrix, the most confident mistakes and the throughput. Several: a "
-        "comparison table.",
-    )
-    parser.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="model files written by --save")
-    parser.add_argument(
-        "--split", choices=["test", "validation", "train"], default="test", help="the split to evaluate (default: test)"
-    )
-    parser.add_argument(
-        "--mistakes", type=int, default=10, metavar="N", help="how many confident mistakes to list (default: 10)"
-    )
-    add_data_args(parser)
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write all results as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
-
-
-def _print_evaluation(split: str, result: Evaluation) -> None:
-    print(f"{split.capitalize()}: {result.correct} / {result.total} correct ({100.0 * result.accuracy:.2f}%)")
-    print()
-    print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
-    print()
-    print("Confusion matrix (rows: true digit, columns: predicted digit):")
-    print("     " + "".join(f"{d:>6}" for d in range(len(result.confusion))))
-    for d, row in enumerate(result.confusion):
-        print(f"{d:>5}" + "".join(f"{n:>6}" for n in row))
-    print()
-    if result.mistakes:
-        print("Most confident mistakes:")
-        print(f"{'index':>7} {'true':>5} {'predicted':>10} {'confidence':>11}")
-        for m in result.mistakes:
-            print(f"{m.index:>7} {m.label:>5} {m.predicted:>10} {m.confidence:>11.3f}")
-        print()
-    print(f"Throughput: {result.images_per_second:,.0f} images/s ({result.seconds * 1000:.1f} ms for {result.total})")
-
-
-@command
-def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") -> int:
-    """Entry point of ``scripts/evaluate.py``."""
-    args = build_evaluate_parser(prog).parse_args(argv)
-    if args.mistakes < 0:
-        return fail(prog, f"--mistakes must be >= 0, got {args.mistakes}", EXIT_USAGE)
-    models = [load_model(path) for path in args.models]
-    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
-    split: Split = getattr(data, args.split)
-    results = []
-    for model in tqdm(
-        models,
-        desc="Evaluating",
-        unit="model",
-        disable=len(models) < 2 or not show_progress(args.quiet),
-        file=sys.stderr,
-    ):
-        results.append(evaluate_network(model.network, split.images, split.labels, top=args.mistakes))
-    if len(models) == 1:
-        _print_evaluation(args.split, results[0])
-    else:
-        print("| model | sizes | split | correct | accuracy |")
-        print("| --- | --- | --- | --- | --- |")
-        for model, result in zip(models, results, strict=True):
-            sizes = "[" + ", ".join(map(str, model.network.sizes)) + "]"
-            print(
-                f"| {model.path} | {sizes} | {args.split} | {result.correct} / {result.total} | "
-                f"{100.0 * result.accuracy:.2f}% |"
-            )
-    if args.json is not None:
-        try:
-            write_json(
-                args.json,
-                [
-                    {
-                        "model": str(model.path),
-                        "sizes": list(model.network.sizes),
-                        "split": args.split,
-                        "epoch": model.metadata.get("epoch"),
-                        "correct": result.correct,
-                        "total": result.total,
-                        "accuracy": result.accuracy,
-                        "per_digit": result.per_digit,
-                        "confusion": result.confusion,
-                        "mistakes": [dataclasses.asdict(m) for m in result.mistakes],
-                        "images_per_second": result.images_per_second,
-                        "probabilities": model.network.probability_kind,
-                    }
-                    for model, result in zip(models, results, strict=True)
-                ],
-            )
-        except OSError as exc:
-            return fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
-    return EXIT_OK
-
-
-# --- mnist-nn ---------------------------------------------------------------------------
-
-
-def _benchmark(argv: Sequence[str] | None = None, prog: str = "mnist-nn benchmark") -> int:
-    from mnist_nn.cli.benchmark import benchmark_main
-
-    return benchmark_main(argv, prog)
-
-
-def _serve(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
-    from mnist_nn.serve import serve_main  # serve imports this module
-
-    return serve_main(argv, prog)
-
-
-SUBCOMMANDS: dict[str, tuple[MainFunction, str]] = {
-    "download": (download_main, "download and verify MNIST into the cache"),
-    "train": (train_main, "train a network (Nielsen's chapter-1 setup by default, or --preset NAME)"),
-    "evaluate": (evaluate_main, "evaluate saved models: counts, per-digit accuracy, confusion, mistakes"),
-    "benchmark": (_benchmark, "accuracy over seeds, or speed against the per-example reference"),
-    "predict": (predict_main, "classify your own digit images (PNG, JPEG, .npy)"),
-    "serve": (_serve, "draw digits in the browser and watch the model classify them as you draw"),
-    "show": (show_main, "show MNIST digits in the terminal, with a model's predictions or mistakes"),
-    "plot": (plot_main, "draw training curves, confusion matrices, mistakes and benchmark charts"),
-}
-
-
-def _usage() -> str:
-    width = max(map(len, SUBCOMMANDS))
-    lines = [
-        "usage: mnist-nn [--version] [--help] COMMAND [ARGS...]",
-        "",
-        "A from-scratch NumPy neural network for MNIST digits. Commands:",
-        "",
-        *(f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()),
-        "",
-        "'mnist-nn COMMAND --help' explains a command's options.",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mnist-nn`` command and ``python -m mnist_nn``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        print(_usage(), file=sys.stderr)
-        return EXIT_USAGE
-    if args[0] in ("-h", "--help"):
-        print(_usage())
-        return EXIT_OK
-    if args[0] in ("-V", "--version"):
-        print(f"mnist-nn {__version__}")
-        return EXIT_OK
-    name, rest = args[0], args[1:]
-    if name not in SUBCOMMANDS:
-        return fail("mnist-nn", f"unknown command {name!r}; expected one of: {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
-    return SUBCOMMANDS[name][0](rest, f"mnist-nn {name}")

@@ -1,0 +1,46 @@
+"""``mnist-nn download`` and ``scripts/download_mnist.py``: fetch, verify and cache the four MNIST files."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from mnist_nn.cli.base import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    Parser,
+    add_data_args,
+    command,
+    fail,
+    show_progress,
+)
+from mnist_nn.data.download import ensure_mnist
+
+
+def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentParser:
+    """Arguments of ``download_mnist.py`` / ``mnist-nn download``."""
+    parser = Parser(
+        prog=prog,
+        description="Download the four MNIST files, verify them against pinned SHA-256 digests "
+        "and cache them. Files already in the cache are verified and reused without any network access.",
+    )
+    add_data_args(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no report, only errors")
+    return parser
+
+
+@command
+def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
+    """Entry point of ``scripts/download_mnist.py``."""
+    args = build_download_parser(prog).parse_args(argv)
+    try:
+        results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
+    except OSError as exc:
+        return fail(prog, f"cannot use the data folder: {exc}", EXIT_FAILURE)
+    if not args.quiet:
+        for r in results:
+            if r.source == "cache":
+                print(f"{r.name}: already present and verified ({r.path})")
+            else:
+                print(f"{r.name}: downloaded from {r.source} and verified ({r.path})")
+    return EXIT_OK

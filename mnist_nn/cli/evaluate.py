@@ -1,0 +1,126 @@
+"""``mnist-nn evaluate`` and ``scripts/evaluate.py``: saved models on an MNIST split, as text and JSON.
+
+One model gets the full report (counts, per-digit accuracy, confusion matrix,
+confident mistakes, throughput); several get a comparison table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mnist_nn.cli.base import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    Parser,
+    add_data_args,
+    command,
+    fail,
+    show_progress,
+)
+from mnist_nn.data import Split, load_mnist
+from mnist_nn.errors import UsageError
+from mnist_nn.files import write_json
+from mnist_nn.metrics import Evaluation, evaluate_network
+from mnist_nn.models import load_model
+
+
+def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
+    """Arguments of ``evaluate.py`` / ``mnist-nn evaluate``."""
+    parser = Parser(
+        prog=prog,
+        description="Evaluate saved models on an MNIST split. One model: the correct count, per-digit "
+        "accuracy, the confusion matrix, the most confident mistakes and the throughput. Several: a "
+        "comparison table.",
+    )
+    parser.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="model files written by --save")
+    parser.add_argument(
+        "--split", choices=["test", "validation", "train"], default="test", help="the split to evaluate (default: test)"
+    )
+    parser.add_argument(
+        "--mistakes", type=int, default=10, metavar="N", help="how many confident mistakes to list (default: 10)"
+    )
+    add_data_args(parser)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write all results as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _print_evaluation(split: str, result: Evaluation) -> None:
+    print(f"{split.capitalize()}: {result.correct} / {result.total} correct ({100.0 * result.accuracy:.2f}%)")
+    print()
+    print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
+    print()
+    print("Confusion matrix (rows: true digit, columns: predicted digit):")
+    print("     " + "".join(f"{d:>6}" for d in range(len(result.confusion))))
+    for d, row in enumerate(result.confusion):
+        print(f"{d:>5}" + "".join(f"{n:>6}" for n in row))
+    print()
+    if result.mistakes:
+        print("Most confident mistakes:")
+        print(f"{'index':>7} {'true':>5} {'predicted':>10} {'confidence':>11}")
+        for m in result.mistakes:
+            print(f"{m.index:>7} {m.label:>5} {m.predicted:>10} {m.confidence:>11.3f}")
+        print()
+    print(f"Throughput: {result.images_per_second:,.0f} images/s ({result.seconds * 1000:.1f} ms for {result.total})")
+
+
+@command
+def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") -> int:
+    """Entry point of ``scripts/evaluate.py``."""
+    args = build_evaluate_parser(prog).parse_args(argv)
+    if args.mistakes < 0:
+        raise UsageError(f"--mistakes must be >= 0, got {args.mistakes}")
+    models = [load_model(path) for path in args.models]
+    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
+    split: Split = getattr(data, args.split)
+    results = []
+    for model in tqdm(
+        models,
+        desc="Evaluating",
+        unit="model",
+        disable=len(models) < 2 or not show_progress(args.quiet),
+        file=sys.stderr,
+    ):
+        results.append(evaluate_network(model.network, split.images, split.labels, top=args.mistakes))
+    if len(models) == 1:
+        _print_evaluation(args.split, results[0])
+    else:
+        print("| model | sizes | split | correct | accuracy |")
+        print("| --- | --- | --- | --- | --- |")
+        for model, result in zip(models, results, strict=True):
+            sizes = "[" + ", ".join(map(str, model.network.sizes)) + "]"
+            print(
+                f"| {model.path} | {sizes} | {args.split} | {result.correct} / {result.total} | "
+                f"{100.0 * result.accuracy:.2f}% |"
+            )
+    if args.json is not None:
+        try:
+            write_json(
+                args.json,
+                [
+                    {
+                        "model": str(model.path),
+                        "sizes": list(model.network.sizes),
+                        "split": args.split,
+                        "epoch": model.metadata.get("epoch"),
+                        "correct": result.correct,
+                        "total": result.total,
+                        "accuracy": result.accuracy,
+                        "per_digit": result.per_digit,
+                        "confusion": result.confusion,
+                        "mistakes": [dataclasses.asdict(m) for m in result.mistakes],
+                        "images_per_second": result.images_per_second,
+                        "probabilities": model.network.probability_kind,
+                    }
+                    for model, result in zip(models, results, strict=True)
+                ],
+            )
+        except OSError as exc:  # not a package error, so reported here
+            return fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
+    return EXIT_OK

@@ -1,0 +1,67 @@
+"""Small text helpers for one-line messages: line breaks made visible, bounded reprs, JSON type names.
+
+Every error message of the package is a single line (see ``mnist_nn.errors``),
+yet it often quotes text from outside: a path that may hold a line break, an
+exception's message, a value read from a file or a request. These helpers put
+such text on one line, with a bound on its length, in one way for the whole
+package.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+ELLIPSIS = "..."
+MESSAGE_LIMIT = 200  # characters of outside text (an exception's message, a URL) quoted in a message
+
+# The characters str.splitlines() breaks at, each mapped to its escape (e.g. "\n" -> "\\n").
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_ESCAPES = str.maketrans({c: c.encode("unicode_escape").decode("ascii") for c in _LINE_BREAKS})
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` on a single line: every line break escaped, so that a path holding one still names the same file.
+
+    Args:
+        text: any text, e.g. a path, a URL or an exception's message.
+        limit: if given (at least 4), the result is cut to this many characters,
+            the last three being "...".
+
+    Returns:
+        The text with "\\n", "\\r" (and the other line breaks) written as escapes.
+    """
+    line = text.translate(_ESCAPES)
+    if limit is not None and len(line) > limit:
+        return line[: max(limit - len(ELLIPSIS), 0)] + ELLIPSIS
+    return line
+
+
+def first_line(exc: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+    """The first non-blank line of an exception's message, at most ``limit`` characters (else its type name)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return one_line(line, limit)
+    return type(exc).__name__
+
+
+def short(value: Any) -> str:
+    """A bounded, one-line repr of a value from outside (a file, a request), for "got ..." in messages."""
+    return one_line(reprlib.repr(value))
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, e.g. "an object" for a dict, for "expected ..., got ..." in messages."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):  # before numbers: bool is an int
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return type(value).__name__  # not a value json.loads makes

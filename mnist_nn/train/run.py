@@ -91,16 +91,18 @@ class Run:
     def for_network(cls, network: Network, rng: np.random.Generator, **settings: Any) -> Run:
         """A new run that trains an existing ``network`` with ``settings`` (``TrainConfig`` fields).
 
-        The configuration's description of the network (sizes, dtype,
-        activation, cost, init, preprocess) is read from the network itself.
+        The configuration's description of the network (sizes, dtype, the
+        hidden layers' activation, cost, init, preprocess) is read from the
+        network itself.
 
         Raises:
             ConfigError: a setting out of range.
         """
+        hidden = {layer.activation.name for layer in network.layers[:-1]}
         described = {
             "sizes": network.sizes,
             "dtype": network.dtype.name,
-            "activation": network.activation.name,
+            "activation": hidden.pop() if len(hidden) == 1 else network.activation.name,
             "cost": network.cost.name,
             "init": network.init or "normal",
             "preprocess": network.transform.name if network.transform is not None else "",

@@ -30,11 +30,12 @@ fixed cases and exhaustive loops that run every time.
         random bytes 150, bit flips in the zip and .npy structures 300, zip
         directory / local header / .npy preamble fields overwritten or
         swapped 350, .npy header dicts rewritten 200, metadata JSON rewritten
-        250, hostile ``sizes`` under tracemalloc 100, slices deleted or bytes
-        inserted 100. Fixed: truncation at every cut point of a (784, 8, 10)
-        float32 model (26,958 cuts) and of a (4, 3, 2) model with a resume
-        state (3,527 cuts), 10 hostile ``sizes`` under tracemalloc, a
-        deflated member claiming 64 MiB.
+        250 (``input_size``, ``layers`` and the other keys), hostile dense
+        ``layers`` under tracemalloc 100, slices deleted or bytes inserted
+        100. Fixed: truncation at every cut point of a (784, 8, 10) float32
+        model (27,148 cuts) and of a (4, 3, 2) model with a resume state
+        (4,338 cuts), both format 2, 10 hostile ``layers`` under tracemalloc,
+        a deflated member claiming 64 MiB.
     pictures for predict: images.load_image, load_digit    800 examples
         (skipped while mnist_nn/images.py does not exist) random bytes as
         .npy/.png/.jpg/.gif/.bin 150, bit flips in PNG (L, RGBA, I;16, P),
@@ -727,15 +728,35 @@ _json = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
     max_leaves=12,
 )
+_size = st.one_of(st.integers(-2, 12), st.sampled_from([784, 100_000, 100_001, 2**63]))
+_activation_name = st.sampled_from(["sigmoid", "relu", "tanh", "softmax", "nope"])
+_layer_description = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "kind": st.one_of(st.sampled_from(["dense", "dense", "dense", "conv2d", ""]), _json),
+            "size": st.one_of(_size, st.sampled_from([True, 8.0, "8"]), _json),
+            "activation": st.one_of(_activation_name, _json),
+        },
+        optional={"weights": _json},
+    ),
+    _json,
+)
 _metadata_values = {
     "format": st.one_of(st.just("mnist_nn-model"), _json),
-    "format_version": st.one_of(st.sampled_from([0, 1, 2, True, 1.0, "1", 2**64]), _json),
-    "sizes": st.one_of(
-        st.lists(st.one_of(st.integers(-2, 12), st.sampled_from([784, 100_000, 100_001, 2**63])), max_size=5),
+    "format_version": st.one_of(st.sampled_from([0, 1, 2, 3, True, 1.0, 2.0, "1", "2", 2**64]), _json),
+    "input_size": st.one_of(_size, st.sampled_from([4, True, 784.0, "784"]), _json),
+    "layers": st.one_of(
+        st.lists(_layer_description, max_size=4),
+        st.lists(  # well-formed dense layers: only the sizes and activations are hostile
+            st.builds(lambda n, a: {"kind": "dense", "size": n, "activation": a}, _size, _activation_name),
+            min_size=1,
+            max_size=4,
+        ),
         _json,
     ),
+    "sizes": st.one_of(st.lists(_size, max_size=5), _json),
     "dtype": st.one_of(st.sampled_from(["float32", "float64", "float16", "int8", "object", ""]), _json),
-    "activation": st.one_of(st.sampled_from(["sigmoid", "relu", "tanh", "softmax", "nope"]), _json),
+    "activation": st.one_of(_activation_name, _json),
     "cost": st.one_of(st.sampled_from(["quadratic", "cross_entropy", "nope"]), _json),
     "preprocess": st.one_of(st.sampled_from(["", "deskew", "nope"]), _json),
     "resume": st.one_of(
@@ -784,11 +805,16 @@ def test_model_metadata_rewritten(case: tuple[str, bytes]) -> None:
 
 
 def with_sizes(model: str, sizes: list[int], dtype: str) -> bytes:
-    """A good model file whose metadata claims other ``sizes`` and ``dtype`` (the arrays unchanged)."""
+    """A good model file whose metadata claims other dense layers and ``dtype`` (the arrays unchanged).
+
+    ``sizes`` are the input size, then each layer's: the metadata's ``input_size``, ``layers`` and
+    ``sizes`` all say so, consistently, as a hostile writer would make them.
+    """
     members = model_members(MODELS[model][0])
     content = members["metadata.npy"]
     metadata = json.loads(content[10 + get_uint(content, 8, 2, "little") :])
-    metadata.update(sizes=sizes, dtype=dtype)
+    layers = [{"kind": "dense", "size": n, "activation": "sigmoid"} for n in sizes[1:]]
+    metadata.update(input_size=sizes[0], layers=layers, sizes=sizes, dtype=dtype)
     text = json.dumps(metadata).encode()
     header = repr({"descr": "|u1", "fortran_order": False, "shape": (len(text),)}).encode()
     members["metadata.npy"] = npy_preamble(header) + text
@@ -846,7 +872,7 @@ def test_model_truncated_at_every_cut_point(tmp_path: Path, model: str) -> None:
 
 def test_model_with_compressed_members_is_refused_without_inflating() -> None:
     members = model_members(GOOD_MODEL)
-    members["w0.npy"] = members["w0.npy"][:128] + bytes(64 * MiB)  # claims 64 MiB of weights, deflates to ~64 KB
+    members["layer0_w.npy"] = members["layer0_w.npy"][:128] + bytes(64 * MiB)  # 64 MiB of weights, deflates to ~64 KB
     raw = build_zip(members, zipfile.ZIP_DEFLATED)
     assert isinstance(check_model(raw), ModelFileError)
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,18 @@ from mnist_nn.train.transforms import input_transform
 MNIST_SIZES = (784, 30, 10)
 SMALL_SIZES = (6, 5, 4, 3)
 
+
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _dense(*sizes: Any, activation: str = "sigmoid") -> list[dict[str, Any]]:
+    """Format 2's description of a stack of dense layers of these sizes (as ``Network.describe`` gives)."""
+    return [{"kind": "dense", "size": n, "activation": activation} for n in sizes]
+
+
+def _network(input_size: Any, *sizes: Any) -> dict[str, Any]:
+    """Metadata describing a stack of dense layers, ``sizes`` consistent with ``layers`` as a writer would put it."""
+    return {"input_size": input_size, "layers": _dense(*sizes), "sizes": [input_size, *sizes]}
 
 
 def _resume_for(net: Network, rng: np.random.Generator, epochs: int = 7) -> ResumeState:
@@ -123,17 +134,19 @@ def test_round_trip_gives_identical_params_and_predictions(tmp_path: Path, dtype
 def test_file_is_a_plain_npz_with_the_documented_members(tmp_path: Path) -> None:
     path, net = _saved(tmp_path, resume=True)
     arrays = _members(path)  # np.load with allow_pickle=False
+    prefixes = ("", "current_", "opt_velocity_", "opt_second_moment_")
     assert set(arrays) == {
         "metadata",
-        *(f"{prefix}{kind}{layer}" for prefix in ("", "current_") for kind in "wb" for layer in (0, 1)),
-        *(f"opt_{key}_{layer}" for key in ("velocity", "second_moment") for layer in (0, 1)),
+        *(f"{prefix}layer{layer}_{kind}" for prefix in prefixes for kind in "wb" for layer in (0, 1)),
     }
     assert arrays["metadata"].dtype == np.uint8
-    assert arrays["w0"].shape == (784, 30) and arrays["b0"].shape == (30,)
-    assert arrays["w1"].shape == (30, 10) and arrays["b1"].shape == (10,)
-    assert arrays["opt_velocity_1"].shape == (31, 10)
-    assert np.array_equal(arrays["w1"], net.params[1][:-1])
-    assert np.array_equal(arrays["b1"], net.params[1][-1])
+    assert arrays["layer0_w"].shape == (784, 30) and arrays["layer0_b"].shape == (30,)
+    assert arrays["layer1_w"].shape == (30, 10) and arrays["layer1_b"].shape == (10,)
+    assert arrays["opt_velocity_layer1_w"].shape == (30, 10) and arrays["opt_velocity_layer1_b"].shape == (10,)
+    assert np.array_equal(arrays["layer1_w"], net.params[1][:-1])
+    assert np.array_equal(arrays["layer1_b"], net.params[1][-1])
+    assert np.array_equal(arrays["current_layer1_w"], net.params[1][:-1] * 0.5 + 1)
+    assert np.array_equal(arrays["opt_second_moment_layer1_b"], net.params[1][-1] ** 2)
     with zipfile.ZipFile(path) as archive:
         assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
 
@@ -203,6 +216,7 @@ def test_metadata_round_trips_beside_the_base_keys(tmp_path: Path) -> None:
     assert {k: metadata[k] for k in expected} == expected
     assert metadata["format"] == FORMAT_NAME and metadata["format_version"] == FORMAT_VERSION
     assert metadata["sizes"] == [784, 30, 10]
+    assert metadata["input_size"] == 784 and metadata["layers"] == _dense(30, 10)
     assert metadata["dtype"] == "float64"
     assert metadata["activation"] == "sigmoid" and metadata["cost"] == "quadratic"
     assert metadata["package_version"] == mnist_nn.__version__
@@ -216,6 +230,8 @@ def test_model_metadata_base_describes_the_network() -> None:
     assert set(base) == {
         "format",
         "format_version",
+        "input_size",
+        "layers",
         "sizes",
         "activation",
         "cost",
@@ -224,6 +240,7 @@ def test_model_metadata_base_describes_the_network() -> None:
         "package_version",
         "created",
     }
+    assert base["input_size"] == 5 and base["layers"] == _dense(4, 3)
     assert base["sizes"] == [5, 4, 3] and base["dtype"] == "float64" and base["preprocess"] == ""
     json.dumps(base, allow_nan=False)
 
@@ -239,7 +256,9 @@ def test_model_metadata_base_describes_the_network() -> None:
         ({"weights": np.zeros(3)}, "not JSON-serializable"),
         ({1: "x"}, "keys to be strings"),
         ({"sizes": [784, 100, 10]}, "'sizes'"),
-        ({"format_version": 2}, "'format_version'"),
+        ({"layers": _dense(100, 10)}, "'layers'"),
+        ({"input_size": 100}, "'input_size'"),
+        ({"format_version": 1}, "'format_version'"),
         ({"resume": {}}, "resume=ResumeState"),
     ],
 )
@@ -285,7 +304,7 @@ def test_a_write_that_fails_midway_keeps_the_earlier_file(tmp_path: Path, monkey
 
     def failing_write_array(*args: Any, **kwargs: Any) -> None:
         calls.append(1)
-        if len(calls) == 4:  # metadata, w0, b0 written; fail inside w1
+        if len(calls) == 4:  # metadata, layer0_w, layer0_b written; fail inside layer1_w
             raise OSError(28, "No space left on device (injected)")
         real_write_array(*args, **kwargs)
 
@@ -353,8 +372,8 @@ def test_truncated_file(tmp_path: Path, keep: float) -> None:
 def test_flipped_byte_in_the_weights_fails_the_checksum(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
     data = bytearray(path.read_bytes())
-    w0_start = data.index(b"\x93NUMPY", data.index(b"\x93NUMPY") + 1)  # second member: w0
-    data[w0_start + 1000] ^= 0xFF
+    w_start = data.index(b"\x93NUMPY", data.index(b"\x93NUMPY") + 1)  # second member: layer0_w
+    data[w_start + 1000] ^= 0xFF
     path.write_bytes(bytes(data))
     _bad(path, "CRC")
 
@@ -377,7 +396,7 @@ class _Trap:
 def test_pickled_object_array_is_refused_without_unpickling(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
     arrays = _members(path)
-    arrays["w0"] = np.array([_Trap(), {"a": 1}], dtype=object)
+    arrays["layer0_w"] = np.array([_Trap(), {"a": 1}], dtype=object)
     _write_npz(path, arrays)
     _bad(path, "Python objects")
     assert unpickled == []
@@ -395,11 +414,11 @@ def test_pickled_metadata_is_refused_without_unpickling(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "array", "fragment"),
     [
-        ("w0", np.zeros((30, 784), np.float32), "has shape (30, 784), expected (784, 30)"),
-        ("b1", np.zeros((10, 1), np.float32), "has shape (10, 1), expected (10,)"),
-        ("w1", np.zeros((30, 10), np.float64), "has dtype float64, expected float32"),
-        ("b0", np.zeros(30, np.int32), "has dtype int32, expected float32"),
-        ("w1", np.asfortranarray(np.zeros((30, 10), np.float32)), "Fortran order"),
+        ("layer0_w", np.zeros((30, 784), np.float32), "has shape (30, 784), expected (784, 30)"),
+        ("layer1_b", np.zeros((10, 1), np.float32), "has shape (10, 1), expected (10,)"),
+        ("layer1_w", np.zeros((30, 10), np.float64), "has dtype float64, expected float32"),
+        ("layer0_b", np.zeros(30, np.int32), "has dtype int32, expected float32"),
+        ("layer1_w", np.asfortranarray(np.zeros((30, 10), np.float32)), "Fortran order"),
     ],
 )
 def test_wrong_member_shape_dtype_or_order(tmp_path: Path, name: str, array: np.ndarray, fragment: str) -> None:
@@ -414,18 +433,18 @@ def test_wrong_member_shape_dtype_or_order(tmp_path: Path, name: str, array: np.
 def test_missing_array_member(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
     arrays = _members(path)
-    del arrays["b1"]
+    del arrays["layer1_b"]
     _write_npz(path, arrays)
-    _bad(path, "missing array member 'b1'")
+    _bad(path, "missing array member 'layer1_b'")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_non_finite_weights(tmp_path: Path, value: float) -> None:
     path, _ = _saved(tmp_path)
     arrays = _members(path)
-    arrays["w1"][3, 4] = value
+    arrays["layer1_w"][3, 4] = value
     _write_npz(path, arrays)
-    _bad(path, "non-finite weights in member 'w1'")
+    _bad(path, "non-finite weights in member 'layer1_w'")
 
 
 def test_extra_members_are_ignored(tmp_path: Path) -> None:
@@ -458,23 +477,38 @@ def _with_metadata(tmp_path: Path, change: dict[str, Any], drop: tuple[str, ...]
     ("change", "drop", "fragment"),
     [
         (
-            {"format_version": 2},
+            {"format_version": 3},
             (),
-            "unsupported format_version 2 (written by a newer mnist_nn?); this mnist_nn reads format version 1",
+            "unsupported format_version 3 (written by a newer mnist_nn?); this mnist_nn reads format versions 1 and 2",
         ),
         ({"format_version": 0}, (), "unsupported format_version 0"),
         ({"format_version": "1"}, (), "'format_version' should be an integer"),
         ({}, ("format_version",), "'format_version' should be an integer"),
         ({"format": "keras"}, (), "not an mnist_nn model file (format 'keras'"),
         ({}, ("format",), "no 'format' key"),
-        ({"sizes": [784, -30, 10]}, (), "'sizes' should be a list"),
-        ({"sizes": [784, 30.0, 10]}, (), "'sizes' should be a list"),
-        ({"sizes": [784, True, 10]}, (), "'sizes' should be a list"),
-        ({"sizes": [784]}, (), "'sizes' should be a list"),
-        ({"sizes": "784,30,10"}, (), "'sizes' should be a list"),
-        ({"sizes": [784, 100_001, 10]}, (), "'sizes' should be a list"),
-        ({"sizes": [784, 100_000, 100_000, 10]}, (), "parameters, more than"),
-        ({}, ("sizes",), "'sizes' should be a list"),
+        (_network(784, -30, 10), (), "expected a positive integer layer size, got -30"),
+        (_network(784, 30.0, 10), (), "expected a dense layer's size to be an integer, got 30.0"),
+        (_network(784, True, 10), (), "expected a dense layer's size to be an integer, got True"),
+        (_network(784), (), "'layers' should be a list of 1 to 999 layers, got []"),
+        ({"layers": "dense,dense"}, (), "'layers' should be a list"),
+        (_network(784, *[30] * 999, 10), (), "'layers' should be a list of 1 to 999 layers"),
+        (_network(784, 100_001, 10), (), "layers of sizes [784, 100001, 10] exceed the 100000 values allowed"),
+        (_network(784, 2**63, 10), (), "exceed the 100000 values allowed per layer"),
+        (_network(784, 100_000, 100_000, 10), (), "parameters, more than"),
+        ({}, ("layers",), "'layers' should be a list"),
+        ({"layers": [{"kind": "conv2d", "size": 30, "activation": "sigmoid"}, *_dense(10)]}, (), "unknown layer kind"),
+        ({"layers": [{"size": 30, "activation": "sigmoid"}, *_dense(10)]}, (), "unknown layer kind None"),
+        ({"layers": [30, *_dense(10)]}, (), "expected a layer description (a JSON object), got int"),
+        ({"layers": [{"kind": "dense", "size": 30}, *_dense(10)]}, (), "missing activation"),
+        ({"layers": [{**_dense(30)[0], "weights": [1]}, *_dense(10)]}, (), "unknown weights"),
+        ({"layers": [*_dense(30, activation="swish"), *_dense(10)]}, (), "unknown activation 'swish'"),
+        ({"layers": _dense(30, 10, activation="relu")}, (), "needs sigmoid outputs"),
+        ({"input_size": 100_001}, (), "'input_size' should be an integer in 1..100000, got 100001"),
+        ({"input_size": 784.0}, (), "'input_size' should be an integer"),
+        ({"input_size": True}, (), "'input_size' should be an integer"),
+        ({}, ("input_size",), "'input_size' should be an integer"),
+        ({"sizes": [784, 20, 10]}, (), "'sizes' [784, 20, 10] do not match its layers ([784, 30, 10])"),
+        ({"sizes": "784,30,10"}, (), "do not match its layers"),
         ({"dtype": "float16"}, (), "unsupported dtype 'float16'"),
         ({"dtype": ["float32"]}, (), "unsupported dtype"),
         ({"activation": "swish"}, (), "unknown activation 'swish'"),
@@ -521,9 +555,11 @@ def test_network_of_the_wrong_size_for_mnist(tmp_path: Path) -> None:
     assert np.array_equal(saved.network.params[1], net.params[1])
 
 
-def test_metadata_sizes_that_disagree_with_the_arrays(tmp_path: Path) -> None:
-    path = _with_metadata(tmp_path, {"sizes": [784, 20, 10]})
-    _bad(path, "has shape (784, 30), expected (784, 20)")
+def test_metadata_layers_that_disagree_with_the_arrays(tmp_path: Path) -> None:
+    path = _with_metadata(tmp_path, _network(784, 20, 10))
+    _bad(path, "member 'layer0_w' has shape (784, 30), expected (784, 20)")
+    path = _with_metadata(tmp_path, _network(100, 30, 10))
+    _bad(path, "member 'layer0_w' has shape (784, 30), expected (100, 30)", require_mnist=False)
 
 
 @pytest.mark.parametrize(
@@ -533,7 +569,7 @@ def test_metadata_sizes_that_disagree_with_the_arrays(tmp_path: Path) -> None:
         ({"epochs_completed": "3"}, "epochs_completed should be a non-negative integer"),
         ({"optimizer": ["velocity", "velocity"]}, "optimizer should be a list"),
         ({"optimizer": ["../etc"]}, "optimizer should be a list"),
-        ({"optimizer": ["velocity", "momentum"]}, "missing array member 'opt_momentum_0'"),
+        ({"optimizer": ["velocity", "momentum"]}, "missing array member 'opt_momentum_layer0_w'"),
         ({"rng_state": "PCG64"}, "rng_state should be a JSON object"),
         ({"rng_state": {"bit_generator": "os.system"}}, "expected rng_state of one of numpy's bit generators"),
         ({"rng_state": {"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}}}, "not a valid PCG64 state"),
@@ -553,9 +589,9 @@ def test_malformed_resume_section(tmp_path: Path, change: dict[str, Any], fragme
 def test_resume_section_without_its_arrays(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path, resume=True)
     arrays = _members(path)
-    del arrays["current_w1"]
+    del arrays["current_layer1_w"]
     _write_npz(path, arrays)
-    _bad(path, "missing array member 'current_w1'")
+    _bad(path, "missing array member 'current_layer1_w'")
 
 
 def _hand_built_zip(path: Path, members: dict[str, bytes]) -> None:
@@ -572,12 +608,12 @@ def test_hostile_header_claiming_a_huge_shape_is_refused_without_allocating(tmp_
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)})
     members = {f"{name}.npy": _npy_bytes(array) for name, array in arrays.items()}
-    members["w0.npy"] = header.getvalue() + bytes(data_bytes)  # the header starts with the .npy magic
+    members["layer0_w.npy"] = header.getvalue() + bytes(data_bytes)  # the header starts with the .npy magic
     path = tmp_path / "hostile.npz"
     _hand_built_zip(path, members)
     tracemalloc.start()
     try:
-        _bad(path, "member 'w0' has shape (1099511627776,), expected (784, 30)")
+        _bad(path, "member 'layer0_w' has shape (1099511627776,), expected (784, 30)")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -594,20 +630,20 @@ def test_zip_entry_claiming_the_wrong_size(tmp_path: Path, claim: int, fragment:
     _hand_built_zip(path, members)
     data = bytearray(path.read_bytes())
     entry = data.index(b"PK\x01\x02")  # central directory entries: signature, ..., name at offset 46
-    while data[entry + 46 : entry + 52] != b"w0.npy":
+    while data[entry + 46 : entry + 58] != b"layer0_w.npy":
         entry = data.index(b"PK\x01\x02", entry + 1)
     claimed = claim.to_bytes(4, "little")
     data[entry + 20 : entry + 28] = claimed + claimed  # compressed and uncompressed sizes
     path.write_bytes(bytes(data))
-    _bad(path, f"member 'w0' {'claims' if claim > 2**30 else 'holds'}")
+    _bad(path, f"member 'layer0_w' {'claims' if claim > 2**30 else 'holds'}")
     _bad(path, fragment)
 
 
 def test_malformed_npy_header(tmp_path: Path) -> None:
     good, _ = _saved(tmp_path)
     members = {f"{name}.npy": _npy_bytes(array) for name, array in _members(good).items()}
-    w0 = members["w0.npy"]
-    members["w0.npy"] = w0[:10] + b"{'descr': __import__('os')}".ljust(118) + w0[128:]
+    w0 = members["layer0_w.npy"]
+    members["layer0_w.npy"] = w0[:10] + b"{'descr': __import__('os')}".ljust(118) + w0[128:]
     path = tmp_path / "hostile.npz"
     _hand_built_zip(path, members)
     _bad(path, "not a valid .npy array")
@@ -616,10 +652,10 @@ def test_malformed_npy_header(tmp_path: Path) -> None:
 def test_member_that_is_not_npy_at_all(tmp_path: Path) -> None:
     good, _ = _saved(tmp_path)
     members = {f"{name}.npy": _npy_bytes(array) for name, array in _members(good).items()}
-    members["b0.npy"] = b"hello" * 30
+    members["layer0_b.npy"] = b"hello" * 30
     path = tmp_path / "hostile.npz"
     _hand_built_zip(path, members)
-    _bad(path, "member 'b0' is not a valid .npy array")
+    _bad(path, "member 'layer0_b' is not a valid .npy array")
 
 
 def test_duplicate_members(tmp_path: Path) -> None:
@@ -631,8 +667,8 @@ def test_duplicate_members(tmp_path: Path) -> None:
         pytest.warns(UserWarning, match="Duplicate name"),
         zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as archive,
     ):
-        archive.writestr("w0.npy", _npy_bytes(np.zeros((784, 30), np.float32)))
-    _bad(path, "duplicate archive member 'w0.npy'")
+        archive.writestr("layer0_w.npy", _npy_bytes(np.zeros((784, 30), np.float32)))
+    _bad(path, "duplicate archive member 'layer0_w.npy'")
 
 
 def test_path_with_a_newline_still_gives_one_line(tmp_path: Path) -> None:

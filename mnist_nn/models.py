@@ -78,7 +78,6 @@ import json
 import math
 import os
 import re
-import reprlib
 import stat
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -99,6 +98,7 @@ from mnist_nn.nn.costs import COSTS, Cost
 from mnist_nn.nn.layers import Dense, Layer, layer_from_description
 from mnist_nn.nn.network import Network as BaseNetwork
 from mnist_nn.nn.network import build_layers
+from mnist_nn.text import first_line, json_type, one_line, short
 from mnist_nn.train.nielsen import Network
 from mnist_nn.train.transforms import input_transform
 
@@ -338,7 +338,7 @@ def _restore_rng_state(state: Any) -> dict[str, Any]:
     try:
         bit_generator.state = dict(state)
     except Exception as exc:  # numpy raises TypeError, ValueError or OverflowError for a bad state
-        reason = f"missing key {exc}" if isinstance(exc, KeyError) else _first_line(exc)
+        reason = f"missing key {exc}" if isinstance(exc, KeyError) else first_line(exc)
         raise ValueError(f"rng_state is not a valid {name} state: {reason}") from exc
     return dict(bit_generator.state)
 
@@ -366,12 +366,12 @@ def load_model(path: Path, *, require_mnist: bool = True) -> SavedModel:
     try:
         return _load(path, require_mnist)
     except _BadFileError as exc:
-        raise ModelFileError(_one_line(f"{path}: {exc}")) from exc
+        raise ModelFileError(one_line(f"{path}: {exc}")) from exc
     except OSError as exc:
-        raise ModelFileError(_one_line(f"{path}: cannot read the model file: {exc.strerror or exc}")) from exc
+        raise ModelFileError(one_line(f"{path}: cannot read the model file: {exc.strerror or exc}")) from exc
     except Exception as exc:  # whatever else zipfile, numpy or json make of a hostile file
-        reason = f"{type(exc).__name__}: {_first_line(exc)}"
-        raise ModelFileError(_one_line(f"{path}: corrupt or unreadable model file ({reason})")) from exc
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        raise ModelFileError(one_line(f"{path}: corrupt or unreadable model file ({reason})")) from exc
 
 
 def _load(path: Path, require_mnist: bool) -> SavedModel:
@@ -507,7 +507,7 @@ def _read_array(
         except _BadFileError:
             raise
         except Exception as exc:  # numpy raises ValueError, SyntaxError, ... for a malformed header
-            raise _BadFileError(f"{what} is not a valid .npy array ({_first_line(exc)})") from exc
+            raise _BadFileError(f"{what} is not a valid .npy array ({first_line(exc)})") from exc
         header_size = prefix.tell()
         if found_dtype.hasobject:
             raise _BadFileError(f"{what} holds Python objects (pickled data), which model files never contain")
@@ -548,9 +548,9 @@ def _parse_metadata(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise _BadFileError("metadata JSON is nested too deeply") from None
     except ValueError as exc:
-        raise _BadFileError(f"metadata is not valid JSON ({_first_line(exc)})") from None
+        raise _BadFileError(f"metadata is not valid JSON ({first_line(exc)})") from None
     if not isinstance(metadata, dict):
-        raise _BadFileError(f"metadata is not a JSON object, got {_json_type(metadata)}")
+        raise _BadFileError(f"metadata is not a JSON object, got {json_type(metadata)}")
     return metadata
 
 
@@ -578,12 +578,12 @@ def _plan(metadata: Mapping[str, Any]) -> _Plan:
         raise _BadFileError("metadata has no 'format' key; not an mnist_nn model file")
     if metadata["format"] != FORMAT_NAME:
         raise _BadFileError(
-            f"not an mnist_nn model file (format {_short(metadata['format'])}, expected {FORMAT_NAME!r})"
+            f"not an mnist_nn model file (format {short(metadata['format'])}, expected {FORMAT_NAME!r})"
         )
     version = metadata.get("format_version")
     supported = " and ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise _BadFileError(f"metadata 'format_version' should be an integer, got {_short(version)}")
+        raise _BadFileError(f"metadata 'format_version' should be an integer, got {short(version)}")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         hint = " (written by a newer mnist_nn?)" if version > max(SUPPORTED_FORMAT_VERSIONS) else ""
         raise _BadFileError(
@@ -591,12 +591,12 @@ def _plan(metadata: Mapping[str, Any]) -> _Plan:
         )
     dtype_name = metadata.get("dtype")
     if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
-        raise _BadFileError(f"unsupported dtype {_short(dtype_name)}; expected 'float32' or 'float64'")
+        raise _BadFileError(f"unsupported dtype {short(dtype_name)}; expected 'float32' or 'float64'")
     names = []
     for key in ("activation", "cost"):
         value = metadata.get(key)
         if not isinstance(value, str):
-            raise _BadFileError(f"metadata {key!r} should be a name, got {_short(value)}")
+            raise _BadFileError(f"metadata {key!r} should be a name, got {short(value)}")
         names.append(value)
     activation, cost = names
     if version == 1:
@@ -607,12 +607,12 @@ def _plan(metadata: Mapping[str, Any]) -> _Plan:
         input_size = metadata.get("input_size")
         if not _is_int(input_size) or not 1 <= input_size <= MAX_LAYER_SIZE:
             raise _BadFileError(
-                f"metadata 'input_size' should be an integer in 1..{MAX_LAYER_SIZE}, got {_short(input_size)}"
+                f"metadata 'input_size' should be an integer in 1..{MAX_LAYER_SIZE}, got {short(input_size)}"
             )
         descriptions = metadata.get("layers")
         if not isinstance(descriptions, list) or not 1 <= len(descriptions) <= MAX_LAYERS - 1:
             raise _BadFileError(
-                f"metadata 'layers' should be a list of 1 to {MAX_LAYERS - 1} layers, got {_short(descriptions)}"
+                f"metadata 'layers' should be a list of 1 to {MAX_LAYERS - 1} layers, got {short(descriptions)}"
             )
     try:
         layers = [Dense(d["size"]) if version == 1 else layer_from_description(d) for d in descriptions]
@@ -621,12 +621,12 @@ def _plan(metadata: Mapping[str, Any]) -> _Plan:
         raise _BadFileError(f"metadata describes a network this version cannot build: {exc}") from exc
     sizes = [input_size, *(math.prod(s) for s in shapes_out)]
     if any(n > MAX_LAYER_SIZE for n in sizes):
-        raise _BadFileError(f"layers of sizes {_short(sizes)} exceed the {MAX_LAYER_SIZE} values allowed per layer")
+        raise _BadFileError(f"layers of sizes {short(sizes)} exceed the {MAX_LAYER_SIZE} values allowed per layer")
     total = sum(math.prod(s) for layer in layers for s in layer.param_shapes())
     if total > MAX_PARAMETERS:
-        raise _BadFileError(f"sizes {_short(sizes)} mean {total} parameters, more than the {MAX_PARAMETERS} allowed")
+        raise _BadFileError(f"sizes {short(sizes)} mean {total} parameters, more than the {MAX_PARAMETERS} allowed")
     if version > 1 and metadata.get("sizes", sizes) != sizes:
-        raise _BadFileError(f"metadata 'sizes' {_short(metadata.get('sizes'))} do not match its layers ({sizes})")
+        raise _BadFileError(f"metadata 'sizes' {short(metadata.get('sizes'))} do not match its layers ({sizes})")
     shapes = {f"layer{i}_{k}": s for i, layer in enumerate(layers) for k, s in layer.file_shapes().items()}
     return _Plan(version, layers, sizes, shapes, _DTYPES[dtype_name], activation, cost)
 
@@ -650,7 +650,7 @@ def _check_sizes(sizes: Any) -> list[int]:
     ):
         raise _BadFileError(
             f"metadata 'sizes' should be a list of 2 to {MAX_LAYERS} integers in 1..{MAX_LAYER_SIZE}, "
-            f"got {_short(sizes)}"
+            f"got {short(sizes)}"
         )
     return sizes
 
@@ -659,7 +659,7 @@ def _preprocess_name(metadata: Mapping[str, Any]) -> str:
     """The input transform's name; files written before transforms existed have none."""
     name = metadata.get("preprocess", "")
     if not isinstance(name, str):
-        raise _BadFileError(f"metadata 'preprocess' should be a name, got {_short(name)}")
+        raise _BadFileError(f"metadata 'preprocess' should be a name, got {short(name)}")
     return name
 
 
@@ -667,13 +667,13 @@ def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]
     """The metadata's resume section as (rng_state, epochs_completed, optimizer keys)."""
     bad = "malformed resume section:"
     if not isinstance(section, dict):
-        raise _BadFileError(f"{bad} expected a JSON object, got {_json_type(section)}")
+        raise _BadFileError(f"{bad} expected a JSON object, got {json_type(section)}")
     for key in ("rng_state", "epochs_completed", "optimizer"):
         if key not in section:
             raise _BadFileError(f"{bad} no {key!r}")
     epochs = section["epochs_completed"]
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise _BadFileError(f"{bad} epochs_completed should be a non-negative integer, got {_short(epochs)}")
+        raise _BadFileError(f"{bad} epochs_completed should be a non-negative integer, got {short(epochs)}")
     keys = section["optimizer"]
     if (
         not isinstance(keys, list)
@@ -682,46 +682,12 @@ def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]
         or len(set(keys)) != len(keys)
     ):
         raise _BadFileError(
-            f"{bad} optimizer should be a list of at most {MAX_OPTIMIZER_KEYS} distinct names, got {_short(keys)}"
+            f"{bad} optimizer should be a list of at most {MAX_OPTIMIZER_KEYS} distinct names, got {short(keys)}"
         )
     if not isinstance(section["rng_state"], dict):
-        raise _BadFileError(f"{bad} rng_state should be a JSON object, got {_json_type(section['rng_state'])}")
+        raise _BadFileError(f"{bad} rng_state should be a JSON object, got {json_type(section['rng_state'])}")
     try:
         rng_state = _restore_rng_state(_decode_state(section["rng_state"], 0))
     except ValueError as exc:
         raise _BadFileError(f"{bad} {exc}") from exc
     return rng_state, epochs, keys
-
-
-# --- messages ------------------------------------------------------------------------
-
-
-def _short(value: Any) -> str:
-    """A bounded repr of a value read from a file."""
-    return reprlib.repr(value)
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type."""
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null"
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, at most 200 characters."""
-    lines = str(exc).splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
-
-
-def _one_line(message: str) -> str:
-    """``message`` with line breaks (e.g. in a path) escaped."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")

@@ -99,3 +99,24 @@ class TerminatedError(Exception):
 
 class BenchmarkError(MnistNNError):
     """A benchmark could not finish: a worker process died or the training subprocess failed."""
+
+
+class MirrorError(Exception):
+    """Why one fetch from one mirror failed; ``retry`` marks transient trouble.
+
+    Internal to the downloader, which tries the next mirror and, when all
+    fail, raises ``DownloadError`` naming every reason; it never escapes.
+    """
+
+    def __init__(self, reason: str, *, retry: bool = False, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+        self.status = status
+
+
+class BadModelFileError(Exception):
+    """What is wrong with a model file, before the path is put in front.
+
+    Internal to the model file reader, which turns it into ``ModelFileError``; it never escapes.
+    """

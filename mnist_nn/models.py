@@ -91,7 +91,7 @@ import numpy.typing as npt
 
 from mnist_nn._version import __version__
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES
-from mnist_nn.errors import ModelFileError
+from mnist_nn.errors import BadModelFileError, ModelFileError
 from mnist_nn.files import atomic_write
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.costs import COSTS, Cost
@@ -149,10 +149,6 @@ class SavedModel:
     metadata: dict[str, Any]
     resume: ResumeState | None
     path: Path
-
-
-class _BadFileError(Exception):
-    """What is wrong with a model file, before the path is put in front."""
 
 
 # --- saving --------------------------------------------------------------------------
@@ -317,7 +313,7 @@ def _encode_state(value: Any, depth: int) -> Any:
 def _decode_state(value: Any, depth: int) -> Any:
     """Undo ``_encode_state``: decimal strings back to integers."""
     if depth > _MAX_STATE_DEPTH:
-        raise _BadFileError("malformed resume section: rng_state is nested too deeply")
+        raise BadModelFileError("malformed resume section: rng_state is nested too deeply")
     if isinstance(value, dict):
         return {k: _decode_state(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
@@ -365,7 +361,7 @@ def load_model(path: Path, *, require_mnist: bool = True) -> SavedModel:
     path = Path(path)
     try:
         return _load(path, require_mnist)
-    except _BadFileError as exc:
+    except BadModelFileError as exc:
         raise ModelFileError(one_line(f"{path}: {exc}")) from exc
     except OSError as exc:
         raise ModelFileError(one_line(f"{path}: cannot read the model file: {exc.strerror or exc}")) from exc
@@ -379,22 +375,22 @@ def _load(path: Path, require_mnist: bool) -> SavedModel:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise _BadFileError("no such file") from None
+        raise BadModelFileError("no such file") from None
     if stat.S_ISDIR(mode):
-        raise _BadFileError("is a directory, expected a model file (.npz)")
+        raise BadModelFileError("is a directory, expected a model file (.npz)")
     if not stat.S_ISREG(mode):
-        raise _BadFileError("not a regular file, expected a model file (.npz)")
+        raise BadModelFileError("not a regular file, expected a model file (.npz)")
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
-            raise _BadFileError("empty file, expected a model file (.npz)")
+            raise BadModelFileError("empty file, expected a model file (.npz)")
         magic = f.read(len(_ZIP_MAGIC))
         try:
             archive = zipfile.ZipFile(f)
         except zipfile.BadZipFile:
             if magic == _ZIP_MAGIC:
-                raise _BadFileError("corrupt or truncated model file (damaged .npz archive)") from None
-            raise _BadFileError("not a model file (not an .npz archive)") from None
+                raise BadModelFileError("corrupt or truncated model file (damaged .npz archive)") from None
+            raise BadModelFileError("not a model file (not an .npz archive)") from None
         with archive:
             return _read_archive(path, archive, size, require_mnist)
 
@@ -404,16 +400,16 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
     members: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
         if info.filename in members:
-            raise _BadFileError(f"duplicate archive member {info.filename!r}")
+            raise BadModelFileError(f"duplicate archive member {info.filename!r}")
         members[info.filename] = info
     if "metadata.npy" not in members:
-        raise _BadFileError("no 'metadata' member; not an mnist_nn model file")
+        raise BadModelFileError("no 'metadata' member; not an mnist_nn model file")
     raw = _read_array(archive, members, size, "metadata", np.dtype(np.uint8), None)
     metadata = _parse_metadata(raw.tobytes())
     plan = _plan(metadata)
     sizes = plan.sizes
     if require_mnist and (sizes[0] != IMAGE_PIXELS or sizes[-1] != NUM_CLASSES):
-        raise _BadFileError(
+        raise BadModelFileError(
             f"expected a network with {IMAGE_PIXELS} inputs and {NUM_CLASSES} outputs for MNIST, got sizes {sizes}"
         )
     resume_section = _check_resume_section(metadata["resume"]) if "resume" in metadata else None
@@ -458,7 +454,7 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
             transform=transform,
         )
     except ValueError as exc:
-        raise _BadFileError(f"metadata describes a network this version cannot build: {exc}") from exc
+        raise BadModelFileError(f"metadata describes a network this version cannot build: {exc}") from exc
     served = network.params_from_named(served_named)
     resume = None
     if resume_section is not None and resume_named is not None:
@@ -484,14 +480,18 @@ def _read_array(
     """Member ``name`` as an array of ``dtype`` and ``shape`` (None: 1-D metadata bytes), checked before it is read."""
     info = members.get(f"{name}.npy")
     if info is None:
-        raise _BadFileError(f"missing array member {name!r}")
+        raise BadModelFileError(f"missing array member {name!r}")
     what = f"member {name!r}"
     if info.flag_bits & 0x1:
-        raise _BadFileError(f"{what} is encrypted")
+        raise BadModelFileError(f"{what} is encrypted")
     if info.compress_type != zipfile.ZIP_STORED:
-        raise _BadFileError(f"{what} is compressed; model files store members uncompressed, as np.savez writes them")
+        raise BadModelFileError(
+            f"{what} is compressed; model files store members uncompressed, as np.savez writes them"
+        )
     if info.file_size != info.compress_size or info.header_offset + info.compress_size > archive_size:
-        raise _BadFileError(f"{what} claims {info.file_size} bytes, more than the file holds (truncated or corrupt)")
+        raise BadModelFileError(
+            f"{what} claims {info.file_size} bytes, more than the file holds (truncated or corrupt)"
+        )
     with archive.open(info) as f:
         # The header is parsed from a bounded prefix, so no claimed length can make us read or allocate much.
         head = f.read(min(info.file_size, _NPY_HEADER_MAX))
@@ -503,37 +503,37 @@ def _read_array(
             elif version == (2, 0):
                 found_shape, fortran_order, found_dtype = np.lib.format.read_array_header_2_0(prefix)
             else:
-                raise _BadFileError(f"{what} has .npy format version {version}, expected (1, 0) or (2, 0)")
-        except _BadFileError:
+                raise BadModelFileError(f"{what} has .npy format version {version}, expected (1, 0) or (2, 0)")
+        except BadModelFileError:
             raise
         except Exception as exc:  # numpy raises ValueError, SyntaxError, ... for a malformed header
-            raise _BadFileError(f"{what} is not a valid .npy array ({first_line(exc)})") from exc
+            raise BadModelFileError(f"{what} is not a valid .npy array ({first_line(exc)})") from exc
         header_size = prefix.tell()
         if found_dtype.hasobject:
-            raise _BadFileError(f"{what} holds Python objects (pickled data), which model files never contain")
+            raise BadModelFileError(f"{what} holds Python objects (pickled data), which model files never contain")
         if found_dtype.newbyteorder("=") != dtype:
-            raise _BadFileError(f"{what} has dtype {found_dtype}, expected {dtype}")
+            raise BadModelFileError(f"{what} has dtype {found_dtype}, expected {dtype}")
         if shape is None:
             if len(found_shape) != 1 or found_shape[0] > MAX_METADATA_BYTES:
-                raise _BadFileError(f"{what} has shape {found_shape}, expected (n,) with n <= {MAX_METADATA_BYTES}")
+                raise BadModelFileError(f"{what} has shape {found_shape}, expected (n,) with n <= {MAX_METADATA_BYTES}")
             shape = tuple(found_shape)
         elif tuple(found_shape) != shape:
-            raise _BadFileError(f"{what} has shape {tuple(found_shape)}, expected {shape}")
+            raise BadModelFileError(f"{what} has shape {tuple(found_shape)}, expected {shape}")
         if fortran_order and len(shape) > 1:
-            raise _BadFileError(f"{what} is stored in Fortran order, expected C order")
+            raise BadModelFileError(f"{what} is stored in Fortran order, expected C order")
         nbytes = math.prod(shape) * dtype.itemsize
         if info.file_size != header_size + nbytes:
-            raise _BadFileError(
+            raise BadModelFileError(
                 f"{what} holds {info.file_size - header_size} bytes of data, expected {nbytes} for shape {shape}"
             )
         data = head[header_size:]
         data += f.read(nbytes - len(data))  # reaching the member's end makes zipfile check its CRC-32
     if len(data) != nbytes:
-        raise _BadFileError(f"{what} is truncated: {len(data)} of {nbytes} bytes")
+        raise BadModelFileError(f"{what} is truncated: {len(data)} of {nbytes} bytes")
     array = np.frombuffer(data, dtype=found_dtype).reshape(shape).astype(dtype)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         kind = "values" if name.startswith("opt_") else "weights"
-        raise _BadFileError(f"non-finite {kind} in {what} (NaN or infinity)")
+        raise BadModelFileError(f"non-finite {kind} in {what} (NaN or infinity)")
     return array
 
 
@@ -542,15 +542,15 @@ def _parse_metadata(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _BadFileError(f"metadata is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise BadModelFileError(f"metadata is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         metadata = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
-        raise _BadFileError("metadata JSON is nested too deeply") from None
+        raise BadModelFileError("metadata JSON is nested too deeply") from None
     except ValueError as exc:
-        raise _BadFileError(f"metadata is not valid JSON ({first_line(exc)})") from None
+        raise BadModelFileError(f"metadata is not valid JSON ({first_line(exc)})") from None
     if not isinstance(metadata, dict):
-        raise _BadFileError(f"metadata is not a JSON object, got {json_type(metadata)}")
+        raise BadModelFileError(f"metadata is not a JSON object, got {json_type(metadata)}")
     return metadata
 
 
@@ -575,28 +575,28 @@ class _Plan:
 def _plan(metadata: Mapping[str, Any]) -> _Plan:
     """Format, version and the network's description from the metadata, checked against the limits."""
     if "format" not in metadata:
-        raise _BadFileError("metadata has no 'format' key; not an mnist_nn model file")
+        raise BadModelFileError("metadata has no 'format' key; not an mnist_nn model file")
     if metadata["format"] != FORMAT_NAME:
-        raise _BadFileError(
+        raise BadModelFileError(
             f"not an mnist_nn model file (format {short(metadata['format'])}, expected {FORMAT_NAME!r})"
         )
     version = metadata.get("format_version")
     supported = " and ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise _BadFileError(f"metadata 'format_version' should be an integer, got {short(version)}")
+        raise BadModelFileError(f"metadata 'format_version' should be an integer, got {short(version)}")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         hint = " (written by a newer mnist_nn?)" if version > max(SUPPORTED_FORMAT_VERSIONS) else ""
-        raise _BadFileError(
+        raise BadModelFileError(
             f"unsupported format_version {version}{hint}; this mnist_nn reads format versions {supported}"
         )
     dtype_name = metadata.get("dtype")
     if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
-        raise _BadFileError(f"unsupported dtype {short(dtype_name)}; expected 'float32' or 'float64'")
+        raise BadModelFileError(f"unsupported dtype {short(dtype_name)}; expected 'float32' or 'float64'")
     names = []
     for key in ("activation", "cost"):
         value = metadata.get(key)
         if not isinstance(value, str):
-            raise _BadFileError(f"metadata {key!r} should be a name, got {short(value)}")
+            raise BadModelFileError(f"metadata {key!r} should be a name, got {short(value)}")
         names.append(value)
     activation, cost = names
     if version == 1:
@@ -606,27 +606,27 @@ def _plan(metadata: Mapping[str, Any]) -> _Plan:
     else:
         input_size = metadata.get("input_size")
         if not _is_int(input_size) or not 1 <= input_size <= MAX_LAYER_SIZE:
-            raise _BadFileError(
+            raise BadModelFileError(
                 f"metadata 'input_size' should be an integer in 1..{MAX_LAYER_SIZE}, got {short(input_size)}"
             )
         descriptions = metadata.get("layers")
         if not isinstance(descriptions, list) or not 1 <= len(descriptions) <= MAX_LAYERS - 1:
-            raise _BadFileError(
+            raise BadModelFileError(
                 f"metadata 'layers' should be a list of 1 to {MAX_LAYERS - 1} layers, got {short(descriptions)}"
             )
     try:
         layers = [Dense(d["size"]) if version == 1 else layer_from_description(d) for d in descriptions]
         shapes_out = build_layers(layers, (input_size,), activation=activation, cost=_lookup_cost(cost))
     except ValueError as exc:
-        raise _BadFileError(f"metadata describes a network this version cannot build: {exc}") from exc
+        raise BadModelFileError(f"metadata describes a network this version cannot build: {exc}") from exc
     sizes = [input_size, *(math.prod(s) for s in shapes_out)]
     if any(n > MAX_LAYER_SIZE for n in sizes):
-        raise _BadFileError(f"layers of sizes {short(sizes)} exceed the {MAX_LAYER_SIZE} values allowed per layer")
+        raise BadModelFileError(f"layers of sizes {short(sizes)} exceed the {MAX_LAYER_SIZE} values allowed per layer")
     total = sum(math.prod(s) for layer in layers for s in layer.param_shapes())
     if total > MAX_PARAMETERS:
-        raise _BadFileError(f"sizes {short(sizes)} mean {total} parameters, more than the {MAX_PARAMETERS} allowed")
+        raise BadModelFileError(f"sizes {short(sizes)} mean {total} parameters, more than the {MAX_PARAMETERS} allowed")
     if version > 1 and metadata.get("sizes", sizes) != sizes:
-        raise _BadFileError(f"metadata 'sizes' {short(metadata.get('sizes'))} do not match its layers ({sizes})")
+        raise BadModelFileError(f"metadata 'sizes' {short(metadata.get('sizes'))} do not match its layers ({sizes})")
     shapes = {f"layer{i}_{k}": s for i, layer in enumerate(layers) for k, s in layer.file_shapes().items()}
     return _Plan(version, layers, sizes, shapes, _DTYPES[dtype_name], activation, cost)
 
@@ -648,7 +648,7 @@ def _check_sizes(sizes: Any) -> list[int]:
         or not 2 <= len(sizes) <= MAX_LAYERS
         or not all(_is_int(n) and 1 <= n <= MAX_LAYER_SIZE for n in sizes)
     ):
-        raise _BadFileError(
+        raise BadModelFileError(
             f"metadata 'sizes' should be a list of 2 to {MAX_LAYERS} integers in 1..{MAX_LAYER_SIZE}, "
             f"got {short(sizes)}"
         )
@@ -659,7 +659,7 @@ def _preprocess_name(metadata: Mapping[str, Any]) -> str:
     """The input transform's name; files written before transforms existed have none."""
     name = metadata.get("preprocess", "")
     if not isinstance(name, str):
-        raise _BadFileError(f"metadata 'preprocess' should be a name, got {short(name)}")
+        raise BadModelFileError(f"metadata 'preprocess' should be a name, got {short(name)}")
     return name
 
 
@@ -667,13 +667,13 @@ def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]
     """The metadata's resume section as (rng_state, epochs_completed, optimizer keys)."""
     bad = "malformed resume section:"
     if not isinstance(section, dict):
-        raise _BadFileError(f"{bad} expected a JSON object, got {json_type(section)}")
+        raise BadModelFileError(f"{bad} expected a JSON object, got {json_type(section)}")
     for key in ("rng_state", "epochs_completed", "optimizer"):
         if key not in section:
-            raise _BadFileError(f"{bad} no {key!r}")
+            raise BadModelFileError(f"{bad} no {key!r}")
     epochs = section["epochs_completed"]
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise _BadFileError(f"{bad} epochs_completed should be a non-negative integer, got {short(epochs)}")
+        raise BadModelFileError(f"{bad} epochs_completed should be a non-negative integer, got {short(epochs)}")
     keys = section["optimizer"]
     if (
         not isinstance(keys, list)
@@ -681,13 +681,13 @@ def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]
         or not all(isinstance(k, str) and _OPTIMIZER_KEY.fullmatch(k) for k in keys)
         or len(set(keys)) != len(keys)
     ):
-        raise _BadFileError(
+        raise BadModelFileError(
             f"{bad} optimizer should be a list of at most {MAX_OPTIMIZER_KEYS} distinct names, got {short(keys)}"
         )
     if not isinstance(section["rng_state"], dict):
-        raise _BadFileError(f"{bad} rng_state should be a JSON object, got {json_type(section['rng_state'])}")
+        raise BadModelFileError(f"{bad} rng_state should be a JSON object, got {json_type(section['rng_state'])}")
     try:
         rng_state = _restore_rng_state(_decode_state(section["rng_state"], 0))
     except ValueError as exc:
-        raise _BadFileError(f"{bad} {exc}") from exc
+        raise BadModelFileError(f"{bad} {exc}") from exc
     return rng_state, epochs, keys

@@ -2,7 +2,7 @@
 
 Each parser gets arbitrary and mutated input and must either return valid data
 or raise the project's own error with a one-line message: ``DataFormatError``
-for IDX files, ``DownloadError`` for what a mirror serves (``_MirrorError``,
+for IDX files, ``DownloadError`` for what a mirror serves (``MirrorError``,
 its one-line reason, when the gzip layer is driven directly) and
 ``ModelFileError`` for model files. Nothing else may escape, nothing may hang
 (a SIGALRM guard per test, hypothesis deadlines per example), and a hostile
@@ -18,7 +18,7 @@ fixed cases and exhaustive loops that run every time.
         all three parsers. Fixed: 6 hostile headers under tracemalloc (2**31
         images, ...), 8 trailing-byte cases, truncation at every cut point of
         a 3-image file and a 20-label file (2,368 + 28 cuts).
-    gzip layer of the downloader (download._Payload)        1,650 examples
+    gzip layer of the downloader (download.Payload)        1,650 examples
         random streams 400, valid gzip or plain in random chunks 150, bit
         flips 300, gzip header / trailer fields overwritten 300, multi-member
         streams and trailing bytes 150, and 350 through ensure_files on a
@@ -78,8 +78,8 @@ from hypothesis import strategies as st
 
 from mnist_nn.config import MIRROR_ENV
 from mnist_nn.data import parse_idx, parse_images, parse_labels
-from mnist_nn.data.download import MnistFile, _MirrorError, _Payload, ensure_files
-from mnist_nn.errors import DataFormatError, DownloadError, MnistNNError, ModelFileError
+from mnist_nn.data.download import MnistFile, Payload, ensure_files
+from mnist_nn.errors import DataFormatError, DownloadError, MirrorError, MnistNNError, ModelFileError
 from mnist_nn.models import ResumeState, load_model, save_model
 from mnist_nn.nn.network import Network
 
@@ -360,7 +360,7 @@ def test_idx_slices_deleted_or_inserted(raw: bytes) -> None:
 
 
 # ======================================================================================
-# The gzip layer of the downloader: download._Payload and ensure_files on a folder
+# The gzip layer of the downloader: download.Payload and ensure_files on a folder
 # ======================================================================================
 
 
@@ -373,16 +373,16 @@ PAYLOAD_FILE = pinned(PAYLOAD)
 GOOD_GZ = gzip.compress(PAYLOAD, mtime=0)
 
 
-def feed(file: MnistFile, stream: bytes, cuts: list[int] = []) -> bytes | _MirrorError:  # noqa: B006
-    """Feed ``stream`` to a ``_Payload`` in the chunks ``cuts`` make; the payload or the one-line failure."""
+def feed(file: MnistFile, stream: bytes, cuts: list[int] = []) -> bytes | MirrorError:  # noqa: B006
+    """Feed ``stream`` to a ``Payload`` in the chunks ``cuts`` make; the payload or the one-line failure."""
     out = io.BytesIO()
-    payload = _Payload(file, out, lambda n: None)
+    payload = Payload(file, out, lambda n: None)
     bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
     try:
         for a, b in itertools.pairwise(bounds):
             payload.feed(stream[a:b])
         data = payload.finish()
-    except _MirrorError as exc:
+    except MirrorError as exc:
         assert_one_line(exc)
         assert exc.reason == str(exc)
         assert out.tell() <= file.size  # nothing beyond the pinned size was ever written
@@ -466,20 +466,20 @@ def test_gzip_layer_members_and_trailing_bytes(splits: list[int], tail: bytes, c
     if not tail:
         assert result == PAYLOAD  # concatenated members are one valid gzip file
     else:
-        assert isinstance(result, _MirrorError)
+        assert isinstance(result, MirrorError)
 
 
 def test_gzip_layer_truncated_at_every_cut_point() -> None:
     for cut in range(len(GOOD_GZ)):
-        assert isinstance(feed(PAYLOAD_FILE, GOOD_GZ[:cut]), _MirrorError), f"cut at {cut} passed"
-        assert isinstance(feed(PAYLOAD_FILE, GOOD_GZ[:cut], [cut // 2]), _MirrorError)
+        assert isinstance(feed(PAYLOAD_FILE, GOOD_GZ[:cut]), MirrorError), f"cut at {cut} passed"
+        assert isinstance(feed(PAYLOAD_FILE, GOOD_GZ[:cut], [cut // 2]), MirrorError)
 
 
 def test_gzip_bomb_is_refused_without_inflating_it() -> None:
     bomb = gzip.compress(bytes(64 * MiB), compresslevel=9, mtime=0)  # ~64 KB that inflate to 64 MiB
     result: list[object] = []
     peak = peak_allocation(lambda: result.append(feed(PAYLOAD_FILE, bomb)))
-    assert isinstance(result[0], _MirrorError)
+    assert isinstance(result[0], MirrorError)
     assert "larger than the expected" in str(result[0])
     assert peak < len(bomb) + MiB
 

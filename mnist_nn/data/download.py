@@ -36,7 +36,7 @@ from tqdm import tqdm
 from urllib3.exceptions import ReadTimeoutError
 
 from mnist_nn.config import MIRROR_ENV, default_data_dir
-from mnist_nn.errors import DownloadError
+from mnist_nn.errors import DownloadError, MirrorError
 from mnist_nn.files import atomic_write
 from mnist_nn.text import MESSAGE_LIMIT, first_line, one_line
 
@@ -120,16 +120,6 @@ class FetchResult:
     path: Path
     source: str
     data: bytes
-
-
-class _MirrorError(Exception):
-    """Why one fetch from one mirror failed; ``retry`` marks transient trouble."""
-
-    def __init__(self, reason: str, *, retry: bool = False, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry = retry
-        self.status = status
 
 
 def mirror_list(mirror: str | None = None, mirrors: Sequence[str] | None = None) -> list[str]:
@@ -275,7 +265,7 @@ class _Fetcher:
             for mirror in self.mirrors:
                 try:
                     data = self._fetch(mirror, file, bar)
-                except _MirrorError as failure:
+                except MirrorError as failure:
                     failures.append(f"{one_line(mirror, MESSAGE_LIMIT)} ({one_line(failure.reason, MESSAGE_LIMIT)})")
                     continue
                 return FetchResult(file.name, path, mirror, data)
@@ -288,21 +278,21 @@ class _Fetcher:
             return self._fetch_http(mirror, file, bar)
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
-                raise _MirrorError(f"file URL on another host {parts.netloc!r}")
+                raise MirrorError(f"file URL on another host {parts.netloc!r}")
             return self._fetch_local(Path(url2pathname(parts.path)), file, bar)
         if "://" in mirror:
-            raise _MirrorError(f"unsupported URL scheme {parts.scheme!r}")
+            raise MirrorError(f"unsupported URL scheme {parts.scheme!r}")
         return self._fetch_local(Path(mirror).expanduser(), file, bar)
 
     def _fetch_local(self, folder: Path, file: MnistFile, bar: tqdm[NoReturn]) -> bytes:
         """Copy ``file`` from a local folder, preferring ``<name>.gz``."""
         if not folder.is_dir():
-            raise _MirrorError("no such folder")
+            raise MirrorError("no such folder")
         for candidate in (f"{file.name}.gz", file.name):
             source = folder / candidate
             if source.is_file():
                 return self._store(file, bar, functools.partial(_read_local, source))
-        raise _MirrorError(f"neither {file.name}.gz nor {file.name} in the folder")
+        raise MirrorError(f"neither {file.name}.gz nor {file.name} in the folder")
 
     def _fetch_http(self, base: str, file: MnistFile, bar: tqdm[NoReturn]) -> bytes:
         """Download ``<name>.gz``, or ``<name>`` if the former is 404, retrying transient errors."""
@@ -316,7 +306,7 @@ class _Fetcher:
                 try:
                     read = functools.partial(_read_http, session, url, self.timeout)
                     return self._store(file, bar, read)
-                except _MirrorError as failure:
+                except MirrorError as failure:
                     if failure.status == 404 and candidate.endswith(".gz"):
                         break  # this mirror may serve the uncompressed file instead
                     if not failure.retry or attempt >= self.retries:
@@ -324,13 +314,13 @@ class _Fetcher:
                 time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable: the uncompressed name's 404 is raised above")
 
-    def _store(self, file: MnistFile, bar: tqdm[NoReturn], read: Callable[[_Payload], None]) -> bytes:
-        """Stream one source through a ``_Payload`` into a temp file; verify; rename into place."""
+    def _store(self, file: MnistFile, bar: tqdm[NoReturn], read: Callable[[Payload], None]) -> bytes:
+        """Stream one source through a ``Payload`` into a temp file; verify; rename into place."""
         bar.reset(total=file.size)
         verified: list[bytes] = []
 
         def write(out: IO[bytes]) -> None:
-            payload = _Payload(file, out, bar.update)
+            payload = Payload(file, out, bar.update)
             read(payload)
             verified.append(payload.finish())  # raises unless size and digest match
 
@@ -338,7 +328,7 @@ class _Fetcher:
         return verified[0]
 
 
-class _Payload:
+class Payload:
     """Takes a file's bytes as they arrive: un-gzips, bounds, hashes and writes them."""
 
     def __init__(self, file: MnistFile, out: IO[bytes], progress: Callable[[int], object]) -> None:
@@ -360,7 +350,7 @@ class _Payload:
         """Take the next chunk of the file as fetched (gzip or plain)."""
         self._received += len(chunk)
         if self._received > self._max_received:
-            raise _MirrorError(f"more data than a {self._file.size}-byte file can need")
+            raise MirrorError(f"more data than a {self._file.size}-byte file can need")
         if not self._started:
             self._head += chunk
             if len(self._head) < len(_GZIP_MAGIC):
@@ -381,13 +371,13 @@ class _Payload:
             try:
                 self._emit(self._inflater.flush())
             except zlib.error as exc:
-                raise _MirrorError("not a valid gzip file") from exc
+                raise MirrorError("not a valid gzip file") from exc
             if not self._inflater.eof:
-                raise _MirrorError("not a valid gzip file (truncated)")
+                raise MirrorError("not a valid gzip file (truncated)")
         if self._size != self._file.size:
-            raise _MirrorError(f"size mismatch: got {self._size} bytes, expected {self._file.size}")
+            raise MirrorError(f"size mismatch: got {self._size} bytes, expected {self._file.size}")
         if self._hash.hexdigest() != self._file.sha256:
-            raise _MirrorError("checksum mismatch")
+            raise MirrorError("checksum mismatch")
         return b"".join(self._chunks)
 
     def _start(self) -> None:
@@ -410,7 +400,7 @@ class _Payload:
                 self._emit(self._inflater.decompress(data, room))
                 data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
         except zlib.error as exc:
-            raise _MirrorError("not a valid gzip file") from exc
+            raise MirrorError("not a valid gzip file") from exc
 
     def _emit(self, data: bytes) -> None:
         """Account for, hash and write decompressed bytes, refusing any beyond the expected size."""
@@ -418,7 +408,7 @@ class _Payload:
             return
         self._size += len(data)
         if self._size > self._file.size:
-            raise _MirrorError(f"larger than the expected {self._file.size} bytes")
+            raise MirrorError(f"larger than the expected {self._file.size} bytes")
         self._hash.update(data)
         self._out.write(data)
         self._chunks.append(data)
@@ -439,18 +429,18 @@ def _read_verified(path: Path, file: MnistFile) -> bytes | None:
     return data
 
 
-def _read_local(source: Path, payload: _Payload) -> None:
+def _read_local(source: Path, payload: Payload) -> None:
     """Feed a local file to ``payload``."""
     try:
         with source.open("rb") as f:
             while chunk := f.read(_CHUNK):
                 payload.feed(chunk)
     except OSError as exc:
-        raise _MirrorError(f"cannot read {source.name}: {exc.strerror or exc}") from exc
+        raise MirrorError(f"cannot read {source.name}: {exc.strerror or exc}") from exc
 
 
-def _read_http(session: requests.Session, url: str, timeout: tuple[float, float], payload: _Payload) -> None:
-    """Stream one HTTP GET into ``payload``, raising ``_MirrorError`` for any network problem."""
+def _read_http(session: requests.Session, url: str, timeout: tuple[float, float], payload: Payload) -> None:
+    """Stream one HTTP GET into ``payload``, raising ``MirrorError`` for any network problem."""
     try:
         with session.get(url, stream=True, timeout=timeout) as response:
             response.raise_for_status()
@@ -460,27 +450,27 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
             length = response.headers.get("Content-Length", "")
             received = response.raw.tell()
             if length.isdigit() and received != int(length):
-                raise _MirrorError(f"incomplete download: {received} of {length} bytes", retry=True)
+                raise MirrorError(f"incomplete download: {received} of {length} bytes", retry=True)
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
-        raise _MirrorError(f"HTTP {status}", retry=status >= 500, status=status) from exc
+        raise MirrorError(f"HTTP {status}", retry=status >= 500, status=status) from exc
     except requests.ConnectTimeout as exc:
-        raise _MirrorError("connection timed out", retry=True) from exc
+        raise MirrorError("connection timed out", retry=True) from exc
     except requests.ReadTimeout as exc:
-        raise _MirrorError("read timed out", retry=True) from exc
+        raise MirrorError("read timed out", retry=True) from exc
     except requests.exceptions.ChunkedEncodingError as exc:
-        raise _MirrorError("connection dropped mid-download", retry=True) from exc
+        raise MirrorError("connection dropped mid-download", retry=True) from exc
     except requests.ConnectionError as exc:
         # requests reports a read timeout in the middle of the body as a ConnectionError.
         if _caused_by_timeout(exc):
-            raise _MirrorError("read timed out", retry=True) from exc
-        raise _MirrorError(f"connection failed: {_root_cause(exc)}", retry=True) from exc
+            raise MirrorError("read timed out", retry=True) from exc
+        raise MirrorError(f"connection failed: {_root_cause(exc)}", retry=True) from exc
     except requests.RequestException as exc:
-        raise _MirrorError(f"request failed: {_root_cause(exc)}") from exc
+        raise MirrorError(f"request failed: {_root_cause(exc)}") from exc
     except ValueError as exc:
         # requests lets a malformed redirect target through unwrapped (urlsplit's ValueError,
         # UnicodeDecodeError, urllib3's LocationParseError).
-        raise _MirrorError(f"bad redirect target: {first_line(exc, _CAUSE_LIMIT)}") from exc
+        raise MirrorError(f"bad redirect target: {first_line(exc, _CAUSE_LIMIT)}") from exc
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -34,6 +34,8 @@ from mnist_nn.nn.activations import ACTIVATIONS, Activation, FloatArray
 
 Shape = tuple[int, ...]
 
+_matmul = np.matmul  # bound once: the fast step calls it three times per layer
+
 # Initializations by name: "normal" is Nielsen's chapter 1 (weights and biases N(0, 1)).
 INITS = ("normal", "scaled", "he", "glorot")
 
@@ -115,12 +117,14 @@ class LayerStep(ABC):
     """A layer's part of the fast training step, for mini-batches of one size.
 
     ``out`` is the layer's output buffer (with the trailing column of ones
-    when the next layer asked for it) and ``out_t`` its transpose, made once;
-    ``delta`` is where the layer above writes dC/da; ``grads`` are the
-    gradient buffers, laid out like the layer's ``params``.
+    when the next layer asked for it), ``output`` the same without that
+    column, and ``out_t`` the transpose of ``out``, made once; ``delta`` is
+    where the layer above writes dC/da; ``grads`` are the gradient buffers,
+    laid out like the layer's ``params``.
     """
 
     out: FloatArray
+    output: FloatArray
     out_t: FloatArray
     delta: FloatArray
     grads: list[FloatArray]
@@ -130,18 +134,13 @@ class LayerStep(ABC):
         """out = the layer's output for the batch x (its input buffer), with dropout drawn from rng."""
 
     @abstractmethod
-    def backward(self, x_t: FloatArray, below: FloatArray | None, *, output: bool) -> None:
+    def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
         """From ``delta``: ``grads`` = this batch's update, and dC/d(input) into ``below`` (if not None).
 
         x_t is the transpose of the input buffer. The delta arriving at the
         output layer is already scaled by -eta/m, so the gradients come out
         as the update itself.
         """
-
-    @property
-    def output(self) -> FloatArray:
-        """The output without the ones column."""
-        return self.out
 
 
 # --- Dense -----------------------------------------------------------------------------
@@ -301,6 +300,7 @@ class _DenseStep(LayerStep):
         self.z = np.empty((m, n_out), dtype, order=order)
         self.out = np.ones((m, n_out + 1), dtype, order=order) if ones_out else self.z
         self.a = self.out[:, :-1] if ones_out else self.z
+        self.output = self.a
         self.out_t = self.out.T
         self.delta = np.empty((m, n_out), dtype, order=order)
         self.work = np.empty((m, n_out), dtype, order=order)
@@ -313,14 +313,9 @@ class _DenseStep(LayerStep):
         self.pre = np.empty((m, n_out), dtype, order=order) if dropout else self.a
         self.mask = np.empty((m, n_out), dtype, order=order) if dropout else self.a
 
-    @property
-    def output(self) -> FloatArray:
-        """The activations, without the ones column."""
-        return self.a
-
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
         """z = x @ params (x carries its ones column), then the activation and dropout."""
-        np.matmul(x, self.param, out=self.z)
+        _matmul(x, self.param, out=self.z)
         if self.dropout:
             self.activation.forward(self.z, out=self.pre)
             rng.random(dtype=self.mask.dtype, out=self.mask)
@@ -330,15 +325,15 @@ class _DenseStep(LayerStep):
         else:
             self.activation.forward(self.z, out=self.a)
 
-    def backward(self, x_t: FloatArray, below: FloatArray | None, *, output: bool) -> None:
+    def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
         """BP2's derivative factor and dropout mask (hidden layers), BP4 with BP3 in the last row, BP2's product."""
         if not output:
             self.activation.scale_by_derivative(self.pre, self.delta, self.work)
             if self.dropout:
                 np.multiply(self.delta, self.mask, out=self.delta)
-        np.matmul(x_t, self.delta, out=self.grad)
+        _matmul(x_t, self.delta, out=self.grad)
         if below is not None:
-            np.matmul(self.delta, self.weights_t, out=below)  # before the update changes the weights
+            _matmul(self.delta, self.weights_t, out=below)  # before the update changes the weights
 
 
 # --- descriptions ----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Optimizers: how a step's update moves the parameters, and the state that takes.
 
 Each optimizer receives, for every parameter array, the batch's update
-already scaled by -eta/m (the fast step folds that factor into the output
+already scaled by -eta/m (``apply`` takes one layer's (slot, param, update)
+triples at a time) (the fast step folds that factor into the output
 delta) and applies it in place:
 
     plain SGD    w -> w + g
@@ -46,9 +47,10 @@ class SGD:
         """The names of the state's arrays lists."""
         return ()
 
-    def update(self, k: int, param: FloatArray, g: FloatArray) -> None:
-        """param += g for the k-th parameter array."""
-        np.add(param, g, out=param)
+    def apply(self, updates: Sequence[tuple[int, FloatArray, FloatArray]]) -> None:
+        """param += g for each (k, param, g): k numbers the parameter array, as in ``Network.params``."""
+        for _, param, g in updates:
+            np.add(param, g, out=param)
 
 
 class Momentum(SGD):
@@ -70,12 +72,13 @@ class Momentum(SGD):
             self.state["velocity"] = [np.zeros_like(p) for p in params]
         self._velocity = self.state["velocity"]
 
-    def update(self, k: int, param: FloatArray, g: FloatArray) -> None:
-        """v -> mu v + g, then w -> w + v."""
-        v = self._velocity[k]
-        np.multiply(v, self.mu, out=v)
-        np.add(v, g, out=v)
-        np.add(param, v, out=param)
+    def apply(self, updates: Sequence[tuple[int, FloatArray, FloatArray]]) -> None:
+        """v -> mu v + g, then w -> w + v, for each (k, param, g)."""
+        for k, param, g in updates:
+            v = self._velocity[k]
+            np.multiply(v, self.mu, out=v)
+            np.add(v, g, out=v)
+            np.add(param, v, out=param)
 
 
 class Nesterov(Momentum):
@@ -88,14 +91,15 @@ class Nesterov(Momentum):
         super().plan(params)
         self._scratch = [np.empty_like(p) for p in params]
 
-    def update(self, k: int, param: FloatArray, g: FloatArray) -> None:
-        """v -> mu v + g, then w -> w + mu v + g."""
-        v, s = self._velocity[k], self._scratch[k]
-        np.multiply(v, self.mu, out=v)
-        np.add(v, g, out=v)
-        np.multiply(v, self.mu, out=s)
-        np.add(s, g, out=s)
-        np.add(param, s, out=param)
+    def apply(self, updates: Sequence[tuple[int, FloatArray, FloatArray]]) -> None:
+        """v -> mu v + g, then w -> w + mu v + g, for each (k, param, g)."""
+        for k, param, g in updates:
+            v, s = self._velocity[k], self._scratch[k]
+            np.multiply(v, self.mu, out=v)
+            np.add(v, g, out=v)
+            np.multiply(v, self.mu, out=s)
+            np.add(s, g, out=s)
+            np.add(param, s, out=param)
 
 
 def make_optimizer(config: TrainConfig) -> SGD:

@@ -55,15 +55,22 @@ class Step:
             )
             for i, layer in enumerate(layers)
         ]
-        self.order = list(range(last, -1, -1))
-        self.decayed = [layer.decayed(layer.params) for layer in layers]
         slots, k = [], 0
         for layer in layers:
             slots.append(list(range(k, k + len(layer.params))))
             k += len(layer.params)
-        self.updates = [
-            list(zip(slot, layer.params, step.grads, strict=True))
-            for slot, layer, step in zip(slots, layers, self.steps, strict=True)
+        # What each step calls, bound once: a method lookup costs as much as a small ufunc.
+        self.forwards = [(s.forward, s.out) for s in self.steps]
+        self.backwards = [
+            (
+                self.steps[i].backward,
+                self.steps[i - 1].out_t if i else None,  # None: the batch's own transpose
+                self.steps[i - 1].delta if i else None,
+                i == last,
+                layers[i].decayed(layers[i].params),
+                list(zip(slots[i], layers[i].params, self.steps[i].grads, strict=True)),
+            )
+            for i in range(last, -1, -1)
         ]
         self.optimizer = optimizer
         self.cost = network.cost
@@ -78,13 +85,12 @@ class Step:
         xb is the batch as the first layer wants it (with its ones column if it
         asked for one) and xb_t its transpose; yb is one-hot.
         """
-        steps = self.steps
         rng = self.rng
         x = xb
-        for s in steps:
-            s.forward(x, rng)
-            x = s.out
-        top = steps[-1]
+        for forward, out in self.forwards:
+            forward(x, rng)
+            x = out
+        top = self.steps[-1]
         a = top.output
         if self.monitor_cost:
             self.cost_sum += self.cost.fn(a, yb)
@@ -92,18 +98,10 @@ class Step:
         # Scaling delta_L by -eta/m once scales every delta below it (BP2 is linear),
         # so each gradient product below is already the update.
         np.multiply(top.delta, scale, out=top.delta)
-        update = self.optimizer.update
-        output = True
-        for i in self.order:
-            s = steps[i]
-            if i:
-                below = steps[i - 1]
-                s.backward(below.out_t, below.delta, output=output)
-            else:
-                s.backward(xb_t, None, output=output)
-            output = False
+        apply = self.optimizer.apply
+        for backward, x_t, below, output, decayed, updates in self.backwards:
+            backward(xb_t if x_t is None else x_t, below, output)
             if decay != 1.0:
-                for w in self.decayed[i]:
+                for w in decayed:
                     np.multiply(w, decay, out=w)  # w -> (1 - eta lambda / n) w
-            for k, param, g in self.updates[i]:
-                update(k, param, g)
+            apply(updates)

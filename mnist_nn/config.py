@@ -66,6 +66,9 @@ class TrainConfig:
     """
 
     sizes: tuple[int, ...] = (IMAGE_PIXELS, 30, NUM_CLASSES)  # one hidden layer of 30
+    # Layers by spec, e.g. ("conv20x5", "pool2", "dense100", "dense10"); () is the dense stack
+    # of ``sizes``. When given, ``sizes`` holds the values leaving each of them.
+    layers: tuple[str, ...] = ()
     epochs: int = 30  # passes over the 50,000 training images
     batch_size: int = 10  # examples per gradient step
     eta: float = 3.0  # learning rate; gradients are batch means
@@ -96,6 +99,12 @@ class TrainConfig:
             raise ConfigError("sizes", f"must be a tuple of at least 2 integers, got {sizes!r}")
         if any(n < 1 for n in sizes):
             raise ConfigError("sizes", f"must be positive, got {' '.join(map(str, sizes))}")
+        if not isinstance(self.layers, tuple) or not all(isinstance(s, str) and s for s in self.layers):
+            raise ConfigError("layers", f"must be a tuple of layer specs such as 'conv20x5', got {self.layers!r}")
+        if self.layers and len(self.layers) != len(sizes) - 1:
+            raise ConfigError("layers", f"must match sizes, one layer per size after the input: {self.layers!r}")
+        if self.layers and self.layers[-1] != f"dense{sizes[-1]}":
+            raise ConfigError("layers", f"must end with dense{sizes[-1]}, the outputs; got {' '.join(self.layers)}")
         _at_least("epochs", self.epochs, 1)
         if not _is_int(self.batch_size) or not 1 <= self.batch_size <= TRAIN_SIZE:
             raise ConfigError("batch_size", f"must be between 1 and {TRAIN_SIZE}, got {self.batch_size!r}")
@@ -127,10 +136,10 @@ class TrainConfig:
 
         Settings beyond those are named where they differ from the defaults.
         """
-        shown = {"sizes", "activation", "cost", "batch_size", "eta", "epochs", "dtype", "seed"}
+        shown = {"sizes", "layers", "activation", "cost", "batch_size", "eta", "epochs", "dtype", "seed"}
         defaults = asdict(TrainConfig())
         extra = "".join(f", {k} {v}" for k, v in asdict(self).items() if k not in shown and v != defaults[k])
-        sizes = ", ".join(map(str, self.sizes))
+        sizes = " ".join(self.layers) if self.layers else ", ".join(map(str, self.sizes))
         return (
             f"[{sizes}], {self.activation}, {self.cost} cost, mini-batch {self.batch_size}, "
             f"eta {self.eta:g}, {self.epochs} epochs, {self.dtype}{extra}"
@@ -140,6 +149,7 @@ class TrainConfig:
         """A JSON-ready copy."""
         d = asdict(self)
         d["sizes"] = list(self.sizes)
+        d["layers"] = list(self.layers)
         return d
 
 
@@ -174,6 +184,10 @@ def config_from_dict(d: Any) -> TrainConfig:
         if not isinstance(values["sizes"], list | tuple) or not all(isinstance(n, int) for n in values["sizes"]):
             raise ValueError(f"expected sizes as a list of integers, got {values['sizes']!r}")
         values["sizes"] = tuple(values["sizes"])
+    if "layers" in values:
+        if not isinstance(values["layers"], list | tuple) or not all(isinstance(s, str) for s in values["layers"]):
+            raise ValueError(f"expected layers as a list of layer specs, got {values['layers']!r}")
+        values["layers"] = tuple(values["layers"])
     defaults = TrainConfig()
     for name, value in values.items():
         expected = type(getattr(defaults, name))

@@ -45,7 +45,8 @@ from mnist_nn.metrics import format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
-from mnist_nn.nn.layers import INITS
+from mnist_nn.nn.layers import INITS, Dense, layer_from_spec
+from mnist_nn.nn.network import layer_sizes
 from mnist_nn.plots import plot_training_curves, require_matplotlib
 from mnist_nn.train.augment import parse_augment
 from mnist_nn.train.history import EpochRecord, History
@@ -71,12 +72,22 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         help="start from a named configuration (default: nielsen-ch1); flags given beside it override it",
     )
     hidden = " ".join(map(str, d.sizes[1:-1]))
-    parser.add_argument(
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument(
         "--hidden",
         type=int,
         nargs="+",
         metavar="N",
-        help=f"hidden layer sizes, e.g. --hidden 100 or --hidden 800 800 (default: {hidden})",
+        help=f"hidden layer sizes, e.g. --hidden 100 or --hidden 800 800 (default: {hidden}); "
+        "a shorthand for --layers dense100 dense10",
+    )
+    shape.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="SPEC",
+        help="the layers, input side first, each conv<F>x<K> (F feature maps of KxK kernels, stride 1, no "
+        "padding), pool<P> (PxP max-pooling) or dense<N> (N neurons), ending with dense10, e.g. "
+        "--layers conv20x5 pool2 conv40x5 pool2 dense100 dense10 (Nielsen's chapter 6)",
     )
     parser.add_argument("--epochs", type=int, help=f"total passes over the training set (default: {d.epochs})")
     parser.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
@@ -227,7 +238,9 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     """Apply the flags given to ``base``, checking their values once, up front."""
     changes: dict[str, Any] = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     if args.hidden is not None:
-        changes["sizes"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES)
+        changes["sizes"], changes["layers"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES), ()
+    if getattr(args, "layers", None) is not None:
+        changes.update(_layers(args.layers))
     if changes.get("preprocess") == "none":
         changes["preprocess"] = ""
     config = dataclasses.replace(base, **changes)  # ConfigError: ``command`` names the flag
@@ -238,6 +251,20 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
             raise UsageError(f"--augment: {exc}") from None
         config = dataclasses.replace(config, augment="" if spec.is_identity else spec.to_spec())
     return config
+
+
+def _layers(specs: list[str]) -> dict[str, Any]:
+    """``sizes`` and ``layers`` for --layers; a stack of dense layers is the same as --hidden."""
+    if specs[-1] != f"dense{NUM_CLASSES}":
+        raise UsageError(f"--layers must end with dense{NUM_CLASSES} (one output per digit), got {specs[-1]}")
+    try:
+        layers = [layer_from_spec(spec) for spec in specs]
+        sizes = layer_sizes(layers, IMAGE_PIXELS)
+    except ValueError as exc:
+        raise UsageError(f"--layers: {exc}") from None
+    if all(isinstance(layer, Dense) for layer in layers):
+        return {"sizes": sizes, "layers": ()}
+    return {"sizes": sizes, "layers": tuple(specs)}
 
 
 def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
@@ -281,7 +308,7 @@ def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
 
 
 def _default_model_path(config: TrainConfig) -> Path:
-    sizes = "-".join(map(str, config.sizes))
+    sizes = "-".join(config.layers) if config.layers else "-".join(map(str, config.sizes))
     return default_models_dir() / f"mnist-{sizes}-seed{config.seed}.npz"
 
 

@@ -119,5 +119,22 @@ class Softmax:
         raise NotImplementedError("softmax is only used as the output of the log-likelihood cost")
 
 
+class Identity:
+    """f(z) = z: the "activation" of a layer that has none (a pool); never in the tables by name."""
+
+    name = "identity"
+
+    def forward(self, z: FloatArray, out: FloatArray) -> FloatArray:
+        """a = z."""
+        if out is not z:
+            np.copyto(out, z)
+        return out
+
+    def scale_by_derivative(self, a: FloatArray, delta: FloatArray, work: FloatArray) -> None:
+        """f' = 1: delta is unchanged."""
+
+
+IDENTITY = Identity()
+
 HIDDEN_ACTIVATIONS: dict[str, Activation] = {"sigmoid": Sigmoid(), "tanh": Tanh(), "relu": ReLU()}
 ACTIVATIONS = HIDDEN_ACTIVATIONS  # the names ``activation=`` accepts

@@ -23,6 +23,7 @@ interface only.
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -30,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.nn.activations import ACTIVATIONS, Activation, FloatArray
+from mnist_nn.nn.activations import ACTIVATIONS, IDENTITY, Activation, FloatArray
 
 Shape = tuple[int, ...]
 
@@ -52,6 +53,8 @@ class Layer(ABC):
     # True when the layer wants its input with one more trailing column, all ones (Dense's
     # bias trick): whoever writes its input (the previous layer, the loop's shuffle) adds it.
     ones_column: ClassVar[bool] = False
+    # False for a layer without an activation of its own (a pool): the network gives it none.
+    activated: ClassVar[bool] = True
 
     activation: Activation
     params: list[FloatArray]
@@ -93,8 +96,8 @@ class Layer(ABC):
         """Views of the arrays in a params-shaped list that L2 regularization decays (weights, not biases)."""
 
     @abstractmethod
-    def plan(self, m: int, *, dropout: float, ones_out: bool) -> LayerStep:
-        """The fast step's buffers for mini-batches of m rows (see ``LayerStep``)."""
+    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
+        """The fast step's buffers for mini-batches of m rows in ``dtype`` (see ``LayerStep``)."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -195,6 +198,14 @@ class Dense(Layer):
     def __repr__(self) -> str:
         return f"Dense({self.size}, {self.activation_name!r})"
 
+    spec_form: ClassVar[str] = "dense<N>"
+
+    @classmethod
+    def from_spec(cls, spec: str) -> Dense | None:
+        """``dense100`` is Dense(100); None when ``spec`` is not of this form."""
+        match = re.fullmatch(r"dense([0-9]{1,9})", spec)
+        return cls(int(match.group(1))) if match else None
+
     @property
     def n_in(self) -> int:
         """Inputs per example (the input shape flattened)."""
@@ -244,13 +255,13 @@ class Dense(Layer):
         """The weights: a contiguous view of the fused array (biases are not decayed)."""
         return [params[0][:-1]]
 
-    def plan(self, m: int, *, dropout: float, ones_out: bool) -> LayerStep:
+    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
         """Buffers for m rows (see ``_DenseStep``)."""
         return _DenseStep(self, m, dropout, ones_out)
 
     def describe(self) -> dict[str, Any]:
         """{"kind": "dense", "size": n, "activation": name}."""
-        return {"kind": self.kind, "size": self.size, "activation": self.activation.name}
+        return {"kind": self.kind, "size": self.size, "activation": _activation_name(self)}
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any]) -> Dense:
@@ -336,9 +347,413 @@ class _DenseStep(LayerStep):
             _matmul(self.delta, self.weights_t, out=below)  # before the update changes the weights
 
 
+# --- Conv2D and MaxPool2D --------------------------------------------------------------
+#
+# Feature maps are channel-last: one example's activations have shape (H, W, C) and
+# travel between layers flattened, as rows of H * W * C values. A 784-pixel image is
+# (28, 28, 1). Convolution is one matrix product over im2col patches, whose last column
+# is all ones, so that, as in Dense, the biases are the last row of one (C*K*K + 1, F)
+# parameter array; its gradient with respect to the input is a sum of K*K shifted slices.
+
+
+def _image_shape(input_shape: Shape, what: str) -> tuple[int, int, int]:
+    """(H, W, C) of an input: a flat square image such as (784,) is (28, 28, 1)."""
+    if len(input_shape) == 3:
+        h, w, c = input_shape
+        return h, w, c
+    if len(input_shape) == 1:
+        side = math.isqrt(input_shape[0])
+        if side * side == input_shape[0]:
+            return side, side, 1
+    raise ValueError(f"a {what} needs square images or feature maps as input, got shape {input_shape}")
+
+
+def _activation_name(layer: Dense | Conv2D) -> str | None:
+    """The activation a built layer has, else the one it was given (None: the network's choice)."""
+    activation = getattr(layer, "activation", None)
+    return activation.name if activation is not None else layer.activation_name
+
+
+def _positive(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"expected a positive integer {what}, got {value!r}")
+    return int(value)
+
+
+class Conv2D(Layer):
+    """``filters`` feature maps of ``kernel`` x ``kernel`` kernels, stride 1, no padding.
+
+    Input (H, W, C), output (H - K + 1, W - K + 1, F). Its weights, shape
+    (K, K, C, F) in a model file, decay under L2; its biases (F,) do not.
+
+    Args:
+        filters: feature maps F.
+        kernel: side K of each kernel.
+        activation: a name from ``ACTIVATIONS``, or None for the network's hidden activation.
+    """
+
+    kind = "conv2d"
+
+    def __init__(self, filters: int, kernel: int, activation: str | None = None) -> None:
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of: {', '.join(sorted(ACTIVATIONS))}")
+        self.filters = _positive(filters, "number of feature maps")
+        self.kernel = _positive(kernel, "kernel size")
+        self.activation_name = activation
+        self.params = []
+
+    def __repr__(self) -> str:
+        return f"Conv2D({self.filters}, {self.kernel}, {self.activation_name!r})"
+
+    spec_form: ClassVar[str] = "conv<F>x<K>"
+
+    @classmethod
+    def from_spec(cls, spec: str) -> Conv2D | None:
+        """``conv20x5`` is Conv2D(20, 5); None when ``spec`` is not of this form."""
+        match = re.fullmatch(r"conv([0-9]{1,9})x([0-9]{1,9})", spec)
+        return cls(int(match.group(1)), int(match.group(2))) if match else None
+
+    def build(self, input_shape: Shape) -> Shape:
+        """Output (H - K + 1, W - K + 1, F); ValueError when the kernel is larger than the input."""
+        self.image = _image_shape(tuple(input_shape), "convolution")
+        h, w, _ = self.image
+        k = self.kernel
+        if k > h or k > w:
+            raise ValueError(f"a {k}x{k} kernel is larger than its {h}x{w} input")
+        self.input_shape = tuple(input_shape)
+        self.output_shape = (h - k + 1, w - k + 1, self.filters)
+        return self.output_shape
+
+    @property
+    def patch_size(self) -> int:
+        """C * K * K: the values one output position sees."""
+        return self.image[2] * self.kernel * self.kernel
+
+    def param_shapes(self) -> list[Shape]:
+        """One (K*K*C + 1, F) array: the kernels as columns, then the biases as the last row."""
+        return [(self.patch_size + 1, self.filters)]
+
+    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
+        """As a dense layer with C*K*K inputs and F outputs."""
+        if rng is None:
+            self.params = [np.zeros(self.param_shapes()[0], dtype=dtype)]
+        else:
+            self.params = [_init_dense(rng, self.patch_size, self.filters, init).astype(dtype)]
+
+    def _patches(self, x: FloatArray) -> FloatArray:
+        """im2col: (m * H' * W', K*K*C) patches of a batch of flattened inputs, in (K, K, C) order."""
+        h, w, c = self.image
+        windows = np.lib.stride_tricks.sliding_window_view(
+            x.reshape(-1, h, w, c), (self.kernel, self.kernel), axis=(1, 2)
+        )  # (m, H', W', C, K, K), a view
+        patches: FloatArray = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, self.patch_size)
+        return patches
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        """a = f(patches @ kernels + biases), flattened to (m, H' * W' * F)."""
+        p = self.params[0]
+        z = self._patches(x) @ p[:-1]
+        z += p[-1]
+        return self.activation.forward(z, out=z).reshape(x.shape[0], -1)
+
+    def backward(
+        self, x: FloatArray, a: FloatArray, delta: FloatArray, *, output: bool
+    ) -> tuple[list[FloatArray], FloatArray]:
+        """BP2's derivative factor, BP4 and BP3 over the patches, and the delta below as shifted slices."""
+        if not output:
+            delta = delta.copy()
+            self.activation.scale_by_derivative(a, delta, np.empty_like(a))
+        m = x.shape[0]
+        d = delta.reshape(-1, self.filters)  # (m * H' * W', F)
+        grad = np.empty_like(self.params[0])
+        grad[:-1] = self._patches(x).T @ d
+        grad[-1] = d.sum(axis=0)
+        return [grad], self._col2im(d @ self.params[0][:-1].T, m)
+
+    def _col2im(self, d_patches: FloatArray, m: int) -> FloatArray:
+        """The gradient with respect to the input: each kernel offset's share added at its shifted slice."""
+        h, w, c = self.image
+        k = self.kernel
+        ho, wo, _ = self.output_shape
+        d6 = d_patches.reshape(m, ho, wo, k, k, c)
+        dx = np.zeros((m, h, w, c), dtype=d_patches.dtype)
+        for i in range(k):
+            for j in range(k):
+                dx[:, i : i + ho, j : j + wo, :] += d6[:, :, :, i, j, :]
+        return dx.reshape(m, -1)
+
+    def weights_and_biases(self, params: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray]:
+        """Views of rows :-1 (the kernels, (C*K*K, F)) and -1 (the biases) of the fused array."""
+        return params[0][:-1], params[0][-1]
+
+    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
+        """The kernels (biases are not decayed)."""
+        return [params[0][:-1]]
+
+    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
+        """Buffers for m rows (see ``_ConvStep``); convolutions never drop out."""
+        return _ConvStep(self, m, ones_out)
+
+    def describe(self) -> dict[str, Any]:
+        """{"kind": "conv2d", "filters": F, "kernel": K, "activation": name}."""
+        return {"kind": self.kind, "filters": self.filters, "kernel": self.kernel, "activation": _activation_name(self)}
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> Conv2D:
+        """The inverse of ``describe``; ValueError for anything else."""
+        _check_keys(description, {"kind", "filters", "kernel", "activation"})
+        activation = description["activation"]
+        if not isinstance(activation, str):
+            raise ValueError(f"expected a conv2d layer's activation to be a name, got {activation!r}")
+        return cls(description["filters"], description["kernel"], activation)
+
+    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
+        """``w`` (K, K, C, F) and ``b`` (F,)."""
+        return {"w": params[0][:-1].reshape(self.file_shapes()["w"]), "b": params[0][-1]}
+
+    def file_shapes(self) -> dict[str, Shape]:
+        """``w`` (K, K, C, F): kernel row, column, input channel, feature map; and ``b`` (F,)."""
+        c, k = self.image[2], self.kernel
+        return {"w": (k, k, c, self.filters), "b": (self.filters,)}
+
+    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
+        """``w`` and ``b`` fused again into one (C*K*K + 1, F) array."""
+        p = np.empty((self.patch_size + 1, self.filters), dtype=dtype)
+        p[:-1] = arrays["w"].reshape(self.patch_size, self.filters)
+        p[-1] = arrays["b"]
+        return [p]
+
+
+def _rows(out: FloatArray, n: int) -> FloatArray:
+    """The first n columns of an output buffer (all of it when it has no ones column)."""
+    return out if out.shape[1] == n else out[:, :n]
+
+
+class _ConvStep(LayerStep):
+    """A convolution's buffers for m rows: the patches (with their ones column), z, the output.
+
+    The input is copied into a buffer of the layer's own, so the windows over
+    it (a view made once) never change; each step copies them into the
+    patches buffer, and one product gives every position's z.
+    """
+
+    def __init__(self, layer: Conv2D, m: int, ones_out: bool) -> None:
+        h, w, c = layer.image
+        k, f = layer.kernel, layer.filters
+        ho, wo, _ = layer.output_shape
+        param = layer.params[0]
+        dtype = param.dtype
+        n_out = ho * wo * f
+        self.param = param
+        self.weights_t = param[:-1].T  # (F, C*K*K)
+        self.activation = layer.activation
+        self.image = np.empty((m, h, w, c), dtype)
+        windows = np.lib.stride_tricks.sliding_window_view(self.image, (k, k), axis=(1, 2))
+        # (m, H', W', K, K, C): each patch in (K, K, C) order, so runs of C values are contiguous.
+        self.windows = windows.transpose(0, 1, 2, 4, 5, 3)
+        self.patches = np.ones((m * ho * wo, layer.patch_size + 1), dtype)
+        self.patches_t = self.patches.T
+        self.patch_view = self.patches[:, :-1].reshape(m, ho, wo, k, k, c)
+        self.z = np.empty((m * ho * wo, f), dtype)
+        self.z4 = self.z.reshape(m, ho, wo, f)
+        self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)
+        self.output = _rows(self.out, n_out)
+        self.a4 = self.output.reshape(m, ho, wo, f)
+        self.out_t = self.out.T
+        self.delta = np.empty((m, n_out), dtype)
+        self.delta4 = self.delta.reshape(m, ho, wo, f)
+        self.delta2 = self.delta.reshape(m * ho * wo, f)
+        self.work = np.empty((m, ho, wo, f), dtype)
+        self.grad = np.empty_like(param)
+        self.grads = [self.grad]
+        self.d_patches = np.empty((m * ho * wo, layer.patch_size), dtype)
+        d6 = self.d_patches.reshape(m, ho, wo, k, k, c)
+        self.shifts = [(i, j, d6[:, :, :, i, j, :]) for i in range(k) for j in range(k)]
+        self.sizes = (m, h, w, c, ho, wo)
+        self._below: FloatArray | None = None
+        self._slices: list[tuple[FloatArray, FloatArray]] = []
+
+    def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
+        """Copy x into the image buffer, im2col, one product, the activation."""
+        np.copyto(self.image, x.reshape(self.image.shape))
+        np.copyto(self.patch_view, self.windows)
+        _matmul(self.patches, self.param, out=self.z)
+        self.activation.forward(self.z4, out=self.a4)
+
+    def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
+        """BP2's derivative factor, the kernels' gradient over the patches, the delta below as shifted slices."""
+        if not output:
+            self.activation.scale_by_derivative(self.a4, self.delta4, self.work)
+        _matmul(self.patches_t, self.delta2, out=self.grad)
+        if below is None:
+            return
+        _matmul(self.delta2, self.weights_t, out=self.d_patches)
+        if below is not self._below:  # the slices of the buffer below, made once
+            m, h, w, c, ho, wo = self.sizes
+            below4 = below.reshape(m, h, w, c)
+            self._below = below
+            self._below4 = below4
+            self._slices = [(below4[:, i : i + ho, j : j + wo, :], d) for i, j, d in self.shifts]
+        self._below4.fill(0.0)
+        for target, d in self._slices:
+            np.add(target, d, out=target)
+
+
+class MaxPool2D(Layer):
+    """Max-pooling over ``pool`` x ``pool`` blocks, stride ``pool``: input (H, W, C), output (H/P, W/P, C).
+
+    It has no parameters and no activation; the gradient goes to the
+    maximum of each block.
+    """
+
+    kind = "maxpool2d"
+    activated = False
+
+    def __init__(self, pool: int) -> None:
+        self.pool = _positive(pool, "pool size")
+        self.params = []
+        self.activation = IDENTITY
+
+    def __repr__(self) -> str:
+        return f"MaxPool2D({self.pool})"
+
+    spec_form: ClassVar[str] = "pool<P>"
+
+    @classmethod
+    def from_spec(cls, spec: str) -> MaxPool2D | None:
+        """``pool2`` is MaxPool2D(2); None when ``spec`` is not of this form."""
+        match = re.fullmatch(r"pool([0-9]{1,9})", spec)
+        return cls(int(match.group(1))) if match else None
+
+    def build(self, input_shape: Shape) -> Shape:
+        """Output (H/P, W/P, C); ValueError unless P divides H and W."""
+        h, w, c = _image_shape(tuple(input_shape), "max-pool")
+        p = self.pool
+        if h % p or w % p:
+            raise ValueError(f"a {p}x{p} pool does not divide its {h}x{w} input")
+        self.image = (h, w, c)
+        self.input_shape = tuple(input_shape)
+        self.output_shape = (h // p, w // p, c)
+        return self.output_shape
+
+    def param_shapes(self) -> list[Shape]:
+        """None."""
+        return []
+
+    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
+        """Nothing to draw."""
+        self.params = []
+
+    def _blocks(self, x: FloatArray) -> FloatArray:
+        """x as (m, H/P, P, W/P, P, C): each block's values along axes 2 and 4."""
+        h, w, c = self.image
+        p = self.pool
+        return x.reshape(-1, h // p, p, w // p, p, c)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        """The maximum of each block, flattened to (m, H/P * W/P * C)."""
+        pooled: FloatArray = self._blocks(x).max(axis=(2, 4))
+        return pooled.reshape(x.shape[0], -1)
+
+    def backward(
+        self, x: FloatArray, a: FloatArray, delta: FloatArray, *, output: bool
+    ) -> tuple[list[FloatArray], FloatArray]:
+        """Each block's delta to its maximum (the first one, if several are equal), 0 elsewhere."""
+        m = x.shape[0]
+        h, w, c = self.image
+        p = self.pool
+        blocks = self._blocks(x).transpose(0, 1, 3, 5, 2, 4).reshape(m, h // p, w // p, c, p * p)
+        first = blocks.argmax(axis=-1)[..., None]
+        d = np.zeros_like(blocks)
+        np.put_along_axis(d, first, delta.reshape(m, h // p, w // p, c, 1), axis=-1)
+        dx = d.reshape(m, h // p, w // p, c, p, p).transpose(0, 1, 4, 2, 5, 3)
+        return [], dx.reshape(m, -1)
+
+    def weights_and_biases(self, params: Sequence[FloatArray]) -> None:
+        """None: a pool has no weights."""
+        return None
+
+    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
+        """Nothing to decay."""
+        return []
+
+    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
+        """Buffers for m rows (see ``_PoolStep``)."""
+        return _PoolStep(self, m, dtype, ones_out)
+
+    def describe(self) -> dict[str, Any]:
+        """{"kind": "maxpool2d", "pool": P}."""
+        return {"kind": self.kind, "pool": self.pool}
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> MaxPool2D:
+        """The inverse of ``describe``; ValueError for anything else."""
+        _check_keys(description, {"kind", "pool"})
+        return cls(description["pool"])
+
+    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
+        """None."""
+        return {}
+
+    def file_shapes(self) -> dict[str, Shape]:
+        """None."""
+        return {}
+
+    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
+        """None."""
+        return []
+
+
+class _PoolStep(LayerStep):
+    """A max-pool's buffers for m rows.
+
+    The backward pass sends each block's delta to every position equal to
+    the block's maximum. Where several are equal the maximum is a
+    saturated or zero activation (ReLU's 0, a sigmoid's or tanh's 1 in
+    float precision), whose derivative is 0, so the layer below cancels the
+    extra shares: the result equals routing to one maximum.
+    """
+
+    def __init__(self, layer: MaxPool2D, m: int, dtype: np.dtype[Any], ones_out: bool) -> None:
+        h, w, c = layer.image
+        p = layer.pool
+        ho, wo = h // p, w // p
+        n_out = ho * wo * c
+        self.block_shape = (m, ho, p, wo, p, c)
+        self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)
+        self.out_t = self.out.T
+        self.output = _rows(self.out, n_out)
+        self.out6 = self.output.reshape(m, ho, 1, wo, 1, c)
+        self.delta = np.empty((m, n_out), dtype)
+        self.delta6 = self.delta.reshape(m, ho, 1, wo, 1, c)
+        self.equal = np.empty(self.block_shape, dtype=bool)
+        self.grads = []
+        self._input: FloatArray | None = None
+        self._below: FloatArray | None = None
+
+    def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
+        """The maximum of each block into the output buffer."""
+        if x is not self._input:
+            self._input = x
+            self.x6 = x.reshape(self.block_shape)
+        np.max(self.x6, axis=(2, 4), out=self.out6, keepdims=True)
+
+    def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
+        """delta below = delta where the input equals its block's maximum, else 0."""
+        if below is None:
+            return
+        if below is not self._below:
+            self._below = below
+            self.below6 = below.reshape(self.block_shape)
+        np.equal(self.x6, self.out6, out=self.equal)
+        np.multiply(self.equal, self.delta6, out=self.below6)
+
+
 # --- descriptions ----------------------------------------------------------------------
 
-LAYER_KINDS: dict[str, type[Dense]] = {Dense.kind: Dense}
+LAYER_KINDS: dict[str, type[Dense] | type[Conv2D] | type[MaxPool2D]] = {
+    kind.kind: kind for kind in (Dense, Conv2D, MaxPool2D)
+}
 
 
 def _check_keys(description: Mapping[str, Any], expected: set[str]) -> None:
@@ -354,6 +769,16 @@ def _check_keys(description: Mapping[str, Any], expected: set[str]) -> None:
                 else f"unknown {', '.join(sorted(map(str, unknown)))}"
             )
         )
+
+
+def layer_from_spec(spec: str) -> Layer:
+    """The layer a command-line spec names: ``conv20x5``, ``pool2``, ``dense100``; ValueError otherwise."""
+    for kind in LAYER_KINDS.values():
+        layer = kind.from_spec(spec) if isinstance(spec, str) else None
+        if layer is not None:
+            return layer
+    forms = ", ".join(kind.spec_form for kind in LAYER_KINDS.values())
+    raise ValueError(f"unknown layer {spec!r}; expected one of the forms {forms}")
 
 
 def layer_from_description(description: Any) -> Layer:

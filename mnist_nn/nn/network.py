@@ -103,6 +103,10 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
         shapes.append(shape)
         name = getattr(layer, "activation_name", None)
         last = i == len(layers) - 1
+        if not layer.activated:
+            if last:
+                raise ValueError(f"the last layer gives the outputs, so it needs an activation: not {layer!r}")
+            continue
         if last:
             if name is not None and name != cost.output.name:
                 raise ValueError(
@@ -113,6 +117,16 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
         else:
             layer.activation = _lookup(ACTIVATIONS, name or activation, "activation")
     return shapes
+
+
+def layer_sizes(layers: Sequence[Layer], input_size: int, *, cost: str = "log-likelihood") -> tuple[int, ...]:
+    """Values per example entering the network and leaving each layer, computed without allocating anything.
+
+    Raises:
+        ValueError: layers that do not chain (a kernel larger than its input, a pool that does not divide it).
+    """
+    shapes = build_layers(layers, (input_size,), activation="sigmoid", cost=_lookup(COSTS, cost, "cost"))
+    return (input_size, *(math.prod(s) for s in shapes))
 
 
 class Network:

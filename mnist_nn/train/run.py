@@ -15,6 +15,7 @@ import numpy as np
 
 from mnist_nn.config import TrainConfig
 from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.layers import Layer, layer_from_spec
 from mnist_nn.nn.network import Network
 from mnist_nn.train.history import History
 from mnist_nn.train.optimizers import SGD, make_optimizer
@@ -22,9 +23,17 @@ from mnist_nn.train.transforms import input_transform
 
 
 def build_network(config: TrainConfig, rng: np.random.Generator, kind: type[Network] = Network) -> Network:
-    """The network ``config`` describes, its initial weights drawn from ``rng``."""
+    """The network ``config`` describes, its initial weights drawn from ``rng``.
+
+    Raises:
+        ValueError: layer specs that name no layer or do not chain.
+    """
+    layers: Sequence[int] | Sequence[Layer] = config.sizes
+    if config.layers:
+        layers = [layer_from_spec(spec) for spec in config.layers]
     return kind(
-        config.sizes,
+        layers,
+        input_size=config.sizes[0],
         rng=rng,
         dtype=config.dtype,
         activation=config.activation,

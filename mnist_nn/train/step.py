@@ -50,6 +50,7 @@ class Step:
         self.steps = [
             layer.plan(
                 m,
+                dtype=network.dtype,
                 dropout=dropout if i < last else 0.0,
                 ones_out=i < last and layers[i + 1].ones_column,
             )

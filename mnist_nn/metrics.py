@@ -6,6 +6,7 @@ A count is an int and an accuracy a float in [0, 1]; the two are never mixed up.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +81,29 @@ class Evaluation:
 
 def evaluate_network(network: Network, images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10) -> Evaluation:
     """Count, per-digit accuracy, confusion matrix and the ``top`` most confident mistakes."""
-    x = network.check_images(images)
-    y = network.check_labels(labels, x.shape[0])
+    return evaluate_ensemble([network], images, labels, top)
+
+
+def evaluate_ensemble(
+    networks: Sequence[Network], images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10
+) -> Evaluation:
+    """``evaluate_network`` for the average of several networks' output probabilities.
+
+    Each network's outputs are made a distribution first (``Network.probabilities``),
+    then the distributions are averaged, and the most probable digit is the answer.
+    """
+    if not networks:
+        raise ValueError("expected at least one network to evaluate, got none")
+    x = networks[0].check_images(images)
+    y = networks[0].check_labels(labels, x.shape[0])
     start = time.perf_counter()
-    probs = network.probabilities(x)
+    probs = networks[0].probabilities(x)
+    for network in networks[1:]:
+        probs += network.probabilities(network.check_images(x))
+    probs /= len(networks)
     seconds = time.perf_counter() - start
     predicted = np.argmax(probs, axis=1)
-    confusion = confusion_matrix(predicted, y, network.sizes[-1])
+    confusion = confusion_matrix(predicted, y, networks[0].sizes[-1])
     per_true = confusion.sum(axis=1)
     per_digit = [float(confusion[i, i] / per_true[i]) if per_true[i] else 0.0 for i in range(len(per_true))]
     wrong = np.flatnonzero(predicted != y)

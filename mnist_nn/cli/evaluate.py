@@ -26,7 +26,7 @@ from mnist_nn.cli.base import (
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.errors import UsageError
 from mnist_nn.files import write_json
-from mnist_nn.metrics import Evaluation, evaluate_network
+from mnist_nn.metrics import Evaluation, evaluate_ensemble, evaluate_network
 from mnist_nn.models import load_model
 
 
@@ -46,6 +46,12 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
         "--mistakes", type=int, default=10, metavar="N", help="how many confident mistakes to list (default: 10)"
     )
     add_data_args(parser)
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also count the answers of the models together: each image's digit is the one with the highest "
+        "output probability averaged over the models (needs at least 2 models)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -88,6 +94,14 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         file=sys.stderr,
     ):
         results.append(evaluate_network(model.network, split.images, split.labels, top=args.mistakes))
+    if args.ensemble:
+        if len(models) < 2:
+            raise UsageError(f"--ensemble needs at least 2 models, got {len(models)}")
+        ensemble = evaluate_ensemble([m.network for m in models], split.images, split.labels, top=args.mistakes)
+        head = f"{args.split.capitalize()} (ensemble of {len(models)})"
+        print(f"{head}: {ensemble.correct} / {ensemble.total} correct ({100.0 * ensemble.accuracy:.2f}%)")
+        print("  the answer of each image is the digit with the highest output probability averaged over the models")
+        print()
     if len(models) == 1:
         _print_evaluation(args.split, results[0])
     else:

@@ -114,7 +114,8 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         "--init",
         choices=INITS,
         help="weight initialization: normal (N(0, 1), Nielsen ch. 1), scaled (N(0, 1/n_in), ch. 3), "
-        f"he (N(0, 2/n_in), for ReLU) or glorot (default: {d.init})",
+        f"he (N(0, 2/n_in), for ReLU) or glorot (default: {d.init}; for --layers with convolutions, he "
+        "with ReLU and scaled otherwise, since N(0, 1) weights saturate a convolutional network from the start)",
     )
     parser.add_argument(
         "--l2",
@@ -241,6 +242,8 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         changes["sizes"], changes["layers"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES), ()
     if getattr(args, "layers", None) is not None:
         changes.update(_layers(args.layers))
+        if changes["layers"] and args.init is None and base.init == "normal":
+            changes["init"] = "he" if changes.get("activation", base.activation) == "relu" else "scaled"
     if changes.get("preprocess") == "none":
         changes["preprocess"] = ""
     config = dataclasses.replace(base, **changes)  # ConfigError: ``command`` names the flag

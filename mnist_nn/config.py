@@ -247,4 +247,46 @@ PRESETS: dict[str, TrainConfig] = {
         preprocess="deskew",
         augment="none,shift=2,rotate=8,scale=0.1",
     ),
+    # Nielsen's chapter 6 (network3.py, conv.py): softmax outputs with the log-likelihood cost,
+    # mini-batch 10, 60 epochs. Where his conventions differ from ours, the presets translate:
+    # his L2 term 0.5 lmbda sum w^2 / (n/m) on a batch mean is our lambda = lmbda * m; his
+    # initialization (weights N(0, 1/n_out), the softmax layer 0) is replaced by ours (scaled
+    # for sigmoid, He for ReLU); and we shuffle every epoch where he does not.
+    "nielsen-ch6-shallow": TrainConfig(
+        sizes=(IMAGE_PIXELS, 100, NUM_CLASSES),
+        epochs=60,
+        batch_size=10,
+        eta=0.1,
+        cost="log-likelihood",
+        init="scaled",
+    ),
+    "nielsen-ch6-conv": TrainConfig(
+        sizes=(IMAGE_PIXELS, 11520, 2880, 100, NUM_CLASSES),
+        layers=("conv20x5", "pool2", "dense100", "dense10"),
+        epochs=60,
+        batch_size=10,
+        eta=0.1,
+        cost="log-likelihood",
+        init="scaled",
+    ),
+    "nielsen-ch6-dbl-conv": TrainConfig(
+        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
+        layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
+        epochs=60,
+        batch_size=10,
+        eta=0.1,
+        cost="log-likelihood",
+        init="scaled",
+    ),
+    "nielsen-ch6-relu": TrainConfig(
+        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
+        layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
+        epochs=60,
+        batch_size=10,
+        eta=0.03,
+        activation="relu",
+        cost="log-likelihood",
+        init="he",
+        l2=1.0,  # his lmbda 0.1 at mini-batch 10
+    ),
 }

@@ -43,6 +43,7 @@ from mnist_nn.errors import ModelFileError, PlotError
 from mnist_nn.files import atomic_write
 from mnist_nn.metrics import Mistake, evaluate_network, format_count
 from mnist_nn.models import load_model
+from mnist_nn.nn.layers import Conv2D
 from mnist_nn.text import short
 from mnist_nn.train.history import History
 
@@ -587,6 +588,36 @@ def plot_benchmark(report: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
 # --- a model file ----------------------------------------------------------------------
 
 
+FILTER_CELL = 0.8  # 80 px per kernel in the filters picture
+
+
+def plot_filters(conv: Conv2D, path: Path, *, title: str = "") -> Path:
+    """The learned kernels of a convolution's first input channel, one small grey image each.
+
+    Each kernel is drawn on its own scale, symmetric about 0 (dark negative,
+    light positive), so its pattern shows whatever its magnitude.
+
+    Raises:
+        PlotError: matplotlib is not installed.
+        OSError: the file cannot be written.
+    """
+    kernels = conv.file_arrays(conv.params)["w"][:, :, 0, :].astype(np.float64)  # (K, K, F)
+    count = kernels.shape[-1]
+    columns = min(count, 10)
+    rows = -(-count // columns)
+    fig = _new_figure(columns * FILTER_CELL, rows * FILTER_CELL + (TITLE_HEIGHT if title else 0.0))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < count:
+            kernel = kernels[..., k]
+            limit = float(np.abs(kernel).max()) or 1.0
+            ax.imshow(kernel, cmap="gray", vmin=-limit, vmax=limit, interpolation="nearest")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_model(
     model_path: Path,
     images: npt.ArrayLike,
@@ -599,9 +630,10 @@ def plot_model(
     """Load a model file, evaluate it on a split and draw its three figures into ``out_dir``.
 
     Writes ``curves.png`` (``plot_training_curves`` of the file's
-    ``metadata["history"]``), ``confusion.png`` (``plot_confusion_matrix``)
-    and ``mistakes.png`` (``plot_mistakes`` of the ``top`` most confident
-    mistakes). A file without a history gets no curves, and a split without
+    ``metadata["history"]``), ``confusion.png`` (``plot_confusion_matrix``),
+    ``mistakes.png`` (``plot_mistakes`` of the ``top`` most confident
+    mistakes) and, for a network whose first layer is a convolution,
+    ``filters.png`` (``plot_filters``). A file without a history gets no curves, and a split without
     mistakes (or ``top`` 0) no mistakes figure; files from earlier calls are
     never deleted.
 
@@ -614,7 +646,7 @@ def plot_model(
         split: the split's name for the titles, e.g. "test" ("" to leave it out).
 
     Returns:
-        The paths written, in the order curves, confusion, mistakes.
+        The paths written, in the order curves, confusion, mistakes, filters.
 
     Raises:
         ModelFileError: the model file is unreadable or its history malformed.
@@ -656,4 +688,8 @@ def plot_model(
                 title=f"{name}{on}: the {count} most confident mistake{'s' if count > 1 else ''}",
             )
         )
+    first = saved.network.layers[0]
+    if isinstance(first, Conv2D):
+        title = f"{name}: the {first.filters} kernels of the first convolution"
+        written.append(plot_filters(first, out_dir / "filters.png", title=title))
     return written

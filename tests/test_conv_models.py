@@ -122,3 +122,20 @@ def test_sizes_that_disagree_with_the_cnn_layers_are_refused(tmp_path: Path) -> 
     path, _ = _saved_cnn(tmp_path)
     layers = _metadata(path)["layers"]
     _bad(_with_layers(tmp_path, layers, sizes=[784, 30, 10]), "do not match its layers")
+
+
+def test_plot_draws_the_first_convolutions_kernels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mnist_nn.plots import FILTER_CELL, plot_model
+
+    path, _ = _saved_cnn(tmp_path)
+    rng = np.random.default_rng(3)
+    images, labels = rng.random((40, 784), dtype=np.float32), rng.integers(0, 10, size=40)
+    written = plot_model(path, images, labels, tmp_path / "plots")
+    assert [p.name for p in written][-1] == "filters.png"
+    with Image.open(written[-1]) as picture:  # 4 kernels in one row of FILTER_CELL-inch cells, and a title
+        assert picture.format == "PNG" and picture.size[0] == round(4 * FILTER_CELL * 100)
+    dense_path = tmp_path / "dense.npz"
+    save_model(dense_path, Network([784, 10, 10]), {})
+    assert "filters.png" not in [p.name for p in plot_model(dense_path, images, labels, tmp_path / "dense")]

@@ -496,7 +496,7 @@ def _with_metadata(tmp_path: Path, change: dict[str, Any], drop: tuple[str, ...]
         (_network(784, 2**63, 10), (), "exceed the 100000 values allowed per layer"),
         (_network(784, 100_000, 100_000, 10), (), "parameters, more than"),
         ({}, ("layers",), "'layers' should be a list"),
-        ({"layers": [{"kind": "conv2d", "size": 30, "activation": "sigmoid"}, *_dense(10)]}, (), "unknown layer kind"),
+        ({"layers": [{"kind": "lstm", "size": 30, "activation": "sigmoid"}, *_dense(10)]}, (), "unknown layer kind"),
         ({"layers": [{"size": 30, "activation": "sigmoid"}, *_dense(10)]}, (), "unknown layer kind None"),
         ({"layers": [30, *_dense(10)]}, (), "expected a layer description (a JSON object), got int"),
         ({"layers": [{"kind": "dense", "size": 30}, *_dense(10)]}, (), "missing activation"),

@@ -80,3 +80,37 @@ def test_evaluate_ensemble_averages_the_output_probabilities(
     assert head == f"Test (ensemble of 3): {expected} / 10000 correct ({expected / 100:.2f}%)"
     assert evaluate_main([str(paths[0]), "--ensemble", "--data-dir", str(mnist_cache)]) == 2
     assert "--ensemble needs at least 2 models, got 1" in capsys.readouterr().err
+
+
+def test_the_speed_benchmark_takes_layer_specs() -> None:
+    import argparse
+
+    from mnist_nn.bench.speed import DEFAULT_SHAPES
+    from mnist_nn.cli.benchmark import parse_shape
+
+    shape = parse_shape("conv20x5-pool2-conv40x5-pool2-dense100-dense10@64")
+    assert shape.layers[0] == "conv20x5" and shape.batch_size == 64 and shape.dtype == "float32"
+    # Multiply-adds per image: 24*24*20*25 + 8*8*40*500 + 640*100 + 100*10.
+    assert shape.macs == 288_000 + 1_280_000 + 64_000 + 1_000
+    assert shape.label == "conv20x5 pool2 conv40x5 pool2 dense100 dense10 @ 64 float32"
+    assert [s.batch_size for s in DEFAULT_SHAPES if s.layers] == [10, 64]  # the chapter-6 rows
+    for bad, message in [
+        ("conv20x5-pool5-dense10@10", "a 5x5 pool does not divide its 24x24 input"),
+        ("conv20x5-dense11@10", "expected layers ending with dense10"),
+        ("conv20x5-dense10@0", "expected SIZES@BATCH"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse_shape(bad)
+
+
+@pytest.mark.real_data
+def test_speed_benchmark_times_a_cnn(mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_nn.cli.benchmark import benchmark_main
+
+    out = tmp_path / "speed.json"
+    args = ["speed", "--quick", "--config", "conv2x5-pool2-dense10@50", "--memory-epochs", "0"]
+    assert benchmark_main([*args, "--data-dir", str(mnist_cache), "--json", str(out), "--quiet"]) == 0
+    record = json.loads(out.read_text())
+    (row,) = [t for t in record["training"] if t.get("layers")]
+    assert row["layers"] == ["conv2x5", "pool2", "dense10"] and row["gflops"] > 0
+    assert "| vectorized | conv2x5 pool2 dense10 | 50 |" in capsys.readouterr().out

@@ -32,11 +32,15 @@ from mnist_nn.bench.timings import (
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
 from mnist_nn.data.download import ensure_mnist
 
+CH6_LAYERS = ("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10")
 DEFAULT_SHAPES: tuple[TrainingShape, ...] = (
     TrainingShape((IMAGE_PIXELS, 30, NUM_CLASSES), 10, "float32"),
     TrainingShape((IMAGE_PIXELS, 30, NUM_CLASSES), 10, "float64"),
     TrainingShape((IMAGE_PIXELS, 100, NUM_CLASSES), 100, "float32"),
     TrainingShape((IMAGE_PIXELS, 800, NUM_CLASSES), 128, "float32"),
+    # Nielsen's chapter-6 network, ReLU: at his mini-batch and at a larger one.
+    TrainingShape.of_layers(CH6_LAYERS, 10, "float32"),
+    TrainingShape.of_layers(CH6_LAYERS, 64, "float32"),
 )
 
 
@@ -88,9 +92,9 @@ class SpeedPlan:
                     f"batch size {shape.batch_size} of {shape.label} exceeds the training size {self.train_size}"
                 )
 
-    def inference_shapes(self) -> list[tuple[tuple[int, ...], str]]:
-        """The distinct (sizes, dtype) pairs of ``shapes``, in order."""
-        return list(dict.fromkeys((s.sizes, s.dtype) for s in self.shapes))
+    def inference_shapes(self) -> list[tuple[tuple[int, ...], str, tuple[str, ...]]]:
+        """The distinct (sizes, dtype, layers) of ``shapes``, in order."""
+        return list(dict.fromkeys((s.sizes, s.dtype, s.layers) for s in self.shapes))
 
     def steps(self) -> int:
         """How many measurements ``speed_benchmark`` makes (for a progress bar)."""
@@ -196,9 +200,9 @@ def speed_benchmark(
             step(f"reference {dtype}")
             reference.append(measure_reference(dtype, data, plan.reference_size, plan.repeats))
     inference = []
-    for sizes, dtype in plan.inference_shapes():
-        step(f"inference {list(sizes)} {dtype}")
-        inference.append(measure_inference(sizes, dtype, data, plan.repeats))
+    for sizes, dtype, layers in plan.inference_shapes():
+        step(f"inference {' '.join(layers) if layers else list(sizes)} {dtype}")
+        inference.append(measure_inference(sizes, dtype, data, plan.repeats, layers))
     if on_step is not None:
         on_step(total, total, "done")
 

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from mnist_nn.bench.common import DataSource
-from mnist_nn.config import TRAIN_SIZE, TrainConfig
+from mnist_nn.config import IMAGE_PIXELS, TRAIN_SIZE, TrainConfig
 from mnist_nn.data import MnistData
 from mnist_nn.nn.activations import FloatArray
-from mnist_nn.nn.network import IntArray, Network
+from mnist_nn.nn.layers import layer_from_spec
+from mnist_nn.nn.network import IntArray, Network, layer_sizes
 from mnist_nn.nn.reference import sgd_reference
 from mnist_nn.train import Run, fit
 
@@ -36,20 +37,40 @@ class TrainingShape:
     sizes: tuple[int, ...]
     batch_size: int
     dtype: str = "float32"
+    layers: tuple[str, ...] = ()  # layer specs such as "conv20x5"; () is the dense stack of ``sizes``
+
+    @classmethod
+    def of_layers(cls, specs: tuple[str, ...], batch_size: int, dtype: str = "float32") -> TrainingShape:
+        """The shape of a network given by layer specs; ValueError if they do not chain."""
+        layers = [layer_from_spec(s) for s in specs]
+        return cls(layer_sizes(layers, IMAGE_PIXELS), batch_size, dtype, specs)
 
     @property
     def weights(self) -> int:
-        """P, the number of weights (biases not counted)."""
-        return sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        """P, the number of weights (biases not counted) of a dense stack; of a CNN, its ``macs``."""
+        return self.macs
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per example of the forward pass: P for a dense stack."""
+        if not self.layers:
+            return sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        layers = [layer_from_spec(s) for s in self.layers]
+        layer_sizes(layers, IMAGE_PIXELS)  # builds them
+        return sum(layer.macs() for layer in layers)
 
     @property
     def label(self) -> str:
-        """'[784, 30, 10] @ 10 float32'."""
-        return f"[{', '.join(map(str, self.sizes))}] @ {self.batch_size} {self.dtype}"
+        """'[784, 30, 10] @ 10 float32', or 'conv20x5 pool2 dense10 @ 10 float32'."""
+        what = " ".join(self.layers) if self.layers else f"[{', '.join(map(str, self.sizes))}]"
+        return f"{what} @ {self.batch_size} {self.dtype}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"sizes": list(self.sizes), "batch_size": self.batch_size, "dtype": self.dtype}
+        d: dict[str, Any] = {"sizes": list(self.sizes), "batch_size": self.batch_size, "dtype": self.dtype}
+        if self.layers:
+            d["layers"] = list(self.layers)
+        return d
 
 
 _NIELSEN = TrainConfig()
@@ -60,14 +81,16 @@ REFERENCE_BATCH_SIZE = _NIELSEN.batch_size
 # --- the calls into mnist_nn.nn and mnist_nn.train ------------------------------------------
 
 
-def _network(sizes: tuple[int, ...], dtype: str) -> Network:
-    """A network of ``sizes`` in ``dtype``; seed 0, as the cost of a step does not depend on the weights."""
+def _network(sizes: tuple[int, ...], dtype: str, layers: tuple[str, ...] = ()) -> Network:
+    """A network of ``sizes`` (or of ``layers``) in ``dtype``; seed 0: a step's cost does not depend on the weights."""
+    if layers:
+        return Network([layer_from_spec(s) for s in layers], seed=0, dtype=dtype, init="he", activation="relu")
     return Network(sizes, seed=0, dtype=dtype)
 
 
 def _sgd_epoch_seconds(shape: TrainingShape, images: FloatArray, labels: IntArray, epochs: int) -> list[float]:
     """Seconds of every epoch of one ``fit`` call, from its ``History`` (shuffle and steps only)."""
-    network = _network(shape.sizes, shape.dtype)
+    network = _network(shape.sizes, shape.dtype, shape.layers)
     run = Run.for_network(network, np.random.default_rng(0), epochs=epochs, batch_size=shape.batch_size, eta=SPEED_ETA)
     return [r.seconds for r in fit(run, images, labels, monitor_cost=False).history.epochs]
 
@@ -151,7 +174,7 @@ class TrainingSpeed:
     @property
     def gflops(self) -> float:
         """Achieved GFLOP/s at the best rate."""
-        return 6.0 * self.shape.weights * self.timing.best_rate / 1e9
+        return 6.0 * self.shape.macs * self.timing.best_rate / 1e9
 
     def epoch_seconds(self, median: bool = False) -> float:
         """Seconds per 50,000-example epoch at the best (or median) rate."""
@@ -181,10 +204,17 @@ class InferenceSpeed:
     sizes: tuple[int, ...]
     dtype: str
     timing: Timing  # items: test images
+    layers: tuple[str, ...] = ()  # layer specs, when not a dense stack
+
+    @property
+    def label(self) -> str:
+        """The layer specs, or the sizes of a dense stack."""
+        return " ".join(self.layers) if self.layers else f"[{', '.join(map(str, self.sizes))}]"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
+            **({"layers": list(self.layers)} if self.layers else {}),
             "sizes": list(self.sizes),
             "dtype": self.dtype,
             "images_per_second_best": self.timing.best_rate,
@@ -263,12 +293,13 @@ def measure_reference(dtype: str, data: MnistData, size: int, repeats: int) -> T
     return TrainingSpeed("reference", shape, Timing(size, seconds[1:]))  # the first left out, as for fit
 
 
-def measure_inference(sizes: tuple[int, ...], dtype: str, data: MnistData, repeats: int) -> InferenceSpeed:
+def measure_inference(
+    sizes: tuple[int, ...], dtype: str, data: MnistData, repeats: int, layers: tuple[str, ...] = ()
+) -> InferenceSpeed:
     """Time ``count_correct`` on the test images, after one untimed call."""
-    network = _network(sizes, dtype)
+    network = _network(sizes, dtype, layers)
     images = data.test.images.astype(dtype)  # cast once: the forward pass is what is timed
     labels = data.test.labels
     _count_correct(network, images, labels)
-    return InferenceSpeed(
-        sizes, dtype, Timing(len(labels), _time(lambda: _count_correct(network, images, labels), repeats))
-    )
+    timing = Timing(len(labels), _time(lambda: _count_correct(network, images, labels), repeats))
+    return InferenceSpeed(sizes, dtype, timing, layers)

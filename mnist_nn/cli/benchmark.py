@@ -57,14 +57,28 @@ _T = TypeVar("_T")
 
 
 def _shape_text(shape: TrainingShape) -> str:
-    return f"{'-'.join(map(str, shape.sizes))}@{shape.batch_size}:{shape.dtype}"
+    what = "-".join(shape.layers) if shape.layers else "-".join(map(str, shape.sizes))
+    return f"{what}@{shape.batch_size}:{shape.dtype}"
 
 
 def parse_shape(text: str) -> TrainingShape:
-    """Parse ``--config`` values such as ``784-30-10@10:float32`` (the dtype defaults to float32)."""
-    example = f"expected SIZES@BATCH[:DTYPE] such as 784-30-10@10:float32, got {text!r}"
+    """Parse ``--config`` values such as ``784-30-10@10:float32`` or ``conv20x5-pool2-dense10@10``.
+
+    The dtype defaults to float32.
+    """
+    example = f"expected SIZES@BATCH[:DTYPE] such as 784-30-10@10:float32 or conv20x5-pool2-dense10@10, got {text!r}"
     body, _, dtype = text.partition(":")
     sizes_text, at, batch_text = body.partition("@")
+    if any(c.isalpha() for c in sizes_text):
+        if not at or not batch_text.isdigit() or int(batch_text) < 1 or dtype not in ("", *DTYPES):
+            raise argparse.ArgumentTypeError(example)
+        specs = tuple(sizes_text.split("-"))
+        if specs[-1] != f"dense{NUM_CLASSES}":
+            raise argparse.ArgumentTypeError(f"expected layers ending with dense{NUM_CLASSES}, got {text!r}")
+        try:
+            return TrainingShape.of_layers(specs, int(batch_text), dtype or "float32")
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
     try:
         sizes = tuple(int(n) for n in sizes_text.split("-"))
         batch_size = int(batch_text)
@@ -441,7 +455,7 @@ def format_speed(report: SpeedReport) -> list[str]:
     rows = [
         [
             t.implementation,
-            f"[{', '.join(map(str, t.shape.sizes))}]",
+            " ".join(t.shape.layers) if t.shape.layers else f"[{', '.join(map(str, t.shape.sizes))}]",
             str(t.shape.batch_size),
             t.shape.dtype,
             f"{t.timing.best_rate:,.0f}",
@@ -471,7 +485,7 @@ def format_speed(report: SpeedReport) -> list[str]:
     lines += ["", f"## Inference (count_correct on the 10,000 test images, best and median of {plan.repeats})", ""]
     rows = [
         [
-            f"[{', '.join(map(str, i.sizes))}]",
+            i.label,
             i.dtype,
             f"{i.timing.best_rate:,.0f}",
             f"{1000 * i.timing.best:.1f}",

@@ -69,6 +69,10 @@ class Layer(ABC):
     def param_shapes(self) -> list[Shape]:
         """Shapes of ``params``, known after ``build`` and before anything is allocated."""
 
+    def macs(self) -> int:
+        """Multiply-adds per example of the forward pass, after ``build`` (a training step does about 3x as many)."""
+        return 0
+
     @abstractmethod
     def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
         """Draw ``params`` from ``rng`` by the named initialization (zeros when rng is None)."""
@@ -220,6 +224,10 @@ class Dense(Layer):
     def param_shapes(self) -> list[Shape]:
         """One (n_in + 1, size) array: the weights, then the biases as the last row."""
         return [(self.n_in + 1, self.size)]
+
+    def macs(self) -> int:
+        """n_in * size: one per weight."""
+        return self.n_in * self.size
 
     def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
         """Weights and biases together, drawn in float64 and cast, so float32 and float64 start alike."""
@@ -432,6 +440,10 @@ class Conv2D(Layer):
     def param_shapes(self) -> list[Shape]:
         """One (K*K*C + 1, F) array: the kernels as columns, then the biases as the last row."""
         return [(self.patch_size + 1, self.filters)]
+
+    def macs(self) -> int:
+        """H' * W' * F * K*K*C: every output position sees one patch through every kernel."""
+        return math.prod(self.output_shape) * self.patch_size
 
     def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
         """As a dense layer with C*K*K inputs and F outputs."""

@@ -153,6 +153,12 @@ class LayerStep(ABC):
 # --- Dense -----------------------------------------------------------------------------
 
 
+def _check_activation(name: str | None, *, output: bool) -> None:
+    """ValueError unless ``name`` is None or an activation (softmax too, for a layer that can be the output)."""
+    if name is not None and name not in ACTIVATIONS and not (output and name == "softmax"):
+        raise ValueError(f"unknown activation {name!r}; expected one of: {', '.join(sorted(ACTIVATIONS))}")
+
+
 def _init_dense(rng: np.random.Generator, n_in: int, n_out: int, init: str) -> npt.NDArray[np.float64]:
     """One dense layer's (n_in + 1, n_out) parameters; the last row is the biases."""
     if init == "glorot":
@@ -169,7 +175,58 @@ def _init_dense(rng: np.random.Generator, n_in: int, n_out: int, init: str) -> n
     return p
 
 
-class Dense(Layer):
+class _FusedLayer(Layer):
+    """A layer whose weights (fan_in, fan_out) and biases (fan_out,) are one (fan_in + 1, fan_out) array.
+
+    ``params[0]``'s first fan_in rows are the weights and its last row the
+    biases (both views). With a column of ones beside its input, the layer's
+    weighted input is one matrix product, and that product's gradient carries
+    BP3 in its last row. L2 decays the weights, never the biases; a model
+    file stores them apart, as ``w`` (in the layer's own ``file_shapes``) and ``b``.
+    """
+
+    @property
+    @abstractmethod
+    def fan_in(self) -> int:
+        """Values each neuron (or each kernel, at one position) sees."""
+
+    @property
+    @abstractmethod
+    def fan_out(self) -> int:
+        """Neurons (or feature maps)."""
+
+    def param_shapes(self) -> list[Shape]:
+        """One (fan_in + 1, fan_out) array: the weights, then the biases as the last row."""
+        return [(self.fan_in + 1, self.fan_out)]
+
+    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
+        """Weights and biases together, drawn in float64 and cast, so float32 and float64 start alike."""
+        if rng is None:
+            self.params = [np.zeros(self.param_shapes()[0], dtype=dtype)]
+        else:
+            self.params = [_init_dense(rng, self.fan_in, self.fan_out, init).astype(dtype)]
+
+    def weights_and_biases(self, params: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray]:
+        """Views of rows :-1 and -1 of the fused array."""
+        return params[0][:-1], params[0][-1]
+
+    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
+        """The weights: a contiguous view of the fused array (biases are not decayed)."""
+        return [params[0][:-1]]
+
+    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
+        """``w`` in the shape ``file_shapes`` gives, and ``b`` (fan_out,)."""
+        return {"w": params[0][:-1].reshape(self.file_shapes()["w"]), "b": params[0][-1]}
+
+    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
+        """``w`` and ``b`` fused again into one (fan_in + 1, fan_out) array."""
+        p = np.empty((self.fan_in + 1, self.fan_out), dtype=dtype)
+        p[:-1] = arrays["w"].reshape(self.fan_in, self.fan_out)
+        p[-1] = arrays["b"]
+        return [p]
+
+
+class Dense(_FusedLayer):
     """A fully connected layer of ``size`` neurons: a = f(x @ weights + biases).
 
     Its weights (n_in, n_out) and biases (n_out,) live in one (n_in + 1,
@@ -193,8 +250,7 @@ class Dense(Layer):
     def __init__(self, size: int, activation: str | None = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
             raise ValueError(f"expected a positive integer layer size, got {size!r}")
-        if activation is not None and activation not in ACTIVATIONS and activation != "softmax":
-            raise ValueError(f"unknown activation {activation!r}; expected one of: {', '.join(sorted(ACTIVATIONS))}")
+        _check_activation(activation, output=True)
         self.size = int(size)
         self.activation_name = activation
         self.params = []
@@ -215,26 +271,25 @@ class Dense(Layer):
         """Inputs per example (the input shape flattened)."""
         return math.prod(self.input_shape)
 
+    @property
+    def fan_in(self) -> int:
+        """n_in."""
+        return self.n_in
+
+    @property
+    def fan_out(self) -> int:
+        """size."""
+        return self.size
+
     def build(self, input_shape: Shape) -> Shape:
         """Any input shape, flattened to n_in values; the output is (size,)."""
         self.input_shape = tuple(input_shape)
         self.output_shape = (self.size,)
         return self.output_shape
 
-    def param_shapes(self) -> list[Shape]:
-        """One (n_in + 1, size) array: the weights, then the biases as the last row."""
-        return [(self.n_in + 1, self.size)]
-
     def macs(self) -> int:
         """n_in * size: one per weight."""
         return self.n_in * self.size
-
-    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
-        """Weights and biases together, drawn in float64 and cast, so float32 and float64 start alike."""
-        if rng is None:
-            self.params = [np.zeros(self.param_shapes()[0], dtype=dtype)]
-        else:
-            self.params = [_init_dense(rng, self.n_in, self.size, init).astype(dtype)]
 
     def forward(self, x: FloatArray) -> FloatArray:
         """a = f(x @ weights + biases)."""
@@ -255,14 +310,6 @@ class Dense(Layer):
         grad[-1] = delta.sum(axis=0)  # BP3
         return [grad], delta @ self.params[0][:-1].T  # BP2's product, for the layer below
 
-    def weights_and_biases(self, params: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray]:
-        """Views of rows :-1 and -1 of the fused array."""
-        return params[0][:-1], params[0][-1]
-
-    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
-        """The weights: a contiguous view of the fused array (biases are not decayed)."""
-        return [params[0][:-1]]
-
     def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
         """Buffers for m rows (see ``_DenseStep``)."""
         return _DenseStep(self, m, dropout, ones_out)
@@ -282,20 +329,9 @@ class Dense(Layer):
             raise ValueError(f"expected a dense layer's activation to be a name, got {activation!r}")
         return cls(size, activation)
 
-    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
-        """``w`` (n_in, size) and ``b`` (size,)."""
-        return {"w": params[0][:-1], "b": params[0][-1]}
-
     def file_shapes(self) -> dict[str, Shape]:
         """``w`` (n_in, size) and ``b`` (size,)."""
         return {"w": (self.n_in, self.size), "b": (self.size,)}
-
-    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
-        """``w`` and ``b`` fused again into one (n_in + 1, size) array."""
-        p = np.empty((self.n_in + 1, self.size), dtype=dtype)
-        p[:-1] = arrays["w"]
-        p[-1] = arrays["b"]
-        return [p]
 
 
 class _DenseStep(LayerStep):
@@ -388,7 +424,7 @@ def _positive(value: Any, what: str) -> int:
     return int(value)
 
 
-class Conv2D(Layer):
+class Conv2D(_FusedLayer):
     """``filters`` feature maps of ``kernel`` x ``kernel`` kernels, stride 1, no padding.
 
     Input (H, W, C), output (H - K + 1, W - K + 1, F). Its weights, shape
@@ -403,8 +439,7 @@ class Conv2D(Layer):
     kind = "conv2d"
 
     def __init__(self, filters: int, kernel: int, activation: str | None = None) -> None:
-        if activation is not None and activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of: {', '.join(sorted(ACTIVATIONS))}")
+        _check_activation(activation, output=False)
         self.filters = _positive(filters, "number of feature maps")
         self.kernel = _positive(kernel, "kernel size")
         self.activation_name = activation
@@ -437,20 +472,19 @@ class Conv2D(Layer):
         """C * K * K: the values one output position sees."""
         return self.image[2] * self.kernel * self.kernel
 
-    def param_shapes(self) -> list[Shape]:
-        """One (K*K*C + 1, F) array: the kernels as columns, then the biases as the last row."""
-        return [(self.patch_size + 1, self.filters)]
+    @property
+    def fan_in(self) -> int:
+        """The patch size, K*K*C."""
+        return self.patch_size
+
+    @property
+    def fan_out(self) -> int:
+        """The feature maps, F."""
+        return self.filters
 
     def macs(self) -> int:
         """H' * W' * F * K*K*C: every output position sees one patch through every kernel."""
         return math.prod(self.output_shape) * self.patch_size
-
-    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
-        """As a dense layer with C*K*K inputs and F outputs."""
-        if rng is None:
-            self.params = [np.zeros(self.param_shapes()[0], dtype=dtype)]
-        else:
-            self.params = [_init_dense(rng, self.patch_size, self.filters, init).astype(dtype)]
 
     def _patches(self, x: FloatArray) -> FloatArray:
         """im2col: (m * H' * W', K*K*C) patches of a batch of flattened inputs, in (K, K, C) order."""
@@ -494,14 +528,6 @@ class Conv2D(Layer):
                 dx[:, i : i + ho, j : j + wo, :] += d6[:, :, :, i, j, :]
         return dx.reshape(m, -1)
 
-    def weights_and_biases(self, params: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray]:
-        """Views of rows :-1 (the kernels, (C*K*K, F)) and -1 (the biases) of the fused array."""
-        return params[0][:-1], params[0][-1]
-
-    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
-        """The kernels (biases are not decayed)."""
-        return [params[0][:-1]]
-
     def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
         """Buffers for m rows (see ``_ConvStep``); convolutions never drop out."""
         return _ConvStep(self, m, ones_out)
@@ -519,21 +545,10 @@ class Conv2D(Layer):
             raise ValueError(f"expected a conv2d layer's activation to be a name, got {activation!r}")
         return cls(description["filters"], description["kernel"], activation)
 
-    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
-        """``w`` (K, K, C, F) and ``b`` (F,)."""
-        return {"w": params[0][:-1].reshape(self.file_shapes()["w"]), "b": params[0][-1]}
-
     def file_shapes(self) -> dict[str, Shape]:
         """``w`` (K, K, C, F): kernel row, column, input channel, feature map; and ``b`` (F,)."""
         c, k = self.image[2], self.kernel
         return {"w": (k, k, c, self.filters), "b": (self.filters,)}
-
-    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
-        """``w`` and ``b`` fused again into one (C*K*K + 1, F) array."""
-        p = np.empty((self.patch_size + 1, self.filters), dtype=dtype)
-        p[:-1] = arrays["w"].reshape(self.patch_size, self.filters)
-        p[-1] = arrays["b"]
-        return [p]
 
 
 def _rows(out: FloatArray, n: int) -> FloatArray:

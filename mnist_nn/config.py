@@ -26,7 +26,7 @@ TEST_SIZE = 10_000  # the t10k file
 # the objects (mnist_nn.nn, mnist_nn.train); tests/test_config.py checks they agree.
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh")  # hidden layers
 COST_NAMES = ("cross-entropy", "log-likelihood", "quadratic")
-INIT_NAMES = ("normal", "scaled", "he", "glorot")
+INIT_NAMES = ("normal", "scaled", "he", "glorot", "fan-out")
 SCHEDULE_NAMES = ("constant", "plateau", "cosine")
 PREPROCESS_NAMES = ("deskew",)  # besides "", no transform
 DTYPE_NAMES = ("float32", "float64")
@@ -76,7 +76,7 @@ class TrainConfig:
     dtype: str = "float32"  # training dtype; same accuracy as float64, faster
     activation: str = "sigmoid"  # activation of the hidden layers: sigmoid, tanh or relu
     cost: str = "quadratic"  # quadratic or cross-entropy (sigmoid outputs), log-likelihood (softmax)
-    init: str = "normal"  # weights and biases N(0, 1), as Nielsen's chapter 1; or scaled, he, glorot
+    init: str = "normal"  # weights and biases N(0, 1), as Nielsen's chapter 1; or scaled, he, glorot, fan-out
     l2: float = 0.0  # lambda of L2 regularization, Nielsen's convention: w -> (1 - eta lambda / n) w
     dropout: float = 0.0  # probability of dropping a hidden neuron in training (0 = off)
     input_dropout: float = 0.0  # probability of dropping an input pixel in training (0 = off)
@@ -87,6 +87,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0 = never)
     preprocess: str = ""  # input transform of every image, train and test alike: "" or "deskew"
     augment: str = ""  # distortions of the training images each epoch, e.g. "shift=2,rotate=10" ("" = none)
+    expand: bool = False  # train on each image and its 4 one-pixel shifts (Nielsen's expand_mnist: 250,000)
 
     def __post_init__(self) -> None:
         """Check every value once, here, so every entry point refuses the same bad value the same way.
@@ -121,8 +122,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_real(value) or not 0 <= value < 1:
                 raise ConfigError(name, f"must be in [0, 1), got {value!r}")
-        if not isinstance(self.nesterov, bool):
-            raise ConfigError("nesterov", f"must be True or False, got {self.nesterov!r}")
+        for name in ("nesterov", "expand"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be True or False, got {getattr(self, name)!r}")
         _one_of("schedule", self.schedule, SCHEDULE_NAMES)
         _at_least("schedule_patience", self.schedule_patience, 1)
         _at_least("early_stopping", self.early_stopping, 0)
@@ -248,17 +250,16 @@ PRESETS: dict[str, TrainConfig] = {
         augment="none,shift=2,rotate=8,scale=0.1",
     ),
     # Nielsen's chapter 6 (network3.py, conv.py): softmax outputs with the log-likelihood cost,
-    # mini-batch 10, 60 epochs. Where his conventions differ from ours, the presets translate:
-    # his L2 term 0.5 lmbda sum w^2 / (n/m) on a batch mean is our lambda = lmbda * m; his
-    # initialization (weights N(0, 1/n_out), the softmax layer 0) is replaced by ours (scaled
-    # for sigmoid, He for ReLU); and we shuffle every epoch where he does not.
+    # mini-batch 10, his learning rates and epochs, and his initialization ("fan-out": weights
+    # N(0, 1/n_out), biases N(0, 1), the softmax layer 0). His L2 term 0.5 lmbda sum w^2 / (n/m)
+    # on a batch mean is our lambda = lmbda * m; we shuffle every epoch where he does not.
     "nielsen-ch6-shallow": TrainConfig(
         sizes=(IMAGE_PIXELS, 100, NUM_CLASSES),
         epochs=60,
         batch_size=10,
         eta=0.1,
         cost="log-likelihood",
-        init="scaled",
+        init="fan-out",
     ),
     "nielsen-ch6-conv": TrainConfig(
         sizes=(IMAGE_PIXELS, 11520, 2880, 100, NUM_CLASSES),
@@ -267,7 +268,7 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=10,
         eta=0.1,
         cost="log-likelihood",
-        init="scaled",
+        init="fan-out",
     ),
     "nielsen-ch6-dbl-conv": TrainConfig(
         sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
@@ -276,7 +277,7 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=10,
         eta=0.1,
         cost="log-likelihood",
-        init="scaled",
+        init="fan-out",
     ),
     "nielsen-ch6-relu": TrainConfig(
         sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
@@ -286,7 +287,44 @@ PRESETS: dict[str, TrainConfig] = {
         eta=0.03,
         activation="relu",
         cost="log-likelihood",
-        init="he",
+        init="fan-out",
         l2=1.0,  # his lmbda 0.1 at mini-batch 10
+    ),
+    # The same on his expanded training set: 250,000 images an epoch.
+    "nielsen-ch6-expanded": TrainConfig(
+        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
+        layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
+        epochs=60,
+        batch_size=10,
+        eta=0.03,
+        activation="relu",
+        cost="log-likelihood",
+        init="fan-out",
+        l2=1.0,
+        expand=True,
+    ),
+    # Two fully connected layers of 1000 whose inputs (and the softmax layer's) drop out with
+    # probability 0.5, on the expanded set, 40 epochs, no L2.
+    "nielsen-ch6-dropout": TrainConfig(
+        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 640, 1000, 1000, 1000, 1000, NUM_CLASSES),
+        layers=(
+            "conv20x5",
+            "pool2",
+            "conv40x5",
+            "pool2",
+            "dropout0.5",
+            "dense1000",
+            "dropout0.5",
+            "dense1000",
+            "dropout0.5",
+            "dense10",
+        ),
+        epochs=40,
+        batch_size=10,
+        eta=0.03,
+        activation="relu",
+        cost="log-likelihood",
+        init="fan-out",
+        expand=True,
     ),
 }

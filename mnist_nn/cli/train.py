@@ -114,7 +114,8 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         "--init",
         choices=INITS,
         help="weight initialization: normal (N(0, 1), Nielsen ch. 1), scaled (N(0, 1/n_in), ch. 3), "
-        f"he (N(0, 2/n_in), for ReLU) or glorot (default: {d.init}; for --layers with convolutions, he "
+        "he (N(0, 2/n_in), for ReLU), glorot, or fan-out (N(0, 1/n_out), softmax layer 0, ch. 6) "
+        f"(default: {d.init}; for --layers with convolutions, he "
         "with ReLU and scaled otherwise, since N(0, 1) weights saturate a convolutional network from the start)",
     )
     parser.add_argument(
@@ -162,6 +163,13 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         metavar="SPEC",
         help="distort the training images every epoch: 'default', or keys such as "
         "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README); 'none' turns it off",
+    )
+    parser.add_argument(
+        "--expand",
+        action="store_true",
+        default=None,
+        help="train on every image and its four one-pixel shifts, 250,000 images an epoch "
+        "(Nielsen's expanded training set, chapter 6)",
     )
     add_data_args(parser)
     parser.add_argument(
@@ -232,6 +240,7 @@ _TRAIN_FLAGS = (
     "early_stopping",
     "preprocess",
     "augment",
+    "expand",
 )
 
 

@@ -37,8 +37,9 @@ Shape = tuple[int, ...]
 
 _matmul = np.matmul  # bound once: the fast step calls it three times per layer
 
-# Initializations by name: "normal" is Nielsen's chapter 1 (weights and biases N(0, 1)).
-INITS = ("normal", "scaled", "he", "glorot")
+# Initializations by name: "normal" is Nielsen's chapter 1 (weights and biases N(0, 1)),
+# "fan-out" his chapter 6 (network3.py: weights N(0, 1/n_out), biases N(0, 1), a softmax layer 0).
+INITS = ("normal", "scaled", "he", "glorot", "fan-out")
 
 
 class Layer(ABC):
@@ -159,8 +160,13 @@ def _check_activation(name: str | None, *, output: bool) -> None:
         raise ValueError(f"unknown activation {name!r}; expected one of: {', '.join(sorted(ACTIVATIONS))}")
 
 
-def _init_dense(rng: np.random.Generator, n_in: int, n_out: int, init: str) -> npt.NDArray[np.float64]:
-    """One dense layer's (n_in + 1, n_out) parameters; the last row is the biases."""
+def _init_dense(rng: np.random.Generator, n_in: int, n_out: int, init: str, spread: int) -> npt.NDArray[np.float64]:
+    """One layer's (n_in + 1, n_out) parameters; the last row is the biases.
+
+    ``spread`` is the number of outputs each input reaches, n_out in
+    Nielsen's network3 (for a convolution followed by a pool, F K^2 / P^2),
+    which scales the "fan-out" initialization.
+    """
     if init == "glorot":
         limit = np.sqrt(6.0 / (n_in + n_out))
         p = rng.uniform(-limit, limit, size=(n_in + 1, n_out))
@@ -172,6 +178,8 @@ def _init_dense(rng: np.random.Generator, n_in: int, n_out: int, init: str) -> n
     elif init == "he":  # He et al. 2015, for ReLU: weights N(0, 2/n_in), biases 0
         p[:-1] *= np.sqrt(2.0 / n_in)
         p[-1] = 0.0
+    elif init == "fan-out":  # Nielsen's network3: weights N(0, 1/n_out), biases N(0, 1)
+        p[:-1] /= np.sqrt(spread)
     return p
 
 
@@ -199,12 +207,21 @@ class _FusedLayer(Layer):
         """One (fan_in + 1, fan_out) array: the weights, then the biases as the last row."""
         return [(self.fan_in + 1, self.fan_out)]
 
+    # Outputs each input value reaches, for the "fan-out" initialization (a following pool
+    # divides it; ``build_layers`` sets it).
+    spread: int = 0
+
     def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
-        """Weights and biases together, drawn in float64 and cast, so float32 and float64 start alike."""
-        if rng is None:
+        """Weights and biases together, drawn in float64 and cast, so float32 and float64 start alike.
+
+        Under "fan-out", a softmax output layer starts at 0, as Nielsen's ``SoftmaxLayer``.
+        """
+        softmax_zero = init == "fan-out" and self.activation.name == "softmax"
+        if rng is None or softmax_zero:
             self.params = [np.zeros(self.param_shapes()[0], dtype=dtype)]
         else:
-            self.params = [_init_dense(rng, self.fan_in, self.fan_out, init).astype(dtype)]
+            spread = self.spread or self.fan_out
+            self.params = [_init_dense(rng, self.fan_in, self.fan_out, init, spread).astype(dtype)]
 
     def weights_and_biases(self, params: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray]:
         """Views of rows :-1 and -1 of the fused array."""
@@ -465,7 +482,12 @@ class Conv2D(_FusedLayer):
             raise ValueError(f"a {k}x{k} kernel is larger than its {h}x{w} input")
         self.input_shape = tuple(input_shape)
         self.output_shape = (h - k + 1, w - k + 1, self.filters)
+        self.spread = self.filters * k * k  # a pool after it divides this (``pooled_by``)
         return self.output_shape
+
+    def pooled_by(self, pool: int) -> None:
+        """A P x P pool follows: each input reaches F K^2 / P^2 outputs, as Nielsen's ``ConvPoolLayer`` counts."""
+        self.spread = max(1, self.filters * self.kernel * self.kernel // (pool * pool))
 
     @property
     def patch_size(self) -> int:
@@ -776,10 +798,136 @@ class _PoolStep(LayerStep):
         np.multiply(self.equal, self.delta6, out=self.below6)
 
 
+# --- Dropout ---------------------------------------------------------------------------
+
+
+class Dropout(Layer):
+    """Drops each of its inputs with probability ``rate`` in training (inverted dropout), passes them unchanged after.
+
+    In the training step a kept value is scaled by 1 / (1 - rate) and a
+    dropped one is 0, with a fresh mask per mini-batch, so the expected
+    output equals the input and evaluation needs no rescaling. Nielsen's
+    chapter 6 drops out the inputs of his fully connected layers:
+    ``pool2 dropout0.5 dense1000``.
+
+    Args:
+        rate: the probability of dropping each value, in [0, 1).
+    """
+
+    kind = "dropout"
+    activated = False
+
+    def __init__(self, rate: float) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, float | int | np.floating | np.integer):
+            raise ValueError(f"expected a dropout rate in [0, 1), got {rate!r}")
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"expected a dropout rate in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.params = []
+        self.activation = IDENTITY
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate:g})"
+
+    spec_form: ClassVar[str] = "dropout<rate>"
+
+    @classmethod
+    def from_spec(cls, spec: str) -> Dropout | None:
+        """``dropout0.5`` is Dropout(0.5); None when ``spec`` is not of this form."""
+        match = re.fullmatch(r"dropout(0?\.[0-9]{1,9}|0)", spec)
+        return cls(float(match.group(1))) if match else None
+
+    def build(self, input_shape: Shape) -> Shape:
+        """The output has the input's shape."""
+        self.input_shape = self.output_shape = tuple(input_shape)
+        return self.output_shape
+
+    def param_shapes(self) -> list[Shape]:
+        """None."""
+        return []
+
+    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
+        """Nothing to draw."""
+        self.params = []
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        """Outside training, dropout passes its input through (a copy)."""
+        out: FloatArray = x.copy()
+        return out
+
+    def backward(
+        self, x: FloatArray, a: FloatArray, delta: FloatArray, *, output: bool
+    ) -> tuple[list[FloatArray], FloatArray]:
+        """Outside training the layer is the identity, so the delta passes through."""
+        below: FloatArray = delta.copy()
+        return [], below
+
+    def weights_and_biases(self, params: Sequence[FloatArray]) -> None:
+        """None: dropout has no weights."""
+        return None
+
+    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
+        """Nothing to decay."""
+        return []
+
+    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
+        """Buffers for m rows (see ``_DropoutStep``); ``dropout`` is the layer's own rate, not the run's."""
+        return _DropoutStep(self, m, dtype, ones_out)
+
+    def describe(self) -> dict[str, Any]:
+        """{"kind": "dropout", "rate": rate}."""
+        return {"kind": self.kind, "rate": self.rate}
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> Dropout:
+        """The inverse of ``describe``; ValueError for anything else."""
+        _check_keys(description, {"kind", "rate"})
+        return cls(description["rate"])
+
+    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
+        """None."""
+        return {}
+
+    def file_shapes(self) -> dict[str, Shape]:
+        """None."""
+        return {}
+
+    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
+        """None."""
+        return []
+
+
+class _DropoutStep(LayerStep):
+    """Dropout's buffers for m rows: the mask (1/keep where kept, 0 where dropped) and the output."""
+
+    def __init__(self, layer: Dropout, m: int, dtype: np.dtype[Any], ones_out: bool) -> None:
+        n = math.prod(layer.output_shape)
+        self.keep = 1.0 - layer.rate
+        self.mask = np.empty((m, n), dtype)
+        self.out = np.ones((m, n + 1), dtype) if ones_out else np.empty((m, n), dtype)
+        self.out_t = self.out.T
+        self.output = _rows(self.out, n)
+        self.delta = np.empty((m, n), dtype)
+        self.grads = []
+
+    def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
+        """A fresh mask from rng, then output = x * mask."""
+        mask = self.mask
+        rng.random(dtype=mask.dtype, out=mask)
+        np.less(mask, self.keep, out=mask)
+        np.multiply(mask, 1.0 / self.keep, out=mask)
+        np.multiply(_rows(x, mask.shape[1]), mask, out=self.output)
+
+    def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
+        """The delta below is the delta through the same mask."""
+        if below is not None:
+            np.multiply(self.delta, self.mask, out=below)
+
+
 # --- descriptions ----------------------------------------------------------------------
 
-LAYER_KINDS: dict[str, type[Dense] | type[Conv2D] | type[MaxPool2D]] = {
-    kind.kind: kind for kind in (Dense, Conv2D, MaxPool2D)
+LAYER_KINDS: dict[str, type[Dense] | type[Conv2D] | type[MaxPool2D] | type[Dropout]] = {
+    kind.kind: kind for kind in (Dense, Conv2D, MaxPool2D, Dropout)
 }
 
 

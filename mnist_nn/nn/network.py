@@ -29,6 +29,7 @@ nothing from training or the command line and does no I/O.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import numpy.typing as npt
 from mnist_nn.config import IMAGE_PIXELS
 from mnist_nn.nn.activations import ACTIVATIONS, Activation, FloatArray
 from mnist_nn.nn.costs import COSTS, Cost
-from mnist_nn.nn.layers import INITS, Dense, Layer, Shape, layer_from_description
+from mnist_nn.nn.layers import INITS, Conv2D, Dense, Layer, MaxPool2D, Shape, layer_from_description
 
 IntArray = npt.NDArray[np.int64]
 
@@ -116,6 +117,9 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
             layer.activation = cost.output
         else:
             layer.activation = _lookup(ACTIVATIONS, name or activation, "activation")
+    for below, above in itertools.pairwise(layers):
+        if isinstance(below, Conv2D) and isinstance(above, MaxPool2D):
+            below.pooled_by(above.pool)
     return shapes
 
 
@@ -145,7 +149,9 @@ class Network:
             or "log-likelihood" (softmax outputs).
         init: "normal" (default: weights and biases drawn from the standard
             normal, as Nielsen's chapter 1), "scaled" (weights N(0, 1/n_in), his
-            chapter 3), "he" (N(0, 2/n_in), biases 0) or "glorot" (uniform);
+            chapter 3), "he" (N(0, 2/n_in), biases 0), "glorot" (uniform) or
+            "fan-out" (his chapter 6: N(0, 1/n_out) with n_out = F K^2 / P^2
+            for a convolution and its pool, biases N(0, 1), softmax outputs 0);
             None leaves every parameter 0 (for loading saved weights).
         transform: an ``InputTransform`` applied to every input first (e.g. deskewing).
 

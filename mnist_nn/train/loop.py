@@ -20,6 +20,7 @@ from mnist_nn.errors import TrainingError
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray
 from mnist_nn.train.augment import AugmentConfig, augment_images, parse_augment
+from mnist_nn.train.expand import expand_shifts
 from mnist_nn.train.history import EpochRecord
 from mnist_nn.train.run import Run
 from mnist_nn.train.schedules import learning_rate, stalled
@@ -81,8 +82,8 @@ def fit(
 ) -> Run:
     """Train ``run`` by mini-batch SGD up to ``run.config.epochs`` epochs in total.
 
-    Every epoch shuffles the training set with ``run.rng`` (and distorts it
-    when the configuration asks), takes mini-batches of ``batch_size`` in
+    Every epoch shuffles the training set with ``run.rng`` (expanded with
+    one-pixel shifts, and distorted, when the configuration asks), takes mini-batches of ``batch_size`` in
     order (the last one may be smaller) and moves the parameters by -eta/m
     times each batch's gradient sum, through the run's optimizer. A run
     that has trained some epochs continues from the next one: stopping after
@@ -112,6 +113,9 @@ def fit(
     n = x.shape[0]
     y = network.check_labels(labels, n)
     x = network.prepare(x)  # the input transform, once for the whole run
+    if config.expand:
+        x, y = expand_shifts(x, y)
+        n = x.shape[0]
     if config.batch_size > n:
         raise ValueError(f"expected a batch size between 1 and {n} (the training set), got {config.batch_size}")
     if (config.schedule == "plateau" or config.early_stopping) and validation is None:

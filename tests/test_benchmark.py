@@ -11,9 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mnist_nn.bench import BLAS_THREAD_VARIABLES, Stats, TrainingShape, single_blas_thread_env
+from mnist_nn.bench.accuracy import ensemble_count
 from mnist_nn.cli.benchmark import benchmark_main
 
 COUNT_FIELDS = (
@@ -194,3 +196,32 @@ def test_stats_and_shapes() -> None:
     assert stats.mean == 2.0 and stats.std == pytest.approx(2**0.5)
     shape = TrainingShape((784, 30, 10), 10)
     assert shape.weights == 784 * 30 + 30 * 10 and shape.dtype == "float32"
+
+
+def test_accuracy_ensemble_is_reported_beside_the_mean(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["accuracy", "--quick", "--seeds", "3", "--ensemble", "--data-dir", str(mnist_cache)]
+    serial = run_json([*argv, "--jobs", "1"], tmp_path / "serial.json")
+    parallel = run_json([*argv, "--jobs", "2"], tmp_path / "parallel.json")
+    ensemble = serial["summary"]["ensemble"]
+    assert ensemble == parallel["summary"]["ensemble"]  # the same networks, in any process
+    assert ensemble["networks"] == 3 and ensemble["test_accuracy"] == ensemble["test_correct"] / 10_000
+    assert ensemble["test_correct"] > 5_000  # three networks that each learned something
+    assert benchmark_main([*argv, "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    k = ensemble["test_correct"]
+    assert f"Test (ensemble of 3): {k} / 10000 correct ({k / 100:.2f}%)" in out
+    # Without --ensemble there is none.
+    plain = run_json(["accuracy", "--quick", "--seeds", "1", "--data-dir", str(mnist_cache)], tmp_path / "p.json")
+    assert plain["summary"]["ensemble"] is None
+
+
+def test_ensemble_count_takes_the_most_probable_class_of_the_average() -> None:
+    a = np.array([[0.6, 0.4], [0.1, 0.9], [0.5, 0.5]], dtype=np.float32)
+    b = np.array([[0.0, 1.0], [0.2, 0.8], [0.9, 0.1]], dtype=np.float32)
+    # Averages: [0.3, 0.7], [0.15, 0.85], [0.7, 0.3]: classes 1, 1, 0.
+    assert ensemble_count([a, b], [1, 1, 0]) == 3
+    assert ensemble_count([a], [1, 1, 0]) == 2  # alone, a says 0, 1, 0 (the tie goes to the first)
+    with pytest.raises(ValueError, match="every run's test probabilities"):
+        ensemble_count([a, None], [1, 1, 0])

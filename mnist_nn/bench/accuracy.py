@@ -2,7 +2,8 @@
 
 ``accuracy_benchmark`` reports every seed's validation and test counts and
 the spread of test accuracy (``AccuracyReport``, with a ``to_dict()`` for
-JSON). The test count is that of the served weights (the best validation
+JSON), and, when asked, the ensemble of the seeds' networks (their averaged
+output probabilities). The test count is that of the served weights (the best validation
 epoch's, see ``Run.served``). ``train_seed`` is the one place this module
 calls the training API.
 """
@@ -14,8 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from mnist_nn.bench.common import DataSource, Stats
 from mnist_nn.bench.machine import blas_threads, environment_info, limit_blas_threads, single_blas_thread_env
@@ -40,6 +44,8 @@ class SeedResult:
     test_total: int
     seconds: float  # building the network and training it, validation counts included
     blas_threads: int | None  # what the process that ran it used, when known
+    # The served weights' output probabilities on the test set, kept for an ensemble.
+    test_probabilities: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
     @property
     def test_accuracy(self) -> float:
@@ -52,8 +58,9 @@ class SeedResult:
         return self.validation_correct / self.validation_total
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, accuracies included."""
+        """A JSON-ready dict, accuracies included (the probabilities left out)."""
         d = asdict(self)
+        del d["test_probabilities"]
         d["test_accuracy"] = self.test_accuracy
         d["validation_accuracy"] = self.validation_accuracy
         return d
@@ -69,6 +76,14 @@ class AccuracyReport:
     jobs: int
     runs: list[SeedResult]
     environment: dict[str, Any]
+    ensemble_correct: int | None = None  # the runs' averaged output probabilities, when asked
+
+    @property
+    def ensemble_accuracy(self) -> float | None:
+        """ensemble_correct over the test images, when an ensemble was asked for."""
+        if self.ensemble_correct is None:
+            return None
+        return self.ensemble_correct / self.runs[0].test_total
 
     @property
     def test_accuracy(self) -> Stats:
@@ -107,6 +122,13 @@ class AccuracyReport:
                 "test_accuracy": asdict(self.test_accuracy),
                 "validation_accuracy": asdict(self.validation_accuracy),
                 "seconds": asdict(self.seconds),
+                "ensemble": None
+                if self.ensemble_correct is None
+                else {
+                    "networks": len(self.runs),
+                    "test_correct": self.ensemble_correct,
+                    "test_accuracy": self.ensemble_accuracy,
+                },
             },
             "environment": self.environment,
         }
@@ -120,6 +142,7 @@ def train_seed(
     data: MnistData,
     train_size: int = TRAIN_SIZE,
     on_epoch: Callable[[], None] | None = None,
+    keep_probabilities: bool = False,
 ) -> SeedResult:
     """Train ``config`` on the first ``train_size`` training images and count what it gets right.
 
@@ -128,6 +151,7 @@ def train_seed(
         data: MNIST, ideally loaded in ``config.dtype`` (as ``train_mnist.py`` does).
         train_size: how many of the training images to train on.
         on_epoch: called after every epoch.
+        keep_probabilities: keep the served weights' test output probabilities (for an ensemble).
 
     Returns:
         The served and last epochs' validation and test counts.
@@ -143,6 +167,7 @@ def train_seed(
         on_epoch=(lambda record, run: on_epoch()) if on_epoch is not None else None,
     )
     seconds = time.perf_counter() - start
+    served = run.served_network()
     best, last = run.history.best(), run.history.epochs[-1]
     assert best is not None and best.validation_correct is not None and best.validation_total is not None
     assert last.validation_correct is not None
@@ -150,7 +175,7 @@ def train_seed(
         seed=config.seed,
         served_epoch=best.epoch,
         validation_correct=best.validation_correct,
-        test_correct=run.served_network().count_correct(*data.test),
+        test_correct=served.count_correct(*data.test),
         last_epoch=last.epoch,
         last_validation_correct=last.validation_correct,
         last_test_correct=run.network.count_correct(*data.test),
@@ -158,6 +183,7 @@ def train_seed(
         test_total=len(data.test),
         seconds=seconds,
         blas_threads=blas_threads(),
+        test_probabilities=served.probabilities(data.test.images).astype(np.float32) if keep_probabilities else None,
     )
 
 
@@ -168,11 +194,13 @@ class _SeedTask:
     config: TrainConfig
     source: DataSource
     train_size: int
+    ensemble: bool
 
 
 def _run_task(task: _SeedTask) -> SeedResult:
     """One seed's run in a worker process."""
-    return train_seed(task.config, task.source.load(task.config.dtype), task.train_size)
+    data = task.source.load(task.config.dtype)
+    return train_seed(task.config, data, task.train_size, keep_probabilities=task.ensemble)
 
 
 def accuracy_benchmark(
@@ -184,6 +212,7 @@ def accuracy_benchmark(
     jobs: int = 1,
     preset: str | None = None,
     on_epochs: EpochsDone | None = None,
+    ensemble: bool = False,
 ) -> AccuracyReport:
     """Train ``config`` once per seed and report every run's counts and their spread.
 
@@ -202,6 +231,8 @@ def accuracy_benchmark(
         preset: the name of the preset ``config`` came from, for the report.
         on_epochs: progress, called with the number of epochs just finished
             (after each epoch with one job, after each run with several).
+        ensemble: also count the test images that the average of the runs'
+            output probabilities (their served weights') gets right.
 
     Returns:
         The ``AccuracyReport``, runs in the order of ``seeds``.
@@ -221,12 +252,18 @@ def accuracy_benchmark(
     source = source if source is not None else DataSource()
     configs = [replace(config, seed=seed) for seed in seeds]
     workers = min(jobs, len(configs))
+    data: MnistData | None = None
     if workers == 1:
         data = source.load(config.dtype)
         tick = (lambda: on_epochs(1)) if on_epochs is not None else None
-        runs = [train_seed(c, data, train_size, tick) for c in configs]
+        runs = [train_seed(c, data, train_size, tick, keep_probabilities=ensemble) for c in configs]
     else:
-        runs = _run_in_workers([_SeedTask(c, source, train_size) for c in configs], workers, on_epochs)
+        tasks = [_SeedTask(c, source, train_size, ensemble) for c in configs]
+        runs = _run_in_workers(tasks, workers, on_epochs)
+    ensemble_correct = None
+    if ensemble:
+        labels = (data if data is not None else source.load(config.dtype)).test.labels
+        ensemble_correct = ensemble_count([r.test_probabilities for r in runs], labels)
     return AccuracyReport(
         preset=preset,
         config=configs[0],
@@ -234,7 +271,16 @@ def accuracy_benchmark(
         jobs=jobs,
         runs=runs,
         environment=environment_info(),
+        ensemble_correct=ensemble_correct,
     )
+
+
+def ensemble_count(probabilities: Sequence[npt.NDArray[np.float32] | None], labels: npt.ArrayLike) -> int:
+    """How many labels the averaged probabilities' most probable class gets right."""
+    if not probabilities or any(p is None for p in probabilities):
+        raise ValueError("expected every run's test probabilities for the ensemble")
+    mean = np.mean([p for p in probabilities if p is not None], axis=0)
+    return int(np.count_nonzero(np.argmax(mean, axis=1) == np.asarray(labels)))
 
 
 def _run_in_workers(tasks: list[_SeedTask], workers: int, on_epochs: EpochsDone | None) -> list[SeedResult]:

@@ -164,6 +164,12 @@ def build_benchmark_parser(prog: str = "benchmark.py") -> argparse.ArgumentParse
         help="runs at once, each in its own process with one BLAS thread (default: 1, in this process)",
     )
     accuracy.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also test the ensemble of the runs: the average of their output probabilities "
+        "(each run's served weights), reported beside their mean",
+    )
+    accuracy.add_argument(
         "--train-size",
         type=int,
         metavar="N",
@@ -398,7 +404,16 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
         "last epoch test",
         "seconds",
     ]
-    return lines + _table(header, rows, "rrrrrrrr")
+    table = _table(header, rows, "rrrrrrrr")
+    if report.ensemble_correct is None:
+        return lines + table
+    ensemble = (
+        f"Test (ensemble of {len(runs)}): {report.ensemble_correct} / {runs[0].test_total} correct "
+        f"({100 * (report.ensemble_accuracy or 0.0):.2f}%), "
+        f"from the averaged output probabilities of the served weights; "
+        f"the runs' mean is {100 * t.mean:.2f}%"
+    )
+    return [*lines, *table, "", ensemble]
 
 
 def _blas_lines(environment: dict[str, Any]) -> list[str]:
@@ -537,6 +552,7 @@ def _run_accuracy(args: argparse.Namespace, source: DataSource, progress: bool) 
             jobs=args.jobs,
             preset=args.preset,
             on_epochs=on_epochs,
+            ensemble=args.ensemble,
         )
     finally:
         if bar is not None:

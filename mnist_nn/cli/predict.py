@@ -12,11 +12,12 @@ import numpy as np
 from mnist_nn.cli.base import (
     EXIT_OK,
     Parser,
+    check_output,
     command,
     fail,
+    write_json_output,
 )
-from mnist_nn.errors import ImageError, UsageError
-from mnist_nn.files import check_writable, write_json
+from mnist_nn.errors import ImageError
 from mnist_nn.images import load_digit
 from mnist_nn.models import load_model
 
@@ -44,10 +45,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
     args = build_predict_parser(prog).parse_args(argv)
     model = load_model(args.model)
     if args.json is not None:
-        try:
-            check_writable(args.json)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+        check_output(args.json)
     network = model.network
     results: list[dict[str, Any]] = []
     failed = 0
@@ -65,5 +63,5 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
         print("   " + "  ".join(f"{d}: {100.0 * p:4.1f}%" for d, p in enumerate(probs)))
         results.append({"file": str(path), "prediction": prediction, "probabilities": [float(p) for p in probs]})
     if args.json is not None:
-        write_json(args.json, results)
+        write_json_output(args.json, results)
     return ImageError.exit_code if failed else EXIT_OK

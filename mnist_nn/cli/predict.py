@@ -20,6 +20,7 @@ from mnist_nn.cli.base import (
 from mnist_nn.errors import ImageError
 from mnist_nn.images import load_digit
 from mnist_nn.models import load_model
+from mnist_nn.text import one_line
 
 
 def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentParser:
@@ -28,8 +29,10 @@ def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentPar
         prog=prog,
         description="Classify your own digit images with a saved model. Each image is prepared as MNIST "
         "itself was made: grayscale, inverted when it is dark ink on light paper, cropped to the digit, "
-        "scaled to fit 20x20 and placed in 28x28 by its center of mass. PNG, JPEG and anything Pillow "
-        "reads need the 'images' extra; .npy arrays of shape (28, 28) or (784,) work without it.",
+        "scaled to fit 20x20 and placed in 28x28 by its center of mass. PNG, JPEG, GIF, BMP, TIFF, WebP and "
+        "PGM/PPM pictures need the 'images' extra (other formats, such as ICO, are refused: their size cannot "
+        "be checked before decoding); .npy arrays of shape (28, 28) or (784,) work without it. Only regular "
+        "files are read, never a FIFO or a device.",
     )
     parser.add_argument("model", type=Path, metavar="MODEL", help="a model file written by train --save")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (.png, .jpg, .npy, ...)")
@@ -59,7 +62,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             continue
         probs = network.probabilities(digit.reshape(1, -1))[0]
         prediction = int(np.argmax(probs))
-        print(f"{path}: {prediction} ({100.0 * probs[prediction]:.1f}%)")
+        print(f"{one_line(str(path))}: {prediction} ({100.0 * probs[prediction]:.1f}%)")
         print("   " + "  ".join(f"{d}: {100.0 * p:4.1f}%" for d, p in enumerate(probs)))
         results.append({"file": str(path), "prediction": prediction, "probabilities": [float(p) for p in probs]})
     if args.json is not None:

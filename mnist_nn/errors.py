@@ -34,6 +34,15 @@ class DownloadError(MnistNNError):
     """A file could not be fetched and verified from any mirror."""
 
 
+class DataDirError(MnistNNError):
+    """The data folder (the download cache) cannot be used: a file in its place, read-only, full,
+    or a folder where a data file belongs. The message says which and what to do."""
+
+
+class OutputError(MnistNNError):
+    """An output file (``--json``) cannot be written: a full disk, a read-only place, a folder in the way."""
+
+
 class ModelFileError(MnistNNError, ValueError):
     """A model file is missing, unreadable, malformed or unsafe."""
 

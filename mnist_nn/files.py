@@ -6,6 +6,7 @@ earlier file at the path untouched.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -57,7 +58,7 @@ def check_writable(path: Path) -> None:
     """Raise OSError now if ``path`` could not be written later (its folder is created if missing)."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, expected a file path")
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
     os.close(fd)

@@ -44,17 +44,19 @@ same values, apart from the faintest pixels outside its box of ink.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.errors import ImageError
-from mnist_nn.text import first_line
+from mnist_nn.text import first_line, one_line
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
@@ -71,6 +73,18 @@ _NPY_SUFFIX = ".npy"
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_PIXELS,))
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow modes of 16-bit grayscale files
+# The picture formats read, by Pillow's names: those whose header gives the size of the picture
+# decoded, so it is checked first. Others are refused: an ICO's directory, for one, may say 16x16
+# and hold a 9400x9400 PNG that only decoding would reveal. (Pillow's JPEG reader also opens the
+# MPO pictures of many phones.)
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+_ACCEPTED_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PGM/PPM"
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 # --- reading files ---------------------------------------------------------------------
@@ -85,10 +99,12 @@ def load_image(path: Path) -> npt.NDArray[np.float64]:
     refused). Any other file is decoded by Pillow: the EXIF orientation of
     photos is applied, color is converted to luminance, a transparent
     background is composited over white paper, and 16-bit grayscale is scaled
-    by 1/65535. Pictures over ``MAX_IMAGE_SIDE`` pixels on a side (or
+    by 1/65535. Only ``ACCEPTED_FORMATS`` are read, formats whose header gives
+    the decoded size; pictures over ``MAX_IMAGE_SIDE`` pixels on a side (or
     ``MAX_IMAGE_PIXELS``, or Pillow's lower ``Image.MAX_IMAGE_PIXELS``) are
     refused before decoding, except JPEGs, which are decoded at 1/2, 1/4 or
-    1/8 scale when that fits.
+    1/8 scale when that fits. Anything but a regular file (a FIFO, a device)
+    is refused before it is opened, so nothing can block on it.
 
     Args:
         path: the file to read.
@@ -97,101 +113,156 @@ def load_image(path: Path) -> npt.NDArray[np.float64]:
         (height, width) float64 in [0, 1]; a (784,) ``.npy`` array comes back as (28, 28).
 
     Raises:
-        ImageError: the file is missing or unreadable, is not an image, is too large,
-            holds bad values, or needs Pillow and Pillow is not installed.
+        ImageError: the file is missing, unreadable or not a regular file, is not an image
+            in an accepted format, is too large, holds bad values, or needs Pillow and
+            Pillow is not installed. The message names the file on one line.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, expected an image file")
     if path.suffix.lower() == _NPY_SUFFIX:
         return _load_npy(path)
     return _load_with_pillow(path)
 
 
-def _load_npy(path: Path) -> npt.NDArray[np.float64]:
-    """Read and check a (28, 28) or (784,) NumPy image without unpickling anything."""
+def _name(path: Path) -> str:
+    """The file's name for a one-line message: line breaks in it escaped."""
+    return one_line(str(path))
+
+
+def _not_regular(path: Path, mode: int) -> ImageError:
+    """The error for a path that is a folder, a FIFO, a device or a socket."""
+    if stat.S_ISDIR(mode):
+        return ImageError(f"{_name(path)}: is a folder, expected an image file")
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return ImageError(f"{_name(path)}: is {kind}, expected an image file")
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file; ``ImageError`` otherwise.
+
+    The type is checked before opening, and again on the opened file (opened
+    without blocking, so that a FIFO swapped in between cannot hang the read).
+    """
     try:
-        with path.open("rb") as f:
-            magic = f.read(len(_NPY_MAGIC))
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{_name(path)}: no such file") from None
     except OSError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror or first_line(e)})") from None
-    if magic != _NPY_MAGIC:
-        raise ImageError(f"{path}: not a .npy file (it does not start with NumPy's header)")
-    try:
-        # A memory map reads only the header here, so a header that declares a
-        # huge shape costs nothing before the shape check below.
-        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        if "object" in str(e).lower() or "pickle" in str(e).lower():
-            raise ImageError(f"{path}: holds Python objects, not numbers (refused: no unpickling)") from None
-        raise ImageError(f"{path}: not a readable .npy file ({first_line(e)})") from None
-    except Exception as e:
-        raise ImageError(f"{path}: not a readable .npy file ({first_line(e)})") from None
-    if mapped.shape not in _NPY_SHAPES:
-        raise ImageError(f"{path}: expected an array of shape (28, 28) or (784,), got {mapped.shape}")
-    kind = mapped.dtype.kind
-    if kind not in "biuf":
-        raise ImageError(f"{path}: expected real numbers, got dtype {mapped.dtype}")
-    values = np.array(mapped, dtype=np.float64).reshape(IMAGE_SIDE, IMAGE_SIDE)
-    del mapped
+        raise ImageError(f"{_name(path)}: cannot read the file ({e.strerror or first_line(e)})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(path, mode)
+    return os.fdopen(fd, "rb")
+
+
+def _load_npy(path: Path) -> npt.NDArray[np.float64]:
+    """Read and check a (28, 28) or (784,) NumPy image without unpickling anything.
+
+    The header is parsed and its shape and type checked before any data is
+    read, so a header declaring a huge array costs nothing; then exactly the
+    784 values are read from the file already opened.
+    """
+    name = _name(path)
+    with _open_regular(path) as f:
+        try:
+            if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                raise ImageError(f"{name}: not a .npy file (it does not start with NumPy's header)")
+            shape, dtype, fortran_order = _npy_header(f)
+        except ImageError:
+            raise
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read the file ({e.strerror or first_line(e)})") from None
+        except Exception as e:  # hostile headers raise ValueError, SyntaxError, TokenError, OverflowError, ...
+            raise ImageError(f"{name}: not a readable .npy file ({first_line(e)})") from None
+        if dtype.hasobject:
+            raise ImageError(f"{name}: holds Python objects, not numbers (refused: no unpickling)")
+        if shape not in _NPY_SHAPES:
+            raise ImageError(f"{name}: expected an array of shape (28, 28) or (784,), got {shape}")
+        kind = dtype.kind
+        if kind not in "biuf":
+            raise ImageError(f"{name}: expected real numbers, got dtype {dtype}")
+        size = IMAGE_PIXELS * dtype.itemsize
+        try:
+            raw = f.read(size)
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read the file ({e.strerror or first_line(e)})") from None
+    if len(raw) < size:
+        raise ImageError(f"{name}: not a readable .npy file (truncated: {len(raw)} of {size} bytes of data)")
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    values = array.astype(np.float64).reshape(IMAGE_SIDE, IMAGE_SIDE)
     if kind in "iu":
         if values.min() < 0 or values.max() > 255:
             raise ImageError(
-                f"{path}: expected integer pixels in 0-255, got values from {values.min():g} to {values.max():g}"
+                f"{name}: expected integer pixels in 0-255, got values from {values.min():g} to {values.max():g}"
             )
         values /= 255.0
     elif kind == "f":
         if not np.isfinite(values).all():
-            raise ImageError(f"{path}: holds NaN or infinite values")
+            raise ImageError(f"{name}: holds NaN or infinite values")
         if values.min() < 0.0 or values.max() > 1.0:
             raise ImageError(
-                f"{path}: expected float pixels in [0, 1], got values from {values.min():g} to {values.max():g}"
+                f"{name}: expected float pixels in [0, 1], got values from {values.min():g} to {values.max():g}"
             )
     return values
 
 
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+    """The shape, dtype and Fortran order of a .npy header, read just after the magic string."""
+    version = tuple(f.read(2))
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(shape), np.dtype(dtype), bool(fortran_order)
+
+
 def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
-    """Decode a picture with Pillow into grayscale in [0, 1], refusing huge ones."""
-    try:
-        file = path.open("rb")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror or first_line(e)})") from None
+    """Decode a picture with Pillow into grayscale in [0, 1], refusing huge ones and unaccepted formats."""
+    name = _name(path)
+    file = _open_regular(path)
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         file.close()
-        raise ImageError(f"{path}: {PILLOW_HINT}") from None
+        raise ImageError(f"{name}: {PILLOW_HINT}") from None
     with file, warnings.catch_warnings():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(file) as image:
+            # Only the accepted formats are even tried, so no other plugin parses the file.
+            with Image.open(file, formats=ACCEPTED_FORMATS) as image:
                 limit = _pixel_limit(Image.MAX_IMAGE_PIXELS)
-                if image.format == "JPEG":
+                if image.format in ("JPEG", "MPO"):
                     _decode_large_jpeg_smaller(image, limit)
                 width, height = image.size
                 if _too_large(width, height, limit):
                     raise ImageError(
-                        f"{path}: image of {width}x{height} pixels is too large "
+                        f"{name}: image of {width}x{height} pixels is too large "
                         f"(limit {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} and {limit:,} pixels); scale it down first"
                     )
                 image.load()
+                if image.size != (width, height):  # cannot happen with the accepted formats; never trust it
+                    raise ImageError(f"{name}: decoded to {image.size}, not the {width}x{height} its header says")
                 return _grayscale(ImageOps.exif_transpose(image))
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f"{path}: refused as a possible decompression bomb ({first_line(e)})") from None
+            raise ImageError(f"{name}: refused as a possible decompression bomb ({first_line(e)})") from None
         except UnidentifiedImageError:
-            raise ImageError(f"{path}: not a readable image (not a format Pillow recognizes)") from None
+            raise ImageError(
+                f"{name}: not a readable image (not {_ACCEPTED_NAMES}; other formats, such as ICO, are refused "
+                "because their size cannot be checked before decoding)"
+            ) from None
         except MemoryError:
-            raise ImageError(f"{path}: too large to decode in memory") from None
+            raise ImageError(f"{name}: too large to decode in memory") from None
         except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, struct.error) as e:
             # Damaged files raise any of these while decoding.
-            raise ImageError(f"{path}: not a readable image ({first_line(e)})") from None
+            raise ImageError(f"{name}: not a readable image ({first_line(e)})") from None
 
 
 def _pixel_limit(pillow_limit: int | None) -> int:
@@ -353,7 +424,7 @@ def load_digit(path: Path) -> npt.NDArray[np.float32]:
         ImageError: as ``load_image`` and ``to_mnist``, naming the file.
     """
     path = Path(path)
-    return to_mnist(load_image(path), name=str(path))
+    return to_mnist(load_image(path), name=_name(path))
 
 
 # --- text art --------------------------------------------------------------------------

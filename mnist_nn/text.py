@@ -9,6 +9,7 @@ package.
 
 from __future__ import annotations
 
+import errno
 import reprlib
 from typing import Any
 
@@ -18,6 +19,19 @@ MESSAGE_LIMIT = 200  # characters of outside text (an exception's message, a URL
 # The characters str.splitlines() breaks at, each mapped to its escape (e.g. "\n" -> "\\n").
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _ESCAPES = str.maketrans({c: c.encode("unicode_escape").decode("ascii") for c in _LINE_BREAKS})
+
+# What the errors a full, read-only or cluttered disk gives mean, in words a user can act on.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or use another disk",
+    errno.EDQUOT: "the disk quota is used up: free some space or use another disk",
+    errno.EFBIG: "the file is larger than this disk or the limit on file sizes, ulimit -f, allows",
+    errno.EROFS: "the disk is mounted read-only: use a writable place",
+    errno.EACCES: "no permission to write there: use another place or change its permissions",
+    errno.EPERM: "not permitted there: use another place or change its permissions",
+    errno.EISDIR: "a folder has that name: remove it or use another name",
+    errno.ENOTDIR: "part of the path is a file, not a folder",
+    errno.EEXIST: "a file has that name where a folder is needed",
+}
 
 
 def one_line(text: str, limit: int | None = None) -> str:
@@ -43,6 +57,16 @@ def first_line(exc: BaseException, limit: int = MESSAGE_LIMIT) -> str:
         if line.strip():
             return one_line(line, limit)
     return type(exc).__name__
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What an ``OSError`` means and, for a disk problem, what to do: one line, without the path.
+
+    For example "No space left on device (the disk is full: free some space or use another disk)".
+    """
+    reason = exc.strerror or first_line(exc)
+    hint = _OS_ERROR_HINTS.get(exc.errno or 0)
+    return one_line(f"{reason} ({hint})" if hint else reason, MESSAGE_LIMIT)
 
 
 def short(value: Any) -> str:

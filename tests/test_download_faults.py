@@ -1,6 +1,7 @@
 """Download faults against a real HTTP/1.1 server on 127.0.0.1: what a hostile or broken mirror can do.
 
-Faults injected: a body that stalls halfway (read timeout), more bytes than
+Faults injected: a body that stalls halfway (read timeout), a body or a head
+trickled one byte at a time (the download deadline), more bytes than
 Content-Length (also poisoning a kept-alive connection), a Content-Length
 shorter or longer than the body or unparsable, a redirect loop and redirects
 to a malformed or non-HTTP target, an HTML error page served with status 200,
@@ -31,14 +32,16 @@ from typing import Any
 import pytest
 
 import mnist_nn
+from mnist_nn.cli import download_main
 from mnist_nn.config import DATA_ENV, MIRROR_ENV
 from mnist_nn.data.download import ensure_files
-from mnist_nn.errors import DownloadError
+from mnist_nn.errors import DownloadError, UsageError
 from tests.test_download import Sample, listing, make_sample
 
 pytestmark = pytest.mark.reliability
 
 STALL_LIMIT = 10.0  # seconds a stalled reply waits at most (the fixture releases it at the end of the test)
+TRICKLE_LIMIT = 6.0  # seconds a trickled reply goes on at most before hanging up (so old code fails, not hangs)
 TIMEOUT = (1.0, 0.5)  # (connect, read) seconds for every download here
 REPO = Path(mnist_nn.__file__).resolve().parents[1]
 
@@ -58,6 +61,8 @@ class Reply:
     close: bool = False  # hang up after sending (no Connection: close header)
     silent: bool = False  # send nothing at all (not even a status line) until the test ends
     before_body: Callable[[], None] | None = None  # runs after the headers are sent
+    trickle: float | None = None  # send the body one byte per this many seconds (for TRICKLE_LIMIT at most)
+    trickle_head: bool = False  # with ``trickle``: the status line and headers too
 
 
 @dataclass
@@ -105,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
             mirrors.release.wait(STALL_LIMIT)
             self.close_connection = True
             return
+        if reply.trickle is not None:
+            self._trickle(reply, mirrors)
+            return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -122,6 +130,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         if reply.close:
             self.close_connection = True
+
+    def _trickle(self, reply: Reply, mirrors: Mirrors) -> None:
+        """Send the reply one byte per ``reply.trickle`` seconds: never idle long enough for a read timeout."""
+        assert reply.trickle is not None
+        head = f"HTTP/1.1 {reply.status} OK\r\nContent-Length: {len(reply.body)}\r\n\r\n".encode()
+        if not reply.trickle_head:
+            self.wfile.write(head)
+            head = b""
+        ends = time.monotonic() + TRICKLE_LIMIT
+        for byte in head + reply.body:
+            if mirrors.release.wait(reply.trickle) or time.monotonic() > ends:
+                break
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+        self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep pytest output clean
@@ -211,6 +234,143 @@ def test_a_reply_that_never_starts_times_out(server: Mirrors, data_dir: Path) ->
     server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, silent=True))
 
     assert "read timed out" in fails([sample], data_dir, [server.url("m1")])
+
+
+# --- a mirror that trickles: the download deadline --------------------------------------
+
+
+def test_a_trickling_mirror_fails_at_its_deadline_and_the_next_is_tried(server: Mirrors, data_dir: Path) -> None:
+    # One byte every 0.1 s never lets the 0.5 s read timeout fire: only the deadline stops it.
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.1))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz))
+
+    start = time.monotonic()
+    [result] = fetch([sample], data_dir, [server.url("m1"), server.url("m2")], deadline=1.0, retries=1)
+
+    assert time.monotonic() - start < TRICKLE_LIMIT - 2  # the 1 s deadline, not the trickle's end
+    assert result.source == server.url("m2")
+    assert server.count(f"/m1/{sample.name}.gz") == 1  # the deadline covers retries: no second try
+    assert_only_verified(data_dir, sample)
+
+
+def test_the_deadline_is_one_line_naming_itself_and_how_to_allow_more(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05))
+
+    start = time.monotonic()
+    message = fails([sample], data_dir, [server.url("m1")], deadline=0.5)
+
+    assert time.monotonic() - start < 2
+    assert "still incomplete after the 0.5 s download deadline: 0 of 5,000 bytes" in message
+    assert "--download-deadline" in message and "MNIST_NN_DOWNLOAD_DEADLINE" in message
+
+
+def test_a_trickled_status_line_and_headers_meet_the_deadline_too(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05, trickle_head=True))
+
+    start = time.monotonic()
+    message = fails([sample], data_dir, [server.url("m1")], deadline=0.5)
+
+    assert time.monotonic() - start < 2
+    assert "download deadline" in message
+
+
+def test_the_deadline_comes_from_the_environment(
+    server: Mirrors, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05))
+    monkeypatch.setenv("MNIST_NN_DOWNLOAD_DEADLINE", "0.5")
+
+    start = time.monotonic()
+    message = fails([sample], data_dir, [server.url("m1")])
+
+    assert time.monotonic() - start < 2
+    assert "0.5 s download deadline" in message
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf", "nan"])
+def test_a_bad_deadline_in_the_environment_is_a_usage_error(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MNIST_NN_DOWNLOAD_DEADLINE", value)
+    with pytest.raises(UsageError, match="MNIST_NN_DOWNLOAD_DEADLINE must be a number of seconds > 0"):
+        fetch([make_sample()], data_dir, [])
+
+
+def test_the_deadline_is_checked_between_reads_outside_the_main_thread(server: Mirrors, data_dir: Path) -> None:
+    # No timer signal there: the 30-byte body arrives whole after ~1.5 s and is refused as late.
+    sample = make_sample(size=30)
+    server.route(f"/m1/{sample.name}", Reply(sample.payload, trickle=0.05))
+    failures: list[str] = []
+
+    def run() -> None:
+        with pytest.raises(DownloadError) as info:
+            fetch([sample], data_dir, [server.url("m1")], deadline=0.5)
+        failures.append(str(info.value))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=TRICKLE_LIMIT + 5)
+
+    assert failures and "still incomplete after the 0.5 s download deadline" in failures[0]
+    assert_only_verified(data_dir)
+
+
+def test_a_callers_interval_timer_and_alarm_handler_are_restored(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz))
+
+    def callers_handler(signum: int, frame: Any) -> None:
+        raise AssertionError("the caller's timer fired during the test")
+
+    previous = signal.signal(signal.SIGALRM, callers_handler)
+    signal.setitimer(signal.ITIMER_REAL, 100.0)
+    try:
+        fetch([sample], data_dir, [server.url("m1"), server.url("m2")], deadline=0.3)
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        handler = signal.getsignal(signal.SIGALRM)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert handler is callers_handler
+    assert 95.0 < remaining < 100.0
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_download_command_gives_up_on_a_trickling_mirror_in_one_line(
+    server: Mirrors, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    # The public mirrors are asked through a proxy that refuses at once, so nothing leaves 127.0.0.1.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server.route("/m1/train-images-idx3-ubyte.gz", Reply(bytes(5000), trickle=0.05))
+    argv = ["--mirror", server.url("m1"), "--data-dir", str(data_dir), "--quiet"]
+    if how == "flag":
+        argv += ["--download-deadline", "0.5"]
+    else:
+        monkeypatch.setenv("MNIST_NN_DOWNLOAD_DEADLINE", "0.5")
+
+    start = time.monotonic()
+    code = download_main(argv, "mnist-nn download")
+
+    assert time.monotonic() - start < TRICKLE_LIMIT - 2
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"{server.url('m1')} (still incomplete after the 0.5 s download deadline" in err
+    assert "allow more time with --download-deadline" in err
+    assert_only_verified(data_dir)
+
+
+def test_download_help_explains_the_deadline(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        download_main(["--help"], "mnist-nn download")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--download-deadline SECONDS" in help_text and "$MNIST_NN_DOWNLOAD_DEADLINE, else 600" in help_text
 
 
 # --- Content-Length that lies ----------------------------------------------------------

@@ -4,9 +4,11 @@
 errors to exit codes: a package error (``mnist_nn.errors``) becomes one line,
 ``prog: error: <message>``, and its ``exit_code``; a ``ConfigError`` is told
 in the flags' words (``flag_message``); Ctrl-C, SIGTERM and a closed pipe end
-in one line or quietly, never in a traceback. ``fail`` prints that line for
-the few failures a command reports itself. The commands are the other modules
-of ``mnist_nn.cli``.
+in one line or quietly, never in a traceback. An ``OSError`` that no command
+turned into a package error (a disk that filled, a folder that went read-only)
+also ends in one line naming the file and what to do, with exit code 1.
+``fail`` prints that line for the few failures a command reports itself. The
+commands are the other modules of ``mnist_nn.cli``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import math
 import os
 import signal
 import sys
@@ -21,7 +24,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnist_nn.errors import ConfigError, MnistNNError, TerminatedError, UsageError
+from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
+from mnist_nn.errors import ConfigError, MnistNNError, OutputError, TerminatedError, UsageError
+from mnist_nn.files import check_writable, write_json
+from mnist_nn.text import describe_os_error, one_line
 
 __all__ = [
     "EXIT_FAILURE",
@@ -33,11 +39,13 @@ __all__ = [
     "TerminatedError",
     "UsageError",
     "add_data_args",
+    "check_output",
     "command",
     "fail",
     "flag_message",
     "show_progress",
     "signals_as_interrupts",
+    "write_json_output",
 ]
 
 EXIT_OK = 0
@@ -75,7 +83,8 @@ def command(main: MainFunction) -> MainFunction:
     ``exit_code`` (a ``ConfigError`` names the flag, not the setting); Ctrl-C
     prints "interrupted" and exits 130, SIGTERM (inside
     ``signals_as_interrupts``) "terminated" and 143; a closed pipe (``| head``)
-    ends quietly.
+    ends quietly; any other ``OSError`` prints the file and what went wrong
+    (``os_error_message``) and exits 1.
     """
 
     @functools.wraps(main)
@@ -100,15 +109,57 @@ def command(main: MainFunction) -> MainFunction:
             return fail(name, flag_message(exc), exc.exit_code)
         except MnistNNError as exc:  # the error type says which exit code (see mnist_nn.errors)
             return fail(name, str(exc), exc.exit_code)
+        except OSError as exc:  # a disk or file problem no command foresaw: still one line
+            return fail(name, os_error_message(exc), EXIT_FAILURE)
 
     return wrapper
+
+
+def os_error_message(exc: OSError) -> str:
+    """An ``OSError`` as one line: the file it concerns (line breaks escaped) and what it means."""
+    files = [f for f in (exc.filename, exc.filename2) if f is not None]
+    where = " -> ".join(one_line(os.fsdecode(f)) for f in files)
+    return f"{where}: {describe_os_error(exc)}" if where else describe_os_error(exc)
+
+
+def check_output(path: Path) -> None:
+    """Refuse now (``UsageError``, one line) an output path that could not be written later."""
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {one_line(str(path))}: {describe_os_error(exc)}") from None
+
+
+def write_json_output(path: Path, obj: Any) -> None:
+    """Write an output JSON file (``--json``) atomically, or raise ``OutputError`` in one line.
+
+    Raises:
+        OutputError: the file cannot be written (a full disk, a read-only place, a folder in the way);
+            any earlier file at ``path`` is left as it was.
+    """
+    try:
+        write_json(path, obj)
+    except OSError as exc:
+        raise OutputError(f"cannot write {one_line(str(path))}: {describe_os_error(exc)}") from None
 
 
 def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return seconds
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, deadline: bool = False) -> None:
+    """Add ``--mirror`` and ``--data-dir``, and with ``deadline`` also ``--download-deadline``."""
     parser.add_argument(
         "--mirror",
         metavar="URL_OR_DIR",
@@ -120,6 +171,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="the download cache (default: $MNIST_NN_DATA, else the project's data/ folder)",
+    )
+    if not deadline:
+        return
+    parser.add_argument(
+        "--download-deadline",
+        type=_seconds,
+        metavar="SECONDS",
+        help="the time each mirror gets for each file, on top of the per-read timeouts; a mirror still "
+        f"sending after it counts as failed and the next one is tried (default: ${DEADLINE_ENV}, "
+        f"else {DEFAULT_DEADLINE:g})",
     )
 
 

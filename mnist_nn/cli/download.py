@@ -6,12 +6,10 @@ import argparse
 from collections.abc import Sequence
 
 from mnist_nn.cli.base import (
-    EXIT_FAILURE,
     EXIT_OK,
     Parser,
     add_data_args,
     command,
-    fail,
     show_progress,
 )
 from mnist_nn.data.download import ensure_mnist
@@ -24,7 +22,7 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
         description="Download the four MNIST files, verify them against pinned SHA-256 digests "
         "and cache them. Files already in the cache are verified and reused without any network access.",
     )
-    add_data_args(parser)
+    add_data_args(parser, deadline=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no report, only errors")
     return parser
 
@@ -33,10 +31,9 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
 def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
     """Entry point of ``scripts/download_mnist.py``."""
     args = build_download_parser(prog).parse_args(argv)
-    try:
-        results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
-    except OSError as exc:
-        return fail(prog, f"cannot use the data folder: {exc}", EXIT_FAILURE)
+    results = ensure_mnist(
+        args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet), deadline=args.download_deadline
+    )
     if not args.quiet:
         for r in results:
             if r.source == "cache":

@@ -15,17 +15,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mnist_nn.cli.base import (
-    EXIT_FAILURE,
     EXIT_OK,
     Parser,
     add_data_args,
     command,
-    fail,
     show_progress,
+    write_json_output,
 )
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.errors import UsageError
-from mnist_nn.files import write_json
 from mnist_nn.metrics import Evaluation, evaluate_ensemble, evaluate_network
 from mnist_nn.models import load_model
 
@@ -45,7 +43,7 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument(
         "--mistakes", type=int, default=10, metavar="N", help="how many confident mistakes to list (default: 10)"
     )
-    add_data_args(parser)
+    add_data_args(parser, deadline=True)
     parser.add_argument(
         "--ensemble",
         action="store_true",
@@ -83,7 +81,9 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
     if args.mistakes < 0:
         raise UsageError(f"--mistakes must be >= 0, got {args.mistakes}")
     models = [load_model(path) for path in args.models]
-    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
+    data = load_mnist(
+        args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet), deadline=args.download_deadline
+    )
     split: Split = getattr(data, args.split)
     results = []
     for model in tqdm(
@@ -114,27 +114,24 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
                 f"{100.0 * result.accuracy:.2f}% |"
             )
     if args.json is not None:
-        try:
-            write_json(
-                args.json,
-                [
-                    {
-                        "model": str(model.path),
-                        "sizes": list(model.network.sizes),
-                        "split": args.split,
-                        "epoch": model.metadata.get("epoch"),
-                        "correct": result.correct,
-                        "total": result.total,
-                        "accuracy": result.accuracy,
-                        "per_digit": result.per_digit,
-                        "confusion": result.confusion,
-                        "mistakes": [dataclasses.asdict(m) for m in result.mistakes],
-                        "images_per_second": result.images_per_second,
-                        "probabilities": model.network.probability_kind,
-                    }
-                    for model, result in zip(models, results, strict=True)
-                ],
-            )
-        except OSError as exc:  # not a package error, so reported here
-            return fail(prog, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
+        write_json_output(
+            args.json,
+            [
+                {
+                    "model": str(model.path),
+                    "sizes": list(model.network.sizes),
+                    "split": args.split,
+                    "epoch": model.metadata.get("epoch"),
+                    "correct": result.correct,
+                    "total": result.total,
+                    "accuracy": result.accuracy,
+                    "per_digit": result.per_digit,
+                    "confusion": result.confusion,
+                    "mistakes": [dataclasses.asdict(m) for m in result.mistakes],
+                    "images_per_second": result.images_per_second,
+                    "probabilities": model.network.probability_kind,
+                }
+                for model, result in zip(models, results, strict=True)
+            ],
+        )
     return EXIT_OK

@@ -33,7 +33,7 @@ def build_plot_parser(prog: str = "mnist-nn plot") -> argparse.ArgumentParser:
     parser.add_argument(
         "--split", choices=["test", "validation", "train"], default="test", help="split for the confusion matrix"
     )
-    add_data_args(parser)
+    add_data_args(parser, deadline=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or file list")
     return parser
 
@@ -50,7 +50,8 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
             docs = [load_benchmark_report(path) for path in reports]
             written.append(plot_benchmark(docs if len(docs) > 1 else docs[0], args.out / "benchmark.png"))
         if models:
-            data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
+            quiet = not show_progress(args.quiet)
+            data = load_mnist(args.data_dir, mirror=args.mirror, quiet=quiet, deadline=args.download_deadline)
             split: Split = getattr(data, args.split)
             for path in models:
                 out = args.out if len(models) == 1 else args.out / path.stem

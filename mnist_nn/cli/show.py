@@ -40,7 +40,7 @@ def build_show_parser(prog: str = "mnist-nn show") -> argparse.ArgumentParser:
         metavar="MODEL",
         help="show only examples this model misclassifies, from --index on",
     )
-    add_data_args(parser)
+    add_data_args(parser, deadline=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -55,7 +55,9 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
         raise UsageError("give --model or --mistakes, not two different models")
     model_path = args.mistakes or args.model
     network = load_model(model_path).network if model_path is not None else None
-    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet))
+    data = load_mnist(
+        args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet), deadline=args.download_deadline
+    )
     split: Split = getattr(data, args.split)
     if not 0 <= args.index < len(split):
         raise UsageError(f"--index must be between 0 and {len(split) - 1} for {args.split}, got {args.index}")

@@ -25,10 +25,12 @@ from mnist_nn.cli.base import (
     EXIT_OK,
     Parser,
     add_data_args,
+    check_output,
     command,
     fail,
     show_progress,
     signals_as_interrupts,
+    write_json_output,
 )
 from mnist_nn.config import (
     IMAGE_PIXELS,
@@ -40,7 +42,6 @@ from mnist_nn.config import (
 )
 from mnist_nn.data import MnistData, load_mnist
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
-from mnist_nn.files import check_writable, write_json
 from mnist_nn.metrics import format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
@@ -171,7 +172,7 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         help="train on every image and its four one-pixel shifts, 250,000 images an epoch "
         "(Nielsen's expanded training set, chapter 6)",
     )
-    add_data_args(parser)
+    add_data_args(parser, deadline=True)
     parser.add_argument(
         "--save",
         type=Path,
@@ -313,10 +314,7 @@ def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
             raise UsageError(f"--plot: {exc}") from None
     for path in (save_path, args.json, args.plot / "curves.png" if args.plot else None):
         if path is not None:
-            try:
-                check_writable(path)
-            except OSError as exc:
-                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+            check_output(path)
 
 
 def _default_model_path(config: TrainConfig) -> Path:
@@ -404,7 +402,9 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     _check_outputs(args, save_path)
 
     progress = show_progress(args.quiet)
-    data = load_mnist(args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress)
+    data = load_mnist(
+        args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress, deadline=args.download_deadline
+    )
     run = _resumed_run(saved, config) if saved is not None else Run.start(config)
     if saved is not None and not args.quiet:
         print(f"Resuming {saved.path} after epoch {run.epochs_completed} of {run.config.epochs}", file=sys.stderr)
@@ -478,7 +478,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
             print(f"Saved epoch {served_epoch}'s weights to {save_path}", file=sys.stderr)
     if args.json is not None:
         last = run.history.epochs[-1] if run.history.epochs else None
-        write_json(
+        write_json_output(
             args.json,
             {
                 "history": run.history.to_list(),

@@ -12,21 +12,36 @@ number, so either form works under either name), hashed and written to a
 temporary file in the cache folder; only a payload whose size and SHA-256
 match the pinned values is renamed into place. Nothing partial or unverified
 is ever left in the cache, and the cache holds the decompressed payloads.
+
+Each mirror has a deadline per file (``DEFAULT_DEADLINE``, ``$MNIST_NN_DOWNLOAD_DEADLINE``
+or ``deadline=``), on top of the connect and read timeouts, which only bound each
+single read: a mirror still sending when its time is up counts as failed and the
+next one is tried. In the main thread a timer signal (``SIGALRM``) cuts the
+transfer off wherever it waits, even a mirror trickling one byte at a time;
+elsewhere the deadline is checked as data arrives. A cache folder that cannot be
+written (a file in its place, read-only, full, a folder where a data file
+belongs) raises ``DataDirError``, which says what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import itertools
+import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import IO, NoReturn
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -35,10 +50,10 @@ import requests
 from tqdm import tqdm
 from urllib3.exceptions import ReadTimeoutError
 
-from mnist_nn.config import MIRROR_ENV, default_data_dir
-from mnist_nn.errors import DownloadError, MirrorError
+from mnist_nn.config import DATA_ENV, MIRROR_ENV, default_data_dir
+from mnist_nn.errors import DataDirError, DownloadError, MirrorError, UsageError
 from mnist_nn.files import atomic_write
-from mnist_nn.text import MESSAGE_LIMIT, first_line, one_line
+from mnist_nn.text import MESSAGE_LIMIT, describe_os_error, first_line, one_line, short
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,13 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # tells zlib to expect a gzip header and trai
 _CAUSE_LIMIT = 120  # characters of a network error's message quoted as the reason
 _FIX_HINT = f"download the files yourself and point {MIRROR_ENV} (or --mirror) at their folder"
 
+DEADLINE_ENV = "MNIST_NN_DOWNLOAD_DEADLINE"
+# Seconds each mirror gets for each file. 600 s asks at least 16.5 kB/s for the largest
+# file (9.9 MB compressed); a slower line can allow more with --download-deadline.
+DEFAULT_DEADLINE = 600.0
+_DEADLINE_HINT = f"allow more time with --download-deadline or ${DEADLINE_ENV}"
+_DATA_DIR_HINT = f"choose another folder with --data-dir or ${DATA_ENV}"
+
 
 @dataclass(frozen=True)
 class FetchResult:
@@ -156,6 +178,7 @@ def ensure_files(
     timeout: tuple[float, float] = (10.0, 60.0),
     retries: int = 2,
     backoff: float = 0.5,
+    deadline: float | None = None,
 ) -> list[FetchResult]:
     """Make sure each file is in the cache and verified, downloading what is missing.
 
@@ -177,14 +200,18 @@ def ensure_files(
             connection errors, timeouts, dropped connections and 5xx replies.
         backoff: Seconds to wait before the first retry; doubled for each
             further retry (``backoff * 2**attempt``).
+        deadline: Seconds each mirror gets for each file, retries included,
+            after which it counts as failed and the next mirror is tried; by
+            default ``$MNIST_NN_DOWNLOAD_DEADLINE``, else ``DEFAULT_DEADLINE``.
 
     Returns:
         One ``FetchResult`` per file, in the order of ``files``.
 
     Raises:
         DownloadError: If a file is neither cached nor obtainable from any mirror.
-        ValueError: If ``timeout``, ``retries`` or ``backoff`` is out of range.
-        OSError: If the cache folder cannot be created or written.
+        DataDirError: If the cache folder cannot be created or written.
+        UsageError: If ``$MNIST_NN_DOWNLOAD_DEADLINE`` is not a number of seconds > 0.
+        ValueError: If ``timeout``, ``retries``, ``backoff`` or ``deadline`` is out of range.
     """
     if len(timeout) != 2 or min(timeout) <= 0:
         raise ValueError(f"expected timeout as (connect, read) > 0 seconds, got {timeout!r}")
@@ -192,30 +219,60 @@ def ensure_files(
         raise ValueError(f"expected retries >= 0, got {retries}")
     if backoff < 0:
         raise ValueError(f"expected backoff >= 0, got {backoff}")
+    if deadline is None:
+        deadline = deadline_from_env()
+    elif not (math.isfinite(deadline) and deadline > 0):
+        raise ValueError(f"expected a deadline > 0 seconds, got {deadline!r}")
     cache = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
-    cache.mkdir(parents=True, exist_ok=True)
-    fetcher = _Fetcher(cache, mirror_list(mirror, mirrors), quiet, timeout, retries, backoff)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _data_dir_error(exc, cache) from None
+    fetcher = _Fetcher(cache, mirror_list(mirror, mirrors), quiet, timeout, retries, backoff, deadline)
     try:
         return [fetcher.ensure(file) for file in files]
     finally:
         fetcher.close()
 
 
-def ensure_mnist(data_dir: Path | None = None, *, mirror: str | None = None, quiet: bool = True) -> list[FetchResult]:
+def ensure_mnist(
+    data_dir: Path | None = None, *, mirror: str | None = None, quiet: bool = True, deadline: float | None = None
+) -> list[FetchResult]:
     """Make sure the four MNIST files are cached and verified; see ``ensure_files``.
 
     Args:
         data_dir: The cache folder; by default ``config.default_data_dir()``.
         mirror: A mirror to try before ``DEFAULT_MIRRORS`` (else ``$MNIST_NN_MIRROR``).
         quiet: Hide the progress bars.
+        deadline: Seconds each mirror gets for each file (else ``$MNIST_NN_DOWNLOAD_DEADLINE``
+            or ``DEFAULT_DEADLINE``).
 
     Returns:
         The results for train-images, train-labels, t10k-images, t10k-labels.
 
     Raises:
         DownloadError: If a file is neither cached nor obtainable from any mirror.
+        DataDirError: If the cache folder cannot be created or written.
     """
-    return ensure_files(MNIST_FILES, data_dir, mirror=mirror, quiet=quiet)
+    return ensure_files(MNIST_FILES, data_dir, mirror=mirror, quiet=quiet, deadline=deadline)
+
+
+def deadline_from_env() -> float:
+    """``$MNIST_NN_DOWNLOAD_DEADLINE`` in seconds, or ``DEFAULT_DEADLINE`` when it is unset or empty.
+
+    Raises:
+        UsageError: If it is set to anything but a finite number > 0.
+    """
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return DEFAULT_DEADLINE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"${DEADLINE_ENV} must be a number of seconds > 0, got {short(text)}")
+    return seconds
 
 
 class _Fetcher:
@@ -229,6 +286,7 @@ class _Fetcher:
         timeout: tuple[float, float],
         retries: int,
         backoff: float,
+        deadline: float,
     ) -> None:
         self.cache = cache
         self.mirrors = mirrors
@@ -236,7 +294,9 @@ class _Fetcher:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.deadline = deadline
         self._session: requests.Session | None = None
+        self._received = 0  # decompressed bytes of the current file from the current mirror
 
     def close(self) -> None:
         """Release the HTTP session's connections, if one was opened."""
@@ -249,6 +309,8 @@ class _Fetcher:
         data = _read_verified(path, file)
         if data is not None:
             return FetchResult(file.name, path, "cache", data)
+        if path.is_dir():  # said now, not after a download that could never be renamed into place
+            raise _folder_in_the_way(self.cache, file)
         if not self.mirrors:
             raise DownloadError(f"cannot get {file.name}: no mirrors to try; {_FIX_HINT}")
         failures: list[str] = []
@@ -262,39 +324,61 @@ class _Fetcher:
             file=sys.stderr,
             disable=hidden,
         ) as bar:
+            late = False  # whether a mirror ran out of time, so the message says how to allow more
             for mirror in self.mirrors:
+                self._received = 0
+                ends = time.monotonic() + self.deadline
                 try:
-                    data = self._fetch(mirror, file, bar)
+                    with _alarm_at(ends):
+                        data = self._fetch(mirror, file, bar, ends)
+                except _DeadlinePassed:
+                    self._drop_session()  # a request cut off anywhere leaves nothing worth reusing
+                    reason = _deadline_reason(self.deadline, self._received, file.size)
                 except MirrorError as failure:
-                    failures.append(f"{one_line(mirror, MESSAGE_LIMIT)} ({one_line(failure.reason, MESSAGE_LIMIT)})")
-                    continue
-                return FetchResult(file.name, path, mirror, data)
-        raise DownloadError(f"cannot get {file.name} from any mirror: {'; '.join(failures)}; {_FIX_HINT}")
+                    reason = failure.reason
+                else:
+                    return FetchResult(file.name, path, mirror, data)
+                late = late or reason.startswith(_DEADLINE_PREFIX)
+                failures.append(f"{one_line(mirror, MESSAGE_LIMIT)} ({one_line(reason, MESSAGE_LIMIT)})")
+                if not hidden and mirror != self.mirrors[-1]:
+                    bar.write(f"{file.name}: {failures[-1]}; trying the next mirror", file=sys.stderr)
+        hints = f"{_DEADLINE_HINT}, or {_FIX_HINT}" if late else _FIX_HINT
+        raise DownloadError(f"cannot get {file.name} from any mirror: {'; '.join(failures)}; {hints}")
 
-    def _fetch(self, mirror: str, file: MnistFile, bar: tqdm[NoReturn]) -> bytes:
-        """Fetch ``file`` from one mirror into the cache and return its payload."""
+    def _drop_session(self) -> None:
+        """Close the HTTP session, so the next request starts on fresh connections."""
+        self.close()
+        self._session = None
+
+    def _advance(self, bar: tqdm[NoReturn], size: int) -> None:
+        """Count ``size`` more decompressed bytes of the current file, on the bar too."""
+        self._received += size
+        bar.update(size)
+
+    def _fetch(self, mirror: str, file: MnistFile, bar: tqdm[NoReturn], ends: float) -> bytes:
+        """Fetch ``file`` from one mirror into the cache by ``time.monotonic()`` ``ends``; return its payload."""
         parts = urlsplit(mirror)
         if parts.scheme in ("http", "https"):
-            return self._fetch_http(mirror, file, bar)
+            return self._fetch_http(mirror, file, bar, ends)
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise MirrorError(f"file URL on another host {parts.netloc!r}")
-            return self._fetch_local(Path(url2pathname(parts.path)), file, bar)
+            return self._fetch_local(Path(url2pathname(parts.path)), file, bar, ends)
         if "://" in mirror:
             raise MirrorError(f"unsupported URL scheme {parts.scheme!r}")
-        return self._fetch_local(Path(mirror).expanduser(), file, bar)
+        return self._fetch_local(Path(mirror).expanduser(), file, bar, ends)
 
-    def _fetch_local(self, folder: Path, file: MnistFile, bar: tqdm[NoReturn]) -> bytes:
+    def _fetch_local(self, folder: Path, file: MnistFile, bar: tqdm[NoReturn], ends: float) -> bytes:
         """Copy ``file`` from a local folder, preferring ``<name>.gz``."""
         if not folder.is_dir():
             raise MirrorError("no such folder")
         for candidate in (f"{file.name}.gz", file.name):
             source = folder / candidate
             if source.is_file():
-                return self._store(file, bar, functools.partial(_read_local, source))
+                return self._store(file, bar, functools.partial(_read_local, source), ends)
         raise MirrorError(f"neither {file.name}.gz nor {file.name} in the folder")
 
-    def _fetch_http(self, base: str, file: MnistFile, bar: tqdm[NoReturn]) -> bytes:
+    def _fetch_http(self, base: str, file: MnistFile, bar: tqdm[NoReturn], ends: float) -> bytes:
         """Download ``<name>.gz``, or ``<name>`` if the former is 404, retrying transient errors."""
         if self._session is None:
             self._session = requests.Session()
@@ -305,7 +389,7 @@ class _Fetcher:
             for attempt in itertools.count():
                 try:
                     read = functools.partial(_read_http, session, url, self.timeout)
-                    return self._store(file, bar, read)
+                    return self._store(file, bar, read, ends)
                 except MirrorError as failure:
                     if failure.status == 404 and candidate.endswith(".gz"):
                         break  # this mirror may serve the uncompressed file instead
@@ -314,27 +398,47 @@ class _Fetcher:
                 time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable: the uncompressed name's 404 is raised above")
 
-    def _store(self, file: MnistFile, bar: tqdm[NoReturn], read: Callable[[Payload], None]) -> bytes:
+    def _store(self, file: MnistFile, bar: tqdm[NoReturn], read: Callable[[Payload], None], ends: float) -> bytes:
         """Stream one source through a ``Payload`` into a temp file; verify; rename into place."""
         bar.reset(total=file.size)
+        self._received = 0
         verified: list[bytes] = []
 
         def write(out: IO[bytes]) -> None:
-            payload = Payload(file, out, bar.update)
+            payload = Payload(file, out, functools.partial(self._advance, bar), ends, self.deadline)
             read(payload)
             verified.append(payload.finish())  # raises unless size and digest match
 
-        atomic_write(self.cache / file.name, write, suffix=".part")
+        try:
+            atomic_write(self.cache / file.name, write, suffix=".part")
+        except _CacheWriteError as exc:
+            raise _data_dir_error(exc.error, self.cache, file) from None
+        except OSError as exc:  # creating, syncing or renaming the temporary file
+            raise _data_dir_error(exc, self.cache, file) from None
         return verified[0]
 
 
 class Payload:
-    """Takes a file's bytes as they arrive: un-gzips, bounds, hashes and writes them."""
+    """Takes a file's bytes as they arrive: un-gzips, bounds, hashes and writes them, within a deadline."""
 
-    def __init__(self, file: MnistFile, out: IO[bytes], progress: Callable[[int], object]) -> None:
+    def __init__(
+        self,
+        file: MnistFile,
+        out: IO[bytes],
+        progress: Callable[[int], object],
+        ends: float = math.inf,
+        deadline: float = DEFAULT_DEADLINE,
+    ) -> None:
+        """Take ``file``'s bytes into ``out``, calling ``progress(n)`` per decompressed chunk.
+
+        ``ends`` is the ``time.monotonic()`` by which the last byte must have
+        arrived; ``deadline`` is the number of seconds that was, for the message.
+        """
         self._file = file
         self._out = out
         self._progress = progress
+        self._ends = ends
+        self._deadline = deadline
         self._hash = hashlib.sha256()
         self._chunks: list[bytes] = []
         self._size = 0  # decompressed bytes so far
@@ -348,6 +452,8 @@ class Payload:
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk of the file as fetched (gzip or plain)."""
+        if time.monotonic() > self._ends:  # the check between reads, where no timer signal can interrupt
+            raise MirrorError(_deadline_reason(self._deadline, self._size, self._file.size))
         self._received += len(chunk)
         if self._received > self._max_received:
             raise MirrorError(f"more data than a {self._file.size}-byte file can need")
@@ -410,7 +516,10 @@ class Payload:
         if self._size > self._file.size:
             raise MirrorError(f"larger than the expected {self._file.size} bytes")
         self._hash.update(data)
-        self._out.write(data)
+        try:
+            self._out.write(data)
+        except OSError as exc:  # the cache's disk, not the mirror: carried past the network's handlers
+            raise _CacheWriteError(exc) from None
         self._chunks.append(data)
         self._progress(len(data))
 
@@ -430,13 +539,20 @@ def _read_verified(path: Path, file: MnistFile) -> bytes | None:
 
 
 def _read_local(source: Path, payload: Payload) -> None:
-    """Feed a local file to ``payload``."""
+    """Feed a local file to ``payload``; only errors reading it are the mirror's."""
     try:
-        with source.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                payload.feed(chunk)
+        f = source.open("rb")
     except OSError as exc:
         raise MirrorError(f"cannot read {source.name}: {exc.strerror or exc}") from exc
+    with f:
+        while True:
+            try:
+                chunk = f.read(_CHUNK)
+            except OSError as exc:
+                raise MirrorError(f"cannot read {source.name}: {exc.strerror or exc}") from exc
+            if not chunk:
+                return
+            payload.feed(chunk)
 
 
 def _read_http(session: requests.Session, url: str, timeout: tuple[float, float], payload: Payload) -> None:
@@ -471,6 +587,92 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
         # requests lets a malformed redirect target through unwrapped (urlsplit's ValueError,
         # UnicodeDecodeError, urllib3's LocationParseError).
         raise MirrorError(f"bad redirect target: {first_line(exc, _CAUSE_LIMIT)}") from exc
+    except OSError as exc:  # a socket error that requests did not wrap (the cache's come as _CacheWriteError)
+        raise MirrorError(f"connection failed: {_root_cause(exc)}", retry=True) from exc
+
+
+# --- deadlines and the cache folder's errors ---------------------------------------------
+
+_DEADLINE_PREFIX = "still incomplete after the"
+
+
+def _deadline_reason(deadline: float, received: int, size: int) -> str:
+    """Why a mirror failed when its time for a file ran out, e.g. "still incomplete after the 600 s ..."."""
+    return f"{_DEADLINE_PREFIX} {deadline:g} s download deadline: {received:,} of {size:,} bytes"
+
+
+class _DeadlinePassed(BaseException):
+    """The timer signal's interruption when a mirror's time is up.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no handler in
+    requests or urllib3 mistakes it for a network error of their own.
+    """
+
+
+@contextlib.contextmanager
+def _alarm_at(ends: float) -> Iterator[None]:
+    """Raise ``_DeadlinePassed`` wherever the main thread waits once ``time.monotonic()`` passes ``ends``.
+
+    Uses ``SIGALRM``; another thread, or a system without ``setitimer``, gets
+    nothing here and relies on ``Payload.feed``'s check. An interval timer set
+    by the caller is restored afterwards, less the time spent here.
+    """
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    armed = True
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        if armed:
+            raise _DeadlinePassed
+
+    try:
+        previous_handler = signal.signal(signal.SIGALRM, expire)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    started = time.monotonic()
+    previous_timer, _ = signal.setitimer(signal.ITIMER_REAL, max(ends - started, 1e-3))
+    try:
+        yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler if previous_handler is not None else signal.SIG_DFL)
+        if previous_timer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(previous_timer - (time.monotonic() - started), 1e-3))
+
+
+class _CacheWriteError(Exception):
+    """An ``OSError`` writing the cache, wrapped so that the network's handlers let it pass."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _data_dir_error(exc: OSError, cache: Path, file: MnistFile | None = None) -> DataDirError:
+    """A one-line ``DataDirError`` saying what is wrong with the cache folder and what to do."""
+    folder = one_line(str(cache))
+    blocker = next((p for p in (cache, *cache.parents) if p.exists() and not p.is_dir()), None)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and blocker is not None:
+        what = "is a file" if blocker == cache else f"cannot be made: {one_line(str(blocker))} is a file"
+        return DataDirError(f"the data folder {folder} {what}, not a folder: remove or rename it, or {_DATA_DIR_HINT}")
+    if file is not None and (exc.errno == errno.EISDIR or (cache / file.name).is_dir()):
+        return _folder_in_the_way(cache, file)
+    if file is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = f"no room for {file.name} ({file.size / 1e6:.1f} MB) in the data folder {folder}"
+    else:
+        what = f"cannot write in the data folder {folder}"
+    return DataDirError(f"{what}: {describe_os_error(exc)}; or {_DATA_DIR_HINT}")
+
+
+def _folder_in_the_way(cache: Path, file: MnistFile) -> DataDirError:
+    """The error for a folder standing where a data file belongs."""
+    return DataDirError(
+        f"{one_line(str(cache / file.name))} is a folder, where the data file {file.name} belongs: "
+        f"remove that folder, or {_DATA_DIR_HINT}"
+    )
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

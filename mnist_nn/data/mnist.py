@@ -78,6 +78,7 @@ def load_mnist(
     mirror: str | None = None,
     dtype: npt.DTypeLike = np.float32,
     quiet: bool = True,
+    deadline: float | None = None,
 ) -> MnistData:
     """Load MNIST in Nielsen's split, downloading and verifying it first if needed.
 
@@ -86,6 +87,8 @@ def load_mnist(
         mirror: a mirror to try first (URL or local folder); ``$MNIST_NN_MIRROR`` otherwise.
         dtype: float32 (default) or float64 for the images.
         quiet: hide download progress bars.
+        deadline: seconds each mirror gets for each file (else ``$MNIST_NN_DOWNLOAD_DEADLINE``
+            or ``download.DEFAULT_DEADLINE``).
 
     Returns:
         ``MnistData`` with ``train`` (50,000), ``validation`` (10,000) and ``test``
@@ -93,12 +96,13 @@ def load_mnist(
 
     Raises:
         DownloadError: a file could not be fetched and verified.
+        DataDirError: the cache folder cannot be created or written.
         DataFormatError: a verified file does not parse as MNIST (a wrong pinned file).
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"expected dtype float32 or float64, got {dtype}")
-    fetched = {f.name: f for f in ensure_mnist(data_dir, mirror=mirror, quiet=quiet)}
+    fetched = {f.name: f for f in ensure_mnist(data_dir, mirror=mirror, quiet=quiet, deadline=deadline)}
     train_images, train_labels = _pair(
         fetched["train-images-idx3-ubyte"],
         fetched["train-labels-idx1-ubyte"],

@@ -33,6 +33,8 @@ from mnist_nn.nn.network import Network
 from mnist_nn.serve import MAX_BODY_BYTES, is_loopback, make_server
 from tests.test_serve import TIMEOUT, raster_body, running_server
 
+pytestmark = pytest.mark.reliability
+
 DEADLINE = 1.0  # seconds: the request_timeout of the servers that test deadlines
 PATIENCE = 8.0  # seconds a test waits for something that should take DEADLINE
 

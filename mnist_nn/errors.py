@@ -53,6 +53,10 @@ class TrainingError(MnistNNError):
     """Training cannot go on, e.g. because the weights stopped being finite."""
 
 
+class PathBusyError(MnistNNError):
+    """Another process owns a path this one means to write for a while (a training run saving there)."""
+
+
 class ConfigError(MnistNNError, ValueError):
     """A training setting is out of range or unknown.
 

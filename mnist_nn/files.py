@@ -1,7 +1,20 @@
-"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
+"""Atomic file writes, their temporary files, locks on a path, and JSON files.
 
-A reader never sees a half-written file, and a write that fails leaves any
-earlier file at the path untouched.
+A write goes to a temporary file in the target's folder, then ``os.replace``
+puts it in place: a reader never sees a half-written file, and a write that
+fails leaves any earlier file at the path untouched.
+
+Every temporary file is ``.<name>.<8 random characters><suffix>`` beside its
+target and is locked (``flock``) by its writer for as long as it exists. The
+kernel drops that lock when the writer dies, even by ``kill -9``, so a
+temporary file whose lock is free is a leftover: the next write to the same
+path removes it (``remove_stale_temps``), and never touches one that a
+running process is writing.
+
+``PathLock`` lets one process at a time own a path for a long job (a
+training run saving to it): a ``.<name>.lock`` file beside the target,
+locked the same way, so a killed owner cannot leave it stuck; the next
+owner, or the next write to the path, removes the file it leaves.
 """
 
 from __future__ import annotations
@@ -9,39 +22,191 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
+
+from mnist_nn.errors import PathBusyError
+
+if sys.platform != "win32":
+    import fcntl
+
+TEMP_SUFFIXES = (".tmp", ".part", ".check")  # what temporary files of this module end with
+_TEMP_TRIES = 100
+_LOCK_RETRIES = 2  # a lock taken by a cleanup is released within microseconds
+_LOCK_RETRY_SECONDS = 0.05
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None], suffix: str = ".tmp") -> None:
     """Create ``path``'s folder if needed and write it atomically through ``write(file)``.
 
-    The temporary file is ``.<name>.<random><suffix>`` beside ``path``: a unique
-    name, so several processes can write the same path at once, and the last
-    rename wins. If ``write`` raises, the temporary file is removed.
+    Leftover temporary files of ``path`` (their writer died) are removed first.
+    The new one has a unique name, so several processes can write the same
+    path at once (the last rename wins). If ``write`` raises, the temporary
+    file is removed.
+
+    Raises:
+        ValueError: ``suffix`` is not one of ``TEMP_SUFFIXES``.
+        OSError: the file cannot be written; any earlier file at ``path`` is kept.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = _new_temp(path, suffix)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file what open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_name, path)
+            os.replace(tmp, path)  # still locked, so no other writer's cleanup can take it first
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
-    """The process's umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_temp(path: Path, suffix: str) -> tuple[int, Path]:
+    """A new temporary file beside ``path``, opened for writing and locked: (descriptor, path)."""
+    if suffix not in TEMP_SUFFIXES:
+        raise ValueError(f"expected a temporary file suffix in {TEMP_SUFFIXES}, got {suffix!r}")
+    for _ in range(_TEMP_TRIES):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            # 0o666 less the umask: the permissions open() would give the file.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            # Another process's cleanup may have found the file before it was locked:
+            # then it is that process's to remove, and this one takes a new name.
+            if _lock(fd, block=False) and _is_same_file(fd, tmp):
+                return fd, tmp
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name beside {path} after {_TEMP_TRIES} tries")
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` that no running process holds; returns those removed.
+
+    Only names of this module's patterns for ``path`` are considered
+    (``.<name>.<8 characters><suffix>``, a suffix of ``TEMP_SUFFIXES``, and
+    ``PathLock``'s ``.<name>.lock``), and only regular files whose lock is
+    free. Problems (a folder that cannot be listed, a file of another user)
+    leave the file where it is.
+    """
+    if sys.platform == "win32":  # no flock to tell a leftover from a file being written
+        return []
+    path = Path(path)
+    suffixes = "|".join(re.escape(s) for s in TEMP_SUFFIXES)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:[a-z0-9_]{{8}}(?:{suffixes})|lock)")
+    try:
+        with os.scandir(path.parent) as entries:
+            names = [entry.name for entry in entries if pattern.fullmatch(entry.name)]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        tmp = path.parent / name
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd, block=False) and _is_same_file(fd, tmp):
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # releases the lock taken above
+    return removed
+
+
+def _lock(fd: int, *, block: bool) -> bool:
+    """Take an exclusive flock on ``fd``; False if another open file holds it (and ``block`` is off)."""
+    if sys.platform == "win32":  # no flock: nothing is locked, and nothing is removed as stale
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _is_same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed or replaced meanwhile)."""
+    try:
+        here = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+class PathLock:
+    """Ownership of ``path`` by this process while the ``with`` block runs.
+
+    The lock is a ``flock`` on ``.<name>.lock`` beside ``path``, which holds
+    the owner's process id. The file is removed on release; a killed owner
+    leaves it behind, unlocked, and the next owner takes it over (or the next
+    write to ``path`` removes it). On Windows (no ``flock``) nothing is locked.
+
+    Raises (on entry):
+        PathBusyError: another process owns ``path``; the message names it.
+        OSError: the lock file cannot be created.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.parent / f".{self.path.name}.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> PathLock:
+        if sys.platform == "win32":
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(_TEMP_TRIES):
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                locked = _lock(fd, block=False)
+                # A releasing owner removes the file while holding the lock: if this one
+                # was opened before that, it is no longer the lock file; open the new one.
+                if locked and _is_same_file(fd, self.lock_path):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+                    self._fd = fd
+                    return self
+                if not locked and attempt >= _LOCK_RETRIES:
+                    owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    who = f"process {owner}" if owner.isdigit() else "another process"
+                    raise PathBusyError(
+                        f"{self.path} is in use by {who}, which holds {self.lock_path.name}; "
+                        "wait for it to finish or choose another path"
+                    )
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            if not locked:  # perhaps only for a moment, by a cleanup that found a dead owner's file
+                time.sleep(_LOCK_RETRY_SECONDS)
+        raise PathBusyError(f"{self.path}: could not take its lock file {self.lock_path}")
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            self.lock_path.unlink(missing_ok=True)  # before the lock is released (see __enter__)
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -55,11 +220,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def check_writable(path: Path) -> None:
-    """Raise OSError now if ``path`` could not be written later (its folder is created if missing)."""
+    """Raise OSError now if ``path`` could not be written later (its folder is created if missing).
+
+    Leftover temporary files of ``path`` are removed on the way.
+    """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = _new_temp(path, ".check")
     os.close(fd)
-    Path(tmp_name).unlink()
+    tmp.unlink()

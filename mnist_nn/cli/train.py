@@ -1,17 +1,21 @@
 """``mnist-nn train`` and ``scripts/train_mnist.py``: flags to a ``TrainConfig``, the run, its files.
 
-This module owns the training flags, resuming from a model file, the progress
-bar and per-epoch lines, saving (at the end, at checkpoints and after a stop:
-Ctrl-C, SIGTERM or diverged weights) and the ``--json`` and ``--plot`` outputs.
+This module owns the training flags, resuming from a model file (every part
+of it checked first), the progress bar and per-epoch lines, saving (at the
+end, at checkpoints and after a stop: Ctrl-C, SIGTERM or diverged weights;
+a signal never interrupts a save in progress, and one training at a time
+saves to a path) and the ``--json`` and ``--plot`` outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,6 @@ from mnist_nn.cli.base import (
     command,
     fail,
     show_progress,
-    signals_as_interrupts,
     write_json_output,
 )
 from mnist_nn.config import (
@@ -42,6 +45,7 @@ from mnist_nn.config import (
 )
 from mnist_nn.data import MnistData, load_mnist
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
+from mnist_nn.files import PathLock
 from mnist_nn.metrics import format_count
 from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
@@ -49,6 +53,7 @@ from mnist_nn.nn.costs import COSTS
 from mnist_nn.nn.layers import INITS, Dense, layer_from_spec
 from mnist_nn.nn.network import layer_sizes
 from mnist_nn.plots import plot_training_curves, require_matplotlib
+from mnist_nn.text import one_line, short
 from mnist_nn.train.augment import parse_augment
 from mnist_nn.train.history import EpochRecord, History
 from mnist_nn.train.loop import fit
@@ -180,7 +185,8 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         const=_DEFAULT_SAVE,
         metavar="PATH",
         help="save the model (.npz) after training; without PATH, under models/ with a name from the "
-        "configuration. Written atomically; an unwritable path is reported before training starts",
+        "configuration. Written atomically; an unwritable path, or one another training is saving to, "
+        "is reported before training starts",
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -192,7 +198,8 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
     parser.add_argument(
         "--save-last",
         action="store_true",
-        help="serve, test and save the last epoch's weights instead of the best validation epoch's",
+        help="serve, test and save the last epoch's weights instead of the best validation epoch's; "
+        "part of the run: --resume keeps the rule the run was saved with",
     )
     parser.add_argument(
         "--resume",
@@ -281,22 +288,41 @@ def _layers(specs: list[str]) -> dict[str, Any]:
 
 
 def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
-    """The configuration saved in a model file, with a new --epochs if given; any other flag is refused."""
+    """The configuration saved in a model file, checked, with a new --epochs if given; any other flag is refused.
+
+    Which epoch the run serves is part of it: --save-last on a run that serves
+    its best epoch is refused like any other change (a run saved with
+    --save-last keeps serving its last epoch without the flag).
+    """
     try:
         stored = config_from_dict(saved.metadata.get("config"))
+        if stored.augment:
+            parse_augment(stored.augment)
     except ValueError as exc:
-        raise ModelFileError(f"{saved.path}: cannot resume: {exc}") from None
+        raise ModelFileError(one_line(f"{saved.path}: cannot resume: {exc}")) from None
     config = _train_config(args, stored)
     changed = [
         f.name
         for f in dataclasses.fields(config)
         if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
     ]
+    if args.save_last and _served_rule(saved) == "best":
+        changed.append("save_last (the run serves its best epoch)")
     if changed:
         raise UsageError(
             f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
         )
     return config
+
+
+def _served_rule(saved: SavedModel) -> str:
+    """Which epoch a saved run serves, "best" or "last" (ModelFileError for anything else)."""
+    rule = saved.metadata.get("served")
+    if rule not in ("best", "last"):
+        raise ModelFileError(
+            one_line(f"{saved.path}: cannot resume: metadata 'served' should be 'best' or 'last', got {short(rule)}")
+        )
+    return str(rule)
 
 
 def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
@@ -322,18 +348,30 @@ def _default_model_path(config: TrainConfig) -> Path:
     return default_models_dir() / f"mnist-{sizes}-seed{config.seed}.npz"
 
 
-def _resumed_run(saved: SavedModel, config: TrainConfig) -> Run:
-    """Rebuild a run from a model file: current weights, generator, history and best weights."""
+def _resumed_run(args: argparse.Namespace, saved: SavedModel, config: TrainConfig) -> Run:
+    """Rebuild a run from a model file: current weights, generator, history, best weights and served rule.
+
+    Every part is checked against the configuration and the others before
+    anything is built from it (``Run.restore``), so an edited file is refused
+    in one line.
+    """
     path = saved.path
     if saved.resume is None:
         raise ModelFileError(f"{path}: holds no training state to resume from")
+    done = saved.resume.epochs_completed
+    if args.epochs is not None and args.epochs < done:
+        raise UsageError(f"--epochs {args.epochs} is fewer than the {done} epochs {path} has already trained")
+    rule = _served_rule(saved)
+    metadata = saved.metadata
     try:
-        history = History.from_list(saved.metadata["history"])
+        served_epoch = metadata.get("epoch")
+        if isinstance(served_epoch, bool) or not isinstance(served_epoch, int):
+            raise ValueError(f"metadata 'epoch' should be the served epoch's number, got {short(served_epoch)}")
+        if metadata.get("epochs_completed", done) != done:
+            raise ValueError(f"metadata 'epochs_completed' is {short(metadata.get('epochs_completed'))}, not {done}")
+        history = History.from_list(metadata.get("history"))
         rng = np.random.default_rng()
         rng.bit_generator.state = saved.resume.rng_state
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: cannot resume: {exc}") from None
-    try:
         return Run.restore(
             config,
             saved.network,
@@ -341,22 +379,25 @@ def _resumed_run(saved: SavedModel, config: TrainConfig) -> Run:
             optimizer_state=saved.resume.optimizer,
             rng=rng,
             history=history,
-            served_is_best=saved.metadata.get("served") == "best",
+            served_is_best=rule == "best",
+            served_epoch=served_epoch,
+            epochs_completed=done,
         )
-    except ValueError as exc:
-        raise ModelFileError(f"{path}: cannot resume: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(one_line(f"{path}: cannot resume: {exc}")) from None
 
 
-def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: str = "complete") -> int:
+def _save_run(path: Path, run: Run, data: MnistData, status: str = "complete") -> int:
     """Save the served weights with the last completed epoch's state; returns their test count.
 
     The file can be evaluated (the served weights, their test count in the
     metadata) or resumed (the snapshot: weights, momentum, generator and
-    history after the last completed epoch).
+    history after the last completed epoch, and which epoch the run serves).
     """
     snapshot = run.snapshot if run.snapshot is not None else run.take_snapshot()
     history = run.history.epochs[: snapshot.epochs_completed]
-    if keep_last or run.best_params is None:
+    keep_last = run.keep_last or run.best_params is None
+    if keep_last:
         served = run.served_network(keep_last=True)
         served.set_params(snapshot.params)
         served_epoch = snapshot.epochs_completed
@@ -371,7 +412,7 @@ def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: st
         "epoch": served_epoch,
         "epochs_completed": snapshot.epochs_completed,
         "status": status,
-        "served": "last" if keep_last or run.best_params is None else "best",
+        "served": "last" if keep_last else "best",
         "validation_correct": record.validation_correct if record else None,
         "validation_total": record.validation_total if record else None,
         "test_correct": test_correct,
@@ -388,29 +429,110 @@ def _save_run(path: Path, run: Run, data: MnistData, keep_last: bool, status: st
     return test_correct
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM during a training run, which never interrupt a save.
+
+    While ``installed``, a signal is recorded in ``pending``. Inside
+    ``interruptible`` (the training loop) it also stops training at once, as
+    KeyboardInterrupt or TerminatedError, except inside ``held`` (a checkpoint
+    being written), where it waits until the file is complete. Outside the
+    loop (saving at the end, or what was reached after a stop) it only
+    records: the command finishes the save, then exits with the signal's code.
+    """
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self._interruptible = False
+        self._held = 0
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pending is None:
+            self.pending = signum
+        if self._interruptible and not self._held:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._interruptible = False  # one stop is enough: saving what was reached then runs to its end
+        if self.pending == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise TerminatedError
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM (in the main thread; elsewhere signals are left alone)."""
+        try:
+            previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread
+            yield
+            return
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A stretch where a signal stops at once (outside ``held``)."""
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A save: a signal that arrives during it stops only once it is written."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+        if self.pending is not None and self._interruptible and not self._held:
+            self._stop()
+
+
+def _stop_words(signum: int) -> tuple[str, int]:
+    """How a stop by ``signum`` is told, and its exit code."""
+    if signum == signal.SIGINT:
+        return "interrupted", EXIT_INTERRUPTED
+    return "terminated", TerminatedError.exit_code
+
+
 @command
 def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") -> int:
     """Entry point of ``scripts/train_mnist.py``."""
     args = build_train_parser(prog).parse_args(argv)
-    # Every flag is checked and every output file tried before the data is loaded.
+    # Every flag, the run to resume and every output file are checked before the data is loaded.
     saved = load_model(args.resume) if args.resume is not None else None
+    resumed = None
     if saved is not None:
         config = _resumed_config(args, saved)
+        resumed = _resumed_run(args, saved, config)
     else:
         config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
     save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
     _check_outputs(args, save_path)
+    # One training at a time saves to a path: a second one is refused while the first runs.
+    with PathLock(save_path) if save_path is not None else contextlib.nullcontext():
+        return _train(prog, args, config, resumed, save_path)
 
+
+def _train(
+    prog: str, args: argparse.Namespace, config: TrainConfig, resumed: Run | None, save_path: Path | None
+) -> int:
+    """Load the data, train (or continue) the run, save it and report; returns the exit code."""
     progress = show_progress(args.quiet)
     data = load_mnist(
         args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress, deadline=args.download_deadline
     )
-    run = _resumed_run(saved, config) if saved is not None else Run.start(config)
-    if saved is not None and not args.quiet:
-        print(f"Resuming {saved.path} after epoch {run.epochs_completed} of {run.config.epochs}", file=sys.stderr)
+    run = resumed if resumed is not None else Run.start(config, keep_last=args.save_last)
+    if resumed is not None and not args.quiet:
+        print(f"Resuming {args.resume} after epoch {run.epochs_completed} of {run.config.epochs}", file=sys.stderr)
 
     total = run.config.epochs
     bar: tqdm[Any] | None = None
+    stops = _StopSignals()
 
     def new_bar(epoch: int) -> None:
         nonlocal bar
@@ -445,36 +567,55 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     def on_checkpoint(record: EpochRecord, run: Run) -> None:
         on_epoch(record, run)
         if save_path is not None and args.checkpoint_every and record.epoch % args.checkpoint_every == 0:
-            _save_run(save_path, run, data, args.save_last, status="checkpoint")
+            with stops.held():
+                _save_run(save_path, run, data, status="checkpoint")
 
     new_bar(run.epochs_completed + 1)
     start = time.perf_counter()
-    try:
-        with signals_as_interrupts():
-            fit(run, *data.train, validation=data.validation, on_epoch=on_checkpoint, on_progress=on_progress)
-    except (KeyboardInterrupt, TerminatedError) as exc:  # stop, and save what was reached
-        code = exc.exit_code if isinstance(exc, TerminatedError) else EXIT_INTERRUPTED
-        what = "terminated" if isinstance(exc, TerminatedError) else "interrupted"
-        return fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data, args), code)
-    except TrainingError as exc:  # diverged: save the last finite epoch, and say so in the same line
-        return fail(prog, f"{exc}; " + _salvage(save_path, run, data, args, "diverged"), EXIT_FAILURE)
-    except OSError as exc:  # a checkpoint could not be written; the earlier file is intact
-        return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
-    finally:
-        if bar is not None:
-            bar.close()
-    train_seconds = time.perf_counter() - start
+    with stops.installed():
+        try:
+            with stops.interruptible():
+                fit(run, *data.train, validation=data.validation, on_epoch=on_checkpoint, on_progress=on_progress)
+        except (KeyboardInterrupt, TerminatedError) as exc:  # stop, and save what was reached
+            what, code = _stop_words(signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+            return fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data), code)
+        except TrainingError as exc:  # diverged: save the last finite epoch, and say so in the same line
+            return fail(prog, f"{exc}; " + _salvage(save_path, run, data, "diverged"), EXIT_FAILURE)
+        except OSError as exc:  # a checkpoint could not be written; the earlier file is intact
+            return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
+        finally:
+            if bar is not None:
+                bar.close()
+        # Training is over: a signal from here on waits for the end to be saved and reported.
+        code = _finish(prog, args, run, data, save_path, time.perf_counter() - start, stops)
+    if stops.pending is None or code != EXIT_OK:
+        return code
+    what, code = _stop_words(stops.pending)
+    _, epoch = run.served()
+    saved = f"epoch {epoch}'s weights were saved to {save_path}" if save_path else "nothing saved (no --save given)"
+    return fail(prog, f"{what} after the last epoch, once the run was complete; {saved}", code)
 
-    _, served_epoch = run.served(args.save_last)
+
+def _finish(
+    prog: str,
+    args: argparse.Namespace,
+    run: Run,
+    data: MnistData,
+    save_path: Path | None,
+    train_seconds: float,
+    stops: _StopSignals,
+) -> int:
+    """Save the finished run, write --json and --plot, print the test count; returns the exit code."""
+    _, served_epoch = run.served()
     test_total = len(data.test)
     if save_path is None:
-        test_correct = run.served_network(args.save_last).count_correct(*data.test)
+        test_correct = run.served_network().count_correct(*data.test)
     else:
         try:
-            test_correct = _save_run(save_path, run, data, args.save_last)  # counts the served weights
+            test_correct = _save_run(save_path, run, data)  # counts the served weights
         except OSError as exc:
             return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
-        if not args.quiet:
+        if not args.quiet and stops.pending is None:  # after a signal, its one line says where
             print(f"Saved epoch {served_epoch}'s weights to {save_path}", file=sys.stderr)
     if args.json is not None:
         last = run.history.epochs[-1] if run.history.epochs else None
@@ -501,18 +642,16 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     return EXIT_OK
 
 
-def _salvage(
-    save_path: Path | None, run: Run, data: MnistData, args: argparse.Namespace, status: str = "interrupted"
-) -> str:
+def _salvage(save_path: Path | None, run: Run, data: MnistData, status: str = "interrupted") -> str:
     """Save what training reached after a stop; returns the end of the one-line message."""
     if run.snapshot is None or run.snapshot.epochs_completed == 0 or not run.history.epochs:
         return "no epoch was completed, nothing to save"
     if save_path is None:
         return "nothing saved (no --save given)"
     try:
-        _save_run(save_path, run, data, args.save_last, status=status)
+        _save_run(save_path, run, data, status=status)
     except OSError as exc:
         return f"could not save to {save_path}: {exc.strerror or exc}"
-    _, epoch = run.served(args.save_last)
+    _, epoch = run.served()
     resume = f"; continue with --resume {save_path}" if status == "interrupted" else ""
     return f"epoch {epoch}'s weights and the run so far were saved to {save_path}{resume}"

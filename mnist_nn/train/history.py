@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from mnist_nn.text import short
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,52 @@ class History:
         return [r.to_dict() for r in self.epochs]
 
     @classmethod
-    def from_list(cls, records: list[dict[str, Any]]) -> History:
-        """The inverse of ``to_list``; raises ValueError for malformed records."""
-        names = ("epoch", "validation_correct", "validation_total", "train_cost", "seconds", "eta")
-        try:
-            return cls([EpochRecord(**{k: r[k] for k in names}) for r in records])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed history record: {exc}") from None
+    def from_list(cls, records: Any) -> History:
+        """The inverse of ``to_list``, every value checked; raises ValueError for malformed records.
+
+        Records must be numbered 1, 2, ... in order, hold integer counts (or
+        None for both, without validation) with 0 <= correct <= total, and
+        finite numbers for the cost (or None), the seconds and the learning rate.
+        """
+        if not isinstance(records, list):
+            raise ValueError(f"expected the history as a list of records, got {type(records).__name__}")
+        return cls([_record(r, i) for i, r in enumerate(records, start=1)])
+
+
+_RECORD_KEYS = ("epoch", "validation_correct", "validation_total", "train_cost", "seconds", "eta")
+
+
+def _record(r: Any, epoch: int) -> EpochRecord:
+    """One checked record of ``History.from_list``, expected to be epoch ``epoch``."""
+    if not isinstance(r, dict):
+        raise ValueError(f"malformed history record {epoch}: expected an object, got {type(r).__name__}")
+    missing = [k for k in _RECORD_KEYS if k not in r]
+    if missing:
+        raise ValueError(f"malformed history record {epoch}: no {', '.join(missing)}")
+    bad = f"malformed history record {epoch}:"
+    if not _is_int(r["epoch"]) or r["epoch"] != epoch:
+        raise ValueError(f"{bad} expected epoch {epoch}, got {short(r['epoch'])}")
+    correct, total = r["validation_correct"], r["validation_total"]
+    if (correct, total) != (None, None) and not (_is_int(correct) and _is_int(total) and 0 <= correct <= total):
+        raise ValueError(
+            f"{bad} expected validation counts 0 <= correct <= total, got {short(correct)} of {short(total)}"
+        )
+    if r["train_cost"] is not None and not _is_finite(r["train_cost"]):
+        raise ValueError(f"{bad} expected train_cost to be a finite number or null, got {short(r['train_cost'])}")
+    for key in ("seconds", "eta"):
+        if not _is_finite(r[key]) or r[key] < 0:
+            raise ValueError(f"{bad} expected {key} to be a finite number >= 0, got {short(r[key])}")
+    return EpochRecord(**{k: r[k] for k in _RECORD_KEYS})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False

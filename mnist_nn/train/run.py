@@ -15,8 +15,10 @@ import numpy as np
 
 from mnist_nn.config import TrainConfig
 from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.costs import COSTS
 from mnist_nn.nn.layers import Layer, layer_from_spec
-from mnist_nn.nn.network import Network
+from mnist_nn.nn.network import Network, build_layers
+from mnist_nn.text import short
 from mnist_nn.train.history import History
 from mnist_nn.train.optimizers import SGD, make_optimizer
 from mnist_nn.train.transforms import input_transform
@@ -43,6 +45,38 @@ def build_network(config: TrainConfig, rng: np.random.Generator, kind: type[Netw
     )
 
 
+def check_network_fits(config: TrainConfig, network: Network) -> None:
+    """ValueError unless ``network`` is the one ``config`` describes.
+
+    Its sizes, dtype, layers (kinds, sizes, activations), cost and input
+    transform are compared; the configuration's layers are built on their
+    shapes only, so a configuration claiming huge layers allocates nothing.
+    """
+    if tuple(network.sizes) != tuple(config.sizes) or network.dtype.name != config.dtype:
+        raise ValueError(
+            f"the network ({list(network.sizes)}, {network.dtype}) does not match its "
+            f"configuration ({list(config.sizes)}, {config.dtype})"
+        )
+    specs = config.layers or tuple(f"dense{n}" for n in config.sizes[1:])
+    try:
+        layers = [layer_from_spec(spec) for spec in specs]
+        build_layers(layers, (config.sizes[0],), activation=config.activation, cost=COSTS[config.cost])
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"the configuration's layers {' '.join(specs)} cannot be built: {exc}") from None
+    described = [layer.describe() for layer in layers]
+    if described != network.describe():
+        raise ValueError(
+            f"the configuration describes the layers {short(described)}, the network has {short(network.describe())}"
+        )
+    if network.cost.name != config.cost:
+        raise ValueError(f"the configuration's cost is {config.cost}, the network's {network.cost.name}")
+    transform = network.transform.name if network.transform is not None else ""
+    if transform != config.preprocess:
+        raise ValueError(
+            f"the configuration's preprocess is {config.preprocess!r}, the network's input transform {transform!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A run's state at the end of an epoch: what continuing it exactly needs."""
@@ -58,7 +92,9 @@ class Run:
 
     ``network`` holds the current weights (those of the last epoch trained);
     ``best_params`` the weights of the epoch with the highest validation
-    count so far, which is what a run serves unless told to keep the last.
+    count so far, which is what a run serves unless ``keep_last`` says to
+    serve the last epoch's. That rule is part of the run: a restored run
+    keeps the one it was saved with.
     ``optimizer`` defaults to the one the configuration asks for.
     ``snapshot`` is the state after the last completed epoch: training
     interrupted mid-epoch leaves network and rng part way through it, and
@@ -75,6 +111,7 @@ class Run:
         rng: np.random.Generator,
         history: History | None = None,
         optimizer: SGD | None = None,
+        keep_last: bool = False,
     ) -> None:
         if tuple(network.sizes) != tuple(config.sizes) or network.dtype.name != config.dtype:
             raise ValueError(
@@ -89,12 +126,13 @@ class Run:
         self.best_params: list[FloatArray] | None = None
         self.best_epoch: int | None = None
         self.snapshot: Snapshot | None = None
+        self.keep_last = keep_last
 
     @classmethod
-    def start(cls, config: TrainConfig) -> Run:
+    def start(cls, config: TrainConfig, keep_last: bool = False) -> Run:
         """A new run: one generator seeded with ``config.seed`` draws the weights, then shuffles."""
         rng = np.random.default_rng(config.seed)
-        return cls(config=config, network=build_network(config, rng), rng=rng)
+        return cls(config=config, network=build_network(config, rng), rng=rng, keep_last=keep_last)
 
     @classmethod
     def for_network(cls, network: Network, rng: np.random.Generator, **settings: Any) -> Run:
@@ -132,19 +170,48 @@ class Run:
         rng: np.random.Generator,
         history: History,
         served_is_best: bool,
+        served_epoch: int,
+        epochs_completed: int,
     ) -> Run:
         """A saved run, to continue: its current ``params`` and optimizer state, generator and history.
 
-        ``served`` is the saved network holding its served weights; when they
-        are the best epoch's (``served_is_best``) they stay the best so far.
+        ``served`` is the saved network holding its served weights, those of
+        epoch ``served_epoch``: the best validation epoch's when
+        ``served_is_best`` (they stay the best so far, and the run keeps
+        serving its best epoch), else the last epoch's (``keep_last``).
+        Everything is checked against the configuration and the history
+        before the run is built.
 
         Raises:
-            ValueError: the saved state does not fit the configuration.
+            ValueError: the saved state does not fit the configuration, or its parts disagree.
         """
+        check_network_fits(config, served)
+        if epochs_completed != len(history.epochs):
+            raise ValueError(f"the history holds {len(history.epochs)} epochs, but {epochs_completed} were completed")
+        if epochs_completed > config.epochs:
+            raise ValueError(f"{epochs_completed} epochs were completed, more than the {config.epochs} asked for")
+        best = history.best()
+        if served_is_best:
+            if best is None or served_epoch != best.epoch:
+                expected = "no validated epoch" if best is None else f"epoch {best.epoch}"
+                raise ValueError(
+                    f"the served weights are said to be the best epoch's ({served_epoch}), "
+                    f"but the history's best is {expected}"
+                )
+        elif served_epoch != epochs_completed:
+            raise ValueError(
+                f"the served weights are said to be the last epoch's ({epochs_completed}), not epoch {served_epoch}"
+            )
         optimizer = make_optimizer(config)
         optimizer.load_state(optimizer_state)
-        run = cls(config=config, network=served.clone(params), rng=rng, history=history, optimizer=optimizer)
-        best = history.best()
+        run = cls(
+            config=config,
+            network=served.clone(params),
+            rng=rng,
+            history=history,
+            optimizer=optimizer,
+            keep_last=not served_is_best,
+        )
         if served_is_best and best is not None:
             run.best_params = served.copy_params()
             run.best_epoch = best.epoch
@@ -166,17 +233,19 @@ class Run:
         )
         return self.snapshot
 
-    def served(self, keep_last: bool = False) -> tuple[list[FloatArray], int]:
+    def served(self, keep_last: bool | None = None) -> tuple[list[FloatArray], int]:
         """The weights this run serves and the epoch they come from.
 
         The best validation epoch's weights, or the last epoch's when
-        ``keep_last`` is set or no epoch was validated.
+        ``keep_last`` (default: the run's ``keep_last``) is set or no epoch
+        was validated.
         """
-        if keep_last or self.best_params is None or self.best_epoch is None:
+        last = self.keep_last if keep_last is None else keep_last
+        if last or self.best_params is None or self.best_epoch is None:
             return self.network.params, self.epochs_completed
         return self.best_params, self.best_epoch
 
-    def served_network(self, keep_last: bool = False) -> Network:
+    def served_network(self, keep_last: bool | None = None) -> Network:
         """A copy of the network holding the served weights (see ``served``)."""
         params, _ = self.served(keep_last)
         return self.network.clone(params)

@@ -19,8 +19,13 @@ with dark ink on light paper or light on dark, either works. ``levels`` is
 the compact form the page sends: standard base64 (RFC 4648, with its ``=``
 padding, no line breaks) of the W * H unsigned bytes, one per pixel in
 row-major order, so exactly 4 * ceil(W * H / 3) characters. The page's
-280x280 canvas is 105 KB that way, 300 KB as ``pixels``, and is parsed in
-a tenth of the time; both give exactly the same answer. It goes through exactly what
+280x280 canvas is 105 KB that way, 300 KB as ``pixels``, and costs the
+server a fifth of the CPU; both give exactly the same answer. A raster's
+``levels`` are checked for their exact length before they are decoded, so no
+request decodes more than W * H bytes, and W and H are at most
+``MAX_RASTER_SIDE`` either way.
+
+A drawing goes through exactly what
 ``mnist-nn predict`` does to an image file: ``images.to_mnist`` (for a PNG,
 ``images.load_image`` first), then ``Network.probabilities``; the answer's
 ``image`` is the 28x28 input the network was given (before the model's own

@@ -168,8 +168,8 @@
   }
 
   // The canvas as the server's compact raster: one gray level (0-255) a pixel, row by row, in
-  // base64. 105 KB for 280x280, where a JSON array of numbers is 300 KB and ten times the
-  // server's work to parse.
+  // base64. 105 KB for 280x280, where a JSON array of numbers is 300 KB and costs the server
+  // five times the CPU.
   function raster() {
     if (!painted) paint();
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);

@@ -305,7 +305,7 @@ def _grayscale(image: PillowImage) -> npt.NDArray[np.float64]:
 
 
 def _check_image(image: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
-    """A 2-D float64 copy of a grayscale image in [0, 1]; (784,) becomes (28, 28)."""
+    """The grayscale image as 2-D float64 in [0, 1] (the array itself if it is one: never written to)."""
     array = np.asarray(image)
     if array.shape == (IMAGE_PIXELS,):
         array = array.reshape(IMAGE_SIDE, IMAGE_SIDE)
@@ -313,7 +313,7 @@ def _check_image(image: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
         raise ImageError(f"{name}: expected a 2-D grayscale image or (784,) pixels, got shape {array.shape}")
     if array.dtype.kind not in "biuf":
         raise ImageError(f"{name}: expected real pixel values, got dtype {array.dtype}")
-    values = array.astype(np.float64)
+    values = np.asarray(array, dtype=np.float64)  # no copy of a float64 image: only read
     if not np.isfinite(values).all():
         raise ImageError(f"{name}: holds NaN or infinite values")
     if values.min() < 0.0 or values.max() > 1.0:
@@ -343,6 +343,20 @@ def _footprint_weights(n_in: int, start: float, step: float, n_out: int) -> npt.
     high = np.minimum(centers[:, None] + half, edges[None, 1:])
     weights: npt.NDArray[np.float64] = np.clip(high - low, 0.0, None) / (2 * half)
     return weights
+
+
+def _ink(values: npt.NDArray[np.float64], inverted: bool, border_level: float) -> npt.NDArray[np.float64]:
+    """Ink above the background, before the contrast stretch: clip(v - border_level, 0), v inverted first if asked."""
+    if inverted:
+        values = 1.0 - values
+    ink: npt.NDArray[np.float64] = np.clip(values - border_level, 0.0, None)
+    return ink
+
+
+def _support(weights: npt.NDArray[np.float64]) -> tuple[int, int]:
+    """The input pixels [start, stop) that a (n_out, n_in) resampling matrix reads (its nonzero columns)."""
+    used = np.flatnonzero(weights.any(axis=0))
+    return int(used[0]), int(used[-1]) + 1
 
 
 def _paste_centered(digit: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -384,18 +398,21 @@ def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> np
     """
     values = _check_image(image, name)
     border_level = float(np.median(_border(values)))
-    if border_level > BORDER_LIGHT:
-        values = 1.0 - values
+    inverted = border_level > BORDER_LIGHT
+    if inverted:
         border_level = 1.0 - border_level
-    ink = np.clip(values - border_level, 0.0, None)
-    peak = float(ink.max())
+    # Each pixel's ink is a non-decreasing function of its level (non-increasing when inverted), also
+    # in floating point, so a row's most inked pixel is its brightest (darkest) one: the peak and the
+    # box of ink come from (h,) and (w,) extremes, and only the pixels the resampling reads are
+    # turned into ink. The same operations on fewer pixels: the same values as on the whole image.
+    extreme = np.min if inverted else np.max
+    row_ink = _ink(extreme(values, axis=1), inverted, border_level)  # (h,)
+    col_ink = _ink(extreme(values, axis=0), inverted, border_level)  # (w,)
+    peak = float(row_ink.max())
     if peak <= INK_THRESHOLD:
         raise ImageError(f"{name}: the image is empty (no digit found)")
-    ink /= peak
-
-    inked = ink > INK_THRESHOLD
-    inked_rows = np.flatnonzero(inked.any(axis=1))
-    inked_cols = np.flatnonzero(inked.any(axis=0))
+    inked_rows = np.flatnonzero(row_ink / peak > INK_THRESHOLD)
+    inked_cols = np.flatnonzero(col_ink / peak > INK_THRESHOLD)
     top, height = int(inked_rows[0]), int(inked_rows[-1] - inked_rows[0] + 1)
     left, width = int(inked_cols[0]), int(inked_cols[-1] - inked_cols[0] + 1)
 
@@ -403,9 +420,13 @@ def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> np
     out_height = min(DIGIT_BOX, max(1, round(height / step)))
     out_width = min(DIGIT_BOX, max(1, round(width / step)))
     # Center the footprints on the box; rounding the shorter side may reach past it by < step / 2.
-    row_weights = _footprint_weights(ink.shape[0], top + (height - out_height * step) / 2, step, out_height)
-    col_weights = _footprint_weights(ink.shape[1], left + (width - out_width * step) / 2, step, out_width)
-    digit = row_weights @ ink @ col_weights.T  # (out_height, out_width), at most 20x20
+    row_weights = _footprint_weights(values.shape[0], top + (height - out_height * step) / 2, step, out_height)
+    col_weights = _footprint_weights(values.shape[1], left + (width - out_width * step) / 2, step, out_width)
+    r0, r1 = _support(row_weights)
+    c0, c1 = _support(col_weights)
+    ink = _ink(values[r0:r1, c0:c1], inverted, border_level)  # the footprints' pixels only
+    ink /= peak
+    digit = row_weights[:, r0:r1] @ ink @ col_weights[:, c0:c1].T  # (out_height, out_width), at most 20x20
 
     field = _paste_centered(np.clip(digit, 0.0, 1.0))
     return field.reshape(IMAGE_PIXELS).astype(np.float32)

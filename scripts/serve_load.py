@@ -2,7 +2,9 @@
 
 Every client is a thread with its own connection; all of them wait at one
 barrier and then send the same drawing at once, as the page sends it (a
-``--side`` x ``--side`` raster of 0-255 gray levels, 280 x 280 by default).
+``--side`` x ``--side`` raster of 0-255 gray levels, 280 x 280 by default, in
+the compact form: ``levels``, the levels as bytes in base64; ``--form pixels``
+sends them as a JSON array of numbers instead, as other clients may).
 Latency is measured per request, from the barrier to the last byte of the
 answer. Only the standard library is used, so the script loads any server,
 installed or not::
@@ -10,14 +12,15 @@ installed or not::
     mnist-nn serve models/some.npz --port 8000 &
     python scripts/serve_load.py http://127.0.0.1:8000 --clients 200
 
-prints, for example, ``200 clients: 200 answered (200: 200), 0 failed; latency
-p50 0.40 s, p99 0.80 s, max 0.81 s``. The exit code is 0 when every client got
+prints, for example, ``200 clients (104,571-byte bodies): 200 answered (200:
+200), 0 failed; p50 0.40 s, p99 0.80 s, max 0.81 s``. The exit code is 0 when every client got
 a 200, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import math
@@ -30,12 +33,20 @@ from urllib.parse import urlsplit
 TIMEOUT = 60.0  # seconds a client waits for its connection, its answer and each read
 
 
-def drawing_body(side: int) -> bytes:
-    """A ``POST /api/predict`` body: a dark vertical stroke on a light ``side`` x ``side`` canvas."""
+FORMS = ("levels", "pixels")  # the compact raster (base64 bytes), the page's; a JSON array of numbers
+
+
+def drawing_body(side: int, form: str = "levels") -> bytes:
+    """A ``POST /api/predict`` body: a dark vertical stroke on a light ``side`` x ``side`` canvas, in ``form``."""
     pixels = [
         0 if side // 3 <= col < side // 3 + max(1, side // 10) else 255 for _ in range(side) for col in range(side)
     ]
-    return json.dumps({"raster": {"width": side, "height": side, "pixels": pixels}}).encode("utf-8")
+    raster: dict[str, object] = {"width": side, "height": side}
+    if form == "levels":
+        raster["levels"] = base64.b64encode(bytes(pixels)).decode("ascii")
+    else:
+        raster["pixels"] = pixels
+    return json.dumps({"raster": raster}).encode("utf-8")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -93,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=200, help="concurrent clients (default: 200)")
     parser.add_argument("--side", type=int, default=280, help="width and height of the drawing (default: 280)")
     parser.add_argument("--rounds", type=int, default=1, help="times to repeat the load (default: 1)")
+    parser.add_argument(
+        "--form",
+        choices=FORMS,
+        default="levels",
+        help="the raster's form: levels (base64 bytes, as the page sends) or pixels (a JSON array); default: levels",
+    )
     args = parser.parse_args(argv)
-    body = drawing_body(args.side)
+    body = drawing_body(args.side, args.form)
     failed = False
     for _ in range(args.rounds):
         outcomes, latencies = load(args.url, args.clients, body)
@@ -106,7 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if latencies
             else "none answered"
         )
-        print(f"{args.clients} clients: {answered} answered ({counts}), {args.clients - answered} failed; {timing}")
+        print(
+            f"{args.clients} clients ({len(body):,}-byte bodies): {answered} answered ({counts}), "
+            f"{args.clients - answered} failed; {timing}"
+        )
         failed = failed or outcomes.get("200", 0) != args.clients
     return 1 if failed else 0
 

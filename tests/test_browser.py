@@ -15,6 +15,7 @@ writes the screenshot to that path, which is how the README's picture is made.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -192,7 +193,11 @@ def zero() -> list[tuple[float, float]]:
 def assert_shows_the_api_answer(tab: PageUnderTest, shown: dict[str, Any]) -> int:
     """The page shows what /api/predict answers for the drawing it sent last, and sent what it shows."""
     body = json.loads(tab.sent[-1])
-    assert body["raster"] == shown["canvas"]  # the page sent its canvas, pixel for pixel
+    raster = body["raster"]
+    assert set(body) == {"raster"} and set(raster) == {"width", "height", "levels"}  # the compact form
+    levels = list(base64.b64decode(raster["levels"], validate=True))
+    sent = {"width": raster["width"], "height": raster["height"], "pixels": levels}
+    assert sent == shown["canvas"]  # the page sent its canvas, pixel for pixel
     answer = requests.post(tab.url + "/api/predict", json=body, timeout=TIMEOUT)
     assert answer.status_code == 200, answer.text
     expected = answer.json()

@@ -24,6 +24,9 @@ from mnist_nn.images import (
     DIGIT_BOX,
     PILLOW_HINT,
     RAMP,
+    _border,
+    _footprint_weights,
+    _paste_centered,
     load_digit,
     load_image,
     render_digit,
@@ -223,6 +226,58 @@ def test_a_lopsided_digit_is_clipped_to_the_field() -> None:
     assert digit.shape == (784,) and digit.dtype == np.float32
     assert digit.reshape(28, 28)[12:16, 12:16].min() > 0.9  # the blob sits on the center
     assert digit.sum() < image.sum()  # the dot fell outside the 28x28 field
+
+
+def _whole_image_recipe(image: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """The module docstring's steps done on every pixel, as to_mnist once did: the reference for its shortcuts."""
+    values = np.asarray(image, dtype=np.float64)
+    border_level = float(np.median(_border(values)))
+    if border_level > 0.5:
+        values, border_level = 1.0 - values, 1.0 - border_level
+    ink = np.clip(values - border_level, 0.0, None)
+    ink /= float(ink.max())
+    rows, cols = np.flatnonzero((ink > 0.1).any(axis=1)), np.flatnonzero((ink > 0.1).any(axis=0))
+    top, height, left, width = int(rows[0]), int(rows[-1] - rows[0] + 1), int(cols[0]), int(cols[-1] - cols[0] + 1)
+    step = max(height, width) / DIGIT_BOX
+    out_height, out_width = min(DIGIT_BOX, max(1, round(height / step))), min(DIGIT_BOX, max(1, round(width / step)))
+    row_weights = _footprint_weights(values.shape[0], top + (height - out_height * step) / 2, step, out_height)
+    col_weights = _footprint_weights(values.shape[1], left + (width - out_width * step) / 2, step, out_width)
+    digit = row_weights @ ink @ col_weights.T
+    return _paste_centered(np.clip(digit, 0.0, 1.0)).reshape(784).astype(np.float32)
+
+
+def _test_pictures() -> list[npt.NDArray[np.float64]]:
+    """Drawings of many sizes, both polarities, gray paper, faint noise, strokes at the edges, one pixel."""
+    rng = np.random.default_rng(14)
+    pictures = []
+    for _ in range(60):
+        height, width = (int(n) for n in rng.integers(1, 300, size=2))
+        paper, ink = rng.uniform(0.0, 0.3), rng.uniform(0.6, 1.0)
+        picture = paper + rng.uniform(0.0, 0.08, size=(height, width))  # gray paper with faint noise
+        for _ in range(int(rng.integers(1, 4))):
+            top, left = int(rng.integers(0, height)), int(rng.integers(0, width))
+            picture[top : top + int(rng.integers(1, 80)), left : left + int(rng.integers(1, 80))] = ink
+        picture = np.clip(picture, 0.0, 1.0)
+        pictures.append(1.0 - picture if rng.random() < 0.5 else picture)
+    pictures.append(np.pad(np.ones((1, 1)), ((5, 9), (300, 2))))  # one pixel on a wide canvas
+    return pictures
+
+
+def test_to_mnist_reads_only_the_ink_yet_gives_the_whole_image_recipes_digit() -> None:
+    for picture in _test_pictures():
+        before = picture.copy()
+        # BLAS may sum the resampling's products in another order once the zero weights are cut away:
+        # float64 rounding at most, far below float32's (here the results are identical).
+        np.testing.assert_allclose(to_mnist(picture), _whole_image_recipe(picture), rtol=0, atol=1e-6)
+        assert np.array_equal(picture, before)  # the caller's array is read, never written
+
+
+@pytest.mark.real_data
+def test_enlarged_mnist_digits_give_the_whole_image_recipes_digit(mnist: MnistData) -> None:
+    for digit in mnist.test.images[:20]:
+        canvas = np.kron(np.rint(digit.reshape(28, 28) * 255), np.ones((10, 10))) / 255  # the page's 280x280
+        for picture in (canvas, 1.0 - canvas):
+            np.testing.assert_allclose(to_mnist(picture), _whole_image_recipe(picture), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ import requests
 from mnist_nn.cli import train_main
 from mnist_nn.cli.serve import serve_main
 from mnist_nn.data import MnistData
+from mnist_nn.errors import RequestError
 from mnist_nn.images import to_mnist
 from mnist_nn.models import SavedModel, load_model, save_model
 from mnist_nn.nn.network import Network
@@ -44,6 +46,7 @@ from mnist_nn.serve import (
     MAX_RASTER_SIDE,
     PAGE_FILES,
     PILLOW_NEEDED,
+    drawing_from_request,
     make_server,
     model_info,
     newest_model,
@@ -94,6 +97,13 @@ def raster_body(raster: npt.NDArray[Any]) -> dict[str, Any]:
     """The ``POST /api/predict`` body for a (height, width) array of gray levels."""
     height, width = raster.shape
     return {"raster": {"width": int(width), "height": int(height), "pixels": raster.ravel().tolist()}}
+
+
+def compact_body(raster: npt.NDArray[Any]) -> dict[str, Any]:
+    """The same drawing in the compact form the page sends: the gray levels as bytes, in base64."""
+    height, width = raster.shape
+    levels = base64.b64encode(np.asarray(raster, dtype=np.uint8).tobytes()).decode("ascii")
+    return {"raster": {"width": int(width), "height": int(height), "levels": levels}}
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -182,6 +192,7 @@ def test_real_digits_get_the_models_own_prediction_and_mostly_their_labels(
             answer = post(url, raster_body(raster))
             assert answer.status_code == 200, answer.text
             got = answer.json()
+            assert post(url, compact_body(raster)).json() == got  # the page's form: exactly the same answer
             expected_input = to_mnist(raster / 255.0)  # (784,) float32
             assert np.array_equal(np.array(got["image"], dtype=np.float32).ravel(), expected_input)
             assert got["prediction"] == int(network.predict(expected_input.reshape(1, -1))[0])
@@ -220,6 +231,35 @@ def test_a_png_drawing_gives_the_same_answer_as_its_raster(url: str) -> None:
     from_png = post(url, {"png": data_url})
     assert from_png.status_code == 200, from_png.text
     assert from_png.json() == post(url, raster_body(raster)).json()
+
+
+def _drawing(height: int, width: int, seed: int) -> npt.NDArray[np.uint8]:
+    """Dark strokes of varied grays on light paper with some noise: (height, width) levels 0-255."""
+    rng = np.random.default_rng(seed)
+    raster = rng.integers(200, 256, size=(height, width), dtype=np.uint8)
+    for _ in range(3):
+        top, left = rng.integers(0, height), rng.integers(0, width)
+        raster[top : top + max(1, height // 3), left : left + max(1, width // 8)] = rng.integers(0, 120)
+    return raster
+
+
+# Sizes of every remainder of width * height / 3 (base64 padding of none, "==" and "="), the page's canvas among them.
+@pytest.mark.parametrize(("height", "width"), [(280, 280), (28, 28), (1, 1), (2, 1), (7, 5), (100, 61), (3, 300)])
+def test_the_compact_form_gives_exactly_the_answer_of_the_list_form(url: str, height: int, width: int) -> None:
+    for seed in range(3):
+        raster = _drawing(height, width, seed)
+        from_list, from_levels = post(url, raster_body(raster)), post(url, compact_body(raster))
+        assert from_levels.status_code == from_list.status_code
+        assert from_levels.json() == from_list.json()
+        assert np.array_equal(
+            drawing_from_request(compact_body(raster)), drawing_from_request(raster_body(raster))
+        )  # the very same float64 image, not merely the same answer
+
+
+def test_the_pages_canvas_is_a_third_of_the_bytes_in_the_compact_form() -> None:
+    raster = _drawing(280, 280, 0)
+    compact, listed = (len(json.dumps(body)) for body in (compact_body(raster), raster_body(raster)))
+    assert compact < 110_000 and compact < listed / 2.5
 
 
 def test_without_pillow_a_png_is_refused_with_a_hint(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,6 +319,11 @@ def _raster(width: Any = 2, height: Any = 2, pixels: Any = (0, 255, 255, 255)) -
     }
 
 
+def _levels(levels: Any = "AP///w==", width: Any = 2, height: Any = 2) -> dict[str, Any]:
+    """A compact raster; the default is levels 0, 255, 255, 255."""
+    return {"raster": {"width": width, "height": height, "levels": levels}}
+
+
 BAD_BODIES: list[tuple[str, Any, str]] = [
     ("not JSON", b"{bad", "not valid JSON"),
     ("empty body", b"", "not valid JSON"),
@@ -290,7 +335,7 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("both drawings", {**_raster(), "png": ""}, "one of the keys 'raster' or 'png'"),
     ("raster not an object", {"raster": [1, 2]}, "'raster' must be an object, got an array"),
     ("missing pixels", {"raster": {"width": 2, "height": 2}}, "'raster' is missing 'pixels'"),
-    ("missing everything", {"raster": {}}, "'raster' is missing 'width', 'height', 'pixels'"),
+    ("missing everything", {"raster": {}}, "'raster' is missing 'width', 'height', 'pixels' (or 'levels')"),
     ("width a string", _raster(width="2"), "'width' must be an integer, got a string"),
     ("width a boolean", _raster(width=True), "'width' must be an integer, got a boolean"),
     ("width a float", _raster(width=2.0), "'width' must be an integer, got a number"),
@@ -307,6 +352,27 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("pixel a list", _raster(pixels=([0], 0, 0, 0)), "got [0] at index 0"),
     ("pixel huge", b'{"raster": {"width": 1, "height": 1, "pixels": [1e999]}}', "got inf at index 0"),
     ("empty drawing", _raster(pixels=(255,) * 4), "the image is empty (no digit found)"),
+    ("levels empty drawing", _levels("/////w=="), "the image is empty (no digit found)"),
+    ("levels a number", _levels(7), "'levels' must be a string (base64), got a number"),
+    ("levels null", _levels(None), "'levels' must be a string (base64), got null"),
+    ("levels an array", _levels([0, 255, 255, 255]), "'levels' must be a string (base64), got an array"),
+    ("levels and pixels", {"raster": {**_levels()["raster"], "pixels": [0] * 4}}, "one of 'pixels' or 'levels'"),
+    ("levels too short", _levels("AP//"), "expected width * height = 4 gray levels, 8 characters of base64, got 4"),
+    ("levels too long", _levels("AP////8AAAA="), "8 characters of base64, got 12"),
+    ("levels unpadded", _levels("AP////8"), "8 characters of base64, got 7"),
+    ("levels wrong padding", _levels("AP////8A"), "expected width * height = 4 gray levels, got 6 in 'levels'"),
+    ("levels bad characters", _levels("AP//**8="), "'levels' is not valid base64"),
+    ("levels URL-safe alphabet", _levels("AP__/w=="), "'levels' is not valid base64"),
+    ("levels a line break", _levels("AP//\n/w="), "'levels' is not valid base64"),
+    ("levels beyond ASCII", _levels("AP//\u00ff/w="), "'levels' is not valid base64"),
+    ("levels padding inside", _levels("AP==//8="), "'levels' is not valid base64"),
+    (
+        "levels width too large",
+        _levels("", width=MAX_RASTER_SIDE + 1),
+        f"'width' must be between 1 and {MAX_RASTER_SIDE}",
+    ),
+    ("levels height 0", _levels("", height=0), f"'height' must be between 1 and {MAX_RASTER_SIDE}, got 0"),
+    ("levels height a string", _levels("", height="2"), "'height' must be an integer, got a string"),
     ("uniform gray", _raster(width=3, height=3, pixels=(128,) * 9), "the image is empty"),
     ("png not a data URL", {"png": "iVBORw0KGgo="}, "'png' must be a string starting with 'data:image/png;base64,'"),
     ("png a number", {"png": 7}, "'png' must be a string"),
@@ -328,6 +394,45 @@ def test_malformed_drawings_get_400_with_a_json_error(url: str, body: Any, messa
     error = answer.json()
     assert set(error) == {"error"} and message in error["error"]
     assert "\n" not in error["error"] and len(error["error"]) < 300
+
+
+def test_the_default_compact_raster_is_a_drawing(url: str) -> None:
+    assert base64.b64decode(_levels()["raster"]["levels"]) == bytes([0, 255, 255, 255])
+    assert post(url, _levels()).json() == post(url, _raster()).json()
+
+
+@pytest.mark.parametrize(
+    ("raster", "message"),
+    [
+        # 5 MB of base64 for a 1x1 drawing, and for one of 1024x1024: refused by their length alone.
+        ({"width": 1, "height": 1, "levels": "A" * MAX_BODY_BYTES}, "4 characters of base64"),
+        ({"width": 1024, "height": 1024, "levels": "A" * MAX_BODY_BYTES}, "1398104 characters of base64"),
+        ({"width": 10**12, "height": 10**12, "levels": "AAAA"}, "'width' must be between 1 and"),
+    ],
+    ids=["long for its size", "long for the largest size", "huge sides"],
+)
+def test_a_malformed_compact_raster_is_refused_before_anything_large_is_made(raster: Any, message: str) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError, match=message) as refused:
+            drawing_from_request({"raster": raster})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 400
+    assert peak < 64 * 2**10, f"{peak} bytes allocated before refusing"
+
+
+def test_base64_of_the_right_length_but_bad_is_refused_having_decoded_at_most_its_size() -> None:
+    levels = "A" * (4 * -(-(MAX_RASTER_SIDE**2) // 3) - 1) + "*"
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError, match="not valid base64"):
+            drawing_from_request({"raster": {"width": MAX_RASTER_SIDE, "height": MAX_RASTER_SIDE, "levels": levels}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(levels) + 2 * MAX_RASTER_SIDE**2  # its ASCII bytes and at most the levels they hold
 
 
 def test_a_truncated_png_is_refused_by_the_decoder(url: str) -> None:

@@ -2,7 +2,7 @@
 //
 // The drawing is kept as a list of strokes (for undo) and painted black on white
 // into the 280x280 canvas. While you draw, at most one request is in flight and
-// one more is sent every DEBOUNCE_MS with the canvas's gray levels; the server
+// one more is sent every DEBOUNCE_MS with the canvas's gray levels (in base64); the server
 // prepares them exactly as `mnist-nn predict` prepares an image file and answers
 // with the probabilities and the 28x28 image the network was given.
 //
@@ -167,14 +167,27 @@
     if (timer === null) timer = setTimeout(predict, DEBOUNCE_MS);
   }
 
+  // The canvas as the server's compact raster: one gray level (0-255) a pixel, row by row, in
+  // base64. 105 KB for 280x280, where a JSON array of numbers is 300 KB and costs the server
+  // five times the CPU.
   function raster() {
     if (!painted) paint();
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
-    const pixels = new Array(width * height);
-    for (let i = 0, j = 0; i < pixels.length; i++, j += 4) {
-      pixels[i] = Math.round(0.299 * data[j] + 0.587 * data[j + 1] + 0.114 * data[j + 2]);
+    const levels = new Uint8Array(width * height);
+    for (let i = 0, j = 0; i < levels.length; i++, j += 4) {
+      levels[i] = Math.round(0.299 * data[j] + 0.587 * data[j + 1] + 0.114 * data[j + 2]);
     }
-    return { width, height, pixels };
+    return { width, height, levels: toBase64(levels) };
+  }
+
+  function toBase64(bytes) {
+    // btoa takes a string of char codes 0-255; built in slices, as one call per byte would be slow
+    // and one call for all of them can overflow the argument stack.
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(text);
   }
 
   async function predict() {

@@ -65,6 +65,14 @@ DIGIT_BOX = 20  # the longer side of the digit after scaling, as in MNIST
 FIELD_CENTER = IMAGE_SIDE // 2  # 14: the pixel (row and column index) the center of mass goes to
 INK_THRESHOLD = 0.1  # pixels above this (after polarity and contrast) count as ink for the crop
 BORDER_LIGHT = 0.5  # invert when the median of the outer ring of pixels is above this
+RING_INK_RUN = 0.15  # a picture with a longer run of ink around its outer ring (a fraction of it) is a photo
+PHOTO_SIDE = 400  # photos are prepared at most this many pixels on the longer side
+PHOTO_MIN_OPENING = 7  # the smallest side of the square that removes strokes from the background
+PHOTO_NOISE_SPREADS = 5.0  # strokes rise at least this many robust standard deviations above the paper
+PHOTO_FLOOR_SPREADS = 2.0  # the ink level subtracted around the strokes, in the same units
+PHOTO_EDGE_PIXELS = 2  # pixels around the strokes kept as their anti-aliased edge
+PHOTO_JOIN_SIZE = 0.1  # a region joins the digit when at least this fraction of its largest region
+PHOTO_JOIN_REACH = 0.5  # ... and within this fraction of that region's size from its box
 MAX_IMAGE_SIDE = 4096  # larger pictures are refused: scale them down first
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # about 16.8 million
 RAMP = " .:-=+*#%@"  # render_digit's characters, from background (0) to full ink (1)
@@ -383,7 +391,10 @@ def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> np
     The steps (see the module docstring): invert dark-on-light pictures,
     stretch the contrast, crop to the ink (pixels above 0.1), scale the longer
     side to 20 pixels with area averaging, and move the center of mass to
-    pixel (14, 14) of a black 28x28 field.
+    pixel (14, 14) of a black 28x28 field. A picture whose outer ring is not
+    background (a a photo's uneven light or a page edge; see ``looks_clean``) first
+    has its background removed and everything but the digit's strokes set
+    aside (``photo_ink``), when SciPy is installed and strokes stand out.
 
     Args:
         image: (height, width) grayscale in [0, 1], any size, either polarity; a (784,)
@@ -411,17 +422,17 @@ def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> np
     peak = float(row_ink.max())
     if peak <= INK_THRESHOLD:
         raise ImageError(f"{name}: the image is empty (no digit found)")
+    if not _ring_is_background(values, inverted, border_level, peak) and _have_scipy():
+        try:
+            return _digit_from_ink(photo_ink(values, name=name))
+        except ImageError:  # no strokes stand out from the paper: the clean recipe is all there is
+            pass
     inked_rows = np.flatnonzero(row_ink / peak > INK_THRESHOLD)
     inked_cols = np.flatnonzero(col_ink / peak > INK_THRESHOLD)
     top, height = int(inked_rows[0]), int(inked_rows[-1] - inked_rows[0] + 1)
     left, width = int(inked_cols[0]), int(inked_cols[-1] - inked_cols[0] + 1)
 
-    step = max(height, width) / DIGIT_BOX  # input pixels per output pixel, the same on both axes
-    out_height = min(DIGIT_BOX, max(1, round(height / step)))
-    out_width = min(DIGIT_BOX, max(1, round(width / step)))
-    # Center the footprints on the box; rounding the shorter side may reach past it by < step / 2.
-    row_weights = _footprint_weights(values.shape[0], top + (height - out_height * step) / 2, step, out_height)
-    col_weights = _footprint_weights(values.shape[1], left + (width - out_width * step) / 2, step, out_width)
+    row_weights, col_weights = _box_weights(values.shape, top, height, left, width)
     r0, r1 = _support(row_weights)
     c0, c1 = _support(col_weights)
     ink = _ink(values[r0:r1, c0:c1], inverted, border_level)  # the footprints' pixels only
@@ -430,6 +441,216 @@ def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> np
 
     field = _paste_centered(np.clip(digit, 0.0, 1.0))
     return field.reshape(IMAGE_PIXELS).astype(np.float32)
+
+
+def _box_weights(
+    shape: tuple[int, ...], top: int, height: int, left: int, width: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The row and column resampling matrices that scale the box of ink to fit 20x20, keeping its aspect."""
+    step = max(height, width) / DIGIT_BOX  # input pixels per output pixel, the same on both axes
+    out_height = min(DIGIT_BOX, max(1, round(height / step)))
+    out_width = min(DIGIT_BOX, max(1, round(width / step)))
+    # Center the footprints on the box; rounding the shorter side may reach past it by < step / 2.
+    row_weights = _footprint_weights(shape[0], top + (height - out_height * step) / 2, step, out_height)
+    col_weights = _footprint_weights(shape[1], left + (width - out_width * step) / 2, step, out_width)
+    return row_weights, col_weights
+
+
+def _digit_from_ink(ink: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """Steps 3-5 on an image of ink already in [0, 1] on 0: crop at 0.1, scale to 20, center the mass."""
+    inked_rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
+    inked_cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
+    top, height = int(inked_rows[0]), int(inked_rows[-1] - inked_rows[0] + 1)
+    left, width = int(inked_cols[0]), int(inked_cols[-1] - inked_cols[0] + 1)
+    row_weights, col_weights = _box_weights(ink.shape, top, height, left, width)
+    digit = row_weights @ ink @ col_weights.T  # (out_height, out_width), at most 20x20
+    return _paste_centered(np.clip(digit, 0.0, 1.0)).reshape(IMAGE_PIXELS).astype(np.float32)
+
+
+# --- photographs -----------------------------------------------------------------------
+
+
+def _have_scipy() -> bool:
+    """Whether SciPy (the ``images`` extra), which ``photo_ink`` needs, can be imported."""
+    try:
+        import scipy.ndimage  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ring(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The outer ring of pixels in order around the frame (clockwise from the top left), each once."""
+    if min(values.shape) <= 2:
+        return values.ravel()
+    return np.concatenate([values[0, :-1], values[:-1, -1], values[-1, :0:-1], values[:0:-1, 0]])
+
+
+def _longest_cyclic_run(flags: npt.NDArray[np.bool_]) -> int:
+    """The length of the longest run of True in ``flags`` read as a circle."""
+    if flags.all():
+        return int(flags.size)
+    start = int(np.argmin(flags))  # a False: no run is cut by starting there
+    rolled = np.concatenate([[False], np.roll(flags, -start), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(rolled))  # starts and ends of the runs, alternately
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
+
+
+def _ring_is_background(values: npt.NDArray[np.float64], inverted: bool, border_level: float, peak: float) -> bool:
+    """Whether no run of ink around the outer ring, by the recipe's own test, exceeds ``RING_INK_RUN`` of it."""
+    ring = _ring(values)
+    inked = _ink(ring, inverted, border_level) > INK_THRESHOLD * peak
+    return _longest_cyclic_run(inked) <= RING_INK_RUN * ring.size
+
+
+def looks_clean(image: npt.NDArray[np.floating[Any]]) -> bool:
+    """Whether ``to_mnist`` prepares ``image`` as a clean picture, without the photo steps.
+
+    A picture is clean when no stretch of its outer ring longer than 15% of
+    the ring (``RING_INK_RUN``) counts as ink by the recipe's own test (above
+    a tenth of the darkest ink, measured from the ring's median). Scans,
+    drawings and MNIST's own digits are clean, also when strokes cross the
+    edge; a photo's uneven light, or a page edge with the table beyond it,
+    darkens a whole side. (Without SciPy every picture is prepared as clean.)
+
+    Args:
+        image: (height, width) grayscale in [0, 1].
+
+    Returns:
+        True for a clean picture (or one with no ink at all), False for a photo.
+    """
+    values = _check_image(image, "image")
+    border_level = float(np.median(_border(values)))
+    inverted = border_level > BORDER_LIGHT
+    if inverted:
+        border_level = 1.0 - border_level
+    peak = float(_ink(values.min() if inverted else values.max(), inverted, border_level))
+    return peak <= INK_THRESHOLD or _ring_is_background(values, inverted, border_level, peak)
+
+
+def _shrink(values: npt.NDArray[np.float64], side: int) -> npt.NDArray[np.float64]:
+    """Average ``values`` over k x k blocks, the least whole k that brings the longer side to ``side`` or less."""
+    k = -(-max(values.shape) // side)
+    if k <= 1:
+        return values
+    h, w = values.shape[0] // k * k, values.shape[1] // k * k  # the last partial blocks are dropped
+    if h == 0 or w == 0:
+        return values
+    blocks: npt.NDArray[np.float64] = values[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    return blocks
+
+
+def _otsu(values: npt.NDArray[np.float64], bins: int = 256) -> float:
+    """Otsu's threshold: the level that maximizes the between-class variance of ``values``' histogram."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return high
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    centers = (edges[:-1] + edges[1:]) / 2  # (bins,)
+    weight = np.cumsum(counts)  # pixels at or below each bin
+    mass = np.cumsum(counts * centers)
+    total, total_mass = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_low = mass / weight
+        mean_high = (total_mass - mass) / (total - weight)
+        between = weight * (total - weight) * (mean_low - mean_high) ** 2
+    between = np.nan_to_num(between[:-1], nan=-1.0)
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def photo_ink(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> npt.NDArray[np.float64]:
+    """The digit's ink in a photo, on black: background, page edges and specks removed.
+
+    In steps, at most ``PHOTO_SIDE`` pixels on the longer side (larger photos are
+    block-averaged first, which a 20x20 digit does not miss):
+
+    1. Polarity. The ink is the side of the histogram with the longer tail from
+       the median (the paper fills most of a photo): dark ink on light paper is
+       inverted, so the ink is light.
+    2. Background. A light blur (Gaussian, 1 pixel) calms the noise; a grey
+       opening (minimum then maximum over a square of an eighth of the longer
+       side) removes the strokes, which are narrower than that, and keeps the
+       paper's gradient and large regions such as a table past the page edge.
+       The ink is what rises above it.
+    3. Threshold. Strokes are the pixels above Otsu's threshold of that ink, or
+       above the noise (the median plus 5 times its robust spread), whichever is
+       higher.
+    4. Components. Of the connected regions of strokes (8-connected), those that
+       touch the frame are page edges and shadows unless nothing else is left;
+       the largest of the others is the digit, and regions at least a tenth its
+       size within half its size of the digit's box join it (a 4 or a 5 written
+       in two strokes, a stroke broken by the threshold); specks and far marks
+       do not.
+    5. Contrast. The chosen strokes and the 2 pixels around them (their
+       anti-aliased edge) keep their ink, the noise level subtracted and scaled
+       so that the strokes' 90th percentile is 1 (clipped); all else is 0.
+
+    Args:
+        image: (height, width) grayscale in [0, 1], either polarity.
+        name: what to call the image in error messages.
+
+    Returns:
+        (h, w) float64 in [0, 1]: light ink on 0, (h, w) the photo's size after any block averaging.
+
+    Raises:
+        ImageError: not a 2-D image in [0, 1], or no strokes stand out from the paper.
+    """
+    from scipy import ndimage
+
+    values = _shrink(_check_image(image, name), PHOTO_SIDE)
+    median = float(np.median(values))
+    low, high = (float(q) for q in np.quantile(values, [0.01, 0.99]))
+    if median - low >= high - median:  # the longer tail is dark: dark ink on light paper
+        values = 1.0 - values
+    smooth = ndimage.gaussian_filter(values, 1.0)
+    size = max(PHOTO_MIN_OPENING, max(values.shape) // 8) | 1  # odd, so the square is centered
+    background = ndimage.grey_opening(smooth, size=(size, size))
+    raised = smooth - background  # >= 0: the opening is never above the image
+
+    level = float(np.median(raised))
+    spread = 1.4826 * float(np.median(np.abs(raised - level)))  # a robust standard deviation of the noise
+    threshold = max(_otsu(raised), level + PHOTO_NOISE_SPREADS * spread)
+    strokes = raised > threshold
+    labels, count = ndimage.label(strokes, structure=np.ones((3, 3)))
+    if count == 0:
+        raise ImageError(f"{name}: the image is empty (no digit found)")
+    chosen = _digit_components(labels, count)
+
+    mask = np.isin(labels, chosen)
+    near = ndimage.binary_dilation(mask, structure=np.ones((3, 3)), iterations=PHOTO_EDGE_PIXELS)
+    floor = level + PHOTO_FLOOR_SPREADS * spread
+    top = float(np.quantile(raised[mask], 0.9))
+    if top <= floor:
+        raise ImageError(f"{name}: the image is empty (no digit found)")
+    ink: npt.NDArray[np.float64] = np.where(near, np.clip((raised - floor) / (top - floor), 0.0, 1.0), 0.0)
+    return ink
+
+
+def _digit_components(labels: npt.NDArray[np.int32], count: int) -> list[int]:
+    """The labels of the digit's regions: the largest away from the frame's edge and those near it (step 4)."""
+    from scipy import ndimage
+
+    index = np.arange(1, count + 1)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]  # (count,) pixels of each region
+    boxes = ndimage.find_objects(labels)  # (row slice, column slice) of each region
+    h, w = labels.shape
+    touches = np.array(
+        [b is None or b[0].start == 0 or b[1].start == 0 or b[0].stop == h or b[1].stop == w for b in boxes]
+    )
+    inside = ~touches if (~touches).any() else np.ones(count, dtype=bool)
+    largest = int(np.argmax(np.where(inside, sizes, -1)))
+    top, bottom = boxes[largest][0].start, boxes[largest][0].stop
+    left, right = boxes[largest][1].start, boxes[largest][1].stop
+    reach = PHOTO_JOIN_REACH * max(bottom - top, right - left)
+    chosen = [int(index[largest])]
+    for i, box in enumerate(boxes):
+        if i == largest or box is None or not inside[i] or sizes[i] < PHOTO_JOIN_SIZE * sizes[largest]:
+            continue
+        gap_rows = max(box[0].start - bottom, top - box[0].stop, 0)
+        gap_cols = max(box[1].start - right, left - box[1].stop, 0)
+        if max(gap_rows, gap_cols) <= reach:
+            chosen.append(int(index[i]))
+    return chosen
 
 
 def load_digit(path: Path) -> npt.NDArray[np.float32]:

@@ -2,10 +2,12 @@
 
 This module owns reading image files (``load_image``), turning any grayscale
 picture of one digit into a (784,) MNIST-style input (``to_mnist``, and
-``load_digit`` for both at once) and drawing a digit as text art
-(``render_digit``). Only ``load_image`` needs Pillow, the optional ``images``
-extra (``pip install 'mnist-nn[images]'``), imported when a PNG, JPEG or other
-picture is read; ``.npy`` files and everything else work with NumPy alone.
+``load_digit`` for both at once), photos included (``photo_ink``), and
+drawing a digit as text art (``render_digit``) or writing it as a PNG
+(``save_digit_png``). Pillow, for reading and writing pictures, and SciPy, for
+the photo steps, are the optional ``images`` extra (``pip install
+'mnist-nn[images]'``), imported when needed; ``.npy`` files and clean pictures
+work with NumPy alone.
 
 ``to_mnist`` repeats the recipe by which MNIST itself was made from NIST's
 scans (LeCun, Cortes and Burges): "the images were size normalized to fit in a
@@ -39,6 +41,18 @@ position this point at the center of the 28x28 field." In steps:
 
 An image that is already an MNIST digit comes out in the same place with the
 same values, apart from the faintest pixels outside its box of ink.
+
+A phone photo breaks step 2's premise that the frame's edge is the paper: a
+lighting gradient or the table past the page edge passes the ink threshold,
+the crop becomes the whole frame and the digit a speck in a grey haze. So a
+picture with a long run of ink around its outer ring (``looks_clean``) first
+goes through ``photo_ink``: the paper's background is estimated (a grey
+opening) and removed, the ink threshold comes from the picture (Otsu's
+method), and of the connected regions of strokes only the digit's are kept
+(the largest away from the frame's edge, and the sizeable ones near it, so a
+5 written in two strokes stays whole); specks, shadows and page edges are
+dropped. Steps 3-5 follow on what is left. Clean pictures, among them the
+drawings of ``mnist-nn serve``, never take this path and cost no more.
 """
 
 from __future__ import annotations
@@ -56,6 +70,7 @@ import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.errors import ImageError
+from mnist_nn.files import atomic_write
 from mnist_nn.text import first_line, one_line
 
 if TYPE_CHECKING:
@@ -76,7 +91,8 @@ PHOTO_JOIN_REACH = 0.5  # ... and within this fraction of that region's size fro
 MAX_IMAGE_SIDE = 4096  # larger pictures are refused: scale them down first
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # about 16.8 million
 RAMP = " .:-=+*#%@"  # render_digit's characters, from background (0) to full ink (1)
-PILLOW_HINT = "reading PNG/JPEG images needs Pillow: pip install 'mnist-nn[images]'"
+PILLOW_INSTALL = "pip install 'mnist-nn[images]'"
+PILLOW_HINT = f"reading PNG/JPEG images needs Pillow: {PILLOW_INSTALL}"
 _NPY_SUFFIX = ".npy"
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_SHAPES = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_PIXELS,))
@@ -667,6 +683,35 @@ def load_digit(path: Path) -> npt.NDArray[np.float32]:
     """
     path = Path(path)
     return to_mnist(load_image(path), name=_name(path))
+
+
+def save_digit_png(digit: npt.ArrayLike, path: Path) -> None:
+    """Write a prepared 28x28 digit as a grayscale PNG, as the network sees it (light on black).
+
+    The levels are ``round(255 v)``; the file is written atomically (its folder
+    created if needed), so an earlier file at ``path`` stays whole if writing fails.
+
+    Args:
+        digit: (784,) or (28, 28) pixels in [0, 1].
+        path: the PNG to write.
+
+    Raises:
+        ImageError: Pillow is not installed (the message says how to install it).
+        ValueError: a bad shape or non-finite values.
+        OSError: the file cannot be written.
+    """
+    array = np.asarray(digit, dtype=np.float64)
+    if array.shape not in _NPY_SHAPES:
+        raise ValueError(f"expected an image of shape (784,) or (28, 28), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("expected finite pixel values, got NaN or infinity")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImageError(f"{_name(Path(path))}: writing PNG images needs Pillow: {PILLOW_INSTALL}") from None
+    levels = np.rint(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8).reshape(IMAGE_SIDE, IMAGE_SIDE)
+    picture = Image.fromarray(levels)
+    atomic_write(Path(path), lambda f: picture.save(f, format="PNG"))
 
 
 # --- text art --------------------------------------------------------------------------

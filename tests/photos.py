@@ -21,6 +21,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 
@@ -61,9 +62,7 @@ def stroke_digit(digit: int, rng: np.random.Generator, height: int = 140) -> Flo
     draw = ImageDraw.Draw(canvas)
     pen = max(2, round(height * rng.uniform(0.07, 0.11)))
     for stroke in STROKES[digit]:
-        points = [
-            (margin + (x + rng.normal(0, 2)) * scale, margin + (y + rng.normal(0, 2)) * scale) for x, y in stroke
-        ]
+        points = [(margin + (x + rng.normal(0, 2)) * scale, margin + (y + rng.normal(0, 2)) * scale) for x, y in stroke]
         draw.line(points, fill=255, width=pen, joint="curve")
         for x, y in (points[0], points[-1]):  # round ends, as a marker leaves
             draw.ellipse([x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2], fill=255)
@@ -136,7 +135,8 @@ def photograph(
     image = Image.fromarray(np.rint(np.clip(photo, 0, 1) * 255).astype(np.uint8))
     image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 1.6)))
     noisy = np.asarray(image, dtype=np.float64) / 255.0 + rng.normal(0, rng.uniform(0.015, 0.03), size=photo.shape)
-    return np.clip(noisy, 0.0, 1.0)
+    result: FloatImage = np.clip(noisy, 0.0, 1.0)
+    return result
 
 
 def mnist_photo(digit: npt.ArrayLike, rng: np.random.Generator, page_edge: bool = True) -> FloatImage:

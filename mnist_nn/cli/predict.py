@@ -17,10 +17,11 @@ from mnist_nn.cli.base import (
     fail,
     write_json_output,
 )
-from mnist_nn.errors import ImageError
-from mnist_nn.images import load_digit
+from mnist_nn.config import IMAGE_SIDE
+from mnist_nn.errors import ImageError, OutputError, UsageError
+from mnist_nn.images import load_digit, render_digit, save_digit_png
 from mnist_nn.models import load_model
-from mnist_nn.text import one_line
+from mnist_nn.text import describe_os_error, one_line
 
 
 def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentParser:
@@ -32,14 +33,37 @@ def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentPar
         "scaled to fit 20x20 and placed in 28x28 by its center of mass. PNG, JPEG, GIF, BMP, TIFF, WebP and "
         "PGM/PPM pictures need the 'images' extra (other formats, such as ICO, are refused: their size cannot "
         "be checked before decoding); .npy arrays of shape (28, 28) or (784,) work without it. Only regular "
-        "files are read, never a FIFO or a device.",
+        "files are read, never a FIFO or a device. A photo (uneven light, a page edge in the frame) first has "
+        "its paper's background removed and everything but the digit's strokes set aside (needs the 'images' "
+        "extra's SciPy); --show prints the 28x28 image the network sees, so you can see why an answer is wrong.",
     )
     parser.add_argument("model", type=Path, metavar="MODEL", help="a model file written by train --save")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (.png, .jpg, .npy, ...)")
     parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write a list of {file, prediction, probabilities} as JSON"
     )
+    parser.add_argument(
+        "--show", action="store_true", help="print the 28x28 image the network sees for each file, as text art"
+    )
+    parser.add_argument(
+        "--save-prepared",
+        type=Path,
+        metavar="DIR",
+        help="write the 28x28 image the network sees for each file as a PNG in DIR (NAME.png after the "
+        "file's name, NAME-2.png if two files share a name; DIR is created if needed)",
+    )
     return parser
+
+
+def _prepared_path(folder: Path, image: Path, taken: set[str]) -> Path:
+    """Where ``--save-prepared`` writes ``image``'s 28x28 digit: DIR/STEM.png, numbered when a name repeats."""
+    stem = image.stem or "image"
+    name, n = f"{stem}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.png"
+    taken.add(name)
+    return folder / name
 
 
 @command
@@ -49,10 +73,17 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
     model = load_model(args.model)
     if args.json is not None:
         check_output(args.json)
+    if args.save_prepared is not None:
+        try:
+            args.save_prepared.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write into {one_line(str(args.save_prepared))}: {describe_os_error(exc)}"
+            ) from None
     network = model.network
     results: list[dict[str, Any]] = []
+    saved: set[str] = set()
     failed = 0
-    print(f"Probabilities: {network.probability_kind}")
     for path in args.images:
         try:
             digit = load_digit(path)
@@ -62,8 +93,18 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             continue
         probs = network.probabilities(digit.reshape(1, -1))[0]
         prediction = int(np.argmax(probs))
+        if not results:  # the header belongs to the answers: an error alone is one line
+            print(f"Probabilities: {network.probability_kind}")
         print(f"{one_line(str(path))}: {prediction} ({100.0 * probs[prediction]:.1f}%)")
         print("   " + "  ".join(f"{d}: {100.0 * p:4.1f}%" for d, p in enumerate(probs)))
+        if args.show:
+            print(render_digit(digit, width=2 * IMAGE_SIDE))
+        if args.save_prepared is not None:
+            target = _prepared_path(args.save_prepared, path, saved)
+            try:
+                save_digit_png(digit, target)
+            except OSError as exc:
+                raise OutputError(f"cannot write {one_line(str(target))}: {describe_os_error(exc)}") from None
         results.append({"file": str(path), "prediction": prediction, "probabilities": [float(p) for p in probs]})
     if args.json is not None:
         write_json_output(args.json, results)

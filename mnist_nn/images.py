@@ -81,11 +81,15 @@ FIELD_CENTER = IMAGE_SIDE // 2  # 14: the pixel (row and column index) the cente
 INK_THRESHOLD = 0.1  # pixels above this (after polarity and contrast) count as ink for the crop
 BORDER_LIGHT = 0.5  # invert when the median of the outer ring of pixels is above this
 RING_INK_RUN = 0.15  # a picture with a longer run of ink around its outer ring (a fraction of it) is a photo
+RING_FAINT = (0.05, 0.5)  # ink levels (of the peak) of paper under uneven light: neither paper nor stroke
+RING_WINDOW = 15  # ring pixels averaged for the faint-ink test
+RING_FAINT_FRACTION = 0.1  # a picture with more of its ring at those levels is a photo
 PHOTO_SIDE = 400  # photos are prepared at most this many pixels on the longer side
 PHOTO_MIN_OPENING = 7  # the smallest side of the square that removes strokes from the background
 PHOTO_NOISE_SPREADS = 5.0  # strokes rise at least this many robust standard deviations above the paper
 PHOTO_FLOOR_SPREADS = 2.0  # the ink level subtracted around the strokes, in the same units
 PHOTO_EDGE_PIXELS = 2  # pixels around the strokes kept as their anti-aliased edge
+PHOTO_MIN_DIGIT = 0.05  # the digit's largest region spans at least this fraction of the longer side
 PHOTO_JOIN_SIZE = 0.1  # a region joins the digit when at least this fraction of its largest region
 PHOTO_JOIN_REACH = 0.5  # ... and within this fraction of that region's size from its box
 MAX_IMAGE_SIDE = 4096  # larger pictures are refused: scale them down first
@@ -410,7 +414,7 @@ def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> np
     pixel (14, 14) of a black 28x28 field. A picture whose outer ring is not
     background (a a photo's uneven light or a page edge; see ``looks_clean``) first
     has its background removed and everything but the digit's strokes set
-    aside (``photo_ink``), when SciPy is installed and strokes stand out.
+    aside (``photo_ink``), when SciPy is installed.
 
     Args:
         image: (height, width) grayscale in [0, 1], any size, either polarity; a (784,)
@@ -439,10 +443,7 @@ def to_mnist(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> np
     if peak <= INK_THRESHOLD:
         raise ImageError(f"{name}: the image is empty (no digit found)")
     if not _ring_is_background(values, inverted, border_level, peak) and _have_scipy():
-        try:
-            return _digit_from_ink(photo_ink(values, name=name))
-        except ImageError:  # no strokes stand out from the paper: the clean recipe is all there is
-            pass
+        return _digit_from_ink(photo_ink(values, name=name))
     inked_rows = np.flatnonzero(row_ink / peak > INK_THRESHOLD)
     inked_cols = np.flatnonzero(col_ink / peak > INK_THRESHOLD)
     top, height = int(inked_rows[0]), int(inked_rows[-1] - inked_rows[0] + 1)
@@ -513,10 +514,16 @@ def _longest_cyclic_run(flags: npt.NDArray[np.bool_]) -> int:
 
 
 def _ring_is_background(values: npt.NDArray[np.float64], inverted: bool, border_level: float, peak: float) -> bool:
-    """Whether no run of ink around the outer ring, by the recipe's own test, exceeds ``RING_INK_RUN`` of it."""
-    ring = _ring(values)
-    inked = _ink(ring, inverted, border_level) > INK_THRESHOLD * peak
-    return _longest_cyclic_run(inked) <= RING_INK_RUN * ring.size
+    """Whether the outer ring is paper: no long run of ink (``RING_INK_RUN``), little faint ink (``RING_FAINT``)."""
+    ring_ink = _ink(_ring(values), inverted, border_level) / peak
+    # Averaged along the ring, noise fades and uneven light stays: the faint levels of paper under a gradient.
+    window = min(RING_WINDOW, ring_ink.size)
+    wrapped = np.concatenate([ring_ink[-(window // 2) :], ring_ink, ring_ink[: window - 1 - window // 2]])
+    smooth = np.convolve(wrapped, np.full(window, 1.0 / window), mode="valid")  # (ring size,)
+    strong = np.convolve((wrapped > RING_FAINT[1]).astype(np.float64), np.ones(window), mode="valid") > 0
+    faint = (smooth > RING_FAINT[0]) & (smooth < RING_FAINT[1]) & ~strong  # not the blur of a stroke's crossing
+    long_run = _longest_cyclic_run(ring_ink > INK_THRESHOLD) > RING_INK_RUN * ring_ink.size
+    return not long_run and float(faint.mean()) <= RING_FAINT_FRACTION
 
 
 def looks_clean(image: npt.NDArray[np.floating[Any]]) -> bool:
@@ -524,10 +531,11 @@ def looks_clean(image: npt.NDArray[np.floating[Any]]) -> bool:
 
     A picture is clean when no stretch of its outer ring longer than 15% of
     the ring (``RING_INK_RUN``) counts as ink by the recipe's own test (above
-    a tenth of the darkest ink, measured from the ring's median). Scans,
-    drawings and MNIST's own digits are clean, also when strokes cross the
-    edge; a photo's uneven light, or a page edge with the table beyond it,
-    darkens a whole side. (Without SciPy every picture is prepared as clean.)
+    a tenth of the darkest ink, measured from the ring's median), and at most
+    10% of the ring is faint ink, between 5% and 50% of the darkest
+    (``RING_FAINT``), averaged over 15 pixels along the ring. Scans, drawings and MNIST's own digits are clean, also
+    when strokes cross the edge; a photo's uneven light, or a page edge with
+    the table beyond it, darkens a whole side or shades the ring. (Without SciPy every picture is prepared as clean.)
 
     Args:
         image: (height, width) grayscale in [0, 1].
@@ -593,7 +601,8 @@ def photo_ink(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> n
        higher.
     4. Components. Of the connected regions of strokes (8-connected), those that
        touch the frame are page edges and shadows unless nothing else is left;
-       the largest of the others is the digit, and regions at least a tenth its
+       the largest of the others is the digit (it must span a twentieth of the
+       frame: specks alone are an empty page), and regions at least a tenth its
        size within half its size of the digit's box join it (a 4 or a 5 written
        in two strokes, a stroke broken by the threshold); specks and far marks
        do not.
@@ -631,6 +640,9 @@ def photo_ink(image: npt.NDArray[np.floating[Any]], *, name: str = "image") -> n
     if count == 0:
         raise ImageError(f"{name}: the image is empty (no digit found)")
     chosen = _digit_components(labels, count)
+    rows, cols = ndimage.find_objects(labels)[chosen[0] - 1]
+    if max(rows.stop - rows.start, cols.stop - cols.start) < PHOTO_MIN_DIGIT * max(values.shape):
+        raise ImageError(f"{name}: the image is empty (no digit found: only specks stand out from the paper)")
 
     mask = np.isin(labels, chosen)
     near = ndimage.binary_dilation(mask, structure=np.ones((3, 3)), iterations=PHOTO_EDGE_PIXELS)

@@ -83,11 +83,12 @@ def photograph(
     rng: np.random.Generator,
     size: tuple[int, int] = (480, 360),
     page_edge: bool = True,
+    max_turn: float = 8.0,
 ) -> FloatImage:
     """``ink`` (1 on 0) written dark on grey paper and photographed: light, page edge, blur, noise.
 
     The digit is placed near the middle (off center by up to a tenth of the frame) and turned by
-    up to 8 degrees; the paper is lit unevenly (a gradient of 20-45% of its level across the frame,
+    up to ``max_turn`` degrees; the paper is lit unevenly (a gradient of 20-45% of its level across the frame,
     in a random direction); with ``page_edge`` the frame also shows, past a straight edge at a random
     angle, a darker table on one side (a tenth to a quarter of the frame); then a Gaussian blur of
     0.6-1.6 pixels and noise of 1.5-3% of full scale.
@@ -103,7 +104,7 @@ def photograph(
     from PIL import Image, ImageFilter
 
     width, height = size
-    angle = rng.uniform(-8, 8)
+    angle = rng.uniform(-max_turn, max_turn)
     turned = Image.fromarray(np.rint(ink * 255).astype(np.uint8)).rotate(angle, Image.Resampling.BILINEAR, expand=True)
     ink_layer = np.zeros((height, width))
     h, w = turned.height, turned.width

@@ -270,7 +270,11 @@ def test_to_mnist_reads_only_the_ink_yet_gives_the_whole_image_recipes_digit() -
     assert len(clean) >= 0.8 * len(pictures)  # the others have ink along a whole side: prepared as photos
     for picture in pictures:
         if not looks_clean(picture):
-            digit = to_mnist(picture)
+            try:
+                digit = to_mnist(picture)
+            except ImageError as error:  # rectangles all along the frame: no digit away from its edges
+                assert "empty" in str(error)
+                continue
             assert digit.shape == (784,) and digit.dtype == np.float32 and 0 <= digit.min() <= digit.max() <= 1
     for picture in clean:
         before = picture.copy()

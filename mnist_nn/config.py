@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -35,27 +36,87 @@ DATA_ENV = "MNIST_NN_DATA"
 MIRROR_ENV = "MNIST_NN_MIRROR"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+APP_NAME = "mnist-nn"  # the per-user folders' name
 
 
-def project_root() -> Path:
-    """The checkout this package lives in, or the working directory if installed elsewhere."""
+def project_root() -> Path | None:
+    """The source checkout this package runs from, or None when it is installed.
+
+    A checkout (a clone run in place, or installed with ``pip install -e``)
+    has this project's ``pyproject.toml`` beside the package folder; an
+    installed wheel's ``site-packages`` has none.
+    """
     root = _PACKAGE_DIR.parent
-    if (root / "pyproject.toml").is_file():
-        return root
-    return Path.cwd()
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root if f'name = "{APP_NAME}"' in text else None
+
+
+def _xdg_dir(variable: str, fallback: str) -> Path:
+    """``$variable`` when it is an absolute path (the XDG rule: relative ones are ignored), else ``~/fallback``."""
+    value = os.environ.get(variable, "")
+    return Path(value) if value and Path(value).is_absolute() else Path.home() / fallback
+
+
+def user_cache_dir() -> Path:
+    """The per-user cache of an installed tool: ``$XDG_CACHE_HOME/mnist-nn``, else ``~/.cache/mnist-nn``.
+
+    Without ``$XDG_CACHE_HOME``, macOS uses ``~/Library/Caches/mnist-nn`` and
+    Windows ``%LOCALAPPDATA%\\mnist-nn\\Cache``, each platform's convention.
+    """
+    if not os.environ.get("XDG_CACHE_HOME"):
+        if sys.platform == "darwin":
+            return Path.home() / "Library" / "Caches" / APP_NAME
+        if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+            return Path(os.environ["LOCALAPPDATA"]) / APP_NAME / "Cache"
+    return _xdg_dir("XDG_CACHE_HOME", ".cache") / APP_NAME
+
+
+def user_data_dir() -> Path:
+    """Per-user files worth keeping: ``$XDG_DATA_HOME/mnist-nn``, else ``~/.local/share/mnist-nn``.
+
+    Without ``$XDG_DATA_HOME``, macOS uses ``~/Library/Application Support/mnist-nn``
+    and Windows ``%LOCALAPPDATA%\\mnist-nn``.
+    """
+    if not os.environ.get("XDG_DATA_HOME"):
+        if sys.platform == "darwin":
+            return Path.home() / "Library" / "Application Support" / APP_NAME
+        if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+            return Path(os.environ["LOCALAPPDATA"]) / APP_NAME
+    return _xdg_dir("XDG_DATA_HOME", ".local/share") / APP_NAME
 
 
 def default_data_dir() -> Path:
-    """``$MNIST_NN_DATA`` if set, else the project's ``data/`` folder."""
+    """Where MNIST is cached: ``$MNIST_NN_DATA`` if set, else a checkout's ``data/``, else ``user_cache_dir()``.
+
+    A source checkout keeps its files beside the code; an installed tool
+    downloads once per user, wherever it is run from.
+    """
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
-    return project_root() / "data"
+    root = project_root()
+    return root / "data" if root is not None else user_cache_dir()
 
 
 def default_models_dir() -> Path:
-    """The git-ignored ``models/`` folder beside ``data/``."""
-    return project_root() / "models"
+    """Where ``train --save`` without a path saves: a checkout's git-ignored ``models/``, else
+    ``user_data_dir() / "models"`` (models are kept, unlike a cache)."""
+    root = project_root()
+    return root / "models" if root is not None else user_data_dir() / "models"
+
+
+def describe_data_dir() -> str:
+    """The default data folder as ``--help`` says it, e.g. "$MNIST_NN_DATA, else /home/u/.cache/mnist-nn"."""
+    root = project_root()
+    where = (
+        f"this checkout's data/ folder, {root / 'data'}"
+        if root is not None
+        else f"the per-user cache {user_cache_dir()}"
+    )
+    return f"${DATA_ENV}, else {where}"
 
 
 @dataclass(frozen=True)

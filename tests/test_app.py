@@ -126,6 +126,29 @@ def test_show_digits_predictions_and_mistakes(
     heads = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test #")]
     assert len(heads) == 2 and all(line.endswith("<- wrong") for line in heads)
     assert main(["show", "--index", "10000", "--data-dir", str(mnist_cache)]) == 2
+
+
+def test_show_mistakes_shows_a_page_and_says_how_many(
+    mnist_cache: Path, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_nn.data import load_mnist
+    from mnist_nn.models import load_model
+
+    test = load_mnist(mnist_cache).test
+    wrong = np.flatnonzero(load_model(model).network.predict(test.images) != test.labels)
+    assert len(wrong) > 10
+    assert main(["show", "--mistakes", str(model), "--data-dir", str(mnist_cache)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    heads = [line for line in out if line.startswith("test #")]
+    assert heads[0].startswith(f"test #{wrong[0]}:") and len(heads) == 10
+    assert out[-1] == (
+        f"Shown: 10 of the {len(wrong):,} mistakes in test (10,000 examples); "
+        f"--index {wrong[10]} shows the next ones, --count N more at a time."
+    )
+    start = int(wrong[-3])
+    assert main(["show", "--mistakes", str(model), "--index", str(start), "--data-dir", str(mnist_cache)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"Shown: all 3 mistakes in test from #{start} on ({10_000 - start:,} examples)."
     assert main(["show", "--count", "0"]) == 2
 
 

@@ -6,6 +6,7 @@ this are shared and their speed drifts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -225,3 +226,24 @@ def test_ensemble_count_takes_the_most_probable_class_of_the_average() -> None:
     assert ensemble_count([a], [1, 1, 0]) == 2  # alone, a says 0, 1, 0 (the tie goes to the first)
     with pytest.raises(ValueError, match="every run's test probabilities"):
         ensemble_count([a, None], [1, 1, 0])
+
+
+def test_speed_flags_more_than_100_percent_of_gemm_as_a_busy_machine() -> None:
+    from mnist_nn.bench import SpeedPlan, SpeedReport, Timing, TrainingSpeed, environment_info
+    from mnist_nn.bench.timings import GemmSpeed
+    from mnist_nn.cli.benchmark import format_speed
+
+    shape = TrainingShape((784, 30, 10), 10, "float32")
+    speeds = [TrainingSpeed("vectorized", shape, Timing(50_000, (0.2,)), gemm_fraction=f) for f in (0.16, 1.39)]
+    gemm = [GemmSpeed(256, "float32", Timing(1, (0.01,)))]
+    environment = environment_info()
+    report = SpeedReport(SpeedPlan(), environment, Timing(1, (0.1,)), gemm, speeds, [], None, load_average=(5.2, 7.4))
+    [warning] = report.warnings()
+    assert warning.startswith("[784, 30, 10] @10 float32 139% of GEMM cannot be right")
+    assert "the machine was busy (load average 5.2 at the start, 7.4 at the end" in warning
+    assert report.to_dict()["warnings"] == [warning]
+    lines = format_speed(report)
+    assert any(line.endswith(f"Warning: {warning}") for line in lines)
+    assert sum("139.0% (!)" in line for line in lines) == 1 and sum("16.0%" in line for line in lines) == 1
+    quiet = dataclasses.replace(report, training=speeds[:1])
+    assert quiet.warnings() == [] and not any("Warning" in line for line in format_speed(quiet))

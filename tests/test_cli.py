@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_download_reports_a_verified_cache(mnist_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert download_main(["--data-dir", str(mnist_cache)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 4
-    assert all("already present and verified" in line for line in out)
+    assert len(out) == 5
+    assert all("already present and verified" in line for line in out[:4])
+    assert out[4] == f"MNIST is in {mnist_cache}"
 
 
 def test_download_failure_is_one_line_naming_every_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,7 +47,7 @@ def test_download_failure_is_one_line_naming_every_mirror(tmp_path: Path, monkey
     assert len(lines) == 1, result.stderr
     assert "nowhere" in lines[0] and "ossci-datasets" in lines[0] and "cvdf-datasets" in lines[0]
     assert "MNIST_NN_MIRROR" in lines[0] and "Traceback" not in result.stderr
-    assert list((tmp_path / "d").iterdir()) == []
+    assert not (tmp_path / "d").exists()  # no empty data folder is left behind
 
 
 def test_train_one_epoch_prints_epoch_and_test_lines_and_writes_json(
@@ -174,6 +175,43 @@ def test_resume_refuses_a_changed_configuration(mnist_cache: Path, tmp_path: Pat
     capsys.readouterr()
     assert train_main(["--data-dir", str(mnist_cache), "--resume", str(model), "--eta", "0.5"]) == 2
     assert "only --epochs may change, not eta" in capsys.readouterr().err
+
+
+def test_resume_without_save_saves_back_to_the_resumed_file(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "r.npz"
+    _run_json(mnist_cache, tmp_path, "first", "--epochs", "1", "--save", str(model))
+    capsys.readouterr()
+    assert train_main(["--data-dir", str(mnist_cache), "--resume", str(model), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"Resuming {model} after epoch 1 of 2; saving back to it" in err
+    assert "Saved epoch " in err and str(model) in err
+    assert load_model(model).metadata["epochs_completed"] == 2
+
+
+def test_resume_with_fewer_epochs_than_done_is_one_line_exit_2(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "r.npz"
+    _run_json(mnist_cache, tmp_path, "first", "--epochs", "2", "--save", str(model))
+    capsys.readouterr()
+    before = model.read_bytes()
+    assert train_main(["--data-dir", str(tmp_path / "no-data"), "--resume", str(model), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"train_mnist.py: error: --epochs 1 is fewer than the 2 epochs {model} has already trained"]
+    assert model.read_bytes() == before and not (tmp_path / "no-data").exists()
+
+
+def test_resume_of_a_model_saved_from_python_says_why_not(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_nn import Network, save_model
+
+    model = tmp_path / "api.npz"
+    save_model(model, Network([784, 5, 10], rng=np.random.default_rng(0)), {})
+    assert train_main(["--resume", str(model), "--data-dir", str(tmp_path / "no-data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{model}: cannot resume: it holds the weights only" in err[0]
+    assert "NoneType" not in err[0] and "train --save" in err[0]
 
 
 def test_unwritable_save_path_is_reported_before_training(tmp_path: Path, capsys) -> None:

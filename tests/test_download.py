@@ -63,8 +63,8 @@ def fetch(samples: Sequence[Sample], data_dir: Path, mirrors: Sequence[str], **k
 
 
 def listing(folder: Path) -> list[str]:
-    """Every entry in ``folder``, hidden temp files included."""
-    return sorted(os.listdir(folder))
+    """Every entry in ``folder``, hidden temp files included (none when a failed download removed it)."""
+    return sorted(os.listdir(folder)) if folder.exists() else []
 
 
 # --- the fake mirror server ---------------------------------------------------

@@ -14,12 +14,13 @@ from mnist_nn.bench.accuracy import AccuracyReport, SeedResult, accuracy_benchma
 from mnist_nn.bench.common import QUICK_TRAIN_SIZE, DataSource, Stats
 from mnist_nn.bench.machine import BLAS_THREAD_VARIABLES, blas_info, environment_info, single_blas_thread_env
 from mnist_nn.bench.memory import MemoryRun, measure_peak_memory
-from mnist_nn.bench.speed import DEFAULT_SHAPES, SpeedPlan, SpeedReport, speed_benchmark
+from mnist_nn.bench.speed import DEFAULT_SHAPES, GEMM_CEILING, SpeedPlan, SpeedReport, speed_benchmark
 from mnist_nn.bench.timings import REFERENCE_BATCH_SIZE, REFERENCE_SIZES, Timing, TrainingShape, TrainingSpeed
 
 __all__ = [
     "BLAS_THREAD_VARIABLES",
     "DEFAULT_SHAPES",
+    "GEMM_CEILING",
     "QUICK_TRAIN_SIZE",
     "REFERENCE_BATCH_SIZE",
     "REFERENCE_SIZES",

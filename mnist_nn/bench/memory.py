@@ -48,8 +48,9 @@ class MemoryRun:
 
 def _command(script: str, subcommand: str) -> list[str]:
     """``scripts/SCRIPT`` from a checkout; where the package is installed without its scripts, ``-m mnist_nn``."""
-    path = project_root() / "scripts" / script
-    if path.is_file():
+    root = project_root()
+    path = root / "scripts" / script if root is not None else None
+    if path is not None and path.is_file():
         return [sys.executable, str(path)]
     return [sys.executable, "-m", "mnist_nn", subcommand]
 

@@ -9,6 +9,7 @@ report with a ``to_dict()`` for JSON. Nothing here prints or reads argv
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from mnist_nn.bench.timings import (
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
 from mnist_nn.data.download import ensure_mnist
 
+GEMM_CEILING = 1.0  # a training step's fraction of the large GEMM's GFLOP/s cannot exceed this
 CH6_LAYERS = ("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10")
 DEFAULT_SHAPES: tuple[TrainingShape, ...] = (
     TrainingShape((IMAGE_PIXELS, 30, NUM_CLASSES), 10, "float32"),
@@ -127,11 +129,36 @@ class SpeedReport:
     training: list[TrainingSpeed]
     inference: list[InferenceSpeed]
     memory: MemoryRun | None
+    load_average: tuple[float, float] | None = None  # 1-minute load average at the start and at the end
+
+    def warnings(self) -> list[str]:
+        """Figures that cannot be right, each explained in one sentence (none on a quiet machine).
+
+        A training step is made of smaller matrix products than the GEMM
+        measurement, in the same dtype, so it cannot reach more than 100% of
+        GEMM's GFLOP/s; when it seems to, the GEMM timing was slowed, most
+        likely by other work on the machine.
+        """
+        over = [t for t in self.training if t.gemm_fraction is not None and t.gemm_fraction > GEMM_CEILING]
+        if not over:
+            return []
+        figures = ", ".join(f"{_shape_label(t)} {t.gemm_fraction:.0%}" for t in over if t.gemm_fraction is not None)
+        busy = ""
+        if self.load_average is not None:
+            cpus = os.cpu_count() or 1
+            start, end = self.load_average
+            busy = f" (load average {start:.1f} at the start, {end:.1f} at the end, on {cpus} CPUs)"
+        return [
+            f"{figures} of GEMM cannot be right: training's smaller products cannot beat the large one, so the GEMM "
+            f"timing was slowed, most likely because the machine was busy{busy}; measure again on a quiet machine."
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
             "action": "speed",
+            "load_average": list(self.load_average) if self.load_average is not None else None,
+            "warnings": self.warnings(),
             "plan": self.plan.to_dict(),
             "environment": self.environment,
             "load_seconds": self.load.to_dict(),
@@ -140,6 +167,20 @@ class SpeedReport:
             "inference": [i.to_dict() for i in self.inference],
             "memory": self.memory.to_dict() if self.memory is not None else None,
         }
+
+
+def _shape_label(t: TrainingSpeed) -> str:
+    """'[784, 30, 10] @10 float32' or the layer specs."""
+    sizes = " ".join(t.shape.layers) if t.shape.layers else f"[{', '.join(map(str, t.shape.sizes))}]"
+    return f"{sizes} @{t.shape.batch_size} {t.shape.dtype}"
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, where the system reports one."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 StepCallback = Callable[[int, int, str], None]  # (measurements done, total, what comes next)
@@ -175,6 +216,7 @@ def speed_benchmark(
             on_step(done, total, label)
         done += 1
 
+    load_before = _load_average()
     memory = None
     if plan.memory_epochs != 0:
         # First, while this process is small: a child's peak counts its launcher's (see measure_peak_memory).
@@ -205,6 +247,7 @@ def speed_benchmark(
         inference.append(measure_inference(sizes, dtype, data, plan.repeats, layers))
     if on_step is not None:
         on_step(total, total, "done")
+    load_after = _load_average()
 
     gemm_gflops = {g.dtype: g.gflops for g in gemm}
     reference_rate = {r.shape: r.timing.best_rate for r in reference}
@@ -228,4 +271,5 @@ def speed_benchmark(
         training=[compare(t) for t in vectorized + reference],
         inference=inference,
         memory=memory,
+        load_average=(load_before, load_after) if load_before is not None and load_after is not None else None,
     )

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mnist_nn.config import describe_data_dir
 from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
 from mnist_nn.errors import ConfigError, MnistNNError, OutputError, TerminatedError, UsageError
 from mnist_nn.files import check_writable, write_json
@@ -170,7 +171,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, deadline: bool = False) ->
         "--data-dir",
         type=Path,
         metavar="DIR",
-        help="the download cache (default: $MNIST_NN_DATA, else the project's data/ folder)",
+        help=f"the download cache (default: {describe_data_dir()})",
     )
     if not deadline:
         return

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from mnist_nn._version import __version__
 from mnist_nn.bench import (
     DEFAULT_SHAPES,
+    GEMM_CEILING,
     QUICK_TRAIN_SIZE,
     REFERENCE_BATCH_SIZE,
     AccuracyReport,
@@ -478,7 +479,7 @@ def format_speed(report: SpeedReport) -> list[str]:
             f"{t.epoch_seconds():.3f}",
             f"{t.epoch_seconds(median=True):.3f}",
             f"{t.gflops:.2f}",
-            _optional(t.gemm_fraction, ".1%"),
+            _optional(t.gemm_fraction, ".1%") + (" (!)" if (t.gemm_fraction or 0) > GEMM_CEILING else ""),
             _optional(t.speedup, ".1f") + ("x" if t.speedup is not None else ""),
         ]
         for t in report.training
@@ -497,6 +498,7 @@ def format_speed(report: SpeedReport) -> list[str]:
         "speed-up vs reference",
     ]
     lines += _table(header, rows, "lrrlrrrrrrr")
+    lines += [f"\nWarning: {warning}" for warning in report.warnings()]
     lines += ["", f"## Inference (count_correct on the 10,000 test images, best and median of {plan.repeats})", ""]
     rows = [
         [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from mnist_nn.cli.base import (
     EXIT_OK,
@@ -12,6 +14,7 @@ from mnist_nn.cli.base import (
     command,
     show_progress,
 )
+from mnist_nn.config import DATA_ENV, project_root
 from mnist_nn.data.download import ensure_mnist
 
 
@@ -40,4 +43,18 @@ def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist
                 print(f"{r.name}: already present and verified ({r.path})")
             else:
                 print(f"{r.name}: downloaded from {r.source} and verified ({r.path})")
+        folder = results[0].path.parent if results else None
+        if folder is not None:
+            print(f"MNIST is in {folder}{_whose(args.data_dir)}")
     return EXIT_OK
+
+
+def _whose(data_dir: Path | None) -> str:
+    """What kind of folder the data went to, when the user did not choose it with --data-dir."""
+    if data_dir is not None:
+        return ""
+    if os.environ.get(DATA_ENV):
+        return f" (${DATA_ENV})"
+    if project_root() is not None:
+        return " (this checkout's data/ folder; --data-dir or $MNIST_NN_DATA moves it)"
+    return " (the per-user cache, shared wherever mnist-nn runs; --data-dir or $MNIST_NN_DATA moves it)"

@@ -40,7 +40,7 @@ def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         metavar="MODEL",
-        help="a model file written by train --save (default: the newest .npz file in models/)",
+        help=f"a model file written by train --save (default: the newest .npz file in {default_models_dir()})",
     )
     parser.add_argument(
         "--host",

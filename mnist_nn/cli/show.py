@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from mnist_nn.cli.base import (
     EXIT_OK,
@@ -20,6 +21,8 @@ from mnist_nn.errors import UsageError
 from mnist_nn.images import render_digit
 from mnist_nn.models import load_model
 
+MISTAKES_PAGE = 10  # mistakes shown at a time, as many as evaluate lists
+
 
 def build_show_parser(prog: str = "mnist-nn show") -> argparse.ArgumentParser:
     """Arguments of ``mnist-nn show``."""
@@ -32,13 +35,18 @@ def build_show_parser(prog: str = "mnist-nn show") -> argparse.ArgumentParser:
         "--split", choices=["train", "validation", "test"], default="test", help="which split (default: test)"
     )
     parser.add_argument("--index", type=int, default=0, help="the first example to show (default: 0)")
-    parser.add_argument("--count", type=int, default=1, help="how many examples to show (default: 1)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        help=f"how many examples to show (default: 1, or {MISTAKES_PAGE} with --mistakes)",
+    )
     parser.add_argument("--model", type=Path, metavar="MODEL", help="also show this model's prediction")
     parser.add_argument(
         "--mistakes",
         type=Path,
         metavar="MODEL",
-        help="show only examples this model misclassifies, from --index on",
+        help=f"show only examples this model misclassifies, from --index on ({MISTAKES_PAGE} at a time "
+        "unless --count says otherwise), and how many there are",
     )
     add_data_args(parser, deadline=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -49,6 +57,8 @@ def build_show_parser(prog: str = "mnist-nn show") -> argparse.ArgumentParser:
 def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") -> int:
     """Entry point of ``mnist-nn show``."""
     args = build_show_parser(prog).parse_args(argv)
+    if args.count is None:
+        args.count = MISTAKES_PAGE if args.mistakes is not None else 1
     if args.count < 1:
         raise UsageError(f"--count must be at least 1, got {args.count}")
     if args.model is not None and args.mistakes is not None and args.model != args.mistakes:
@@ -76,6 +86,22 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
             head += f", predicted {guess}" + ("" if guess == label else "  <- wrong")
         print(head)
         print(render_digit(split.images[i], width=56))
-    if args.mistakes is not None and not len(indices):
-        print(f"no mistakes in {args.split} from #{args.index} on")
+    if args.mistakes is not None:
+        print(_mistakes_summary(indices, args.count, args.split, args.index, len(split)))
     return EXIT_OK
+
+
+def _mistakes_summary(indices: npt.NDArray[np.intp], count: int, split: str, start: int, total: int) -> str:
+    """How many mistakes there are from ``start`` on, how many were shown, and how to see the next ones."""
+    where = f"{split} from #{start} on" if start else split
+    examples = f"{total - start:,} examples"
+    if not len(indices):
+        return f"No mistakes in {where} ({examples})."
+    mistakes = f"{len(indices):,} mistake{'s' if len(indices) != 1 else ''}"
+    if len(indices) <= count:
+        return f"Shown: all {mistakes} in {where} ({examples})."
+    following = int(indices[count])
+    return (
+        f"Shown: {count} of the {mistakes} in {where} ({examples}); "
+        f"--index {following} shows the next ones, --count N more at a time."
+    )

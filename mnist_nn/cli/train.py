@@ -184,8 +184,9 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         nargs="?",
         const=_DEFAULT_SAVE,
         metavar="PATH",
-        help="save the model (.npz) after training; without PATH, under models/ with a name from the "
-        "configuration. Written atomically; an unwritable path, or one another training is saving to, "
+        help=f"save the model (.npz) after training; without PATH, {default_models_dir() / 'mnist-SIZES-seedSEED.npz'} "
+        "(e.g. mnist-784-30-10-seed12345.npz); with --resume, the resumed file unless PATH is given. "
+        "Written atomically; an unwritable path, or one another training is saving to, "
         "is reported before training starts",
     )
     parser.add_argument(
@@ -206,7 +207,7 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         type=Path,
         metavar="PATH",
         help="continue the run saved in PATH with its configuration, up to --epochs in total, "
-        "exactly as if it had not stopped",
+        "exactly as if it had not stopped; saved back to PATH unless --save says where",
     )
     parser.add_argument(
         "--json",
@@ -294,6 +295,14 @@ def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
     its best epoch is refused like any other change (a run saved with
     --save-last keeps serving its last epoch without the flag).
     """
+    if saved.resume is None or "config" not in saved.metadata:
+        raise ModelFileError(
+            one_line(
+                f"{saved.path}: cannot resume: it holds the weights only, not the training run (configuration, "
+                "history, generator and optimizer state) that train --save writes; save_model(path, network, "
+                "metadata) files can be evaluated, not resumed"
+            )
+        )
     try:
         stored = config_from_dict(saved.metadata.get("config"))
         if stored.augment:
@@ -512,6 +521,8 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     else:
         config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
     save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
+    if save_path is None and args.resume is not None:
+        save_path = args.resume  # a resumed run goes back where it came from, unless --save says otherwise
     _check_outputs(args, save_path)
     # One training at a time saves to a path: a second one is refused while the first runs.
     with PathLock(save_path) if save_path is not None else contextlib.nullcontext():
@@ -528,7 +539,11 @@ def _train(
     )
     run = resumed if resumed is not None else Run.start(config, keep_last=args.save_last)
     if resumed is not None and not args.quiet:
-        print(f"Resuming {args.resume} after epoch {run.epochs_completed} of {run.config.epochs}", file=sys.stderr)
+        where = "back to it" if save_path == args.resume else f"to {save_path}"
+        print(
+            f"Resuming {args.resume} after epoch {run.epochs_completed} of {run.config.epochs}; saving {where}",
+            file=sys.stderr,
+        )
 
     total = run.config.epochs
     bar: tqdm[Any] | None = None

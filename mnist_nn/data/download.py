@@ -224,6 +224,7 @@ def ensure_files(
     elif not (math.isfinite(deadline) and deadline > 0):
         raise ValueError(f"expected a deadline > 0 seconds, got {deadline!r}")
     cache = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    created = _missing_folders(cache)
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -231,8 +232,29 @@ def ensure_files(
     fetcher = _Fetcher(cache, mirror_list(mirror, mirrors), quiet, timeout, retries, backoff, deadline)
     try:
         return [fetcher.ensure(file) for file in files]
+    except BaseException:
+        _remove_if_empty(created)  # a failed first download leaves no empty cache folder behind
+        raise
     finally:
         fetcher.close()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.lexists(folder) and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders, deepest first, as long as each is empty (another process may be filling one)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def ensure_mnist(

@@ -83,7 +83,8 @@ def load_mnist(
     """Load MNIST in Nielsen's split, downloading and verifying it first if needed.
 
     Args:
-        data_dir: the cache folder (default ``$MNIST_NN_DATA`` or the project's ``data/``).
+        data_dir: the cache folder (default ``config.default_data_dir()``: ``$MNIST_NN_DATA``, a checkout's
+            ``data/`` or the per-user cache).
         mirror: a mirror to try first (URL or local folder); ``$MNIST_NN_MIRROR`` otherwise.
         dtype: float32 (default) or float64 for the images.
         quiet: hide download progress bars.

@@ -126,6 +126,8 @@ def test_installed_tool_downloads_once_per_user_from_any_folder(tmp_path: Path) 
     shutil.copytree(PACKAGE, site / "mnist_nn", ignore=shutil.ignore_patterns("__pycache__"))
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k not in (DATA_ENV, "XDG_CACHE_HOME", "XDG_DATA_HOME")}
+    # The children run in other folders: a relative mirror (../shared/mnist) must not change meaning.
+    mirror = mirror if "://" in mirror else os.path.abspath(mirror)
     env.update(HOME=str(home), PYTHONPATH=str(site), MNIST_NN_MIRROR=mirror)
     outputs = []
     for folder in (tmp_path / "one", tmp_path / "two"):

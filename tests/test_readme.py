@@ -237,8 +237,11 @@ def _check_python(command: Command, args: Sequence[str]) -> None:
         _check_mnist_nn(command, args[2:])
     elif args[:1] and args[0].startswith("scripts/"):
         _check_script(command, args)
+    elif args[:1] == ("-m",) and len(args) > 1 and args[1].startswith("tests."):
+        module = ROOT / (args[1].replace(".", "/") + ".py")
+        assert module.is_file(), f"{command.where()}\n  no such module: {args[1]}"
     else:
-        pytest.fail(f"{command.where()}\n  expected scripts/..., -m pytest or -m mnist_nn")
+        pytest.fail(f"{command.where()}\n  expected scripts/..., -m pytest, -m mnist_nn or -m tests.<module>")
 
 
 def check_command(command: Command, active: bool) -> None:

@@ -648,7 +648,41 @@ class _ConvStep(LayerStep):
             np.add(target, d, out=target)
 
 
-class MaxPool2D(Layer):
+class _ParameterFree(Layer):
+    """A layer without parameters or an activation of its own (a pool, dropout): nothing to draw, decay or store."""
+
+    activated = False
+
+    def param_shapes(self) -> list[Shape]:
+        """None."""
+        return []
+
+    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
+        """Nothing to draw."""
+        self.params = []
+
+    def weights_and_biases(self, params: Sequence[FloatArray]) -> None:
+        """None: the layer has no weights."""
+        return None
+
+    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
+        """Nothing to decay."""
+        return []
+
+    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
+        """None."""
+        return {}
+
+    def file_shapes(self) -> dict[str, Shape]:
+        """None."""
+        return {}
+
+    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
+        """None."""
+        return []
+
+
+class MaxPool2D(_ParameterFree):
     """Max-pooling over ``pool`` x ``pool`` blocks, stride ``pool``: input (H, W, C), output (H/P, W/P, C).
 
     It has no parameters and no activation; the gradient goes to the
@@ -656,7 +690,6 @@ class MaxPool2D(Layer):
     """
 
     kind = "maxpool2d"
-    activated = False
 
     def __init__(self, pool: int) -> None:
         self.pool = _positive(pool, "pool size")
@@ -685,14 +718,6 @@ class MaxPool2D(Layer):
         self.output_shape = (h // p, w // p, c)
         return self.output_shape
 
-    def param_shapes(self) -> list[Shape]:
-        """None."""
-        return []
-
-    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
-        """Nothing to draw."""
-        self.params = []
-
     def _blocks(self, x: FloatArray) -> FloatArray:
         """x as (m, H/P, P, W/P, P, C): each block's values along axes 2 and 4."""
         h, w, c = self.image
@@ -718,14 +743,6 @@ class MaxPool2D(Layer):
         dx = d.reshape(m, h // p, w // p, c, p, p).transpose(0, 1, 4, 2, 5, 3)
         return [], dx.reshape(m, -1)
 
-    def weights_and_biases(self, params: Sequence[FloatArray]) -> None:
-        """None: a pool has no weights."""
-        return None
-
-    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
-        """Nothing to decay."""
-        return []
-
     def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
         """Buffers for m rows (see ``_PoolStep``)."""
         return _PoolStep(self, m, dtype, ones_out)
@@ -739,18 +756,6 @@ class MaxPool2D(Layer):
         """The inverse of ``describe``; ValueError for anything else."""
         _check_keys(description, {"kind", "pool"})
         return cls(description["pool"])
-
-    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
-        """None."""
-        return {}
-
-    def file_shapes(self) -> dict[str, Shape]:
-        """None."""
-        return {}
-
-    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
-        """None."""
-        return []
 
 
 class _PoolStep(LayerStep):
@@ -801,7 +806,7 @@ class _PoolStep(LayerStep):
 # --- Dropout ---------------------------------------------------------------------------
 
 
-class Dropout(Layer):
+class Dropout(_ParameterFree):
     """Drops each of its inputs with probability ``rate`` in training (inverted dropout), passes them unchanged after.
 
     In the training step a kept value is scaled by 1 / (1 - rate) and a
@@ -815,7 +820,6 @@ class Dropout(Layer):
     """
 
     kind = "dropout"
-    activated = False
 
     def __init__(self, rate: float) -> None:
         if isinstance(rate, bool) or not isinstance(rate, float | int | np.floating | np.integer):
@@ -842,14 +846,6 @@ class Dropout(Layer):
         self.input_shape = self.output_shape = tuple(input_shape)
         return self.output_shape
 
-    def param_shapes(self) -> list[Shape]:
-        """None."""
-        return []
-
-    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
-        """Nothing to draw."""
-        self.params = []
-
     def forward(self, x: FloatArray) -> FloatArray:
         """Outside training, dropout passes its input through (a copy)."""
         out: FloatArray = x.copy()
@@ -861,14 +857,6 @@ class Dropout(Layer):
         """Outside training the layer is the identity, so the delta passes through."""
         below: FloatArray = delta.copy()
         return [], below
-
-    def weights_and_biases(self, params: Sequence[FloatArray]) -> None:
-        """None: dropout has no weights."""
-        return None
-
-    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
-        """Nothing to decay."""
-        return []
 
     def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
         """Buffers for m rows (see ``_DropoutStep``); ``dropout`` is the layer's own rate, not the run's."""
@@ -883,18 +871,6 @@ class Dropout(Layer):
         """The inverse of ``describe``; ValueError for anything else."""
         _check_keys(description, {"kind", "rate"})
         return cls(description["rate"])
-
-    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
-        """None."""
-        return {}
-
-    def file_shapes(self) -> dict[str, Shape]:
-        """None."""
-        return {}
-
-    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
-        """None."""
-        return []
 
 
 class _DropoutStep(LayerStep):

@@ -3,7 +3,7 @@
 File format ``mnist_nn-model``, version 2
 -----------------------------------------
 A model file is an ordinary, uncompressed NumPy ``.npz`` archive (a zip of
-``.npy`` members, exactly as ``np.savez`` writes it), so ``np.load(path,
+``.npy`` members, as ``np.savez`` writes it), so ``np.load(path,
 allow_pickle=False)`` opens it. Nothing in it is pickled. The metadata lists
 the network's layers; the arrays are named per layer, each layer naming its
 own (a dense layer: ``w`` (n_in, n_out) and ``b`` (n_out,)):
@@ -210,10 +210,19 @@ def save_model(
         for key, state in resume.optimizer.items():
             add(f"opt_{key}_", state)
 
-    def write(f: IO[bytes]) -> None:
-        np.savez(f, allow_pickle=False, **arrays)
+    atomic_write(path, lambda f: _write_npz(f, arrays))
 
-    atomic_write(path, write)
+
+def _write_npz(f: IO[bytes], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+    """Write ``arrays`` as an uncompressed ``.npz``, member by member as ``np.savez`` does, pickling refused.
+
+    Written here rather than by ``np.savez(f, allow_pickle=False, ...)``: older numpy (1.24
+    for one) takes that keyword for one more array and stores an ``allow_pickle.npy`` member.
+    """
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _metadata_json(network: BaseNetwork, metadata: Mapping[str, Any], resume: ResumeState | None) -> str:

@@ -87,9 +87,18 @@ def _new_figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(_whole_pixels(width), _whole_pixels(height)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _whole_pixels(inches: float) -> float:
+    """``inches`` moved to a whole number of pixels and a quarter more, so every matplotlib renders that number.
+
+    3 x 1.7 inches is 509.99999999999994 px in floating point: matplotlib 3.8 truncates that
+    to 509, newer releases round it to 510. n + 1/4 pixels is n either way.
+    """
+    return (round(inches * DPI) + 0.25) / DPI
 
 
 def _save(fig: Figure, path: Path) -> Path:

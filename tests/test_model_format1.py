@@ -49,12 +49,12 @@ def _metadata(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def _rewritten(tmp_path: Path, change: dict[str, Any], members: dict[str, np.ndarray]) -> Path:
     """A copy of the fixture with metadata keys changed and members replaced, written as np.savez writes."""
-    arrays = _arrays(FIXTURE) | members
+    arrays: dict[str, Any] = _arrays(FIXTURE) | members  # Any: np.savez's stubs type **kwargs as its bool
     metadata = _metadata(arrays) | change
     arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
     path = tmp_path / "format1.npz"
     with path.open("wb") as f:
-        np.savez(f, allow_pickle=False, **arrays)
+        np.savez(f, **arrays)  # not allow_pickle=False, which old numpy stores as an array
     return path
 
 
@@ -195,11 +195,11 @@ def test_bad_format1_members_are_refused(tmp_path: Path, members: dict[str, np.n
 
 
 def test_format1_without_its_fused_optimizer_member(tmp_path: Path) -> None:
-    arrays = _arrays(FIXTURE)
+    arrays: dict[str, Any] = _arrays(FIXTURE)
     del arrays["opt_velocity_1"]
     path = tmp_path / "format1.npz"
     with path.open("wb") as f:
-        np.savez(f, allow_pickle=False, **arrays)
+        np.savez(f, **arrays)  # not allow_pickle=False, which old numpy stores as an array
     with pytest.raises(ModelFileError, match="missing array member 'opt_velocity_1'"):
         load_model(path)
 

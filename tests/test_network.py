@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -223,3 +224,48 @@ def test_bad_options_and_inputs_are_refused() -> None:
             np.zeros((5, 4)),
             np.zeros(5, dtype=int),
         )
+
+
+def test_repr_names_the_layers_their_activations_and_the_parameter_count() -> None:
+    net = Network((784, 30, 10))
+    assert net.num_params == 784 * 30 + 30 + 30 * 10 + 10  # 23,860
+    assert repr(net) == (
+        "<Network 784 -> Dense(30, 'sigmoid') -> Dense(10, 'sigmoid'), quadratic cost, float32, 23,860 parameters>"
+    )
+    small = Network((4, 3, 2), activation="relu", cost="log-likelihood", dtype=np.float64)
+    assert repr(small) == (
+        "<Network 4 -> Dense(3, 'relu') -> Dense(2, 'softmax'), log-likelihood cost, float64, 23 parameters>"
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_image_is_accepted_flat_or_square_and_answers_without_the_batch_axis(dtype: type) -> None:
+    net = Network((784, 30, 10), seed=5, dtype=dtype)
+    images: np.ndarray = np.random.default_rng(2).random((4, 784)).astype(dtype)
+    labels, probabilities = net.predict(images), net.probabilities(images)
+    assert labels.shape == (4,) and probabilities.shape == (4, 10)
+    for i, image in enumerate(images):
+        for one in (image, image.reshape(28, 28)):
+            label = net.predict(one)
+            assert label.shape == () and label.dtype == np.int64 and int(label) == labels[i]
+            # One row and a batch may take different BLAS paths, so the last bits may differ.
+            np.testing.assert_allclose(net.probabilities(one), probabilities[i], rtol=1e-5)
+    # A batch of 28 x 28 images is a batch.
+    np.testing.assert_array_equal(net.predict(images.reshape(4, 28, 28)), labels)
+    np.testing.assert_allclose(net.probabilities(images.reshape(4, 28, 28)), probabilities, rtol=1e-5)
+
+
+def test_single_image_shapes_do_not_change_what_a_batch_means() -> None:
+    net = Network((28, 5, 3), seed=1, dtype=np.float64)
+    assert net.predict(np.zeros((28, 28))).shape == (28,)  # 28 examples of 28 inputs, not one image
+    assert net.predict(np.zeros(28)).shape == ()
+    assert net.probabilities(np.zeros(28)).shape == (3,)
+    with pytest.raises(ValueError, match=r"expected x of shape \(n, 28\) or \(28,\), got \(27,\)"):
+        net.predict(np.zeros(27))
+    mnist = Network((784, 10))
+    expected = r"expected x of shape \(n, 784\) or \(784,\), \(28, 28\) or \(n, 28, 28\), got "
+    for shape in [(783,), (5, 783), (2, 28, 27), (1, 1, 28, 28)]:
+        with pytest.raises(ValueError, match=expected + re.escape(str(shape))):
+            mnist.predict(np.zeros(shape))
+    with pytest.raises(ValueError, match="expected x as floats"):
+        mnist.probabilities(np.zeros((28, 28), dtype=np.uint8))

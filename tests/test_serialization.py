@@ -458,9 +458,9 @@ def test_extra_members_are_ignored(tmp_path: Path) -> None:
 
 def test_compressed_members_are_refused(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
-    arrays = _members(path)
+    arrays: dict[str, Any] = _members(path)
     with path.open("wb") as f:
-        np.savez_compressed(f, allow_pickle=False, **arrays)
+        np.savez_compressed(f, **arrays)
     _bad(path, "compressed")
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.config import IMAGE_PIXELS
+from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.nn.activations import ACTIVATIONS, Activation, FloatArray
 from mnist_nn.nn.costs import COSTS, Cost
 from mnist_nn.nn.layers import INITS, Conv2D, Dense, Layer, MaxPool2D, Shape, layer_from_description
@@ -194,6 +194,23 @@ class Network:
             layer.initialize(rng, init or "normal", self.dtype)
 
     # --- what the network is ---
+
+    def __repr__(self) -> str:
+        """One line: the inputs, each layer with its activation, the cost, the dtype and the parameter count.
+
+        ``<Network 784 -> Dense(30, 'sigmoid') -> Dense(10, 'sigmoid'), quadratic cost, float32, 23,860 parameters>``
+        """
+        stack = " -> ".join([str(self.input_size), *(_layer_text(layer) for layer in self.layers)])
+        transform = f", input transform {self.transform.name!r}" if self.transform is not None else ""
+        return (
+            f"<{type(self).__name__} {stack}, {self.cost.name} cost, {self.dtype}{transform}, "
+            f"{self.num_params:,} parameters>"
+        )
+
+    @property
+    def num_params(self) -> int:
+        """How many numbers training updates: every weight and bias, 23,860 for (784, 30, 10)."""
+        return sum(int(p.size) for p in self.params)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -353,23 +370,53 @@ class Network:
             a = layer.forward(a)
         return a
 
+    def as_batch(self, x: npt.ArrayLike, what: str = "x") -> tuple[FloatArray, bool]:
+        """A batch (m, n_in) of this network's dtype, and whether ``x`` was one image rather than a batch.
+
+        Accepted: a batch (m, n_in), or one image (n_in,); for 784 inputs also
+        28 x 28 images, one (28, 28) or a batch (m, 28, 28). (28, 28) is a
+        batch of 28 only for a network of 28 inputs.
+
+        Raises:
+            ValueError: any other shape, or values that are not floats.
+        """
+        a = np.asarray(x)
+        n_in = self.input_size
+        square = n_in == IMAGE_SIDE * IMAGE_SIDE
+        single = a.ndim == 1 or (square and a.shape == (IMAGE_SIDE, IMAGE_SIDE))
+        if a.shape == (n_in,):
+            a = a.reshape(1, n_in)
+        elif square and a.ndim in (2, 3) and a.shape[-2:] == (IMAGE_SIDE, IMAGE_SIDE):
+            a = a.reshape(-1, n_in)  # (28, 28) -> (1, 784), (m, 28, 28) -> (m, 784)
+        elif a.ndim != 2 or a.shape[1] != n_in:
+            images = f", ({IMAGE_SIDE}, {IMAGE_SIDE}) or (n, {IMAGE_SIDE}, {IMAGE_SIDE})" if square else ""
+            raise ValueError(f"expected {what} of shape (n, {n_in}) or ({n_in},){images}, got {a.shape}")
+        return self.check_images(a, what), single
+
     def predict(self, x: npt.ArrayLike, *, prepared: bool = False) -> IntArray:
-        """The most activated output neuron for each row of x: (m,) int64 labels."""
-        labels: IntArray = np.argmax(self.feedforward(x, prepared=prepared), axis=1).astype(np.int64)
-        return labels
+        """The most activated output neuron for each image: (m,) int64 labels for a batch x.
+
+        For one image, (784,) or (28, 28) (see ``as_batch``), the label comes
+        without the batch axis: a 0-d array, so ``int(net.predict(image))`` is the digit.
+        """
+        batch, single = self.as_batch(x)
+        labels: IntArray = np.argmax(self.feedforward(batch, prepared=prepared), axis=1).astype(np.int64)
+        return labels[0, ...] if single else labels
 
     def probabilities(self, x: npt.ArrayLike) -> FloatArray:
-        """Each row's output as a probability distribution over the classes, (m, n_out).
+        """Each image's output as a probability distribution over the classes, (m, n_out) for a batch.
 
         Softmax outputs are one already; sigmoid outputs are divided by their
-        sum (``probability_kind`` says which was done).
+        sum (``probability_kind`` says which was done). For one image, (784,)
+        or (28, 28), the result is its (n_out,) row.
         """
-        a = self.feedforward(x).astype(np.float64)
-        if self.cost.output.name == "softmax":
-            return a
-        total = a.sum(axis=1, keepdims=True)
-        total[total == 0] = 1.0
-        return np.asarray(a / total)
+        batch, single = self.as_batch(x)
+        a = self.feedforward(batch).astype(np.float64)
+        if self.cost.output.name != "softmax":
+            total = a.sum(axis=1, keepdims=True)
+            total[total == 0] = 1.0
+            a = np.asarray(a / total)
+        return a[0] if single else a
 
     @property
     def probability_kind(self) -> str:
@@ -456,6 +503,14 @@ class Network:
         found = [layer.weights_and_biases(g) for layer, g in zip(self.layers, grads, strict=True)]
         pairs = [wb for wb in found if wb is not None]
         return [w for w, _ in pairs], [b for _, b in pairs]
+
+
+def _layer_text(layer: Layer) -> str:
+    """A layer's repr with the activation the network chose for it, ``Dense(30, 'sigmoid')`` for ``Dense(30)``."""
+    text = repr(layer)
+    if layer.activated and getattr(layer, "activation_name", "") is None and text.endswith(", None)"):
+        text = f"{text.removesuffix('None)')}{layer.activation.name!r})"
+    return text
 
 
 def as_arrays(data: Any, n_in: int) -> tuple[FloatArray, IntArray]:

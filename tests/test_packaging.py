@@ -119,4 +119,4 @@ def test_lowest_constraints_cover_pyprojects_runtime_requirements() -> None:
         requirements += [f'{r}; extra == "{name}"' for r in extras[name]]
     pins = lowest.lowest_pins(requirements)
     names = [p.split("==")[0] for p in pins]
-    assert names == ["numpy", "requests", "urllib3", "tqdm", "Pillow", "matplotlib", "threadpoolctl"]
+    assert names == ["numpy", "requests", "urllib3", "tqdm", "Pillow", "scipy", "matplotlib", "threadpoolctl"]

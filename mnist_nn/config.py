@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,20 @@ def config_from_dict(d: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
+# Nielsen's chapter-6 ReLU network, also the base of his expanded-data run.
+_CH6_RELU = TrainConfig(
+    sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
+    layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
+    epochs=60,
+    batch_size=10,
+    eta=0.03,
+    activation="relu",
+    cost="log-likelihood",
+    init="fan-out",
+    l2=1.0,  # his lmbda 0.1 at mini-batch 10
+)
+
+
 # Named configurations for ``train_mnist.py --preset`` and the benchmark; README
 # gives each one's measured accuracy and time.
 PRESETS: dict[str, TrainConfig] = {
@@ -358,30 +372,9 @@ PRESETS: dict[str, TrainConfig] = {
         cost="log-likelihood",
         init="fan-out",
     ),
-    "nielsen-ch6-relu": TrainConfig(
-        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
-        layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
-        epochs=60,
-        batch_size=10,
-        eta=0.03,
-        activation="relu",
-        cost="log-likelihood",
-        init="fan-out",
-        l2=1.0,  # his lmbda 0.1 at mini-batch 10
-    ),
+    "nielsen-ch6-relu": _CH6_RELU,
     # The same on his expanded training set: 250,000 images an epoch.
-    "nielsen-ch6-expanded": TrainConfig(
-        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
-        layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
-        epochs=60,
-        batch_size=10,
-        eta=0.03,
-        activation="relu",
-        cost="log-likelihood",
-        init="fan-out",
-        l2=1.0,
-        expand=True,
-    ),
+    "nielsen-ch6-expanded": replace(_CH6_RELU, expand=True),
     # Two fully connected layers of 1000 whose inputs (and the softmax layer's) drop out with
     # probability 0.5, on the expanded set, 40 epochs, no L2.
     "nielsen-ch6-dropout": TrainConfig(

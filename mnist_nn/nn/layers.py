@@ -351,6 +351,13 @@ class Dense(_FusedLayer):
         return {"w": (self.n_in, self.size), "b": (self.size,)}
 
 
+def _draw_mask(mask: FloatArray, keep: float, rng: np.random.Generator) -> None:
+    """An inverted-dropout mask in place: 1/keep with probability keep, else 0."""
+    rng.random(dtype=mask.dtype, out=mask)
+    np.less(mask, keep, out=mask)
+    np.multiply(mask, 1.0 / keep, out=mask)
+
+
 class _DenseStep(LayerStep):
     """A dense layer's buffers for m rows, and views of its parameters made once.
 
@@ -390,9 +397,7 @@ class _DenseStep(LayerStep):
         _matmul(x, self.param, out=self.z)
         if self.dropout:
             self.activation.forward(self.z, out=self.pre)
-            rng.random(dtype=self.mask.dtype, out=self.mask)
-            np.less(self.mask, self.keep, out=self.mask)
-            np.multiply(self.mask, 1.0 / self.keep, out=self.mask)
+            _draw_mask(self.mask, self.keep, rng)
             np.multiply(self.pre, self.mask, out=self.a)
         else:
             self.activation.forward(self.z, out=self.a)
@@ -888,11 +893,8 @@ class _DropoutStep(LayerStep):
 
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
         """A fresh mask from rng, then output = x * mask."""
-        mask = self.mask
-        rng.random(dtype=mask.dtype, out=mask)
-        np.less(mask, self.keep, out=mask)
-        np.multiply(mask, 1.0 / self.keep, out=mask)
-        np.multiply(_rows(x, mask.shape[1]), mask, out=self.output)
+        _draw_mask(self.mask, self.keep, rng)
+        np.multiply(_rows(x, self.mask.shape[1]), self.mask, out=self.output)
 
     def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
         """The delta below is the delta through the same mask."""

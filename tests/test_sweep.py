@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from mnist_nn.cli.benchmark import benchmark_main
+from mnist_nn.cli.plot import plot_main
 from mnist_nn.cli.sweep import REFUSED_FLAGS
 from mnist_nn.cli.train import build_train_parser
 
@@ -113,6 +115,13 @@ def test_a_grid_is_the_cross_product_ranked_by_validation(
     out = capsys.readouterr().out
     assert "| rank | eta | layers | momentum | runs | validation % |" in out
     assert "8 configurations x seeds 2, 5 = 16 runs" in out
+
+    # mnist-nn plot draws it: accuracy against eta, a line per (layers, momentum).
+    assert plot_main([str(tmp_path / "sweep.json"), "--out", str(tmp_path / "plots"), "--quiet"]) == 0
+    png = (tmp_path / "plots" / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (800, 500)
+    assert plot_main([str(tmp_path / "sweep.json"), "--x", "speed", "--out", str(tmp_path / "p2")]) == 2
+    assert "expected x among the swept flags eta, layers, momentum" in capsys.readouterr().err
 
 
 def test_results_are_kept_and_read_back_and_a_corrupt_file_is_run_again(

@@ -496,14 +496,18 @@ def load_benchmark_report(path: Path) -> dict[str, Any]:
         ValueError: not JSON, or not an accuracy report ("{path}: not a benchmark accuracy report (...)").
         OSError: the file cannot be read.
     """
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a benchmark accuracy report (not JSON: {exc})") from None
+    report = _read_json(Path(path), "accuracy")
     _spread(report, str(path))
     assert isinstance(report, dict)  # _spread accepted it: a JSON object
     return report
+
+
+def _read_json(path: Path, kind: str) -> Any:
+    """A report file's JSON, or ValueError ("{path}: not a benchmark {kind} report (not JSON: ...)")."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a benchmark {kind} report (not JSON: {exc})") from None
 
 
 def plot_benchmark(report: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: Path, *, title: str = "") -> Path:
@@ -645,13 +649,9 @@ def load_sweep_report(path: Path) -> dict[str, Any]:
         ValueError: not JSON, or not a sweep report.
         OSError: the file cannot be read.
     """
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a benchmark sweep report (not JSON: {exc})") from None
+    report = _read_json(Path(path), "sweep")
     _sweep_points(report, str(path))
-    assert isinstance(report, dict)
+    assert isinstance(report, dict)  # _sweep_points accepted it: a JSON object
     return report
 
 

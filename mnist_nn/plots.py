@@ -1,4 +1,4 @@
-"""Figures as PNG files: training curves, confusion matrices, mistakes and benchmark spreads.
+"""Figures as PNG files: training curves, confusion matrices, mistakes, benchmark spreads and sweeps.
 
 matplotlib is an optional dependency (the ``plot`` extra: ``pip install
 'mnist-nn[plot]'``). It is imported only when a figure is drawn, and every
@@ -18,6 +18,7 @@ image. Sizes are exact (no ``bbox_inches="tight"``) at ``DPI`` dots per inch:
                         plus 40 px for a title (MISTAKE_CELL, TITLE_HEIGHT)
     benchmark            800 x 500 px for up to 6 reports, 120 px wider
                         for each one more (BENCHMARK_SIZE, BENCHMARK_SLOT)
+    sweep                800 x 500 px (SWEEP_SIZE)
 
 Inputs are checked where they enter: empty or malformed ones raise
 ValueError with a one-line message.
@@ -495,14 +496,18 @@ def load_benchmark_report(path: Path) -> dict[str, Any]:
         ValueError: not JSON, or not an accuracy report ("{path}: not a benchmark accuracy report (...)").
         OSError: the file cannot be read.
     """
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a benchmark accuracy report (not JSON: {exc})") from None
+    report = _read_json(Path(path), "accuracy")
     _spread(report, str(path))
     assert isinstance(report, dict)  # _spread accepted it: a JSON object
     return report
+
+
+def _read_json(path: Path, kind: str) -> Any:
+    """A report file's JSON, or ValueError ("{path}: not a benchmark {kind} report (not JSON: ...)")."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a benchmark {kind} report (not JSON: {exc})") from None
 
 
 def plot_benchmark(report: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: Path, *, title: str = "") -> Path:
@@ -591,6 +596,145 @@ def plot_benchmark(report: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or "Test accuracy over seeds (served weights)")
+    return _save(fig, path)
+
+
+# --- sweep ------------------------------------------------------------------------------
+
+
+SWEEP_SIZE = (8.0, 5.0)  # 800 x 500 px
+
+
+@dataclass(frozen=True)
+class _SweepLine:
+    """One line of a sweep figure: the configurations that differ only in the swept value."""
+
+    label: str
+    x: list[Any]
+    test: list[tuple[float, float]]  # (mean, sd) of test accuracy, fractions
+    validation: list[float]  # mean validation accuracy, fractions
+
+
+def _sweep_points(report: Any, where: str) -> tuple[dict[str, list[Any]], list[Mapping[str, Any]]]:
+    """The grid and the configurations of a sweep report (``benchmark.py accuracy --grid ... --json``)."""
+    bad = f"{where}: not a benchmark sweep report"
+    if not isinstance(report, Mapping) or report.get("action") != "sweep":
+        action = report.get("action") if isinstance(report, Mapping) else type(report).__name__
+        raise ValueError(f"{bad} (expected action 'sweep', got {short(action)})")
+    grid = report.get("grid")
+    if not isinstance(grid, Mapping) or not grid or not all(_is_list(v) and v for v in grid.values()):
+        raise ValueError(f"{bad} (grid should map each swept flag to its values)")
+    points = report.get("configurations")
+    if not _is_list(points) or not points:
+        raise ValueError(f"{bad} (no configurations)")
+    for i, point in enumerate(points, 1):
+        values = point.get("values") if isinstance(point, Mapping) else None
+        summary = point.get("summary") if isinstance(point, Mapping) else None
+        if not isinstance(values, Mapping) or set(values) != set(grid) or not isinstance(summary, Mapping):
+            raise ValueError(f"{bad} (configurations[{i}] should have the grid's values and a summary)")
+        for name in ("test_accuracy", "validation_accuracy"):
+            stats = summary.get(name)
+            if stats is None:
+                continue  # every run of it failed
+            if not isinstance(stats, Mapping):
+                raise ValueError(f"{bad} (configurations[{i}].summary.{name} should be an object or null)")
+            _fraction(stats.get("mean"), f"configurations[{i}].summary.{name}.mean", bad)
+    return {str(k): list(v) for k, v in grid.items()}, list(points)
+
+
+def load_sweep_report(path: Path) -> dict[str, Any]:
+    """Read a JSON file written by ``benchmark.py accuracy --grid ... --json`` and check it can be plotted.
+
+    Raises:
+        ValueError: not JSON, or not a sweep report.
+        OSError: the file cannot be read.
+    """
+    report = _read_json(Path(path), "sweep")
+    _sweep_points(report, str(path))
+    assert isinstance(report, dict)  # _sweep_points accepted it: a JSON object
+    return report
+
+
+def _sweep_lines(grid: dict[str, list[Any]], points: list[Mapping[str, Any]], x_name: str) -> list[_SweepLine]:
+    """Group the configurations by the values of the flags other than ``x_name``, in grid order."""
+    others = [name for name in grid if name != x_name]
+    lines: dict[tuple[str, ...], _SweepLine] = {}
+    for point in points:
+        values = point["values"]
+        key = tuple(str(values[name]) for name in others)
+        label = ", ".join(f"{name}={values[name]}" for name in others) or "all runs"
+        line = lines.setdefault(key, _SweepLine(label, [], [], []))
+        summary = point["summary"]
+        test, validation = summary.get("test_accuracy"), summary.get("validation_accuracy")
+        if test is None or validation is None:
+            continue
+        std = test.get("std")
+        line.x.append(values[x_name])
+        line.test.append((float(test["mean"]), float(std) if _is_real(std) else 0.0))
+        line.validation.append(float(validation["mean"]))
+    return list(lines.values())
+
+
+def plot_sweep(report: Mapping[str, Any], path: Path, *, x: str | None = None, title: str = "") -> Path:
+    """Accuracy against one swept value, a line per combination of the other swept values, as a PNG.
+
+    Each point is a configuration: its mean test accuracy over the seeds with
+    an error bar of one sample standard deviation (solid), and its mean
+    validation accuracy (dotted, same colour), the one configurations are
+    chosen by. Configurations whose runs all failed are left out. 800 x 500 px.
+
+    Args:
+        report: a document as ``benchmark.py accuracy --grid ... --json`` writes it
+            (``SweepReport.to_dict()``; read one with ``load_sweep_report``).
+        path: the PNG file to write; its folder is created if missing.
+        x: the swept flag along the x axis (default: the first numeric one, else the first).
+        title: a title above the chart ("" for the default).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: not a sweep report, or ``x`` is not one of its swept flags.
+        PlotError: matplotlib is not installed.
+        OSError: the file cannot be written.
+    """
+    grid, points = _sweep_points(report, "report")
+    numeric = [name for name, values in grid.items() if all(_is_real(v) for v in values)]
+    x_name = x if x is not None else (numeric[0] if numeric else next(iter(grid)))
+    if x_name not in grid:
+        raise ValueError(f"expected x among the swept flags {', '.join(grid)}, got {x_name!r}")
+    categories = [str(v) for v in grid[x_name]]
+    lines = _sweep_lines(grid, points, x_name)
+    fig = _new_figure(*SWEEP_SIZE)
+    ax = fig.add_subplot()
+    for k, line in enumerate(lines):
+        if not line.x:
+            continue
+        xs = [float(v) for v in line.x] if x_name in numeric else [categories.index(str(v)) for v in line.x]
+        color = f"C{k % 10}"
+        ax.errorbar(
+            xs,
+            [100.0 * m for m, _ in line.test],
+            yerr=[100.0 * s for _, s in line.test],
+            fmt="o-",
+            capsize=4,
+            color=color,
+            label=line.label,
+        )
+        validation = [100.0 * v for v in line.validation]
+        ax.plot(xs, validation, "s:", color=color, alpha=0.6, label="validation (dotted)" if k == 0 else None)
+    values = [float(v) for v in grid[x_name]] if x_name in numeric else []
+    if values and min(values) > 0 and max(values) / min(values) >= 20:
+        ax.set_xscale("log")
+    if x_name not in numeric:
+        ax.set_xticks(range(len(categories)), categories, fontsize=8)
+    ax.set_xlabel(f"--{x_name}")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=7, frameon=False)
+    seeds = report.get("seeds")
+    n = f" over {len(seeds)} seeds" if _is_list(seeds) else ""
+    fig.suptitle(title or f"Accuracy against --{x_name}{n} (test: mean ± sd; validation: mean)")
     return _save(fig, path)
 
 

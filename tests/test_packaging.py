@@ -68,7 +68,7 @@ def test_running_the_tests_needs_no_linter_or_browser_driver() -> None:
     names = {re.split(r"[^A-Za-z0-9_.-]", r, maxsplit=1)[0].lower() for r in extras["test"]}
     assert names.isdisjoint({"mypy", "ruff", "import-linter", "playwright", "types-requests", "types-tqdm"})
     assert "mnist-nn[images,plot,bench]" in extras["test"]  # the runtime extras' floors, stated once
-    assert extras["dev"] == ["mnist-nn[test,browser,lint]"]
+    assert extras["dev"] == ["mnist-nn[test,browser,lint,distributed]"]  # CI runs the Dask tests too
 
 
 def test_ci_runs_the_readme_test_command_word_for_word() -> None:
@@ -119,4 +119,14 @@ def test_lowest_constraints_cover_pyprojects_runtime_requirements() -> None:
         requirements += [f'{r}; extra == "{name}"' for r in extras[name]]
     pins = lowest.lowest_pins(requirements)
     names = [p.split("==")[0] for p in pins]
-    assert names == ["numpy", "requests", "urllib3", "tqdm", "Pillow", "scipy", "matplotlib", "threadpoolctl"]
+    assert names == [
+        "numpy",
+        "requests",
+        "urllib3",
+        "tqdm",
+        "Pillow",
+        "scipy",
+        "matplotlib",
+        "threadpoolctl",
+        "distributed",
+    ]

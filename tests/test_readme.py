@@ -244,6 +244,21 @@ def _check_python(command: Command, args: Sequence[str]) -> None:
         pytest.fail(f"{command.where()}\n  expected scripts/..., -m pytest, -m mnist_nn or -m tests.<module>")
 
 
+def _check_dask(command: Command, args: Sequence[str]) -> None:
+    """``dask scheduler`` or ``dask worker`` (the distributed extra), whose options must parse when it is installed."""
+    if args[:1] not in (("scheduler",), ("worker",)):
+        pytest.fail(f"{command.where()}\n  expected 'dask scheduler' or 'dask worker'")
+    try:
+        cli = importlib.import_module(f"distributed.cli.dask_{args[0]}")
+        click = importlib.import_module("click")
+    except ImportError:
+        return  # without the extra, only the subcommand is checked
+    try:
+        cli.main.make_context(f"dask {args[0]}", list(args[1:]))  # parses, runs nothing
+    except click.exceptions.ClickException as exc:
+        pytest.fail(f"{command.where()}\n  does not parse: {exc.format_message()}")
+
+
 def check_command(command: Command, active: bool) -> None:
     """Fail unless ``command`` names what exists and, with ``active`` False, needs no active environment."""
     words = list(command.words)
@@ -263,6 +278,8 @@ def check_command(command: Command, active: bool) -> None:
         _check_pip(command, args)
     elif program == "mnist-nn":
         _check_mnist_nn(command, args)
+    elif program == "dask":
+        _check_dask(command, args)
     else:
         pytest.fail(f"{command.where()}\n  a program this test does not know: {program}")
 
@@ -324,6 +341,7 @@ def test_the_python_blocks_import_what_exists() -> None:
         ("source .venv/bin/activate && mnist-nn show --mistakes", "does not parse"),
         ("source .venv/bin/activate && pip install -e '.[nosuchextra]'", "extras not in pyproject.toml"),
         ("source .venv/bin/activate && python -m pytest tests/test_nothing.py", "no such test path"),
+        ("dask schedule", "expected 'dask scheduler' or 'dask worker'"),
     ],
 )
 def test_the_checks_catch_what_a_user_would_hit(line: str, problem: str) -> None:

@@ -1,31 +1,28 @@
-"""Test accuracy over seeds: one configuration trained once per seed, in worker processes if asked.
+"""Test accuracy over seeds: one seed's run (``train_seed``) and the report of a configuration's runs.
 
-``accuracy_benchmark`` reports every seed's validation and test counts and
-the spread of test accuracy (``AccuracyReport``, with a ``to_dict()`` for
-JSON), and, when asked, the ensemble of the seeds' networks (their averaged
-output probabilities). The test count is that of the served weights (the best validation
-epoch's, see ``Run.served``). ``train_seed`` is the one place this module
-calls the training API.
+``train_seed`` is the one place the benchmarks call the training API; its
+``SeedResult`` holds a run's validation and test counts (the test count is
+that of the served weights, the best validation epoch's, see
+``Run.served``) and goes to and from JSON. ``AccuracyReport`` is every seed's
+run of one configuration, the spread of test accuracy and, when asked, the
+ensemble of the seeds' networks (their averaged output probabilities);
+``mnist_nn.bench.sweep`` runs the seeds, here or elsewhere.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.bench.common import DataSource, Stats
-from mnist_nn.bench.machine import blas_threads, environment_info, limit_blas_threads, single_blas_thread_env
+from mnist_nn.bench.common import Stats
+from mnist_nn.bench.machine import blas_threads
 from mnist_nn.config import TRAIN_SIZE, TrainConfig
 from mnist_nn.data import MnistData
-from mnist_nn.errors import BenchmarkError
 from mnist_nn.train import Run, fit
 
 
@@ -65,6 +62,52 @@ class SeedResult:
         d["validation_accuracy"] = self.validation_accuracy
         return d
 
+    @classmethod
+    def from_dict(cls, d: Any) -> SeedResult:
+        """The inverse of ``to_dict`` (without probabilities), every value checked.
+
+        Raises:
+            ValueError: naming the first field that is missing or out of range.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a run's result as an object, got {type(d).__name__}")
+        values: dict[str, Any] = {}
+        for name in _COUNT_FIELDS:
+            value = d.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"expected {name} as an integer >= 0, got {value!r}")
+            values[name] = value
+        seconds = d.get("seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < float("inf"):
+            raise ValueError(f"expected seconds as a number >= 0, got {seconds!r}")
+        threads = d.get("blas_threads")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)):
+            raise ValueError(f"expected blas_threads as an integer or null, got {threads!r}")
+        for count, total in (
+            ("validation_correct", "validation_total"),
+            ("last_validation_correct", "validation_total"),
+            ("test_correct", "test_total"),
+            ("last_test_correct", "test_total"),
+        ):
+            if values[count] > values[total] or values[total] == 0:
+                raise ValueError(f"expected {count} <= {total} > 0, got {values[count]} and {values[total]}")
+        if not 1 <= values["served_epoch"] <= values["last_epoch"]:
+            raise ValueError(f"expected 1 <= served_epoch <= last_epoch, got {values['served_epoch']}")
+        return cls(**values, seconds=float(seconds), blas_threads=threads)
+
+
+_COUNT_FIELDS = (
+    "seed",
+    "served_epoch",
+    "validation_correct",
+    "test_correct",
+    "last_epoch",
+    "last_validation_correct",
+    "last_test_correct",
+    "validation_total",
+    "test_total",
+)
+
 
 @dataclass(frozen=True)
 class AccuracyReport:
@@ -77,6 +120,10 @@ class AccuracyReport:
     runs: list[SeedResult]
     environment: dict[str, Any]
     ensemble_correct: int | None = None  # the runs' averaged output probabilities, when asked
+    executor: str = ""  # where the runs went: "1 job", "2 jobs", "Dask scheduler tcp://..."
+    results: str | None = None  # the --results folder, when runs are kept
+    from_results: int = 0  # runs read back from that folder rather than trained
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {"seed", "reason"} of each failed run
 
     @property
     def ensemble_accuracy(self) -> float | None:
@@ -116,7 +163,11 @@ class AccuracyReport:
             "seeds": self.seeds,
             "train_size": self.train_size,
             "jobs": self.jobs,
+            "executor": self.executor,
+            "results": self.results,
+            "from_results": self.from_results,
             "runs": [r.to_dict() for r in self.runs],
+            "failures": self.failures,
             "summary": {
                 "runs": len(self.runs),
                 "test_accuracy": asdict(self.test_accuracy),
@@ -132,9 +183,6 @@ class AccuracyReport:
             },
             "environment": self.environment,
         }
-
-
-EpochsDone = Callable[[int], None]  # called with how many more epochs have finished
 
 
 def train_seed(
@@ -187,124 +235,9 @@ def train_seed(
     )
 
 
-@dataclass(frozen=True)
-class _SeedTask:
-    """What a worker process needs for one run: it loads the data itself rather than unpickling 200 MB."""
-
-    config: TrainConfig
-    source: DataSource
-    train_size: int
-    ensemble: bool
-
-
-def _run_task(task: _SeedTask) -> SeedResult:
-    """One seed's run in a worker process."""
-    data = task.source.load(task.config.dtype)
-    return train_seed(task.config, data, task.train_size, keep_probabilities=task.ensemble)
-
-
-def accuracy_benchmark(
-    config: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    source: DataSource | None = None,
-    train_size: int = TRAIN_SIZE,
-    jobs: int = 1,
-    preset: str | None = None,
-    on_epochs: EpochsDone | None = None,
-    ensemble: bool = False,
-) -> AccuracyReport:
-    """Train ``config`` once per seed and report every run's counts and their spread.
-
-    With ``jobs`` 1 the runs go one after another in this process, with
-    BLAS as it is. Otherwise up to ``jobs`` spawned worker processes run
-    them, each with one BLAS thread, so that the jobs share the cores rather
-    than fight over them; every worker loads the data itself. The counts do
-    not depend on ``jobs``: a seed gives the same weights in any process.
-
-    Args:
-        config: the configuration; its seed is replaced by each of ``seeds``.
-        seeds: one run per seed.
-        source: where to load MNIST from.
-        train_size: train on the first this many of the 50,000 training images.
-        jobs: worker processes (1: none).
-        preset: the name of the preset ``config`` came from, for the report.
-        on_epochs: progress, called with the number of epochs just finished
-            (after each epoch with one job, after each run with several).
-        ensemble: also count the test images that the average of the runs'
-            output probabilities (their served weights') gets right.
-
-    Returns:
-        The ``AccuracyReport``, runs in the order of ``seeds``.
-
-    Raises:
-        ValueError: no seeds, jobs < 1 or train_size out of range.
-        DownloadError, DataFormatError: the data could not be loaded.
-        TrainingError: a run diverged.
-        BenchmarkError: a worker process died.
-    """
-    if not seeds:
-        raise ValueError("expected at least one seed, got none")
-    if jobs < 1:
-        raise ValueError(f"expected jobs >= 1, got {jobs}")
-    if not 1 <= train_size <= TRAIN_SIZE:
-        raise ValueError(f"expected a training size between 1 and {TRAIN_SIZE}, got {train_size}")
-    source = source if source is not None else DataSource()
-    configs = [replace(config, seed=seed) for seed in seeds]
-    workers = min(jobs, len(configs))
-    data: MnistData | None = None
-    if workers == 1:
-        data = source.load(config.dtype)
-        tick = (lambda: on_epochs(1)) if on_epochs is not None else None
-        runs = [train_seed(c, data, train_size, tick, keep_probabilities=ensemble) for c in configs]
-    else:
-        tasks = [_SeedTask(c, source, train_size, ensemble) for c in configs]
-        runs = _run_in_workers(tasks, workers, on_epochs)
-    ensemble_correct = None
-    if ensemble:
-        labels = (data if data is not None else source.load(config.dtype)).test.labels
-        ensemble_correct = ensemble_count([r.test_probabilities for r in runs], labels)
-    return AccuracyReport(
-        preset=preset,
-        config=configs[0],
-        train_size=train_size,
-        jobs=jobs,
-        runs=runs,
-        environment=environment_info(),
-        ensemble_correct=ensemble_correct,
-    )
-
-
 def ensemble_count(probabilities: Sequence[npt.NDArray[np.float32] | None], labels: npt.ArrayLike) -> int:
     """How many labels the averaged probabilities' most probable class gets right."""
     if not probabilities or any(p is None for p in probabilities):
         raise ValueError("expected every run's test probabilities for the ensemble")
     mean = np.mean([p for p in probabilities if p is not None], axis=0)
     return int(np.count_nonzero(np.argmax(mean, axis=1) == np.asarray(labels)))
-
-
-def _run_in_workers(tasks: list[_SeedTask], workers: int, on_epochs: EpochsDone | None) -> list[SeedResult]:
-    """Run the tasks in ``workers`` spawned processes with one BLAS thread each; results in task order."""
-    # "spawn", not "fork": a forked child would inherit this process's BLAS,
-    # already loaded with its thread count; a spawned one imports numpy afresh
-    # and reads the variables set here. Workers are started as tasks are
-    # submitted, so every submission happens while the variables are set.
-    executor: ProcessPoolExecutor | None = None
-    try:
-        with single_blas_thread_env():
-            executor = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=limit_blas_threads
-            )
-            futures: dict[Future[SeedResult], int] = {executor.submit(_run_task, t): i for i, t in enumerate(tasks)}
-        results: list[SeedResult | None] = [None] * len(tasks)
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_epochs is not None:
-                on_epochs(tasks[futures[future]].config.epochs)
-    except BrokenProcessPool as exc:
-        raise BenchmarkError(f"a worker process died before finishing its run ({exc}); try fewer jobs") from None
-    finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]

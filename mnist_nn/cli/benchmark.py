@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,8 +28,8 @@ from mnist_nn.bench import (
     SpeedPlan,
     SpeedReport,
     Stats,
+    SweepReport,
     TrainingShape,
-    accuracy_benchmark,
     speed_benchmark,
 )
 from mnist_nn.cli.base import (
@@ -42,16 +41,22 @@ from mnist_nn.cli.base import (
     add_data_args,
     command,
     fail,
-    flag_message,
     show_progress,
 )
-from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, PRESETS, TRAIN_SIZE, TrainConfig
-from mnist_nn.errors import ConfigError, MnistNNError
+from mnist_nn.cli.sweep import (
+    QUICK_EPOCHS,
+    QUICK_SEEDS,
+    AccuracyPlan,
+    accuracy_plan,
+    add_accuracy_args,
+    format_counts,
+    format_sweep,
+    run_plan,
+)
+from mnist_nn.cli.tables import markdown_table, plural, seeds_text, std_text
+from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
+from mnist_nn.errors import MnistNNError
 
-DEFAULT_PRESET = "nielsen-ch1" if "nielsen-ch1" in PRESETS else next(iter(PRESETS))
-DEFAULT_SEEDS = 5
-QUICK_SEEDS = 2
-QUICK_EPOCHS = 2
 DTYPES = ("float32", "float64")
 
 _T = TypeVar("_T")
@@ -121,61 +126,17 @@ def build_benchmark_parser(prog: str = "benchmark.py") -> argparse.ArgumentParse
 
     accuracy = actions.add_parser(
         "accuracy",
-        help="train a configuration over several seeds; report validation and test counts and their spread",
-        description="Train a named configuration (a preset) over several seeds and report every seed's "
-        "validation and test correct counts, the served epoch (the best on validation, whose weights are "
-        "tested) and the last epoch's counts, then the mean, standard deviation, minimum and maximum of test "
-        "accuracy. --hidden, --epochs, --batch-size, --eta and --dtype override the preset's values.",
+        help="train configurations over several seeds, here or on a Dask cluster; report their counts and spread",
+        description="Train a configuration over several seeds, or a grid of configurations (--grid), and report "
+        "every run's validation and test correct counts, the served epoch (the best on validation, whose weights "
+        "are tested) and the last epoch's counts, then per configuration the mean, standard deviation, minimum "
+        "and maximum of test accuracy, validation accuracy and time per run; a grid's configurations are ranked "
+        "by validation accuracy. Every training flag of train_mnist.py is taken, from the same definition, "
+        "--preset included; --seed, --save, --save-last, --checkpoint-every, --resume and --plot are refused "
+        "(give seeds with --seeds or --seed-list; runs are kept with --results DIR; plot the --json report "
+        "with mnist-nn plot). Runs go to this process, --jobs local processes or a Dask --scheduler.",
     )
-    accuracy.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=DEFAULT_PRESET,
-        help=f"the configuration to train (default: {DEFAULT_PRESET})",
-    )
-    accuracy.add_argument(
-        "--hidden",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="hidden layer sizes, e.g. --hidden 100 (default: the preset's)",
-    )
-    accuracy.add_argument(
-        "--epochs",
-        type=int,
-        metavar="N",
-        help=f"epochs per run (default: the preset's; --quick: at most {QUICK_EPOCHS})",
-    )
-    accuracy.add_argument("--batch-size", type=int, metavar="M", help="mini-batch size (default: the preset's)")
-    accuracy.add_argument("--eta", type=float, help="learning rate (default: the preset's)")
-    accuracy.add_argument("--dtype", choices=DTYPES, help="floating-point type of training (default: the preset's)")
-    seeds = accuracy.add_mutually_exclusive_group()
-    seeds.add_argument(
-        "--seeds",
-        type=int,
-        metavar="N",
-        help=f"train with seeds 1..N (default: {DEFAULT_SEEDS}; --quick: {QUICK_SEEDS})",
-    )
-    seeds.add_argument("--seed-list", type=int, nargs="+", metavar="SEED", help="train with exactly these seeds")
-    accuracy.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="J",
-        help="runs at once, each in its own process with one BLAS thread (default: 1, in this process)",
-    )
-    accuracy.add_argument(
-        "--ensemble",
-        action="store_true",
-        help="also test the ensemble of the runs: the average of their output probabilities "
-        "(each run's served weights), reported beside their mean",
-    )
-    accuracy.add_argument(
-        "--train-size",
-        type=int,
-        metavar="N",
-        help=f"train on the first N training images (default: all {TRAIN_SIZE}; --quick: {QUICK_TRAIN_SIZE})",
-    )
+    add_accuracy_args(accuracy)
     _add_common_args(
         accuracy,
         f"{QUICK_SEEDS} seeds, at most {QUICK_EPOCHS} epochs, {QUICK_TRAIN_SIZE} training images "
@@ -251,49 +212,6 @@ def _given(value: _T, default: _T) -> _T:
     return value if value is not None else default
 
 
-def _accuracy_config(args: argparse.Namespace) -> tuple[TrainConfig, list[int], int]:
-    """Check the accuracy flags once, up front: the configuration, the seeds and the training size.
-
-    The benchmark's own flags are checked here; ``TrainConfig`` checks the
-    training values (epochs, eta, hidden sizes, batch size) itself.
-    """
-    preset = PRESETS[args.preset]
-    quick = args.quick
-    epochs = _given(args.epochs, min(preset.epochs, QUICK_EPOCHS) if quick else preset.epochs)
-    train_size = _given(args.train_size, QUICK_TRAIN_SIZE if quick else TRAIN_SIZE)
-    if args.seed_list is not None:
-        seeds = list(args.seed_list)
-    else:
-        seeds = list(range(1, _given(args.seeds, QUICK_SEEDS if quick else DEFAULT_SEEDS) + 1))
-    if not seeds:
-        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
-    if any(s < 0 for s in seeds):
-        raise UsageError(f"seeds must be non-negative, got {' '.join(map(str, seeds))}")
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seed-list has repeated seeds: {' '.join(map(str, seeds))}")
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
-    if not 1 <= train_size <= TRAIN_SIZE:
-        raise UsageError(f"--train-size must be between 1 and {TRAIN_SIZE}, got {train_size}")
-    batch_size = _given(args.batch_size, preset.batch_size)
-    if not 1 <= batch_size <= train_size:
-        raise UsageError(f"--batch-size must be between 1 and the training size {train_size}, got {batch_size}")
-    sizes = (preset.sizes[0], *args.hidden, preset.sizes[-1]) if args.hidden is not None else preset.sizes
-    try:
-        config = replace(
-            preset,
-            sizes=sizes,
-            epochs=epochs,
-            batch_size=batch_size,
-            eta=_given(args.eta, preset.eta),
-            dtype=_given(args.dtype, preset.dtype),
-            seed=seeds[0],
-        )
-    except ConfigError as exc:
-        raise UsageError(flag_message(exc)) from None
-    return config, seeds, train_size
-
-
 def _speed_plan(args: argparse.Namespace) -> SpeedPlan:
     """Check the speed flags once, up front, and build the plan."""
     base = SpeedPlan.quick() if args.quick else SpeedPlan()
@@ -335,22 +253,6 @@ def _speed_plan(args: argparse.Namespace) -> SpeedPlan:
 # --- printing ---------------------------------------------------------------------------
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
-    """A markdown table; ``align`` has one letter per column, l or r."""
-    rule = ["---:" if a == "r" else "---" for a in align]
-    return ["| " + " | ".join(cells) + " |" for cells in (header, rule, *rows)]
-
-
-def _seeds_text(seeds: Sequence[int]) -> str:
-    if len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"seeds {seeds[0]}-{seeds[-1]}"
-    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-
-
-def _std(std: float | None, scale: float = 1.0, digits: int = 2) -> str:
-    return f"{std * scale:.{digits}f}" if std is not None else "n/a"
-
-
 def format_accuracy(report: AccuracyReport) -> list[str]:
     """The configuration line and the markdown table: a row per seed and a summary row."""
     c = report.config
@@ -358,7 +260,7 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
     runs = report.runs
     lines = [
         f"Accuracy of {where}: {c.describe()}; {report.train_size:,} training images; "
-        f"{_seeds_text(report.seeds)}; {_plural(report.jobs, 'job')}",
+        f"{seeds_text(report.seeds)}; {report.executor or plural(report.jobs, 'job')}",
         "",
         f"Counts are out of {runs[0].validation_total:,} validation and {runs[0].test_total:,} test images; "
         "test counts are of the served weights (the best validation epoch's).",
@@ -381,7 +283,7 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
 
     def mean_sd(counts: Sequence[int]) -> str:
         stats = Stats.of([float(n) for n in counts])
-        return f"{stats.mean:.1f} ± {_std(stats.std, digits=1)}"
+        return f"{stats.mean:.1f} ± {std_text(stats.std, digits=1)}"
 
     rows.append(
         [
@@ -389,7 +291,7 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
             "",
             mean_sd([r.validation_correct for r in runs]),
             mean_sd([r.test_correct for r in runs]),
-            f"{100 * t.mean:.2f} ± {_std(t.std, 100)} (min {100 * t.min:.2f}, max {100 * t.max:.2f})",
+            f"{100 * t.mean:.2f} ± {std_text(t.std, 100)} (min {100 * t.min:.2f}, max {100 * t.max:.2f})",
             mean_sd([r.last_validation_correct for r in runs]),
             mean_sd([r.last_test_correct for r in runs]),
             f"{report.seconds.mean:.2f}",
@@ -405,7 +307,7 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
         "last epoch test",
         "seconds",
     ]
-    table = _table(header, rows, "rrrrrrrr")
+    table = markdown_table(header, rows, "rrrrrrrr")
     if report.ensemble_correct is None:
         return lines + table
     ensemble = (
@@ -447,10 +349,6 @@ def format_environment(environment: dict[str, Any]) -> list[str]:
     ]
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.3f} s" if seconds >= 1 else f"{1000 * seconds:.1f} ms"
 
@@ -464,7 +362,7 @@ def format_speed(report: SpeedReport) -> list[str]:
     plan = report.plan
     lines = ["## Environment", "", *format_environment(report.environment), ""]
     lines += [
-        f"## Training (best and median of {_plural(plan.repeats, 'epoch')} after the first; vectorized on "
+        f"## Training (best and median of {plural(plan.repeats, 'epoch')} after the first; vectorized on "
         f"{plan.train_size:,} images, reference on {plan.reference_size:,}; seconds per 50,000-example epoch)",
         "",
     ]
@@ -497,7 +395,7 @@ def format_speed(report: SpeedReport) -> list[str]:
         "of GEMM",
         "speed-up vs reference",
     ]
-    lines += _table(header, rows, "lrrlrrrrrrr")
+    lines += markdown_table(header, rows, "lrrlrrrrrrr")
     lines += [f"\nWarning: {warning}" for warning in report.warnings()]
     lines += ["", f"## Inference (count_correct on the 10,000 test images, best and median of {plan.repeats})", ""]
     rows = [
@@ -510,7 +408,7 @@ def format_speed(report: SpeedReport) -> list[str]:
         ]
         for i in report.inference
     ]
-    lines += _table(["sizes", "dtype", "images/s best", "ms best", "ms median"], rows, "llrrr")
+    lines += markdown_table(["sizes", "dtype", "images/s best", "ms best", "ms median"], rows, "llrrr")
     lines += ["", "## Other measurements", ""]
     rows = [
         [f"GEMM {g.n}x{g.n} @ {g.n}x{g.n} {g.dtype}", f"{g.gflops:.1f} GFLOP/s", f"{_duration(g.timing.best)} best"]
@@ -520,13 +418,13 @@ def format_speed(report: SpeedReport) -> list[str]:
     rows.append(["load_mnist, warm cache", f"{_duration(load.best)} best", f"{_duration(load.median)} median"])
     m = report.memory
     if m is not None:
-        run = "a full default training run" if m.epochs is None else f"a training run of {_plural(m.epochs, 'epoch')}"
+        run = "a full default training run" if m.epochs is None else f"a training run of {plural(m.epochs, 'epoch')}"
         peak = f"{m.peak_rss_mib:,.0f} MiB" if m.exact else f"at most {m.peak_rss_mib:,.0f} MiB"
         rows.append([f"peak memory of {run}", peak, f"{m.seconds:.1f} s wall; {m.test_line}"])
         rows.append(
             ["peak memory of evaluating its model", f"{m.eval_peak_rss_mib:,.0f} MiB", f"{m.eval_seconds:.1f} s wall"]
         )
-    lines += _table(["measurement", "result", "detail"], rows, "lrl")
+    lines += markdown_table(["measurement", "result", "detail"], rows, "lrl")
     return lines
 
 
@@ -537,32 +435,7 @@ def _progress_bar(total: int, unit: str, desc: str) -> tqdm[Any]:
     return tqdm(total=total, unit=unit, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
-def _run_accuracy(args: argparse.Namespace, source: DataSource, progress: bool) -> AccuracyReport:
-    config, seeds, train_size = _accuracy_config(args)
-    bar = _progress_bar(len(seeds) * config.epochs, "epoch", "accuracy") if progress else None
-
-    def on_epochs(n: int) -> None:
-        if bar is not None:
-            bar.update(n)
-
-    try:
-        return accuracy_benchmark(
-            config,
-            seeds,
-            source=source,
-            train_size=train_size,
-            jobs=args.jobs,
-            preset=args.preset,
-            on_epochs=on_epochs,
-            ensemble=args.ensemble,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _run_speed(args: argparse.Namespace, source: DataSource, progress: bool) -> SpeedReport:
-    plan = _speed_plan(args)
+def _run_speed(args: argparse.Namespace, source: DataSource, progress: bool, plan: SpeedPlan) -> SpeedReport:
     bar = _progress_bar(plan.steps(), "step", "speed") if progress else None
 
     def on_step(done: int, total: int, label: str) -> None:
@@ -584,12 +457,10 @@ def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py"
 
     args = build_benchmark_parser(prog).parse_args(argv)
     action_prog = f"{prog} {args.action}"
+    plan: AccuracyPlan | SpeedPlan
     try:
-        # Every flag value is checked before anything runs (the runs check them again, cheaply).
-        if args.action == "accuracy":
-            _accuracy_config(args)
-        else:
-            _speed_plan(args)
+        # Every flag value is checked before anything runs.
+        plan = accuracy_plan(args) if args.action == "accuracy" else _speed_plan(args)
         if args.json is not None:
             check_writable(args.json)
     except UsageError as exc:
@@ -597,23 +468,31 @@ def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py"
     except OSError as exc:
         return fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_USAGE)
 
-    source = DataSource(args.data_dir, args.mirror)
     progress = show_progress(args.quiet)
-    report: AccuracyReport | SpeedReport
+    report: AccuracyReport | SweepReport | SpeedReport
+    code = EXIT_OK
     try:
-        if args.action == "accuracy":
-            report = _run_accuracy(args, source, progress)
+        if isinstance(plan, AccuracyPlan):
+            sweep = run_plan(plan, args, action_prog, progress)
+            code = EXIT_FAILURE if sweep.counts["failed"] else EXIT_OK
+            report = sweep if sweep.grid else sweep.accuracy_report(plan.jobs)
         else:
-            report = _run_speed(args, source, progress)
-    except MnistNNError as exc:  # a failed download, a bad data file, a diverged run, a dead worker, ...
+            report = _run_speed(args, DataSource(args.data_dir, args.mirror), progress, plan)
+    except MnistNNError as exc:  # a failed download, a bad data file, every run failed, a dead worker, ...
         # As the ``command`` wrapper would, but naming the action ("benchmark.py speed: error: ...").
         return fail(action_prog, str(exc), exc.exit_code)
 
-    lines = format_accuracy(report) if isinstance(report, AccuracyReport) else format_speed(report)
+    if isinstance(report, SweepReport):
+        lines = format_sweep(report)
+    elif isinstance(report, AccuracyReport):
+        counts = format_counts(sweep)
+        lines = format_accuracy(report) + (["", *counts] if counts else [])
+    else:
+        lines = format_speed(report)
     print("\n".join(lines))
     if args.json is not None:
         try:
             write_json(args.json, {**report.to_dict(), "version": __version__})
         except OSError as exc:
             return fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_FAILURE)
-    return EXIT_OK
+    return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from mnist_nn.cli.base import (
     show_progress,
 )
 from mnist_nn.data import Split, load_mnist
-from mnist_nn.plots import load_benchmark_report, plot_benchmark, plot_model
+from mnist_nn.plots import load_benchmark_report, load_sweep_report, plot_benchmark, plot_model, plot_sweep
 
 
 def build_plot_parser(prog: str = "mnist-nn plot") -> argparse.ArgumentParser:
@@ -26,16 +27,30 @@ def build_plot_parser(prog: str = "mnist-nn plot") -> argparse.ArgumentParser:
         prog=prog,
         description="Draw PNG figures (needs the 'plot' extra, matplotlib). From a model file: training "
         "curves, the confusion matrix and the most confident mistakes. From benchmark accuracy JSON files: "
-        "test accuracy per configuration with error bars.",
+        "test accuracy per configuration with error bars. From sweep JSON files (benchmark.py accuracy --grid "
+        "... --json): accuracy against a swept value, a line per setting of the others (--x picks the value).",
     )
     parser.add_argument("inputs", type=Path, nargs="+", metavar="MODEL_OR_JSON", help="model files or benchmark JSON")
     parser.add_argument("--out", type=Path, default=Path("plots"), help="folder for the PNG files (default: plots/)")
     parser.add_argument(
         "--split", choices=["test", "validation", "train"], default="test", help="split for the confusion matrix"
     )
+    parser.add_argument(
+        "--x", metavar="NAME", help="for a sweep: the swept flag along the x axis (default: the first numeric one)"
+    )
     add_data_args(parser, deadline=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or file list")
     return parser
+
+
+def _is_sweep(path: Path) -> bool:
+    """Whether a JSON file is a sweep report (its own reader then says what else is wrong)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("action") == "sweep"
 
 
 @command
@@ -46,6 +61,11 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
     reports = [p for p in args.inputs if p.suffix != ".npz"]
     written: list[Path] = []
     try:
+        sweeps = [path for path in reports if _is_sweep(path)]
+        reports = [path for path in reports if path not in sweeps]
+        for path in sweeps:
+            name = "sweep.png" if len(sweeps) == 1 else f"sweep-{path.stem}.png"
+            written.append(plot_sweep(load_sweep_report(path), args.out / name, x=args.x))
         if reports:
             docs = [load_benchmark_report(path) for path in reports]
             written.append(plot_benchmark(docs if len(docs) > 1 else docs[0], args.out / "benchmark.png"))

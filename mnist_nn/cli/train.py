@@ -62,23 +62,29 @@ from mnist_nn.train.schedules import SCHEDULES
 from mnist_nn.train.transforms import TRANSFORMS
 
 
-def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
-    """Arguments of ``train_mnist.py`` / ``mnist-nn train``."""
+def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> argparse._ArgumentGroup:
+    """Add the training flags (--preset, --hidden or --layers, --epochs, ..., --expand) to ``parser`` as one group.
+
+    ``train_mnist.py`` and ``benchmark.py accuracy`` take them from this one
+    definition, so anything that can be trained can be benchmarked. Every
+    flag defaults to None (not given): ``config_from_args`` applies the
+    given ones to a preset. A benchmark runs several seeds of its own and
+    leaves --seed out (``seed=False``).
+
+    Returns:
+        The group, whose actions are the training flags.
+    """
     d = TrainConfig()
-    parser = Parser(
-        prog=prog,
-        description="Train a network on MNIST by mini-batch SGD and report validation accuracy "
-        "after every epoch and the test correct count at the end. The defaults are Nielsen's "
-        "chapter-1 network: [784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3.0, 30 epochs. "
-        "The weights of the epoch with the best validation count are the ones tested and saved.",
+    group = parser.add_argument_group(
+        "training", "what to train; flags not given take the --preset's values (nielsen-ch1 by default)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         help="start from a named configuration (default: nielsen-ch1); flags given beside it override it",
     )
     hidden = " ".join(map(str, d.sizes[1:-1]))
-    shape = parser.add_mutually_exclusive_group()
+    shape = group.add_mutually_exclusive_group()
     shape.add_argument(
         "--hidden",
         type=int,
@@ -95,28 +101,29 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         "padding), pool<P> (PxP max-pooling) or dense<N> (N neurons), ending with dense10, e.g. "
         "--layers conv20x5 pool2 conv40x5 pool2 dense100 dense10 (Nielsen's chapter 6)",
     )
-    parser.add_argument("--epochs", type=int, help=f"total passes over the training set (default: {d.epochs})")
-    parser.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
-    parser.add_argument("--eta", type=float, help=f"learning rate (default: {d.eta})")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        help=f"seed of the initial weights and the shuffles; the same seed gives the same run (default: {d.seed})",
-    )
-    parser.add_argument(
+    group.add_argument("--epochs", type=int, help=f"total passes over the training set (default: {d.epochs})")
+    group.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
+    group.add_argument("--eta", type=float, help=f"learning rate (default: {d.eta})")
+    if seed:
+        group.add_argument(
+            "--seed",
+            type=int,
+            help=f"seed of the initial weights and the shuffles; the same seed gives the same run (default: {d.seed})",
+        )
+    group.add_argument(
         "--dtype",
         choices=["float32", "float64"],
         help=f"floating-point type of training (default: {d.dtype}: as accurate, and faster)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--activation", choices=sorted(HIDDEN_ACTIVATIONS), help=f"hidden layers' activation (default: {d.activation})"
     )
-    parser.add_argument(
+    group.add_argument(
         "--cost",
         choices=sorted(COSTS),
         help=f"cost function; log-likelihood gives softmax outputs, the others sigmoid outputs (default: {d.cost})",
     )
-    parser.add_argument(
+    group.add_argument(
         "--init",
         choices=INITS,
         help="weight initialization: normal (N(0, 1), Nielsen ch. 1), scaled (N(0, 1/n_in), ch. 3), "
@@ -124,59 +131,72 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         f"(default: {d.init}; for --layers with convolutions, he "
         "with ReLU and scaled otherwise, since N(0, 1) weights saturate a convolutional network from the start)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--l2",
         type=float,
         metavar="LAMBDA",
         help="L2 regularization lambda, Nielsen's convention: w -> (1 - eta*lambda/n) w each step (default: 0)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--dropout", type=float, metavar="P", help="drop each hidden neuron with probability P in training (default: 0)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--input-dropout",
         type=float,
         metavar="P",
         help="drop each input pixel with probability P in training (default: 0)",
     )
-    parser.add_argument("--momentum", type=float, metavar="MU", help="momentum coefficient (default: 0, plain SGD)")
-    parser.add_argument(
+    group.add_argument("--momentum", type=float, metavar="MU", help="momentum coefficient (default: 0, plain SGD)")
+    group.add_argument(
         "--nesterov", action="store_true", default=None, help="use Nesterov's momentum instead of the classical one"
     )
-    parser.add_argument(
+    group.add_argument(
         "--schedule",
         choices=SCHEDULES,
         help="learning-rate schedule: constant, plateau (halve eta when validation stalls for "
         "--schedule-patience epochs; stop below eta/128, as network2) or cosine (default: constant)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--schedule-patience", type=int, metavar="N", help="epochs without improvement before plateau halves eta (5)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--early-stopping",
         type=int,
         metavar="N",
         help="stop after N epochs without validation improvement; the best epoch's weights are kept (default: off)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--preprocess",
         choices=["none", *sorted(TRANSFORMS)],
         help="transform every image, training and test alike, before the first layer: deskew straightens "
         "slanted digits and centers them (default: none)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--augment",
         metavar="SPEC",
         help="distort the training images every epoch: 'default', or keys such as "
         "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README); 'none' turns it off",
     )
-    parser.add_argument(
+    group.add_argument(
         "--expand",
         action="store_true",
         default=None,
         help="train on every image and its four one-pixel shifts, 250,000 images an epoch "
         "(Nielsen's expanded training set, chapter 6)",
     )
+    return group
+
+
+def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
+    """Arguments of ``train_mnist.py`` / ``mnist-nn train``."""
+    parser = Parser(
+        prog=prog,
+        description="Train a network on MNIST by mini-batch SGD and report validation accuracy "
+        "after every epoch and the test correct count at the end. The defaults are Nielsen's "
+        "chapter-1 network: [784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3.0, 30 epochs. "
+        "The weights of the epoch with the best validation count are the ones tested and saved.",
+    )
+    add_training_args(parser)
     add_data_args(parser, deadline=True)
     parser.add_argument(
         "--save",
@@ -253,9 +273,14 @@ _TRAIN_FLAGS = (
 )
 
 
-def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
-    """Apply the flags given to ``base``, checking their values once, up front."""
-    changes: dict[str, Any] = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
+    """Apply the training flags given (``add_training_args``) to ``base``, checking their values once, up front.
+
+    Raises:
+        ConfigError: a value out of range (``command`` names the flag).
+        UsageError: --layers or --augment that cannot work.
+    """
+    changes: dict[str, Any] = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
     if args.hidden is not None:
         changes["sizes"], changes["layers"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES), ()
     if getattr(args, "layers", None) is not None:
@@ -309,7 +334,7 @@ def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
             parse_augment(stored.augment)
     except ValueError as exc:
         raise ModelFileError(one_line(f"{saved.path}: cannot resume: {exc}")) from None
-    config = _train_config(args, stored)
+    config = config_from_args(args, stored)
     changed = [
         f.name
         for f in dataclasses.fields(config)
@@ -519,7 +544,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         config = _resumed_config(args, saved)
         resumed = _resumed_run(args, saved, config)
     else:
-        config = _train_config(args, PRESETS[args.preset or "nielsen-ch1"])
+        config = config_from_args(args, PRESETS[args.preset or "nielsen-ch1"])
     save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
     if save_path is None and args.resume is not None:
         save_path = args.resume  # a resumed run goes back where it came from, unless --save says otherwise

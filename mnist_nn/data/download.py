@@ -365,7 +365,10 @@ class _Fetcher:
                 if not hidden and mirror != self.mirrors[-1]:
                     bar.write(f"{file.name}: {failures[-1]}; trying the next mirror", file=sys.stderr)
         hints = f"{_DEADLINE_HINT}, or {_FIX_HINT}" if late else _FIX_HINT
-        raise DownloadError(f"cannot get {file.name} from any mirror: {'; '.join(failures)}; {hints}")
+        # A cached copy that is there but failed verification is said first: on a machine that
+        # had the data (a benchmark's worker), it is the problem to fix.
+        stale = f" (the cached {one_line(str(path), MESSAGE_LIMIT)} failed verification)" if path.is_file() else ""
+        raise DownloadError(f"cannot get {file.name} from any mirror{stale}: {'; '.join(failures)}; {hints}")
 
     def _drop_session(self) -> None:
         """Close the HTTP session, so the next request starts on fresh connections."""

@@ -1,0 +1,309 @@
+"""Where the runs of a sweep execute: this process, local worker processes, or a Dask cluster.
+
+A run is a ``RunTask``: one configuration with its seed, the training size
+and where MNIST comes from. Wherever it lands, ``execute_task`` runs it: it
+limits BLAS to one thread, loads MNIST through the verified download cache of
+the machine it runs on (the arrays never travel with the task) and trains.
+An executor takes a list of tasks and yields each one's outcome as it
+finishes, in any order, as ``(index, outcome)``: a ``SeedResult``, or a
+``TaskFailure`` saying why that run failed (a cache that failed
+verification, a diverged run) while the other runs go on.
+
+``InProcess`` (one run after another here, BLAS as it is), ``LocalProcesses``
+(``--jobs J``: J spawned processes, one BLAS thread each) and
+``DaskScheduler`` (``--scheduler ADDRESS``: the workers of a running Dask
+distributed scheduler) share that one interface, so the sweep does not care
+which runs it. Dask is an optional extra: ``distributed`` is imported only by
+``DaskScheduler.run``, and a worker that dies mid-run has its task rerun
+elsewhere by Dask itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import multiprocessing
+import socket
+import time
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mnist_nn.bench.accuracy import SeedResult, train_seed
+from mnist_nn.bench.common import DataSource
+from mnist_nn.bench.machine import limit_blas_threads, single_blas_thread_env
+from mnist_nn.config import TrainConfig
+from mnist_nn.data import MnistData
+from mnist_nn.errors import BenchmarkError, MnistNNError
+
+DISTRIBUTED_INSTALL = "pip install 'mnist-nn[distributed]'"
+DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler
+DEFAULT_WORKER_WAIT = 300.0  # seconds a sweep waits while no worker is connected to its scheduler
+DEFAULT_RETRIES = 2  # reruns of a task whose worker died (or that raised) before Dask gives up on it
+_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One (configuration, seed) run: all a worker needs, and small (the data is loaded where it runs)."""
+
+    config: TrainConfig  # seed included
+    train_size: int  # train on the first this many training images
+    source: DataSource  # where the worker finds MNIST (None fields: the worker's own defaults)
+    keep_probabilities: bool = False  # return the test output probabilities (for an ensemble)
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON text of ``obj``: sorted keys, no spaces (what keys are hashed from)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def configuration_key(config: TrainConfig, train_size: int) -> str:
+    """16 hex digits of the SHA-256 of a configuration (its seed left out) and training size."""
+    settings = config.to_dict()
+    del settings["seed"]
+    text = canonical_json({"config": settings, "train_size": train_size})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def run_key(task: RunTask) -> str:
+    """A stable name of one run, from its configuration, training size and seed: '<16 hex>-seed<S>'."""
+    return f"{configuration_key(task.config, task.train_size)}-seed{task.config.seed}"
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """Why a run failed, in one line; the sweep reports it and goes on."""
+
+    reason: str
+
+
+Outcome = SeedResult | TaskFailure
+EpochDone = Callable[[], None]
+Outcomes = Generator[tuple[int, Outcome], None, None]  # (index into the tasks, its outcome), as each finishes
+
+
+class Executor(Protocol):
+    """Runs tasks somewhere and yields ``(index into tasks, outcome)`` as each finishes."""
+
+    @property
+    def description(self) -> str:
+        """Where the runs go, for the report: "1 job", "2 jobs", "Dask scheduler tcp://..."."""
+
+    @property
+    def reports_epochs(self) -> bool:
+        """Whether ``on_epoch`` is called after every epoch (else the sweep counts whole runs)."""
+
+    def run(self, tasks: Sequence[RunTask], on_epoch: EpochDone | None = None) -> Outcomes:
+        """Start the tasks and yield each one's outcome as it finishes."""
+
+
+@functools.lru_cache(maxsize=1)
+def _load(source: DataSource, dtype: str) -> MnistData:
+    """MNIST for this process's tasks, loaded (and verified) once per source and dtype."""
+    return source.load(dtype)
+
+
+def _execute(task: RunTask, on_epoch: EpochDone | None = None) -> Outcome:
+    """Load the data and train; a package error (a failed verification, a diverged run) is a failure."""
+    try:
+        data = _load(task.source, task.config.dtype)
+        return train_seed(task.config, data, task.train_size, on_epoch, keep_probabilities=task.keep_probabilities)
+    except MnistNNError as exc:
+        return TaskFailure(f"{exc} (on {socket.gethostname()})")
+
+
+def execute_task(task: RunTask) -> Outcome:
+    """Run one task in a worker process with one BLAS thread (set here, so it holds on any worker)."""
+    limit_blas_threads()
+    return _execute(task)
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """The runs one after another in this process, with BLAS as it is."""
+
+    description: str = "1 job"
+    reports_epochs: bool = True
+
+    def run(self, tasks: Sequence[RunTask], on_epoch: EpochDone | None = None) -> Outcomes:
+        """Yield each task's outcome in order."""
+        for i, task in enumerate(tasks):
+            yield i, _execute(task, on_epoch)
+
+
+@dataclass(frozen=True)
+class LocalProcesses:
+    """Up to ``jobs`` spawned worker processes on this machine, one BLAS thread each."""
+
+    jobs: int
+    reports_epochs: bool = False
+
+    @property
+    def description(self) -> str:
+        """ "2 jobs"."""
+        return f"{self.jobs} jobs"
+
+    def run(self, tasks: Sequence[RunTask], on_epoch: EpochDone | None = None) -> Outcomes:
+        """Yield outcomes as the workers finish them.
+
+        Raises:
+            BenchmarkError: a worker process died.
+        """
+        if not tasks:
+            return
+        # "spawn", not "fork": a forked child would inherit this process's BLAS,
+        # already loaded with its thread count; a spawned one imports numpy afresh
+        # and reads the variables set here. Workers are started as tasks are
+        # submitted, so every submission happens while the variables are set.
+        executor: ProcessPoolExecutor | None = None
+        try:
+            with single_blas_thread_env():
+                executor = ProcessPoolExecutor(
+                    max_workers=min(self.jobs, len(tasks)),
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=limit_blas_threads,
+                )
+                futures: dict[Future[Outcome], int] = {executor.submit(execute_task, t): i for i, t in enumerate(tasks)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BrokenProcessPool as exc:
+            raise BenchmarkError(f"a worker process died before finishing its run ({exc}); try fewer jobs") from None
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+
+def import_distributed() -> Any:
+    """Dask's ``distributed`` package (untyped), or BenchmarkError saying what to install."""
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise BenchmarkError(
+            f"a Dask scheduler needs Dask's 'distributed' package, which cannot be imported ({exc}): "
+            f"{DISTRIBUTED_INSTALL}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class DaskScheduler:
+    """The workers of a running Dask distributed scheduler, e.g. ``tcp://10.0.0.5:8786``.
+
+    Each task is submitted under a key derived from the task itself, with
+    ``retries``: a task whose worker dies is rerun on another worker by the
+    scheduler (and after ``retries`` errors, or when its workers keep dying,
+    it is reported failed). Every wait has a deadline: ``connect_timeout``
+    to reach the scheduler (and to get it back if the connection drops), and
+    ``worker_wait`` while no worker at all is connected.
+    """
+
+    address: str
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    worker_wait: float = DEFAULT_WORKER_WAIT
+    retries: int = DEFAULT_RETRIES
+    reports_epochs: bool = False
+
+    @property
+    def description(self) -> str:
+        """ "Dask scheduler tcp://..."."""
+        return f"Dask scheduler {self.address}"
+
+    def connect(self) -> Any:
+        """A ``distributed.Client`` of the scheduler.
+
+        Raises:
+            BenchmarkError: distributed is not installed, or the scheduler cannot be reached in time.
+        """
+        distributed = import_distributed()
+        try:
+            return distributed.Client(self.address, timeout=self.connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise BenchmarkError(
+                f"cannot reach the Dask scheduler at {self.address} within {self.connect_timeout:g} s ({reason}); "
+                "is 'dask scheduler' running there, and is the address right?"
+            ) from None
+
+    def run(self, tasks: Sequence[RunTask], on_epoch: EpochDone | None = None) -> Outcomes:
+        """Submit every task to the scheduler and yield outcomes as the workers finish them.
+
+        Raises:
+            BenchmarkError: no scheduler, no workers for ``worker_wait`` seconds, or the scheduler went away.
+        """
+        if not tasks:
+            return
+        client = self.connect()
+        pending: dict[Any, int] = {}
+        try:
+            for i, task in enumerate(tasks):
+                future = client.submit(execute_task, task, key=_task_key(task), retries=self.retries)
+                pending[future] = i
+            yield from self._collect(client, pending)
+        finally:
+            try:
+                if pending:
+                    client.cancel(list(pending))
+                client.close(timeout=self.connect_timeout)
+            except Exception:  # the scheduler may be gone already; nothing more to tidy
+                pass
+
+    def _collect(self, client: Any, pending: dict[Any, int]) -> Outcomes:
+        """Poll the futures until all are done, with deadlines on a lost scheduler and on no workers."""
+        now = time.monotonic()
+        seen_workers, seen_scheduler = now, now
+        while pending:
+            done = [future for future in pending if future.done()]
+            for future in done:
+                i = pending.pop(future)
+                outcome = _outcome(future)
+                future.release()
+                yield i, outcome
+            if done:
+                continue
+            now = time.monotonic()
+            if client.status == "running":
+                seen_scheduler = now
+            elif now - seen_scheduler > self.connect_timeout:
+                raise BenchmarkError(
+                    f"lost the Dask scheduler at {self.address} for more than {self.connect_timeout:g} s "
+                    f"with {len(pending)} runs unfinished; runs already finished are kept in --results"
+                )
+            if _worker_count(client) > 0:
+                seen_workers = now
+            elif now - seen_workers > self.worker_wait:
+                raise BenchmarkError(
+                    f"no Dask worker has been connected to {self.address} for {self.worker_wait:g} s; "
+                    f"start some with 'dask worker {self.address}'"
+                )
+            time.sleep(_POLL_SECONDS)
+
+
+def _task_key(task: RunTask) -> str:
+    """A Dask key naming the task by its content, so that resubmitting a task finds the same one."""
+    return f"mnist-nn-run-{run_key(task)}"
+
+
+def _worker_count(client: Any) -> int:
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # a client between connections has no fresh information; assume none
+        return 0
+
+
+def _outcome(future: Any) -> Outcome:
+    """A finished Dask future's result, or a failure naming what went wrong."""
+    status = future.status
+    if status == "finished":
+        result = future.result()
+        if isinstance(result, SeedResult | TaskFailure):
+            return result
+        return TaskFailure(f"a worker returned {type(result).__name__}, not a run's result")
+    if status == "error":
+        exc = future.exception()
+        reason = " ".join(str(exc).split())
+        return TaskFailure(f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__)
+    return TaskFailure(f"the Dask scheduler reports the run {status}")

@@ -223,3 +223,27 @@ def test_scheduler_without_dask_installed_says_what_to_install(tmp_path: Path) -
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'mnist-nn[distributed]'" in lines[0], done.stderr
+
+
+def test_a_dask_task_and_its_outcome_travel_as_json_text_and_come_back_equal() -> None:
+    from mnist_nn.bench import DataSource, RunTask, SeedResult, TaskFailure
+    from mnist_nn.bench.executors import outcome_from_json, outcome_to_json, task_from_json, task_to_json
+    from mnist_nn.config import PRESETS
+
+    task = RunTask(PRESETS["cnn"], 1234, DataSource(Path("/data/mnist"), "file:///mirror"))
+    text = task_to_json(task)
+    assert json.loads(text)["train_size"] == 1234
+    assert task_from_json(text) == task
+    result = SeedResult(
+        seed=3, served_epoch=2, validation_correct=9000, test_correct=8990, last_epoch=3,
+        last_validation_correct=8995, last_test_correct=8980, validation_total=10000,
+        test_total=10000, seconds=1.5, blas_threads=1,
+    )  # fmt: skip
+    for outcome in (result, TaskFailure("the cache failed verification")):
+        assert outcome_from_json(outcome_to_json(outcome)) == outcome
+    for bad_task in ('{"config": {}}', "[]", text.replace('"train_size":1234', '"train_size":-1')):
+        with pytest.raises(ValueError):
+            task_from_json(bad_task)
+    for bad_outcome in ('{"result": {"seed": -1}}', '{"failure": 3}', "[]", "not json"):
+        with pytest.raises(ValueError):
+            outcome_from_json(bad_outcome)

@@ -31,12 +31,13 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from mnist_nn.bench.accuracy import SeedResult, train_seed
 from mnist_nn.bench.common import DataSource
 from mnist_nn.bench.machine import limit_blas_threads, single_blas_thread_env
-from mnist_nn.config import TrainConfig
+from mnist_nn.config import TrainConfig, config_from_dict
 from mnist_nn.data import MnistData
 from mnist_nn.errors import BenchmarkError, MnistNNError
 
@@ -121,6 +122,61 @@ def execute_task(task: RunTask) -> Outcome:
     """Run one task in a worker process with one BLAS thread (set here, so it holds on any worker)."""
     limit_blas_threads()
     return _execute(task)
+
+
+def task_to_json(task: RunTask) -> str:
+    """A task as JSON text: what a Dask worker is sent (no pickled objects of the project's)."""
+    source = task.source
+    return canonical_json(
+        {
+            "config": task.config.to_dict(),
+            "train_size": task.train_size,
+            "data_dir": None if source.data_dir is None else str(source.data_dir),
+            "mirror": source.mirror,
+        }
+    )
+
+
+def task_from_json(text: str) -> RunTask:
+    """The inverse of ``task_to_json``; ValueError naming what is wrong."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or set(doc) != {"config", "train_size", "data_dir", "mirror"}:
+        raise ValueError("expected a task object with config, train_size, data_dir and mirror")
+    train_size, data_dir, mirror = doc["train_size"], doc["data_dir"], doc["mirror"]
+    if not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1:
+        raise ValueError(f"expected train_size as an integer >= 1, got {train_size!r}")
+    if not all(v is None or isinstance(v, str) for v in (data_dir, mirror)):
+        raise ValueError(f"expected data_dir and mirror as text or null, got {data_dir!r} and {mirror!r}")
+    source = DataSource(None if data_dir is None else Path(data_dir), mirror)
+    return RunTask(config_from_dict(doc["config"]), train_size, source)
+
+
+def outcome_to_json(outcome: Outcome) -> str:
+    """A run's outcome as JSON text: what a Dask worker sends back."""
+    if isinstance(outcome, TaskFailure):
+        return canonical_json({"failure": outcome.reason})
+    return canonical_json({"result": outcome.to_dict()})
+
+
+def outcome_from_json(text: str) -> Outcome:
+    """The inverse of ``outcome_to_json``; ValueError naming what is wrong."""
+    doc = json.loads(text)
+    if isinstance(doc, dict) and set(doc) == {"failure"} and isinstance(doc["failure"], str):
+        return TaskFailure(doc["failure"])
+    if isinstance(doc, dict) and set(doc) == {"result"}:
+        return SeedResult.from_dict(doc["result"])
+    raise ValueError("expected a run's outcome object with a result or a failure")
+
+
+def execute_task_json(text: str) -> str:
+    """``execute_task`` on JSON text, returning JSON text: what Dask workers run.
+
+    Only text crosses the network in the project's own messages, so the
+    client reads each result with ``json``, never with pickle. (Dask's own
+    protocol still pickles the function reference and any error a worker
+    raises: keep the scheduler on a network you trust.)
+    """
+    return outcome_to_json(execute_task(task_from_json(text)))
 
 
 @dataclass(frozen=True)
@@ -240,7 +296,7 @@ class DaskScheduler:
         pending: dict[Any, int] = {}
         try:
             for i, task in enumerate(tasks):
-                future = client.submit(execute_task, task, key=_task_key(task), retries=self.retries)
+                future = client.submit(execute_task_json, task_to_json(task), key=_task_key(task), retries=self.retries)
                 pending[future] = i
             yield from self._collect(client, pending)
         finally:
@@ -299,9 +355,12 @@ def _outcome(future: Any) -> Outcome:
     status = future.status
     if status == "finished":
         result = future.result()
-        if isinstance(result, SeedResult | TaskFailure):
-            return result
-        return TaskFailure(f"a worker returned {type(result).__name__}, not a run's result")
+        if not isinstance(result, str):
+            return TaskFailure(f"a worker returned {type(result).__name__}, not a run's result as JSON text")
+        try:
+            return outcome_from_json(result)
+        except ValueError as exc:
+            return TaskFailure(f"a worker returned an unreadable result ({exc})")
     if status == "error":
         exc = future.exception()
         reason = " ".join(str(exc).split())

@@ -359,8 +359,8 @@ def _outcome(future: Any) -> Outcome:
             return TaskFailure(f"a worker returned {type(result).__name__}, not a run's result as JSON text")
         try:
             return outcome_from_json(result)
-        except ValueError as exc:
-            return TaskFailure(f"a worker returned an unreadable result ({exc})")
+        except ValueError as unreadable:
+            return TaskFailure(f"a worker returned an unreadable result ({unreadable})")
     if status == "error":
         exc = future.exception()
         reason = " ".join(str(exc).split())

@@ -220,3 +220,12 @@ def test_validation_pixels_are_counted_as_their_floats() -> None:
     assert all(r.validation_total == 4100 for r in a.history.epochs)
     with pytest.raises(ValueError, match="validation images of shape"):
         fit(Run.start(config), pixels, labels, validation=(vpixels[:, :100], vlabels))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scaling_in_the_target_dtype_rounds_every_pixel_value_as_float64_division_did(dtype: str) -> None:
+    values = np.arange(256, dtype=np.uint8)
+    wide = np.divide(values, 255.0)  # float64, the loader's original division
+    out = np.empty(256, dtype)
+    scale_pixels(values, out)
+    assert np.array_equal(out, wide.astype(dtype))

@@ -33,7 +33,7 @@ class Step:
     Args:
         network: the network to train (its layers' parameters are updated in place).
         m: the mini-batch size.
-        optimizer: applies each update (planned already).
+        optimizer: applies each update (planned already: the step binds its updates once).
         dropout: probability of dropping each hidden neuron (the output layer never drops).
         rng: draws the dropout masks.
         monitor_cost: accepted for compatibility; the running cost is kept when a call passes ``kept``.
@@ -74,7 +74,9 @@ class Step:
                 self.steps[i - 1].delta if i else None,
                 i == last,
                 layers[i].decayed(layers[i].params),
-                list(zip(slots[i], layers[i].params, self.steps[i].grads, strict=True)),
+                optimizer.bind(list(zip(slots[i], layers[i].params, self.steps[i].grads, strict=True)))
+                if layers[i].params
+                else None,
             )
             for i in range(last, -1, -1)
         ]
@@ -113,10 +115,10 @@ class Step:
         # Scaling delta_L by -eta/m once scales every delta below it (BP2 is linear),
         # so each gradient product below is already the update.
         np.multiply(top.delta, scale, out=top.delta)
-        apply = self.optimizer.apply
-        for backward, x_t, below, output, decayed, updates in self.backwards:
+        for backward, x_t, below, output, decayed, update in self.backwards:
             backward(xb_t if x_t is None else x_t, below, output)
             if decay != 1.0:
                 for w in decayed:
                     np.multiply(w, decay, out=w)  # w -> (1 - eta lambda / n) w
-            apply(updates)
+            if update is not None:
+                update()

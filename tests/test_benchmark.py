@@ -109,7 +109,7 @@ def test_speed_reports_speedups_blas_and_every_measurement(
         assert len(t["timing"]["seconds"]) == 1 and t["timing"]["items"] == 5_000
     assert all(t["speedup"] is None and t["timing"]["items"] == 200 for t in reference)
     # Beside each dense shape, the floor of its math (ratio 1 to itself) and the plain NumPy port.
-    for kind in ("floor", "plain port"):
+    for kind in ("floor", "plain port", "plain port, his lists"):
         rows = [t for t in training if t["implementation"] == kind]
         assert {t["dtype"] for t in rows} == {"float32", "float64"}
         assert all(t["floor_ratio"] > 0 and t["timing"]["items"] == 5_000 for t in rows)

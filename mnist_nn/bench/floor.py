@@ -13,9 +13,11 @@ machinery costs.
 ``NielsenPort`` is Nielsen's ``network.py`` as anyone would port it to
 mini-batch matrices in NumPy: column vectors, weights (n_out, n_in) and
 biases (n_out, 1), the sigmoid as 1 / (1 + exp(-z)), new arrays for every
-intermediate, a shuffled copy of each mini-batch; in the network's dtype,
-without evaluation or cost. It is what "faster than plain NumPy" is measured
-against.
+intermediate; in the network's dtype, without evaluation or cost. Its
+mini-batches come either from arrays, gathered by fancy indexing (``epoch``),
+or from his own data layout, a shuffled list of (784, 1) columns stacked
+into matrices (``epoch_lists``, his chapter-2 exercise). It is what "faster
+than plain NumPy" is measured against.
 """
 
 from __future__ import annotations
@@ -145,23 +147,41 @@ class NielsenPort:
         return out
 
     def epoch(self, images: FloatArray, labels: IntArray, m: int, eta: float) -> None:
-        """One epoch of mini-batch SGD on images (n, n_in) and integer labels (n,), shuffled."""
+        """One epoch of mini-batch SGD on images (n, n_in) and integer labels (n,), shuffled.
+
+        Each mini-batch is gathered from the arrays by fancy indexing.
+        """
         n = images.shape[0]
         targets = np.eye(self.weights[-1].shape[0], dtype=self.dtype)[labels]
         order = self.rng.permutation(n)
         for k in range(0, n, m):
             idx = order[k : k + m]
-            x, y = images[idx].T, targets[idx].T  # (n_in, m), (n_out, m)
-            activations, a = [x], x
-            for w, b in zip(self.weights, self.biases, strict=True):
-                a = self._sigmoid(w @ a + b)
-                activations.append(a)
-            delta = (a - y) * a * (1 - a)
-            for layer in range(len(self.weights) - 1, -1, -1):
-                grad_w = delta @ activations[layer].T
-                grad_b = delta.sum(axis=1, keepdims=True)
-                if layer:
-                    a_below = activations[layer]
-                    delta = (self.weights[layer].T @ delta) * a_below * (1 - a_below)
-                self.weights[layer] -= (eta / x.shape[1]) * grad_w
-                self.biases[layer] -= (eta / x.shape[1]) * grad_b
+            self._update(images[idx].T, targets[idx].T, eta)  # (n_in, m), (n_out, m)
+
+    def epoch_lists(self, training_data: list[tuple[FloatArray, FloatArray]], m: int, eta: float) -> None:
+        """One epoch on Nielsen's own data layout: a list of (x (n_in, 1), one-hot y (n_out, 1)) pairs.
+
+        As his ``SGD``: the list is shuffled, cut into mini-batches, and each
+        mini-batch is stacked into matrices (his chapter-2 exercise).
+        """
+        order = self.rng.permutation(len(training_data))
+        shuffled = [training_data[i] for i in order]
+        for k in range(0, len(shuffled), m):
+            batch = shuffled[k : k + m]
+            self._update(np.hstack([x for x, _ in batch]), np.hstack([y for _, y in batch]), eta)
+
+    def _update(self, x: FloatArray, y: FloatArray, eta: float) -> None:
+        """One mini-batch: x (n_in, m) and one-hot y (n_out, m), backprop in matrices, w -= eta/m grad."""
+        activations, a = [x], x
+        for w, b in zip(self.weights, self.biases, strict=True):
+            a = self._sigmoid(w @ a + b)
+            activations.append(a)
+        delta = (a - y) * a * (1 - a)
+        for layer in range(len(self.weights) - 1, -1, -1):
+            grad_w = delta @ activations[layer].T
+            grad_b = delta.sum(axis=1, keepdims=True)
+            if layer:
+                a_below = activations[layer]
+                delta = (self.weights[layer].T @ delta) * a_below * (1 - a_below)
+            self.weights[layer] -= (eta / x.shape[1]) * grad_w
+            self.biases[layer] -= (eta / x.shape[1]) * grad_b

@@ -31,6 +31,7 @@ from mnist_nn.bench.timings import (
     measure_inference,
     measure_load,
     measure_port,
+    measure_port_lists,
     measure_reference,
     measure_training,
 )
@@ -116,7 +117,7 @@ class SpeedPlan:
             1  # data load
             + (len(self.gemm_dtypes) if self.gemm_size else 0)
             + len(self.shapes)
-            + 2 * sum(1 for s in self.shapes if not s.layers)  # the floor and the plain port of dense shapes
+            + 3 * sum(1 for s in self.shapes if not s.layers)  # the floor and the two plain ports of dense shapes
             + (1 if self.main_job_epochs else 0)
             + (len(self.reference_dtypes) if self.reference_size else 0)
             + len(self.inference_shapes())
@@ -161,6 +162,7 @@ class SpeedReport:
         if floor is None:
             return None
         step, port = self._row("vectorized", MAIN_JOB_SHAPE), self._row("plain port", MAIN_JOB_SHAPE)
+        lists = self._row("plain port, his lists", MAIN_JOB_SHAPE)
         floor_s = floor.epoch_seconds()
         summary: dict[str, Any] = {
             "shape": MAIN_JOB_SHAPE.to_dict(),
@@ -168,9 +170,11 @@ class SpeedReport:
             "step_seconds": step.epoch_seconds() if step else None,
             "step_over_floor": step.epoch_seconds() / floor_s if step else None,
             "port_seconds": port.epoch_seconds() if port else None,
+            "port_lists_seconds": lists.epoch_seconds() if lists else None,
             "main_job_seconds": None,
             "main_job_over_floor": None,
             "port_over_main_job": None,
+            "port_lists_over_main_job": None,
             "default_run_seconds": None,
             "default_run_limit_seconds": WALL_EPOCHS * floor_s + WALL_EXTRA,
             "targets": {"main_job_over_floor_at_most": FLOOR_TARGET, "port_over_main_job_at_least": PORT_TARGET},
@@ -181,6 +185,8 @@ class SpeedReport:
             summary["main_job_over_floor"] = main / floor_s
             if port is not None and main > 0:
                 summary["port_over_main_job"] = port.epoch_seconds() / main
+            if lists is not None and main > 0:
+                summary["port_lists_over_main_job"] = lists.epoch_seconds() / main
         if self.memory is not None and self.memory.epochs is None:
             summary["default_run_seconds"] = self.memory.seconds
         return summary
@@ -299,6 +305,8 @@ def speed_benchmark(
             vectorized += [t for t in [measure_floor(shape, data, plan.train_size, plan.repeats)] if t]
             step(f"plain port {shape.label}")
             vectorized += [t for t in [measure_port(shape, data, plan.train_size, plan.repeats)] if t]
+            step(f"plain port on Nielsen's lists {shape.label}")
+            vectorized += [t for t in [measure_port_lists(shape, data, plan.train_size, plan.repeats)] if t]
         if shape == MAIN_JOB_SHAPE and plan.main_job_epochs and main_job is None:
             step(f"the main job, {plan.main_job_epochs[0]} and {plan.main_job_epochs[1]} epochs")
             main_job = measure_main_job(source, plan.main_job_epochs, plan.repeats)

@@ -169,7 +169,7 @@ class TrainingSpeed:
     ``floor_ratio`` the best time per epoch over the floor's for the same shape.
     """
 
-    implementation: str  # "vectorized", "floor", "plain port" or "reference"
+    implementation: str  # "vectorized", "floor", "plain port", "plain port, his lists" or "reference"
     shape: TrainingShape
     timing: Timing
     gemm_fraction: float | None = None
@@ -311,6 +311,20 @@ def measure_port(shape: TrainingShape, data: MnistData, train_size: int, repeats
     labels = data.train.labels[:train_size]
     seconds = _time(lambda: port.epoch(images, labels, shape.batch_size, SPEED_ETA), repeats + 1)
     return TrainingSpeed("plain port", shape, Timing(train_size, seconds[1:]))
+
+
+def measure_port_lists(shape: TrainingShape, data: MnistData, train_size: int, repeats: int) -> TrainingSpeed | None:
+    """As ``measure_port``, on Nielsen's data layout (a list of (784, 1) columns, stacked per mini-batch)."""
+    if shape.layers:
+        return None
+    port = NielsenPort(shape.sizes, shape.dtype)
+    eye = np.eye(shape.sizes[-1], dtype=shape.dtype)
+    images = data.train.images[:train_size].astype(shape.dtype)
+    pairs = [
+        (x.reshape(-1, 1), eye[y].reshape(-1, 1)) for x, y in zip(images, data.train.labels[:train_size], strict=True)
+    ]
+    seconds = _time(lambda: port.epoch_lists(pairs, shape.batch_size, SPEED_ETA), repeats + 1)
+    return TrainingSpeed("plain port, his lists", shape, Timing(train_size, seconds[1:]))
 
 
 def measure_reference(dtype: str, data: MnistData, size: int, repeats: int) -> TrainingSpeed:

@@ -495,7 +495,17 @@ def _main_job_lines(report: SpeedReport) -> list[str]:
             if against is not None
             else ""
         )
-        lines.append(f"- a plain NumPy port of Nielsen's network: {summary['port_seconds']:.3f} s/epoch{versus}")
+        lines.append(
+            f"- a plain NumPy port of Nielsen's network, mini-batches gathered from arrays: "
+            f"{summary['port_seconds']:.3f} s/epoch{versus}"
+        )
+    if summary["port_lists_seconds"] is not None:
+        against = summary["port_lists_over_main_job"]
+        versus = f", {against:.2f}x the main job's epoch" if against is not None else ""
+        lines.append(
+            f"- the same port on his data layout (a list of (784, 1) columns, stacked per mini-batch): "
+            f"{summary['port_lists_seconds']:.3f} s/epoch{versus}"
+        )
     if summary["default_run_seconds"] is not None:
         lines.append(
             f"- the whole default run: {summary['default_run_seconds']:.1f} s wall (target: at most 30 floor "

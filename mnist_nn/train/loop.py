@@ -230,14 +230,13 @@ def fit(
 
     dtype = network.dtype
     batch_size = config.batch_size
+    gather_rows = batch_size * max(1, _GATHER_ROWS // batch_size)  # whole mini-batches
     if whole_epoch:
         # Allocated once per run and touched now (np.ones, not np.empty), so no epoch pays for fresh
         # memory; x_shuf's last column is the first layer's ones, and stays 1.
         x_shuf = np.ones((n, x.shape[1] + extra), dtype)
         staging = np.empty((min(_SHUFFLE_CHUNK, n), x.shape[1]), dtype)
-        gather_rows = batch_size * max(1, _GATHER_ROWS // batch_size)
     else:
-        gather_rows = batch_size * max(1, _GATHER_ROWS // batch_size)
         gathered = np.empty((min(gather_rows, n), x.shape[1]), dtype)
     y_src = network.one_hot(y)
     y_shuf = y_src.copy()

@@ -75,7 +75,30 @@ class QuadraticCost:
         return 0.5 * float(np.einsum("ij,ij->", kept, kept, dtype=np.float64))
 
 
-class CrossEntropyCost:
+class _OutputMinusTarget:
+    """BP1 for a cost whose output activation's derivative cancels: delta_L = a - y; the running cost keeps a."""
+
+    def fn(self, a: FloatArray, y: FloatArray) -> float:
+        """The cost summed over the batch (each cost's own)."""
+        raise NotImplementedError
+
+    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
+        """delta_L = a - y."""
+        np.subtract(a, y, out=out)
+
+    def output_delta_kept(
+        self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray, kept: FloatArray
+    ) -> None:
+        """kept = a; delta_L = a - y."""
+        np.copyto(kept, a)
+        np.subtract(a, y, out=out)
+
+    def running_cost(self, kept: FloatArray, y: FloatArray) -> float:
+        """``fn`` of the kept outputs."""
+        return self.fn(kept, y)
+
+
+class CrossEntropyCost(_OutputMinusTarget):
     """C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)], sigmoid outputs; delta_L = a - y.
 
     The sigmoid's derivative cancels, so saturated output neurons still learn
@@ -91,23 +114,8 @@ class CrossEntropyCost:
         c = y * np.log(np.maximum(a64, _LOG_FLOOR)) + (1.0 - y) * np.log(np.maximum(1.0 - a64, _LOG_FLOOR))
         return -float(c.sum())
 
-    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
-        """delta_L = a - y."""
-        np.subtract(a, y, out=out)
 
-    def output_delta_kept(
-        self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray, kept: FloatArray
-    ) -> None:
-        """kept = a; delta_L = a - y."""
-        np.copyto(kept, a)
-        np.subtract(a, y, out=out)
-
-    def running_cost(self, kept: FloatArray, y: FloatArray) -> float:
-        """``fn`` of the kept outputs."""
-        return self.fn(kept, y)
-
-
-class LogLikelihoodCost:
+class LogLikelihoodCost(_OutputMinusTarget):
     """C = -ln a_y (the output for the true class), softmax outputs; delta_L = a - y."""
 
     name = "log-likelihood"
@@ -117,21 +125,6 @@ class LogLikelihoodCost:
         """Sum over the batch of -ln a_y."""
         picked = np.einsum("ij,ij->i", a.astype(np.float64), y)
         return -float(np.log(np.maximum(picked, _LOG_FLOOR)).sum())
-
-    def output_delta(self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray) -> None:
-        """delta_L = a - y."""
-        np.subtract(a, y, out=out)
-
-    def output_delta_kept(
-        self, a: FloatArray, y: FloatArray, out: FloatArray, work: FloatArray, kept: FloatArray
-    ) -> None:
-        """kept = a; delta_L = a - y."""
-        np.copyto(kept, a)
-        np.subtract(a, y, out=out)
-
-    def running_cost(self, kept: FloatArray, y: FloatArray) -> float:
-        """``fn`` of the kept outputs."""
-        return self.fn(kept, y)
 
 
 COSTS: dict[str, Cost] = {c.name: c for c in (QuadraticCost(), CrossEntropyCost(), LogLikelihoodCost())}

@@ -108,6 +108,19 @@ def test_speed_reports_speedups_blas_and_every_measurement(
         assert t["examples_per_second_best"] >= t["examples_per_second_median"] > 0
         assert len(t["timing"]["seconds"]) == 1 and t["timing"]["items"] == 5_000
     assert all(t["speedup"] is None and t["timing"]["items"] == 200 for t in reference)
+    # Beside each dense shape, the floor of its math (ratio 1 to itself) and the plain NumPy port.
+    for kind in ("floor", "plain port", "plain port, his lists"):
+        rows = [t for t in training if t["implementation"] == kind]
+        assert {t["dtype"] for t in rows} == {"float32", "float64"}
+        assert all(t["floor_ratio"] > 0 and t["timing"]["items"] == 5_000 for t in rows)
+    assert all(t["floor_ratio"] == 1.0 for t in training if t["implementation"] == "floor")
+    assert all(t["floor_ratio"] > 0 for t in vectorized)
+    summary = record["main_job_summary"]
+    assert record["main_job"]["epochs"] == [1, 2] and len(record["main_job"]["short_seconds"]) == 1
+    assert summary["floor_seconds"] > 0 and summary["step_over_floor"] > 0 and summary["port_over_main_job"] != 0
+    assert summary["main_job_over_floor"] == pytest.approx(
+        record["main_job"]["epoch_seconds"] / summary["floor_seconds"]
+    )
     assert [g["dtype"] for g in record["gemm"]] == ["float32", "float64"]
     assert all(g["gflops"] > 0 for g in record["gemm"])
     assert all(i["images_per_second_best"] > 0 and i["timing"]["items"] == 10_000 for i in record["inference"])
@@ -121,6 +134,9 @@ def test_speed_reports_speedups_blas_and_every_measurement(
 
     out = capsys.readouterr().out
     assert "- BLAS: " in out and "speed-up vs reference" in out and "peak memory of a training run of 1 epoch" in out
+    assert "## The main job against its floor" in out and "BLAS core type" in out
+    assert "the main job's epoch ((the 2-epoch run - the 1-epoch run) / 1)" in out
+    assert any(line.startswith("| floor | [784, 30, 10] | 10 | float32 |") for line in out.splitlines())
     speed_rows = [line for line in out.splitlines() if line.startswith("| vectorized | [784, 30, 10] | 10 |")]
     assert len(speed_rows) == 2 and all(row.rstrip(" |").endswith("x") for row in speed_rows)
 

@@ -9,6 +9,7 @@ import pytest
 
 from mnist_nn.data import (
     MnistData,
+    as_floats,
     load_data,
     load_data_wrapper,
     load_mnist,
@@ -116,8 +117,11 @@ def test_real_mnist_nielsen_loaders_and_float64(mnist_cache: Path) -> None:
     wide = load_mnist(mnist_cache, dtype=np.float64)
     assert wide.train.images.dtype == np.float64
     np.testing.assert_allclose(wide.train.images[:100], tr_x[:100], atol=1e-7)
+    pixels = load_mnist(mnist_cache, dtype="uint8")  # the files' own bytes, for callers that scale them in place
+    assert pixels.train.images.dtype == np.uint8 and pixels.test.images.dtype == np.uint8
+    assert np.array_equal(as_floats(pixels.train.images), tr_x) and np.array_equal(as_floats(pixels.test.images), te_x)
 
 
 def test_bad_dtype_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="float32 or float64"):
+    with pytest.raises(ValueError, match="float32, float64 or uint8"):
         load_mnist(tmp_path, dtype=np.int8)

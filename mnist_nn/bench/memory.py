@@ -1,4 +1,9 @@
-"""Peak memory: a training run and the evaluation of its model, each in a subprocess.
+"""Peak memory and wall time: training runs and the evaluation of a model, each in a subprocess.
+
+``measure_peak_memory`` runs the main job (and evaluates its model) for
+their peak memory; ``measure_main_job`` times the main job at two epoch
+counts, so that their difference is the main job's own epoch, start-up and
+the final test left out.
 
 The subprocesses are the package's own commands (``scripts/train_mnist.py``
 and ``scripts/evaluate.py`` in a checkout, else ``python -m mnist_nn``),
@@ -78,6 +83,51 @@ def trainer_command(source: DataSource, epochs: int | None = None) -> list[str]:
 def _evaluator_command(source: DataSource, model: Path) -> list[str]:
     """``scripts/evaluate.py MODEL --quiet`` with the data source, or ``python -m mnist_nn evaluate ...``."""
     return [*_command("evaluate.py", "evaluate"), str(model), "--quiet", *_data_args(source)]
+
+
+@dataclass(frozen=True)
+class MainJobTiming:
+    """Wall times of quiet main-job runs of two epoch counts, run alternately."""
+
+    command: list[str]  # without --epochs
+    epochs: tuple[int, int]
+    short_seconds: tuple[float, ...]
+    long_seconds: tuple[float, ...]
+
+    @property
+    def epoch_seconds(self) -> float:
+        """The main job's epoch: (fastest long run - fastest short run) / (the epochs between them)."""
+        short, long = self.epochs
+        return (min(self.long_seconds) - min(self.short_seconds)) / (long - short)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {**asdict(self), "epoch_seconds": self.epoch_seconds}
+
+
+def measure_main_job(source: DataSource, epochs: tuple[int, int] = (2, 12), repeats: int = 2) -> MainJobTiming:
+    """Time ``train_mnist.py --quiet --epochs E`` for both epoch counts, alternately, ``repeats`` times each.
+
+    Raises:
+        BenchmarkError: a run failed.
+    """
+    short, long = epochs
+    if not 0 < short < long:
+        raise ValueError(f"expected two epoch counts 0 < short < long, got {epochs}")
+    times: dict[int, list[float]] = {short: [], long: []}
+    for _ in range(repeats):
+        for count in epochs:
+            command = trainer_command(source, count)
+            start = time.perf_counter()
+            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+            times[count].append(time.perf_counter() - start)
+            if done.returncode != 0:
+                lines = done.stdout.strip().splitlines()
+                raise BenchmarkError(
+                    f"the main job of {count} epochs exited with code {done.returncode}: "
+                    + (lines[-1] if lines else "no output")
+                )
+    return MainJobTiming(trainer_command(source), epochs, tuple(times[short]), tuple(times[long]))
 
 
 def _max_rss_mib(usage: Any) -> float:

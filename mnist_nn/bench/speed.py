@@ -1,9 +1,11 @@
 """The speed benchmark: what to measure (``SpeedPlan``), running it, and what it found (``SpeedReport``).
 
 ``speed_benchmark`` makes the measurements of ``mnist_nn.bench.timings``
-(training epochs beside the per-example reference, inference, GEMM, the data
-load) and, first, the peak memory of ``mnist_nn.bench.memory``; it returns a
-report with a ``to_dict()`` for JSON. Nothing here prints or reads argv
+(training epochs beside the floor of their math, a plain NumPy port of
+Nielsen's network and the per-example reference, inference, GEMM, the data
+load) and of ``mnist_nn.bench.memory`` (first the peak memory, then the main
+job's own epoch); it returns a report with a ``to_dict()`` for JSON, whose
+``main_job_summary`` sets the main job beside its floor. Nothing here prints or reads argv
 (``mnist_nn.cli.benchmark`` does).
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from mnist_nn.bench.common import QUICK_TRAIN_SIZE, DataSource
 from mnist_nn.bench.machine import environment_info
-from mnist_nn.bench.memory import MemoryRun, measure_peak_memory
+from mnist_nn.bench.memory import MainJobTiming, MemoryRun, measure_main_job, measure_peak_memory
 from mnist_nn.bench.timings import (
     REFERENCE_BATCH_SIZE,
     GemmSpeed,
@@ -24,9 +26,12 @@ from mnist_nn.bench.timings import (
     Timing,
     TrainingShape,
     TrainingSpeed,
+    measure_floor,
     measure_gemm,
     measure_inference,
     measure_load,
+    measure_port,
+    measure_port_lists,
     measure_reference,
     measure_training,
 )
@@ -34,6 +39,10 @@ from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
 from mnist_nn.data.download import ensure_mnist
 
 GEMM_CEILING = 1.0  # a training step's fraction of the large GEMM's GFLOP/s cannot exceed this
+MAIN_JOB_SHAPE = TrainingShape((IMAGE_PIXELS, 30, NUM_CLASSES), 10, "float32")  # what train_mnist.py trains
+# The issue's targets, for the main job's shape: its epoch at most this many floor epochs, the plain port
+# at least this many main-job epochs, the default run's wall time at most WALL_EPOCHS floor epochs + WALL_EXTRA s.
+FLOOR_TARGET, PORT_TARGET, WALL_EPOCHS, WALL_EXTRA = 1.25, 1.3, 30, 1.5
 CH6_LAYERS = ("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10")
 DEFAULT_SHAPES: tuple[TrainingShape, ...] = (
     TrainingShape((IMAGE_PIXELS, 30, NUM_CLASSES), 10, "float32"),
@@ -58,6 +67,7 @@ class SpeedPlan:
     gemm_size: int = 2_048  # n of the n x n @ n x n product; 0 skips it
     gemm_dtypes: tuple[str, ...] = ("float32", "float64")
     memory_epochs: int | None = None  # epochs of the memory run (None: the trainer's default); 0 skips it
+    main_job_epochs: tuple[int, int] | None = (2, 12)  # the main job's epoch is the difference of these runs
 
     @classmethod
     def quick(cls) -> SpeedPlan:
@@ -69,6 +79,7 @@ class SpeedPlan:
             reference_size=200,
             gemm_size=256,
             memory_epochs=1,
+            main_job_epochs=(1, 2),
         )
 
     def validate(self) -> None:
@@ -88,6 +99,8 @@ class SpeedPlan:
             raise ValueError(f"expected a matrix size >= 0, got {self.gemm_size}")
         if self.memory_epochs is not None and self.memory_epochs < 0:
             raise ValueError(f"expected memory epochs >= 0, got {self.memory_epochs}")
+        if self.main_job_epochs is not None and not 0 < self.main_job_epochs[0] < self.main_job_epochs[1]:
+            raise ValueError(f"expected main-job epochs 0 < short < long, got {self.main_job_epochs}")
         for shape in self.shapes:
             if shape.batch_size > self.train_size:
                 raise ValueError(
@@ -104,6 +117,8 @@ class SpeedPlan:
             1  # data load
             + (len(self.gemm_dtypes) if self.gemm_size else 0)
             + len(self.shapes)
+            + 3 * sum(1 for s in self.shapes if not s.layers)  # the floor and the two plain ports of dense shapes
+            + (1 if self.main_job_epochs else 0)
             + (len(self.reference_dtypes) if self.reference_size else 0)
             + len(self.inference_shapes())
             + (1 if self.memory_epochs != 0 else 0)
@@ -115,6 +130,7 @@ class SpeedPlan:
         d["shapes"] = [s.to_dict() for s in self.shapes]
         d["reference_dtypes"] = list(self.reference_dtypes)
         d["gemm_dtypes"] = list(self.gemm_dtypes)
+        d["main_job_epochs"] = list(self.main_job_epochs) if self.main_job_epochs else None
         return d
 
 
@@ -130,6 +146,50 @@ class SpeedReport:
     inference: list[InferenceSpeed]
     memory: MemoryRun | None
     load_average: tuple[float, float] | None = None  # 1-minute load average at the start and at the end
+    main_job: MainJobTiming | None = None
+
+    def _row(self, implementation: str, shape: TrainingShape) -> TrainingSpeed | None:
+        return next((t for t in self.training if t.implementation == implementation and t.shape == shape), None)
+
+    def main_job_summary(self) -> dict[str, Any] | None:
+        """The main job ([784, 30, 10] @ 10 float32) beside its floor and the plain port, with the targets.
+
+        None unless the floor of that shape was measured. Seconds are per 50,000-image epoch; the main
+        job's epoch comes from whole runs (validation, the running cost and all), the others from
+        ``fit``'s steps alone (``step``), the floor and the port.
+        """
+        floor = self._row("floor", MAIN_JOB_SHAPE)
+        if floor is None:
+            return None
+        step, port = self._row("vectorized", MAIN_JOB_SHAPE), self._row("plain port", MAIN_JOB_SHAPE)
+        lists = self._row("plain port, his lists", MAIN_JOB_SHAPE)
+        floor_s = floor.epoch_seconds()
+        summary: dict[str, Any] = {
+            "shape": MAIN_JOB_SHAPE.to_dict(),
+            "floor_seconds": floor_s,
+            "step_seconds": step.epoch_seconds() if step else None,
+            "step_over_floor": step.epoch_seconds() / floor_s if step else None,
+            "port_seconds": port.epoch_seconds() if port else None,
+            "port_lists_seconds": lists.epoch_seconds() if lists else None,
+            "main_job_seconds": None,
+            "main_job_over_floor": None,
+            "port_over_main_job": None,
+            "port_lists_over_main_job": None,
+            "default_run_seconds": None,
+            "default_run_limit_seconds": WALL_EPOCHS * floor_s + WALL_EXTRA,
+            "targets": {"main_job_over_floor_at_most": FLOOR_TARGET, "port_over_main_job_at_least": PORT_TARGET},
+        }
+        if self.main_job is not None:
+            main = self.main_job.epoch_seconds
+            summary["main_job_seconds"] = main
+            summary["main_job_over_floor"] = main / floor_s
+            if port is not None and main > 0:
+                summary["port_over_main_job"] = port.epoch_seconds() / main
+            if lists is not None and main > 0:
+                summary["port_lists_over_main_job"] = lists.epoch_seconds() / main
+        if self.memory is not None and self.memory.epochs is None:
+            summary["default_run_seconds"] = self.memory.seconds
+        return summary
 
     def warnings(self) -> list[str]:
         """Figures that cannot be right, each explained in one sentence (none on a quiet machine).
@@ -166,6 +226,8 @@ class SpeedReport:
             "training": [t.to_dict() for t in self.training],
             "inference": [i.to_dict() for i in self.inference],
             "memory": self.memory.to_dict() if self.memory is not None else None,
+            "main_job": self.main_job.to_dict() if self.main_job is not None else None,
+            "main_job_summary": self.main_job_summary(),
         }
 
 
@@ -232,10 +294,22 @@ def speed_benchmark(
         for dtype in plan.gemm_dtypes:
             step(f"GEMM {plan.gemm_size} {dtype}")
             gemm.append(measure_gemm(plan.gemm_size, dtype, plan.repeats))
-    vectorized = []
+    vectorized: list[TrainingSpeed] = []
+    main_job = None
     for shape in plan.shapes:
+        # The step, its floor and the plain port side by side, so that drift on the machine hits all three.
         step(f"training {shape.label}")
         vectorized.append(measure_training(shape, data, plan.train_size, plan.repeats))
+        if not shape.layers:
+            step(f"floor {shape.label}")
+            vectorized += [t for t in [measure_floor(shape, data, plan.train_size, plan.repeats)] if t]
+            step(f"plain port {shape.label}")
+            vectorized += [t for t in [measure_port(shape, data, plan.train_size, plan.repeats)] if t]
+            step(f"plain port on Nielsen's lists {shape.label}")
+            vectorized += [t for t in [measure_port_lists(shape, data, plan.train_size, plan.repeats)] if t]
+        if shape == MAIN_JOB_SHAPE and plan.main_job_epochs and main_job is None:
+            step(f"the main job, {plan.main_job_epochs[0]} and {plan.main_job_epochs[1]} epochs")
+            main_job = measure_main_job(source, plan.main_job_epochs, plan.repeats)
     reference = []
     if plan.reference_size:
         for dtype in plan.reference_dtypes:
@@ -249,18 +323,24 @@ def speed_benchmark(
         on_step(total, total, "done")
     load_after = _load_average()
 
+    if main_job is None and plan.main_job_epochs:  # no main-job shape among the configurations: time it anyway
+        step(f"the main job, {plan.main_job_epochs[0]} and {plan.main_job_epochs[1]} epochs")
+        main_job = measure_main_job(source, plan.main_job_epochs, plan.repeats)
     gemm_gflops = {g.dtype: g.gflops for g in gemm}
     reference_rate = {r.shape: r.timing.best_rate for r in reference}
+    floor_seconds = {t.shape: t.epoch_seconds() for t in vectorized if t.implementation == "floor"}
 
     def compare(t: TrainingSpeed) -> TrainingSpeed:
         ceiling = gemm_gflops.get(t.shape.dtype)
         ref = reference_rate.get(t.shape) if t.implementation == "vectorized" else None
+        floor = floor_seconds.get(t.shape) if t.implementation != "reference" else None
         return TrainingSpeed(
             t.implementation,
             t.shape,
             t.timing,
             gemm_fraction=t.gflops / ceiling if ceiling else None,
             speedup=t.timing.best_rate / ref if ref else None,
+            floor_ratio=t.epoch_seconds() / floor if floor else None,
         )
 
     return SpeedReport(
@@ -272,4 +352,5 @@ def speed_benchmark(
         inference=inference,
         memory=memory,
         load_average=(load_before, load_after) if load_before is not None and load_after is not None else None,
+        main_job=main_job,
     )

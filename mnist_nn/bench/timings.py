@@ -1,7 +1,9 @@
 """Timed measurements, one kind each: training epochs, the per-example reference, inference, GEMM, data load.
 
 Training is timed as whole epochs of ``mnist_nn.train.fit`` and, for
-comparison, of the per-example reference ``mnist_nn.nn.reference.sgd_reference``;
+comparison, of the per-example reference ``mnist_nn.nn.reference.sgd_reference``,
+of the floor of the step's math (``mnist_nn.bench.floor.FloorSGD``) and of a
+plain NumPy port of Nielsen's network (``NielsenPort``);
 a large matrix product gives the BLAS ceiling that the training step is
 compared with. Timings take the minimum over repeats (the least disturbed by
 other work on the machine) and also report the median. The calls into
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mnist_nn.bench.common import DataSource
+from mnist_nn.bench.floor import FloorSGD, NielsenPort
 from mnist_nn.config import IMAGE_PIXELS, TRAIN_SIZE, TrainConfig
 from mnist_nn.data import MnistData
 from mnist_nn.nn.activations import FloatArray
@@ -162,14 +165,16 @@ class TrainingSpeed:
     per step of m examples (2 m P each for the forward pass, BP2 and BP4),
     so 6 * P per example, at the best rate. ``gemm_fraction`` divides it by
     the large matrix product's GFLOP/s in the same dtype; ``speedup`` is the
-    best rate over the reference's for the same shape (None where there is none).
+    best rate over the reference's for the same shape (None where there is none);
+    ``floor_ratio`` the best time per epoch over the floor's for the same shape.
     """
 
-    implementation: str  # "vectorized" or "reference"
+    implementation: str  # "vectorized", "floor", "plain port", "plain port, his lists" or "reference"
     shape: TrainingShape
     timing: Timing
     gemm_fraction: float | None = None
     speedup: float | None = None
+    floor_ratio: float | None = None
 
     @property
     def gflops(self) -> float:
@@ -193,6 +198,7 @@ class TrainingSpeed:
             "gflops": self.gflops,
             "gemm_fraction": self.gemm_fraction,
             "speedup": self.speedup,
+            "floor_ratio": self.floor_ratio,
             "timing": self.timing.to_dict(),
         }
 
@@ -276,6 +282,49 @@ def measure_training(shape: TrainingShape, data: MnistData, train_size: int, rep
     """
     seconds = _sgd_epoch_seconds(shape, data.train.images[:train_size], data.train.labels[:train_size], repeats + 1)
     return TrainingSpeed("vectorized", shape, Timing(train_size, tuple(seconds[1:])))
+
+
+def _floor_seconds(shape: TrainingShape, images: FloatArray, labels: IntArray, epochs: int) -> tuple[int, list[float]]:
+    """Examples per epoch and the seconds of each of ``epochs`` floor epochs on whole mini-batches of the images."""
+    network = _network(shape.sizes, shape.dtype)
+    n = images.shape[0] // shape.batch_size * shape.batch_size
+    x = np.ones((n, images.shape[1] + 1), shape.dtype)
+    x[:, :-1] = images[:n]
+    floor = FloorSGD(network, x, network.one_hot(labels[:n]), shape.batch_size)
+    return n, list(_time(lambda: floor.epoch(SPEED_ETA), epochs))
+
+
+def measure_floor(shape: TrainingShape, data: MnistData, train_size: int, repeats: int) -> TrainingSpeed | None:
+    """Epochs 2..repeats+1 of the floor (``FloorSGD``) for a dense shape, as ``measure_training``; None for others."""
+    if shape.layers:
+        return None
+    n, seconds = _floor_seconds(shape, data.train.images[:train_size], data.train.labels[:train_size], repeats + 1)
+    return TrainingSpeed("floor", shape, Timing(n, tuple(seconds[1:])))
+
+
+def measure_port(shape: TrainingShape, data: MnistData, train_size: int, repeats: int) -> TrainingSpeed | None:
+    """Epochs 2..repeats+1 of the plain NumPy port of Nielsen's network for a dense shape; None for others."""
+    if shape.layers:
+        return None
+    port = NielsenPort(shape.sizes, shape.dtype)
+    images = data.train.images[:train_size].astype(shape.dtype)
+    labels = data.train.labels[:train_size]
+    seconds = _time(lambda: port.epoch(images, labels, shape.batch_size, SPEED_ETA), repeats + 1)
+    return TrainingSpeed("plain port", shape, Timing(train_size, seconds[1:]))
+
+
+def measure_port_lists(shape: TrainingShape, data: MnistData, train_size: int, repeats: int) -> TrainingSpeed | None:
+    """As ``measure_port``, on Nielsen's data layout (a list of (784, 1) columns, stacked per mini-batch)."""
+    if shape.layers:
+        return None
+    port = NielsenPort(shape.sizes, shape.dtype)
+    eye = np.eye(shape.sizes[-1], dtype=shape.dtype)
+    images = data.train.images[:train_size].astype(shape.dtype)
+    pairs = [
+        (x.reshape(-1, 1), eye[y].reshape(-1, 1)) for x, y in zip(images, data.train.labels[:train_size], strict=True)
+    ]
+    seconds = _time(lambda: port.epoch_lists(pairs, shape.batch_size, SPEED_ETA), repeats + 1)
+    return TrainingSpeed("plain port, his lists", shape, Timing(train_size, seconds[1:]))
 
 
 def measure_reference(dtype: str, data: MnistData, size: int, repeats: int) -> TrainingSpeed:

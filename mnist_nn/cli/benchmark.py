@@ -223,6 +223,7 @@ def _speed_plan(args: argparse.Namespace) -> SpeedPlan:
         reference_size=_given(args.reference_size, base.reference_size),
         gemm_size=_given(args.gemm_size, base.gemm_size),
         memory_epochs=_given(args.memory_epochs, base.memory_epochs),
+        main_job_epochs=base.main_job_epochs,
     )
     checks = [
         (plan.repeats >= 1, f"--repeats must be at least 1, got {plan.repeats}"),
@@ -357,6 +358,60 @@ def _optional(value: float | None, spec: str) -> str:
     return format(value, spec) if value is not None else ""
 
 
+def _main_job_lines(report: SpeedReport) -> list[str]:
+    """The main job beside its floor and the plain port, each ratio with its target, and the BLAS core type."""
+    summary = report.main_job_summary()
+    if summary is None:
+        return []
+    cores = ", ".join(str(b.get("architecture") or "unknown") for b in report.environment.get("blas") or [])
+    floor = summary["floor_seconds"]
+    targets = summary["targets"]
+    lines = [
+        "",
+        f"## The main job against its floor ([784, 30, 10] @ 10 float32; BLAS core type {cores or 'unknown'}, "
+        f"CPU {report.environment.get('cpu')})",
+        "",
+        f"- floor (the step's math and nothing else): {floor:.3f} s/epoch",
+    ]
+    if summary["step_seconds"] is not None:
+        lines.append(
+            f"- the step alone (fit, no cost, no validation): {summary['step_seconds']:.3f} s/epoch, "
+            f"{summary['step_over_floor']:.2f}x the floor"
+        )
+    main = summary["main_job_seconds"]
+    if main is not None and report.main_job is not None:
+        short, long = report.main_job.epochs
+        lines.append(
+            f"- the main job's epoch ((the {long}-epoch run - the {short}-epoch run) / {long - short}): "
+            f"{main:.3f} s, {summary['main_job_over_floor']:.2f}x the floor (target: at most "
+            f"{targets['main_job_over_floor_at_most']}x)"
+        )
+    if summary["port_seconds"] is not None:
+        against = summary["port_over_main_job"]
+        versus = (
+            f", {against:.2f}x the main job's epoch (target: at least {targets['port_over_main_job_at_least']}x)"
+            if against is not None
+            else ""
+        )
+        lines.append(
+            f"- a plain NumPy port of Nielsen's network, mini-batches gathered from arrays: "
+            f"{summary['port_seconds']:.3f} s/epoch{versus}"
+        )
+    if summary["port_lists_seconds"] is not None:
+        against = summary["port_lists_over_main_job"]
+        versus = f", {against:.2f}x the main job's epoch" if against is not None else ""
+        lines.append(
+            f"- the same port on his data layout (a list of (784, 1) columns, stacked per mini-batch): "
+            f"{summary['port_lists_seconds']:.3f} s/epoch{versus}"
+        )
+    if summary["default_run_seconds"] is not None:
+        lines.append(
+            f"- the whole default run: {summary['default_run_seconds']:.1f} s wall (target: at most 30 floor "
+            f"epochs + 1.5 s = {summary['default_run_limit_seconds']:.1f} s)"
+        )
+    return lines
+
+
 def format_speed(report: SpeedReport) -> list[str]:
     """The environment, then markdown tables of training, inference, GEMM, data load and memory."""
     plan = report.plan
@@ -378,6 +433,7 @@ def format_speed(report: SpeedReport) -> list[str]:
             f"{t.epoch_seconds(median=True):.3f}",
             f"{t.gflops:.2f}",
             _optional(t.gemm_fraction, ".1%") + (" (!)" if (t.gemm_fraction or 0) > GEMM_CEILING else ""),
+            _optional(t.floor_ratio, ".2f") + ("x" if t.floor_ratio is not None else ""),
             _optional(t.speedup, ".1f") + ("x" if t.speedup is not None else ""),
         ]
         for t in report.training
@@ -393,10 +449,12 @@ def format_speed(report: SpeedReport) -> list[str]:
         "s/epoch median",
         "GFLOP/s",
         "of GEMM",
+        "time over the floor",
         "speed-up vs reference",
     ]
-    lines += markdown_table(header, rows, "lrrlrrrrrrr")
+    lines += markdown_table(header, rows, "lrrlrrrrrrrr")
     lines += [f"\nWarning: {warning}" for warning in report.warnings()]
+    lines += _main_job_lines(report)
     lines += ["", f"## Inference (count_correct on the 10,000 test images, best and median of {plan.repeats})", ""]
     rows = [
         [

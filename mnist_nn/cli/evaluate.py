@@ -22,7 +22,7 @@ from mnist_nn.cli.base import (
     show_progress,
     write_json_output,
 )
-from mnist_nn.data import Split, load_mnist
+from mnist_nn.data import Split, as_floats, load_mnist
 from mnist_nn.errors import UsageError
 from mnist_nn.metrics import Evaluation, evaluate_ensemble, evaluate_network
 from mnist_nn.models import load_model
@@ -82,9 +82,14 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         raise UsageError(f"--mistakes must be >= 0, got {args.mistakes}")
     models = [load_model(path) for path in args.models]
     data = load_mnist(
-        args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet), deadline=args.download_deadline
+        args.data_dir,
+        mirror=args.mirror,
+        dtype="uint8",
+        quiet=not show_progress(args.quiet),
+        deadline=args.download_deadline,
     )
-    split: Split = getattr(data, args.split)
+    pixels: Split = getattr(data, args.split)
+    split = Split(as_floats(pixels.images), pixels.labels)  # only the split evaluated becomes floats (float32)
     results = []
     for model in tqdm(
         models,

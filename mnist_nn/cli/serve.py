@@ -21,7 +21,6 @@ from mnist_nn.cli.base import (
 from mnist_nn.config import default_models_dir
 from mnist_nn.errors import TerminatedError, UsageError
 from mnist_nn.models import load_model
-from mnist_nn.serve import make_server, newest_model
 
 DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
 DEFAULT_PORT = 8000
@@ -59,6 +58,9 @@ def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
 @command
 def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
     """Entry point of ``mnist-nn serve``."""
+    # Imported here: the HTTP server brings ssl along (~5 MB, ~0.1 s), which no other command needs.
+    from mnist_nn.serve import make_server, newest_model
+
     args = build_serve_parser(prog).parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")

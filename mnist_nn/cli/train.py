@@ -43,7 +43,7 @@ from mnist_nn.config import (
     config_from_dict,
     default_models_dir,
 )
-from mnist_nn.data import MnistData, load_mnist
+from mnist_nn.data import MnistData, as_floats, load_mnist
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import PathLock
 from mnist_nn.metrics import format_count
@@ -438,7 +438,7 @@ def _save_run(path: Path, run: Run, data: MnistData, status: str = "complete") -
     else:
         served = run.served_network()
         served_epoch = run.best_epoch or 0
-    test_correct = served.count_correct(*data.test)
+    test_correct = served.count_correct(as_floats(data.test.images, run.config.dtype), data.test.labels)
     record = run.history.epochs[served_epoch - 1] if served_epoch else None
     metadata = {
         "config": run.config.to_dict(),
@@ -559,8 +559,10 @@ def _train(
 ) -> int:
     """Load the data, train (or continue) the run, save it and report; returns the exit code."""
     progress = show_progress(args.quiet)
+    # The files' pixels, not floats: fit scales the training images straight into its buffer and
+    # the others when they are counted, so no full-size float copy is ever made.
     data = load_mnist(
-        args.data_dir, mirror=args.mirror, dtype=config.dtype, quiet=not progress, deadline=args.download_deadline
+        args.data_dir, mirror=args.mirror, dtype="uint8", quiet=not progress, deadline=args.download_deadline
     )
     run = resumed if resumed is not None else Run.start(config, keep_last=args.save_last)
     if resumed is not None and not args.quiet:
@@ -649,7 +651,9 @@ def _finish(
     _, served_epoch = run.served()
     test_total = len(data.test)
     if save_path is None:
-        test_correct = run.served_network().count_correct(*data.test)
+        test_correct = run.served_network().count_correct(
+            as_floats(data.test.images, run.config.dtype), data.test.labels
+        )
     else:
         try:
             test_correct = _save_run(save_path, run, data)  # counts the served weights

@@ -9,18 +9,29 @@ arrays (``load_mnist``) or in the shapes of Nielsen's ``mnist_loader``.
 from __future__ import annotations
 
 from mnist_nn.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx, parse_images, parse_labels
-from mnist_nn.data.mnist import MnistData, Split, load_data, load_data_wrapper, load_mnist, vectorized_result
+from mnist_nn.data.mnist import (
+    MnistData,
+    Split,
+    as_floats,
+    load_data,
+    load_data_wrapper,
+    load_mnist,
+    scale_pixels,
+    vectorized_result,
+)
 
 __all__ = [
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
     "MnistData",
     "Split",
+    "as_floats",
     "load_data",
     "load_data_wrapper",
     "load_mnist",
     "parse_idx",
     "parse_images",
     "parse_labels",
+    "scale_pixels",
     "vectorized_result",
 ]

@@ -42,18 +42,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
-import requests
 from tqdm import tqdm
-from urllib3.exceptions import ReadTimeoutError
 
 from mnist_nn.config import DATA_ENV, MIRROR_ENV, default_data_dir
 from mnist_nn.errors import DataDirError, DownloadError, MirrorError, UsageError
 from mnist_nn.files import atomic_write
 from mnist_nn.text import MESSAGE_LIMIT, describe_os_error, first_line, one_line, short
+
+if TYPE_CHECKING:  # requests is imported where a download needs it: a warm cache never loads it
+    import requests
 
 
 @dataclass(frozen=True)
@@ -388,6 +388,8 @@ class _Fetcher:
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise MirrorError(f"file URL on another host {parts.netloc!r}")
+            from urllib.request import url2pathname  # here: urllib.request loads ssl (~5 MB), which a cache never needs
+
             return self._fetch_local(Path(url2pathname(parts.path)), file, bar, ends)
         if "://" in mirror:
             raise MirrorError(f"unsupported URL scheme {parts.scheme!r}")
@@ -406,6 +408,8 @@ class _Fetcher:
     def _fetch_http(self, base: str, file: MnistFile, bar: tqdm[NoReturn], ends: float) -> bytes:
         """Download ``<name>.gz``, or ``<name>`` if the former is 404, retrying transient errors."""
         if self._session is None:
+            import requests  # here, not at the top: loading from the cache never needs it (~14 MB, ~0.2 s)
+
             self._session = requests.Session()
         session = self._session
         base = base if base.endswith("/") else base + "/"
@@ -582,6 +586,8 @@ def _read_local(source: Path, payload: Payload) -> None:
 
 def _read_http(session: requests.Session, url: str, timeout: tuple[float, float], payload: Payload) -> None:
     """Stream one HTTP GET into ``payload``, raising ``MirrorError`` for any network problem."""
+    import requests  # loaded already by the session
+
     try:
         with session.get(url, stream=True, timeout=timeout) as response:
             response.raise_for_status()
@@ -717,6 +723,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def _caused_by_timeout(exc: BaseException) -> bool:
     """Whether a timeout is among the exceptions behind ``exc``."""
+    from urllib3.exceptions import ReadTimeoutError  # loaded already by requests
+
     return any(isinstance(e, (TimeoutError, ReadTimeoutError)) for e in _causes(exc))
 
 

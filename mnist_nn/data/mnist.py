@@ -9,7 +9,11 @@ give the same data in the shapes of Michael Nielsen's ``mnist_loader``.
 The split is Nielsen's, with no shuffling: ``train`` is the first 50,000
 images of the 60,000-image training file, ``validation`` its last 10,000, and
 ``test`` the 10,000-image t10k file. Images are rows of 784 pixels scaled to
-[0, 1]; labels are integers 0-9 in every split.
+[0, 1]; labels are integers 0-9 in every split. ``load_mnist(dtype="uint8")``
+keeps the files' pixels 0-255 instead (views of the file data, no copy), for
+callers that scale them where they are used, with ``scale_pixels`` (the one
+place pixels are divided by 255): the training loop fills its buffer from
+them in place, so no full-size float copy is ever made.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from mnist_nn.errors import DataFormatError
 
 
 class Split(NamedTuple):
-    """One split: ``images`` (n, 784) float in [0, 1] and ``labels`` (n,) int64 in 0-9."""
+    """One split: ``images`` (n, 784) float in [0, 1] (or uint8 pixels 0-255) and ``labels`` (n,) int64 in 0-9."""
 
-    images: npt.NDArray[np.floating[Any]]
+    images: npt.NDArray[Any]
     labels: npt.NDArray[np.int64]
 
     def __len__(self) -> int:  # the number of examples, not the tuple's length
@@ -51,10 +55,24 @@ class MnistData(NamedTuple):
     digests: dict[str, str]
 
 
-def _scale(images: npt.NDArray[np.uint8], dtype: npt.DTypeLike) -> npt.NDArray[np.floating[Any]]:
-    """Pixels 0-255 to [0, 1] in ``dtype``, in one pass."""
+def scale_pixels(pixels: npt.NDArray[np.uint8], out: npt.NDArray[np.floating[Any]]) -> None:
+    """Pixels 0-255 to [0, 1], written into ``out`` (a float array of pixels' shape, or a view of one) in one pass.
+
+    p / 255 correctly rounded to ``out``'s dtype, divided in that dtype
+    (the pixels are cast in chunks that stay in cache: no full-size
+    temporary). For float32 this equals dividing in float64 and rounding
+    to float32, as this loader always did, for each of the 256 values (the
+    tests check all of them), at 2.5 times the speed.
+    """
+    np.divide(pixels, out.dtype.type(255.0), out=out, dtype=out.dtype, casting="unsafe")
+
+
+def as_floats(images: npt.NDArray[Any], dtype: npt.DTypeLike = np.float32) -> npt.NDArray[np.floating[Any]]:
+    """``images`` as floats in [0, 1]: uint8 pixels scaled into a new ``dtype`` array, floats as they are."""
+    if images.dtype != np.uint8:
+        return images
     out = np.empty(images.shape, dtype=dtype)
-    np.divide(images, 255.0, out=out, casting="unsafe")
+    scale_pixels(images, out)
     return out
 
 
@@ -86,14 +104,15 @@ def load_mnist(
         data_dir: the cache folder (default ``config.default_data_dir()``: ``$MNIST_NN_DATA``, a checkout's
             ``data/`` or the per-user cache).
         mirror: a mirror to try first (URL or local folder); ``$MNIST_NN_MIRROR`` otherwise.
-        dtype: float32 (default) or float64 for the images.
+        dtype: float32 (default) or float64 for the images; uint8 keeps the files' pixels 0-255
+            (views of the file data, no copy: see ``scale_pixels``).
         quiet: hide download progress bars.
         deadline: seconds each mirror gets for each file (else ``$MNIST_NN_DOWNLOAD_DEADLINE``
             or ``download.DEFAULT_DEADLINE``).
 
     Returns:
         ``MnistData`` with ``train`` (50,000), ``validation`` (10,000) and ``test``
-        (10,000) splits: images (n, 784) of ``dtype`` in [0, 1], labels (n,) int64.
+        (10,000) splits: images (n, 784) of ``dtype`` in [0, 1] (0-255 for uint8), labels (n,) int64.
 
     Raises:
         DownloadError: a file could not be fetched and verified.
@@ -101,8 +120,8 @@ def load_mnist(
         DataFormatError: a verified file does not parse as MNIST (a wrong pinned file).
     """
     dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"expected dtype float32 or float64, got {dtype}")
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)):
+        raise ValueError(f"expected dtype float32, float64 or uint8, got {dtype}")
     fetched = {f.name: f for f in ensure_mnist(data_dir, mirror=mirror, quiet=quiet, deadline=deadline)}
     train_images, train_labels = _pair(
         fetched["train-images-idx3-ubyte"],
@@ -110,12 +129,13 @@ def load_mnist(
         TRAIN_SIZE + VALIDATION_SIZE,
     )
     test_images, test_labels = _pair(fetched["t10k-images-idx3-ubyte"], fetched["t10k-labels-idx1-ubyte"], TEST_SIZE)
-    full = _scale(train_images, dtype)  # the two training splits are views of one array
+    pixels = dtype == np.dtype(np.uint8)
+    full = train_images if pixels else as_floats(train_images, dtype)  # both training splits are views of one array
     full_labels = train_labels.astype(np.int64)
     return MnistData(
         train=Split(full[:TRAIN_SIZE], full_labels[:TRAIN_SIZE]),
         validation=Split(full[TRAIN_SIZE:], full_labels[TRAIN_SIZE:]),
-        test=Split(_scale(test_images, dtype), test_labels.astype(np.int64)),
+        test=Split(test_images if pixels else as_floats(test_images, dtype), test_labels.astype(np.int64)),
         digests={f.name: f.sha256 for f in MNIST_FILES},
     )
 

@@ -1,24 +1,31 @@
 """The training loop: shuffling, the epochs, validation, the best weights and snapshots.
 
 ``fit`` is the one way to train: the command line, the benchmark and
-Nielsen's ``Network.SGD`` all call it with a ``Run``. Each epoch shuffles the
-training set into one buffer allocated once per run (``np.take(..., out=)``
-through a small staging buffer; mini-batches are slices of it, never
-copies), distorts it when asked, runs ``Step`` on every mini-batch and
-records the validation count.
+Nielsen's ``Network.SGD`` all call it with a ``Run``. The training images go
+once, at the start, into one buffer of the network's dtype with the first
+layer's column of ones (uint8 pixels are scaled straight into it: no
+full-size float copy is made on the way). Each epoch draws a permutation,
+gathers the mini-batches' rows in that order, a few hundred rows at a time,
+into a small staging buffer that stays in cache (``np.take(..., out=)``;
+mini-batches are fixed views of it), runs ``Step`` on every mini-batch and
+records the validation count. Augmentation and input dropout distort a
+whole epoch at once, so those runs shuffle into a second full-size buffer
+instead, as before.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from mnist_nn.data import scale_pixels
 from mnist_nn.errors import TrainingError
 from mnist_nn.nn.activations import FloatArray
-from mnist_nn.nn.network import IntArray
+from mnist_nn.nn.network import IntArray, Network
 from mnist_nn.train.augment import AugmentConfig, augment_images, parse_augment
 from mnist_nn.train.expand import expand_shifts
 from mnist_nn.train.history import EpochRecord
@@ -29,7 +36,9 @@ from mnist_nn.train.step import Step
 RunCallback = Callable[[EpochRecord, Run], None]
 ProgressCallback = Callable[[int, int], None]
 
-_SHUFFLE_CHUNK = 2048  # rows gathered at a time; small enough to stay in cache
+_SHUFFLE_CHUNK = 2048  # rows gathered at a time when a whole epoch is shuffled; small enough to stay in cache
+_GATHER_ROWS = 500  # rows gathered at a time for the mini-batches: ~100 progress reports a 50,000-image epoch
+_COUNT_ROWS = 2000  # validation pixels scaled and counted at a time: a float copy of 6 MB, not 31 MB
 
 
 def _shuffle_into(
@@ -47,10 +56,9 @@ def _shuffle_into(
     the whole epoch at once, is the same as drawing a mask at every step.
 
     Gathering straight into x_shuf's strided columns would make np.take
-    allocate a full-size copy, and a shuffled copy of the whole training set
-    with its ones column would double the memory held; a staging buffer that
-    stays in cache costs neither. mode="clip" skips the bounds check that
-    would also make np.take allocate.
+    allocate a full-size copy; a staging buffer that stays in cache does
+    not. mode="clip" skips the bounds check that would also make np.take
+    allocate.
     """
     n = x.shape[0]
     for k in range(0, n, staging.shape[0]):
@@ -68,6 +76,87 @@ def _shuffle_into(
             np.less(chunk, keep, out=chunk)
             np.multiply(chunk, 1.0 / keep, out=chunk)
             np.multiply(target, chunk, out=target)
+
+
+def _prepared_images(network: Network, images: npt.ArrayLike, what: str = "images") -> FloatArray:
+    """Images as the first layer sees them, in the network's dtype: uint8 pixels scaled, then the input transform."""
+    pixels = np.asarray(images)
+    if pixels.dtype == np.uint8:
+        if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
+            raise ValueError(f"expected {what} of shape (n, {network.input_size}), got {pixels.shape}")
+        x = np.empty(pixels.shape, network.dtype)
+        scale_pixels(pixels, x)
+        return network.prepare(x)
+    return network.prepare(network.check_images(pixels, what))
+
+
+def _training_buffer(network: Network, images: npt.ArrayLike, extra: int) -> FloatArray:
+    """(n, n_in + extra) in the network's dtype: the training images, then ``extra`` (0 or 1) columns of ones.
+
+    uint8 pixels without an input transform are scaled straight into the
+    buffer, whose pages are first touched there; nothing full-size besides
+    the buffer is made.
+    """
+    pixels = np.asarray(images)
+    if pixels.dtype == np.uint8 and network.transform is None:
+        if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
+            raise ValueError(f"expected images of shape (n, {network.input_size}), got {pixels.shape}")
+        n, n_in = pixels.shape
+        buffer = np.empty((n, n_in + extra), network.dtype)
+        scale_pixels(pixels, buffer[:, :n_in])
+    else:
+        x = _prepared_images(network, pixels)
+        n, n_in = x.shape
+        buffer = np.empty((n, n_in + extra), network.dtype)
+        buffer[:, :n_in] = x
+    if extra:
+        buffer[:, n_in] = 1.0
+    return buffer
+
+
+class _Validation:
+    """The validation set, counted after every epoch.
+
+    Floats are prepared once. uint8 pixels (of a network without an input
+    transform) stay pixels: each count scales them a few thousand rows at a
+    time into one small buffer, so the run never holds a full float copy
+    beside the pixels its caller keeps.
+    """
+
+    def __init__(self, network: Network, images: npt.ArrayLike, labels: npt.ArrayLike) -> None:
+        pixels = np.asarray(images)
+        self.network = network
+        if pixels.dtype == np.uint8 and network.transform is None:
+            if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
+                raise ValueError(f"expected validation images of shape (n, {network.input_size}), got {pixels.shape}")
+            self.pixels: npt.NDArray[np.uint8] | None = pixels
+            self.images = np.empty((min(_COUNT_ROWS, pixels.shape[0]), pixels.shape[1]), network.dtype)
+        else:
+            self.pixels = None
+            self.images = _prepared_images(network, pixels, "validation images")
+        self.total = pixels.shape[0]
+        self.labels = network.check_labels(labels, self.total, "validation labels")
+
+    def count_correct(self) -> int:
+        """How many of the validation images the network gets right."""
+        if self.pixels is None:
+            return self.network.count_correct(self.images, self.labels, prepared=True)
+        correct, rows = 0, self.images.shape[0]
+        for k in range(0, self.total, rows):
+            chunk = self.images[: min(rows, self.total - k)]
+            scale_pixels(self.pixels[k : k + rows], chunk)
+            correct += self.network.count_correct(chunk, self.labels[k : k + rows], prepared=True)
+        return correct
+
+
+@dataclass
+class _Chunk:
+    """Rows start:stop of an epoch: where they are gathered to (None: already in place) and their mini-batches."""
+
+    start: int
+    stop: int
+    rows: FloatArray | None
+    batches: list[tuple[Step, FloatArray, FloatArray, FloatArray, FloatArray | None]]  # step, xb, xb.T, yb, kept
 
 
 def fit(
@@ -92,9 +181,10 @@ def fit(
 
     Args:
         run: the run to train (its network, optimizer, generator and history change in place).
-        images: (n, n_in) floats in [0, 1].
+        images: (n, n_in) floats in [0, 1], or uint8 pixels 0-255 (scaled as the loader scales them,
+            straight into the training buffer).
         labels: (n,) integer class labels.
-        validation: ``(images, labels)`` counted after every epoch; the best
+        validation: ``(images, labels)`` (floats or uint8 pixels) counted after every epoch; the best
             epoch's weights are kept in ``run.best_params``.
         monitor_cost: record the mean cost over each epoch's mini-batches, as trained.
         on_epoch: called as ``on_epoch(record, run)`` after each epoch, once
@@ -109,45 +199,64 @@ def fit(
         TrainingError: the weights or the cost stopped being finite (lower eta).
     """
     config, network, rng = run.config, run.network, run.rng
-    x = network.check_images(images)
-    n = x.shape[0]
-    y = network.check_labels(labels, n)
-    x = network.prepare(x)  # the input transform, once for the whole run
-    if config.expand:
-        x, y = expand_shifts(x, y)
-        n = x.shape[0]
-    if config.batch_size > n:
-        raise ValueError(f"expected a batch size between 1 and {n} (the training set), got {config.batch_size}")
     if (config.schedule == "plateau" or config.early_stopping) and validation is None:
         raise ValueError("the plateau schedule and early stopping need validation data")
-    val: tuple[FloatArray, IntArray] | None = None
-    if validation is not None:
-        vx = network.check_images(validation[0], "validation images")
-        val = (network.prepare(vx), network.check_labels(validation[1], vx.shape[0], "validation labels"))
     augment: AugmentConfig | None = parse_augment(config.augment) if config.augment else None
+    # Runs that distort or expand the whole epoch at once shuffle into a second full-size buffer;
+    # the others gather each mini-batch's rows from the one training buffer.
+    whole_epoch = augment is not None or bool(config.input_dropout) or config.expand
+    # A column of ones when the first layer asks for one (a dense layer's bias input).
+    extra = 1 if network.layers[0].ones_column else 0
+    x_shuf: FloatArray | None = None
+    staging: FloatArray | None = None
+    if whole_epoch:
+        x = _prepared_images(network, images)
+        n = x.shape[0]
+        y = network.check_labels(labels, n)
+        if config.expand:
+            x, y = expand_shifts(x, y)
+            n = x.shape[0]
+    else:
+        x = _training_buffer(network, images, extra)
+        n = x.shape[0]
+        y = network.check_labels(labels, n)
+    if config.batch_size > n:
+        raise ValueError(f"expected a batch size between 1 and {n} (the training set), got {config.batch_size}")
+    val = _Validation(network, *validation) if validation is not None else None
     optimizer = run.optimizer
     optimizer.plan(network.params)
     history = run.history
     run.take_snapshot()
 
     dtype = network.dtype
-    # The buffers the shuffles go into, allocated once per run and touched now
-    # (np.ones, not np.empty), so no epoch pays for fresh memory. When the first
-    # layer asks for a column of ones (a dense layer's bias input), x_shuf's last
-    # column is it, and stays 1.
-    extra = 1 if network.layers[0].ones_column else 0
-    x_shuf = np.ones((n, x.shape[1] + extra), dtype)
-    staging = np.empty((min(_SHUFFLE_CHUNK, n), x.shape[1]), dtype)
+    batch_size = config.batch_size
+    gather_rows = batch_size * max(1, _GATHER_ROWS // batch_size)  # whole mini-batches
+    if whole_epoch:
+        # Allocated once per run and touched now (np.ones, not np.empty), so no epoch pays for fresh
+        # memory; x_shuf's last column is the first layer's ones, and stays 1.
+        x_shuf = np.ones((n, x.shape[1] + extra), dtype)
+        staging = np.empty((min(_SHUFFLE_CHUNK, n), x.shape[1]), dtype)
+    else:
+        gathered = np.empty((min(gather_rows, n), x.shape[1]), dtype)
     y_src = network.one_hot(y)
     y_shuf = y_src.copy()
-    batch_size = config.batch_size
-    # Mini-batches are fixed slices of the shuffle buffers: make their views once.
-    batches = [(x_shuf[k : k + batch_size], y_shuf[k : k + batch_size]) for k in range(0, n, batch_size)]
-    batches_t = [xb.T for xb, _ in batches]
+    kept = np.empty_like(y_src) if monitor_cost else None  # what BP1 keeps for the epoch's running cost
     full = Step(network, batch_size, optimizer, dropout=config.dropout, rng=rng, monitor_cost=monitor_cost)
     rest = n % batch_size
     tail = Step(network, rest, optimizer, dropout=config.dropout, rng=rng, monitor_cost=monitor_cost) if rest else full
-    report_every = max(1, len(batches) // 100)
+    # Every view the epochs use, made once: chunks of rows, each gathered at once, and their mini-batches.
+    chunks: list[_Chunk] = []
+    for start in range(0, n, gather_rows):
+        stop = min(start + gather_rows, n)
+        source = x_shuf[start:stop] if x_shuf is not None else gathered[: stop - start]
+        batches = []
+        for k in range(start, stop, batch_size):
+            xb = source[k - start : k - start + batch_size]
+            step = full if xb.shape[0] == batch_size else tail
+            batches.append(
+                (step, xb, xb.T, y_shuf[k : k + batch_size], kept[k : k + batch_size] if kept is not None else None)
+            )
+        chunks.append(_Chunk(start, stop, None if x_shuf is not None else source, batches))
     l2 = config.l2
 
     while len(history.epochs) < config.epochs and not stalled(history, config.early_stopping):
@@ -157,43 +266,41 @@ def fit(
         )
         if rate is None:
             break
-        start = time.perf_counter()
+        start_time = time.perf_counter()
         order = rng.permutation(n)
-        _shuffle_into(x, order, x_shuf, staging, rng, augment, config.input_dropout)
+        if x_shuf is not None and staging is not None:
+            _shuffle_into(x, order, x_shuf, staging, rng, augment, config.input_dropout)
         np.take(y_src, order, axis=0, out=y_shuf, mode="clip")
         decay = 1.0 - rate * l2 / n
-        full.cost_sum = tail.cost_sum = 0.0
+        scales = {full: -rate / batch_size, tail: -rate / (rest or batch_size)}
         # Overflow shows up as inf or NaN in the weights, checked after the epoch
         # with a message that says what to do; NumPy's warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for i, (xb, yb) in enumerate(batches):
-                if xb.shape[0] == batch_size:
-                    full(xb, batches_t[i], yb, -rate / batch_size, decay)
-                else:
-                    tail(xb, batches_t[i], yb, -rate / rest, decay)
-                if on_progress is not None and i % report_every == 0:
-                    on_progress(i * batch_size, n)
-        if on_progress is not None:
-            on_progress(n, n)
+            for chunk in chunks:
+                if chunk.rows is not None:
+                    np.take(x, order[chunk.start : chunk.stop], axis=0, out=chunk.rows, mode="clip")
+                for step, xb, xb_t, yb, kept_rows in chunk.batches:
+                    step(xb, xb_t, yb, scales[step], decay, kept_rows)
+                if on_progress is not None:
+                    on_progress(chunk.stop, n)
         if not all(np.isfinite(p).all() for p in network.params):
             raise TrainingError(
                 f"the weights became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
             )
         train_cost = None
-        if monitor_cost:
-            cost_sum = full.cost_sum + (tail.cost_sum if tail is not full else 0.0)
-            train_cost = cost_sum / n + (l2 / n * network.l2_penalty() if l2 else 0.0)
+        if kept is not None:
+            train_cost = network.cost.running_cost(kept, y_shuf) / n + (l2 / n * network.l2_penalty() if l2 else 0.0)
             if not np.isfinite(train_cost):
                 raise TrainingError(
                     f"the cost became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
                 )
-        correct = network.count_correct(*val, prepared=True) if val is not None else None
+        correct = val.count_correct() if val is not None else None
         record = EpochRecord(
             epoch=epoch,
             validation_correct=correct,
-            validation_total=val[0].shape[0] if val is not None else None,
+            validation_total=val.total if val is not None else None,
             train_cost=train_cost,
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - start_time,
             eta=rate,
         )
         history.epochs.append(record)

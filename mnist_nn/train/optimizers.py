@@ -16,7 +16,8 @@ continues exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,6 +52,16 @@ class SGD:
         """param += g for each (k, param, g): k numbers the parameter array, as in ``Network.params``."""
         for _, param, g in updates:
             np.add(param, g, out=param)
+
+    def bind(self, updates: Sequence[tuple[int, FloatArray, FloatArray]]) -> Callable[[], object]:
+        """A call without arguments that does ``apply(updates)``, made once (after ``plan``) for the fast step.
+
+        For plain SGD on one array it is the in-place add itself, with its arguments bound.
+        """
+        if type(self) is SGD and len(updates) == 1:
+            _, param, g = updates[0]
+            return functools.partial(np.add, param, g, out=param)
+        return functools.partial(self.apply, updates)
 
 
 class Momentum(SGD):

@@ -10,7 +10,12 @@ math does not need is gone:
   fed by a column of ones) stay inside that layer;
 - -eta/m multiplies the output delta once; BP2 is linear, so it carries the
   factor to every layer and each gradient product is already the update,
-  applied in place by the optimizer.
+  applied in place by the optimizer;
+- the running training cost costs no call of its own: BP1 leaves what the
+  cost needs in the mini-batch's rows of a buffer the loop keeps for the
+  epoch (the output error for the quadratic cost, written by the subtraction
+  BP1 makes anyway; the outputs for the others), and the loop sums the cost
+  over the whole epoch once, at its end (``Cost.output_delta_kept``).
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ class Step:
     Args:
         network: the network to train (its layers' parameters are updated in place).
         m: the mini-batch size.
-        optimizer: applies each update (planned already).
+        optimizer: applies each update (planned already: the step binds its updates once).
         dropout: probability of dropping each hidden neuron (the output layer never drops).
         rng: draws the dropout masks.
-        monitor_cost: add each batch's cost to ``cost_sum``.
+        monitor_cost: accepted for compatibility; the running cost is kept when a call passes ``kept``.
     """
 
     def __init__(
@@ -69,7 +74,9 @@ class Step:
                 self.steps[i - 1].delta if i else None,
                 i == last,
                 layers[i].decayed(layers[i].params),
-                list(zip(slots[i], layers[i].params, self.steps[i].grads, strict=True)),
+                optimizer.bind(list(zip(slots[i], layers[i].params, self.steps[i].grads, strict=True)))
+                if layers[i].params
+                else None,
             )
             for i in range(last, -1, -1)
         ]
@@ -78,13 +85,22 @@ class Step:
         self.rng = rng
         self.monitor_cost = monitor_cost
         self.work = np.empty_like(self.steps[-1].output)
-        self.cost_sum = 0.0
 
-    def __call__(self, xb: FloatArray, xb_t: FloatArray, yb: FloatArray, scale: float, decay: float) -> None:
+    def __call__(
+        self,
+        xb: FloatArray,
+        xb_t: FloatArray,
+        yb: FloatArray,
+        scale: float,
+        decay: float,
+        kept: FloatArray | None = None,
+    ) -> None:
         """params += scale * grad (scale = -eta/m), after L2's decay w -> decay * w.
 
         xb is the batch as the first layer wants it (with its ones column if it
-        asked for one) and xb_t its transpose; yb is one-hot.
+        asked for one) and xb_t its transpose; yb is one-hot. ``kept``, if
+        given, is this batch's (m, n_out) rows of the epoch's cost buffer:
+        BP1 leaves in it what ``Cost.running_cost`` sums at the epoch's end.
         """
         rng = self.rng
         x = xb
@@ -92,17 +108,17 @@ class Step:
             forward(x, rng)
             x = out
         top = self.steps[-1]
-        a = top.output
-        if self.monitor_cost:
-            self.cost_sum += self.cost.fn(a, yb)
-        self.cost.output_delta(a, yb, top.delta, self.work)  # BP1
+        if kept is None:
+            self.cost.output_delta(top.output, yb, top.delta, self.work)  # BP1
+        else:
+            self.cost.output_delta_kept(top.output, yb, top.delta, self.work, kept)  # BP1, keeping the cost's terms
         # Scaling delta_L by -eta/m once scales every delta below it (BP2 is linear),
         # so each gradient product below is already the update.
         np.multiply(top.delta, scale, out=top.delta)
-        apply = self.optimizer.apply
-        for backward, x_t, below, output, decayed, updates in self.backwards:
+        for backward, x_t, below, output, decayed, update in self.backwards:
             backward(xb_t if x_t is None else x_t, below, output)
             if decay != 1.0:
                 for w in decayed:
                     np.multiply(w, decay, out=w)  # w -> (1 - eta lambda / n) w
-            apply(updates)
+            if update is not None:
+                update()

@@ -162,6 +162,8 @@ def test_one_configuration_keeps_the_accuracy_report_and_counts_its_stored_runs(
     argv = ["accuracy", *TINY, "--seeds", "2", "--data-dir", str(mnist_cache), "--results", str(tmp_path / "r")]
     doc = run_json(argv, tmp_path / "a.json")
     assert doc["action"] == "accuracy" and doc["from_results"] == 0 and doc["results"] == str(tmp_path / "r")
+    # --jobs 1 trains in this process with one BLAS thread, as the workers do.
+    assert [r["blas_threads"] for r in doc["runs"]] == [1, 1]
     doc = run_json(argv, tmp_path / "b.json")
     assert doc["from_results"] == 2 and [r["seed"] for r in doc["runs"]] == [1, 2]
     assert "Runs: 2 (2 read back from" in capsys.readouterr().out

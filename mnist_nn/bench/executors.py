@@ -9,7 +9,7 @@ finishes, in any order, as ``(index, outcome)``: a ``SeedResult``, or a
 ``TaskFailure`` saying why that run failed (a cache that failed
 verification, a diverged run) while the other runs go on.
 
-``InProcess`` (one run after another here, BLAS as it is), ``LocalProcesses``
+``InProcess`` (one run after another here, one BLAS thread), ``LocalProcesses``
 (``--jobs J``: J spawned processes, one BLAS thread each) and
 ``DaskScheduler`` (``--scheduler ADDRESS``: the workers of a running Dask
 distributed scheduler) share that one interface, so the sweep does not care
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from mnist_nn.bench.accuracy import SeedResult, train_seed
 from mnist_nn.bench.common import DataSource
-from mnist_nn.bench.machine import limit_blas_threads, single_blas_thread_env
+from mnist_nn.bench.machine import limit_blas_threads, one_blas_thread, single_blas_thread_env
 from mnist_nn.config import TrainConfig, config_from_dict
 from mnist_nn.data import MnistData
 from mnist_nn.errors import BenchmarkError, MnistNNError
@@ -181,7 +181,7 @@ def execute_task_json(text: str) -> str:
 
 @dataclass(frozen=True)
 class InProcess:
-    """The runs one after another in this process, with BLAS as it is."""
+    """The runs one after another in this process, with one BLAS thread (as in the worker processes)."""
 
     description: str = "1 job"
     reports_epochs: bool = True
@@ -189,7 +189,9 @@ class InProcess:
     def run(self, tasks: Sequence[RunTask], on_epoch: EpochDone | None = None) -> Outcomes:
         """Yield each task's outcome in order."""
         for i, task in enumerate(tasks):
-            yield i, _execute(task, on_epoch)
+            with one_blas_thread():
+                outcome = _execute(task, on_epoch)
+            yield i, outcome
 
 
 @dataclass(frozen=True)

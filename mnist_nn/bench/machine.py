@@ -119,6 +119,22 @@ def single_blas_thread_env() -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """One BLAS thread in this process while the block runs (a no-op without threadpoolctl).
+
+    At Nielsen's mini-batch of 10 a second OpenBLAS thread slows the small
+    products down rather than up, so a benchmark's runs in this process use
+    one, as its worker processes do.
+    """
+    tpc = _threadpoolctl()
+    if tpc is None:
+        yield
+        return
+    with tpc.threadpool_limits(limits=1):
+        yield
+
+
 def limit_blas_threads() -> None:
     """Limit this process to one BLAS thread, in case the environment variables came too late.
 

@@ -389,7 +389,7 @@ def accuracy_benchmark(
     """Train ``config`` once per seed and report every run's counts and their spread.
 
     With ``jobs`` 1 the runs go one after another in this process, with
-    BLAS as it is. Otherwise up to ``jobs`` spawned worker processes run
+    one BLAS thread. Otherwise up to ``jobs`` spawned worker processes run
     them, each with one BLAS thread, so that the jobs share the cores rather
     than fight over them; every worker loads the data itself. The counts do
     not depend on ``jobs``: a seed gives the same weights in any process.

@@ -418,9 +418,12 @@ class DrawingServer(ThreadingHTTPServer):
         if not self._slots.acquire(blocking=False):
             self._refuse_busy(request)
             return
+        # Only an Exception means that the thread never started. A KeyboardInterrupt (Ctrl-C) may arrive
+        # after it started, and the thread frees its slot itself: releasing it here too would raise
+        # ValueError, which the server reports and goes on, swallowing the Ctrl-C.
         try:
             super().process_request(request, client_address)
-        except BaseException:  # no thread started: its slot is free again
+        except Exception:
             self._slots.release()
             raise
 

@@ -18,6 +18,7 @@ import http.client
 import json
 import math
 import socket
+import socketserver
 import struct
 import threading
 import time
@@ -421,3 +422,54 @@ def test_bounds_are_checked(model: SavedModel) -> None:
     for bounds, message in cases:
         with pytest.raises(ValueError, match=message):
             make_server(model, "127.0.0.1", 0, **bounds)
+
+
+def test_ctrl_c_just_after_a_connection_started_stops_the_server_and_frees_the_slot_once(
+    model: SavedModel, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C lands in the accepting thread after the connection's thread has started (and here,
+    # finished): the server must stop, and the slot be freed by that thread alone.
+    server = make_server(model, "127.0.0.1", 0, max_connections=1)
+    answered = threading.Event()
+    interrupt = [True]
+    answer_connection = server.process_request_thread
+
+    def answer_then_note(request: Any, client_address: Any) -> None:
+        answer_connection(request, client_address)
+        answered.set()
+
+    start_thread = socketserver.ThreadingMixIn.process_request
+
+    def start_then_ctrl_c(self: socketserver.ThreadingMixIn, request: Any, client_address: Any) -> None:
+        start_thread(self, request, client_address)
+        if interrupt:
+            interrupt.clear()
+            answered.wait(TIMEOUT)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(server, "process_request_thread", answer_then_note)
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request", start_then_ctrl_c)
+    stopped_by: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.serve_forever(poll_interval=0.05)
+        except BaseException as error:  # what stopped the server, KeyboardInterrupt included
+            stopped_by.append(error)
+
+    url = server.url.rstrip("/")
+    try:
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert _post_once(url, small_drawing()) == 200
+        thread.join(PATIENCE)
+        assert [type(error) for error in stopped_by] == [KeyboardInterrupt]
+        # Served again with its one slot: a leaked slot would give 503, a double release an error line.
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert _post_once(url, small_drawing()) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+    assert capsys.readouterr().err == ""

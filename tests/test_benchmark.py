@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from mnist_nn.bench import BLAS_THREAD_VARIABLES, Stats, TrainingShape, single_blas_thread_env
+from mnist_nn.bench import BLAS_THREAD_VARIABLES, Stats, TrainingShape, executors, single_blas_thread_env
 from mnist_nn.bench.accuracy import ensemble_count
 from mnist_nn.cli.benchmark import benchmark_main
 
@@ -83,16 +86,36 @@ def test_accuracy_flags_override_the_preset(mnist_cache: Path, tmp_path: Path) -
     assert record["summary"]["test_accuracy"]["std"] is None  # one run has no spread
 
 
-def test_accuracy_counts_do_not_depend_on_the_number_of_processes(mnist_cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_accuracy_counts_do_not_depend_on_the_number_of_processes(
+    mnist_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    if method == "fork" and sys.platform != "linux":
+        pytest.skip("workers are forked on Linux only")
+    monkeypatch.setattr(executors, "start_method", lambda: method)
     argv = ["accuracy", "--quick", "--seed-list", "7", "3", "--data-dir", str(mnist_cache)]
     serial = run_json([*argv, "--jobs", "1"], tmp_path / "serial.json")
     parallel = run_json([*argv, "--jobs", "2"], tmp_path / "parallel.json")
     assert [r["seed"] for r in parallel["runs"]] == [7, 3]  # in the order asked, whatever finished first
     for one, two in zip(serial["runs"], parallel["runs"], strict=True):
         assert {k: one[k] for k in COUNT_FIELDS} == {k: two[k] for k in COUNT_FIELDS}
-    # Each worker ran with one BLAS thread (known when threadpoolctl is installed).
-    assert all(r["blas_threads"] in (1, None) for r in parallel["runs"])
+    # Each worker ran with one BLAS thread, a forked one too (its parent's BLAS had two).
+    assert [r["blas_threads"] for r in parallel["runs"]] == [1, 1]
     assert parallel["jobs"] == 2
+
+
+def test_workers_are_forked_only_while_this_process_runs_no_other_thread() -> None:
+    code = "from mnist_nn.bench.executors import start_method; print(start_method())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout == ("fork\n" if sys.platform == "linux" else "spawn\n")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert executors.start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
 
 
 def test_speed_reports_speedups_blas_and_every_measurement(

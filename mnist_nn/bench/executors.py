@@ -10,7 +10,7 @@ finishes, in any order, as ``(index, outcome)``: a ``SeedResult``, or a
 verification, a diverged run) while the other runs go on.
 
 ``InProcess`` (one run after another here, one BLAS thread), ``LocalProcesses``
-(``--jobs J``: J spawned processes, one BLAS thread each) and
+(``--jobs J``: J worker processes, one BLAS thread each) and
 ``DaskScheduler`` (``--scheduler ADDRESS``: the workers of a running Dask
 distributed scheduler) share that one interface, so the sweep does not care
 which runs it. Dask is an optional extra: ``distributed`` is imported only by
@@ -20,12 +20,15 @@ elsewhere by Dask itself.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import json
 import multiprocessing
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -36,7 +39,12 @@ from typing import Any, Protocol
 
 from mnist_nn.bench.accuracy import SeedResult, train_seed
 from mnist_nn.bench.common import DataSource
-from mnist_nn.bench.machine import limit_blas_threads, one_blas_thread, single_blas_thread_env
+from mnist_nn.bench.machine import (
+    can_limit_blas_threads,
+    limit_blas_threads,
+    one_blas_thread,
+    single_blas_thread_env,
+)
 from mnist_nn.config import TrainConfig, config_from_dict
 from mnist_nn.data import MnistData
 from mnist_nn.errors import BenchmarkError, MnistNNError
@@ -194,9 +202,33 @@ class InProcess:
             yield i, outcome
 
 
+def start_method() -> str:
+    """How ``LocalProcesses`` starts its workers here: "fork" where that is safe, else "spawn".
+
+    A forked worker starts at once with this process's imports and its loaded
+    MNIST, where a spawned one spends about a second importing NumPy and the
+    package and loading the data again. Forking is safe only on Linux (macOS
+    frameworks are not fork-safe), while this process runs no other thread (a
+    lock held by one would stay held in the child), and with threadpoolctl to
+    bring the inherited BLAS down to one thread.
+    """
+    if sys.platform != "linux" or threading.active_count() != 1 or not can_limit_blas_threads():
+        return "spawn"
+    return "fork"
+
+
+def _preload(tasks: Sequence[RunTask]) -> None:
+    """Load the tasks' MNIST here before forking, when they all use the same (else each worker loads its own)."""
+    wanted = {(task.source, task.config.dtype) for task in tasks}
+    if len(wanted) == 1:
+        source, dtype = next(iter(wanted))
+        with contextlib.suppress(MnistNNError):  # each worker tries again and reports it as its task's failure
+            _load(source, dtype)
+
+
 @dataclass(frozen=True)
 class LocalProcesses:
-    """Up to ``jobs`` spawned worker processes on this machine, one BLAS thread each."""
+    """Up to ``jobs`` worker processes on this machine, one BLAS thread each (see ``start_method``)."""
 
     jobs: int
     reports_epochs: bool = False
@@ -214,16 +246,20 @@ class LocalProcesses:
         """
         if not tasks:
             return
-        # "spawn", not "fork": a forked child would inherit this process's BLAS,
-        # already loaded with its thread count; a spawned one imports numpy afresh
-        # and reads the variables set here. Workers are started as tasks are
-        # submitted, so every submission happens while the variables are set.
+        # Forked workers inherit the data loaded here, and this process's BLAS with its thread
+        # count, which the initializer brings down to one. Spawned ones import numpy afresh and
+        # read the variables set here; they are started as tasks are submitted, so every
+        # submission happens while the variables are set. Forked ones all start at the first
+        # submission, before the pool starts its own threads.
+        method = start_method()
+        if method == "fork":
+            _preload(tasks)
         executor: ProcessPoolExecutor | None = None
         try:
             with single_blas_thread_env():
                 executor = ProcessPoolExecutor(
                     max_workers=min(self.jobs, len(tasks)),
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=multiprocessing.get_context(method),
                     initializer=limit_blas_threads,
                 )
                 futures: dict[Future[Outcome], int] = {executor.submit(execute_task, t): i for i, t in enumerate(tasks)}

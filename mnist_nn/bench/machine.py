@@ -135,6 +135,11 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
+def can_limit_blas_threads() -> bool:
+    """Whether ``limit_blas_threads`` works in a running process (threadpoolctl is installed)."""
+    return _threadpoolctl() is not None
+
+
 def limit_blas_threads() -> None:
     """Limit this process to one BLAS thread, in case the environment variables came too late.
 

@@ -389,9 +389,10 @@ def accuracy_benchmark(
     """Train ``config`` once per seed and report every run's counts and their spread.
 
     With ``jobs`` 1 the runs go one after another in this process, with
-    one BLAS thread. Otherwise up to ``jobs`` spawned worker processes run
-    them, each with one BLAS thread, so that the jobs share the cores rather
-    than fight over them; every worker loads the data itself. The counts do
+    one BLAS thread. Otherwise up to ``jobs`` worker processes run them,
+    each with one BLAS thread, so that the jobs share the cores rather than
+    fight over them; forked workers share the data loaded here, spawned ones
+    load it themselves (see ``executors.start_method``). The counts do
     not depend on ``jobs``: a seed gives the same weights in any process.
 
     Args:

@@ -324,11 +324,17 @@ def _point(args: argparse.Namespace, combo: dict[str, tuple[Any, Any]], train_si
 # --- running ------------------------------------------------------------------------------
 
 
+class _SweepBar(tqdm):  # type: ignore[type-arg]
+    """tqdm without its monitor thread, so that ``--jobs`` may still fork its workers (see ``start_method``)."""
+
+    monitor_interval = 0
+
+
 def run_plan(plan: AccuracyPlan, args: argparse.Namespace, prog: str, progress: bool) -> SweepReport:
     """Run the sweep with a progress bar (on a terminal) and a warning line for each unusable stored file."""
     total = len(plan.seeds) * sum(p.config.epochs for p in plan.points)
     bar = (
-        tqdm(total=total, unit="epoch", desc="accuracy", leave=False, file=sys.stderr, dynamic_ncols=True)
+        _SweepBar(total=total, unit="epoch", desc="accuracy", leave=False, file=sys.stderr, dynamic_ncols=True)
         if progress
         else None
     )

@@ -633,8 +633,10 @@ def test_cache_file_touched_but_unchanged_is_reused(server: Mirrors, data_dir: P
 
 
 CHILD = """
-import json, sys
+import json, signal, sys
 from pathlib import Path
+# Ctrl-C raises KeyboardInterrupt even when the tests run as a background job, which ignores SIGINT.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mnist_nn.data.download import MnistFile, ensure_files
 files = [MnistFile(*f) for f in json.loads(sys.argv[1])]
 results = ensure_files(files, Path(sys.argv[2]), mirrors=[sys.argv[3]], timeout=(5.0, 30.0), retries=0)

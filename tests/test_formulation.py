@@ -169,6 +169,9 @@ def test_mini_batches_staged_from_pixels_are_the_training_buffers_rows_bit_for_b
     pixels[0, :3] = (0, 255, 1)
     network = Network((784, 5, 10), seed=0, dtype=dtype)
     buffer = _training_buffer(network, pixels, extra)  # the float buffer the epochs gathered from before
+    scaled = np.empty((1234, 784), dtype)
+    np.divide(pixels, 255.0, out=scaled, casting="unsafe")  # the loader's scaling before scale_pixels
+    assert buffer[:, :784].tobytes() == scaled.tobytes()
     wide = _training_pixels(network, pixels, extra)
     assert wide is not None and wide.shape == buffer.shape
     order = np.random.default_rng(9).permutation(1234)

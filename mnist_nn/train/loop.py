@@ -96,22 +96,13 @@ def _prepared_images(network: Network, images: npt.ArrayLike, what: str = "image
 def _training_buffer(network: Network, images: npt.ArrayLike, extra: int) -> FloatArray:
     """(n, n_in + extra) in the network's dtype: the training images, then ``extra`` (0 or 1) columns of ones.
 
-    uint8 pixels without an input transform are scaled straight into the
-    buffer, whose pages are first touched there; nothing full-size besides
-    the buffer is made.
+    For float images, and pixels that go through an input transform; ``fit``
+    keeps other uint8 pixels as they are (see ``_training_pixels``).
     """
-    pixels = np.asarray(images)
-    if pixels.dtype == np.uint8 and network.transform is None:
-        if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
-            raise ValueError(f"expected images of shape (n, {network.input_size}), got {pixels.shape}")
-        n, n_in = pixels.shape
-        buffer = np.empty((n, n_in + extra), network.dtype)
-        scale_pixels(pixels, buffer[:, :n_in])
-    else:
-        x = _prepared_images(network, pixels)
-        n, n_in = x.shape
-        buffer = np.empty((n, n_in + extra), network.dtype)
-        buffer[:, :n_in] = x
+    x = _prepared_images(network, images)
+    n, n_in = x.shape
+    buffer = np.empty((n, n_in + extra), network.dtype)
+    buffer[:, :n_in] = x
     if extra:
         buffer[:, n_in] = 1.0
     return buffer

@@ -11,9 +11,8 @@ small staging buffer that stays in cache (``np.take(..., out=)``;
 mini-batches are fixed views of it), pixels scaled there by the loader's
 ``scale_pixels`` (the same floats, bit for bit, as a float buffer would
 hold); it runs ``Step`` on every mini-batch and records the validation
-count. Augmentation and input dropout distort a
-whole epoch at once, so those runs shuffle into a second full-size buffer
-instead, as before.
+count. Augmentation and input dropout distort a whole epoch at once, so
+those runs shuffle into a second full-size buffer instead, as before.
 """
 
 from __future__ import annotations
@@ -205,8 +204,8 @@ def fit(
 
     Args:
         run: the run to train (its network, optimizer, generator and history change in place).
-        images: (n, n_in) floats in [0, 1], or uint8 pixels 0-255 (scaled as the loader scales them,
-            straight into the training buffer).
+        images: (n, n_in) floats in [0, 1], or uint8 pixels 0-255 (kept as pixels, and scaled as the
+            loader scales them as each chunk of mini-batches is gathered).
         labels: (n,) integer class labels.
         validation: ``(images, labels)`` (floats or uint8 pixels) counted after every epoch; the best
             epoch's weights are kept in ``run.best_params``.

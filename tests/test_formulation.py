@@ -1,12 +1,13 @@
 """The fast training path gives exactly what the plain formulation of the same math gives.
 
-``fit`` fills one training buffer from uint8 pixels, gathers each epoch's
-mini-batches a few hundred rows at a time, and sums the running cost once an
-epoch from what BP1 kept; the formulation it replaced scaled the pixels into
-floats first, shuffled the whole training set into a second buffer every
-epoch and summed the cost batch by batch. Same seed, same weights, bit for
-bit; the same cost, to rounding. The benchmark's floor (the step's math and
-nothing else) must give the real step's weights too, or its ratio would
+``fit`` keeps uint8 training pixels as pixels (floats go into one training
+buffer), gathers each epoch's mini-batches a few hundred rows at a time
+(scaling pixels there), and sums the running cost once an epoch from what
+BP1 kept; the formulation it replaced scaled the pixels into floats first,
+shuffled the whole training set into a second buffer every epoch and summed
+the cost batch by batch. Same seed, same weights, bit for bit; the same
+cost, to rounding. The benchmark's floor (the step's math and nothing else)
+must give the real step's weights too, or its ratio would
 compare different work.
 """
 
@@ -157,6 +158,43 @@ def test_the_training_buffer_holds_the_loaders_floats_bit_for_bit(dtype: str) ->
     out = np.empty((50, 784), dtype)
     scale_pixels(pixels, out)
     assert np.array_equal(out, old) and np.array_equal(as_floats(pixels, dtype), old)
+
+
+@pytest.mark.parametrize("extra", [1, 0])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mini_batches_staged_from_pixels_are_the_training_buffers_rows_bit_for_bit(dtype: str, extra: int) -> None:
+    from mnist_nn.train.loop import _gather_scaled, _training_buffer, _training_pixels
+
+    pixels, _ = _pixels(1234, seed=9)
+    pixels[0, :3] = (0, 255, 1)
+    network = Network((784, 5, 10), seed=0, dtype=dtype)
+    buffer = _training_buffer(network, pixels, extra)  # the float buffer the epochs gathered from before
+    scaled = np.empty((1234, 784), dtype)
+    np.divide(pixels, 255.0, out=scaled, casting="unsafe")  # the loader's scaling before scale_pixels
+    assert buffer[:, :784].tobytes() == scaled.tobytes()
+    wide = _training_pixels(network, pixels, extra)
+    assert wide is not None and wide.shape == buffer.shape
+    order = np.random.default_rng(9).permutation(1234)
+    staged = np.empty((500, 784 + extra), np.uint8)
+    rows = np.full((500, 784 + extra), np.nan, dtype)
+    for k in range(0, 1234, 500):  # the last chunk is partial, as an epoch's may be
+        chunk = order[k : k + 500]
+        out = rows[: chunk.shape[0]]
+        _gather_scaled(wide, chunk, staged[: chunk.shape[0]], out)
+        want = buffer[chunk]
+        assert out.tobytes() == want.tobytes()
+    if extra:
+        assert np.all(rows[:, -1] == 1.0)
+
+
+def test_floats_and_transformed_networks_keep_the_float_buffer() -> None:
+    from mnist_nn.train.loop import _training_pixels
+
+    pixels, _ = _pixels(20)
+    network = Network((784, 5, 10), seed=0)
+    assert _training_pixels(network, as_floats(pixels), 1) is None
+    with pytest.raises(ValueError, match=r"expected images of shape \(n, 784\), got \(20, 783\)"):
+        _training_pixels(network, pixels[:, :783], 1)
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,18 @@
 """The training loop: shuffling, the epochs, validation, the best weights and snapshots.
 
 ``fit`` is the one way to train: the command line, the benchmark and
-Nielsen's ``Network.SGD`` all call it with a ``Run``. The training images go
-once, at the start, into one buffer of the network's dtype with the first
-layer's column of ones (uint8 pixels are scaled straight into it: no
-full-size float copy is made on the way). Each epoch draws a permutation,
-gathers the mini-batches' rows in that order, a few hundred rows at a time,
-into a small staging buffer that stays in cache (``np.take(..., out=)``;
-mini-batches are fixed views of it), runs ``Step`` on every mini-batch and
-records the validation count. Augmentation and input dropout distort a
-whole epoch at once, so those runs shuffle into a second full-size buffer
-instead, as before.
+Nielsen's ``Network.SGD`` all call it with a ``Run``. The training images
+stay uint8 pixels when they come as pixels (a quarter of the memory of
+floats), with a column of 255s that scales to the first layer's column of
+ones; floats go once, at the start, into one buffer of the network's dtype
+with that column. Each epoch draws a permutation and gathers the
+mini-batches' rows in that order, a few hundred rows at a time, into a
+small staging buffer that stays in cache (``np.take(..., out=)``;
+mini-batches are fixed views of it), pixels scaled there by the loader's
+``scale_pixels`` (the same floats, bit for bit, as a float buffer would
+hold); it runs ``Step`` on every mini-batch and records the validation
+count. Augmentation and input dropout distort a whole epoch at once, so
+those runs shuffle into a second full-size buffer instead, as before.
 """
 
 from __future__ import annotations
@@ -93,25 +95,45 @@ def _prepared_images(network: Network, images: npt.ArrayLike, what: str = "image
 def _training_buffer(network: Network, images: npt.ArrayLike, extra: int) -> FloatArray:
     """(n, n_in + extra) in the network's dtype: the training images, then ``extra`` (0 or 1) columns of ones.
 
-    uint8 pixels without an input transform are scaled straight into the
-    buffer, whose pages are first touched there; nothing full-size besides
-    the buffer is made.
+    For float images, and pixels that go through an input transform; ``fit``
+    keeps other uint8 pixels as they are (see ``_training_pixels``).
     """
-    pixels = np.asarray(images)
-    if pixels.dtype == np.uint8 and network.transform is None:
-        if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
-            raise ValueError(f"expected images of shape (n, {network.input_size}), got {pixels.shape}")
-        n, n_in = pixels.shape
-        buffer = np.empty((n, n_in + extra), network.dtype)
-        scale_pixels(pixels, buffer[:, :n_in])
-    else:
-        x = _prepared_images(network, pixels)
-        n, n_in = x.shape
-        buffer = np.empty((n, n_in + extra), network.dtype)
-        buffer[:, :n_in] = x
+    x = _prepared_images(network, images)
+    n, n_in = x.shape
+    buffer = np.empty((n, n_in + extra), network.dtype)
+    buffer[:, :n_in] = x
     if extra:
         buffer[:, n_in] = 1.0
     return buffer
+
+
+def _training_pixels(network: Network, images: npt.ArrayLike, extra: int) -> npt.NDArray[np.uint8] | None:
+    """(n, n_in + extra) uint8: the training pixels, then ``extra`` (0 or 1) columns of 255s; None for floats.
+
+    Pixels of a network with an input transform are None too: the transform
+    works on floats. A 255 scales to exactly 1.0, the first layer's column
+    of ones, so one contiguous scaling per gathered chunk fills the whole
+    staging buffer.
+    """
+    pixels = np.asarray(images)
+    if pixels.dtype != np.uint8 or network.transform is not None:
+        return None
+    if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
+        raise ValueError(f"expected images of shape (n, {network.input_size}), got {pixels.shape}")
+    n, n_in = pixels.shape
+    wide = np.empty((n, n_in + extra), np.uint8)
+    wide[:, :n_in] = pixels
+    if extra:
+        wide[:, n_in] = 255
+    return wide
+
+
+def _gather_scaled(
+    pixels: npt.NDArray[np.uint8], rows: IntArray, staged: npt.NDArray[np.uint8], out: FloatArray
+) -> None:
+    """out = pixels[rows] scaled (the float buffer's rows, bit for bit), gathered as uint8 through ``staged``."""
+    np.take(pixels, rows, axis=0, out=staged, mode="clip")
+    scale_pixels(staged, out)
 
 
 class _Validation:
@@ -156,6 +178,7 @@ class _Chunk:
     start: int
     stop: int
     rows: FloatArray | None
+    pixels: npt.NDArray[np.uint8] | None  # where uint8 rows are gathered to, then scaled into rows
     batches: list[tuple[Step, FloatArray, FloatArray, FloatArray, FloatArray | None]]  # step, xb, xb.T, yb, kept
 
 
@@ -181,8 +204,8 @@ def fit(
 
     Args:
         run: the run to train (its network, optimizer, generator and history change in place).
-        images: (n, n_in) floats in [0, 1], or uint8 pixels 0-255 (scaled as the loader scales them,
-            straight into the training buffer).
+        images: (n, n_in) floats in [0, 1], or uint8 pixels 0-255 (kept as pixels, and scaled as the
+            loader scales them as each chunk of mini-batches is gathered).
         labels: (n,) integer class labels.
         validation: ``(images, labels)`` (floats or uint8 pixels) counted after every epoch; the best
             epoch's weights are kept in ``run.best_params``.
@@ -203,13 +226,19 @@ def fit(
         raise ValueError("the plateau schedule and early stopping need validation data")
     augment: AugmentConfig | None = parse_augment(config.augment) if config.augment else None
     # Runs that distort or expand the whole epoch at once shuffle into a second full-size buffer;
-    # the others gather each mini-batch's rows from the one training buffer.
+    # the others gather each mini-batch's rows from the training pixels (uint8) or the one float buffer.
     whole_epoch = augment is not None or bool(config.input_dropout) or config.expand
     # A column of ones when the first layer asks for one (a dense layer's bias input).
     extra = 1 if network.layers[0].ones_column else 0
     x_shuf: FloatArray | None = None
     staging: FloatArray | None = None
-    if whole_epoch:
+    gathered_pixels: npt.NDArray[np.uint8] | None = None
+    # The plain path's training pixels, gathered as uint8 and scaled per chunk; None: a float buffer x.
+    pixels = None if whole_epoch else _training_pixels(network, images, extra)
+    if pixels is not None:
+        n = pixels.shape[0]
+        y = network.check_labels(labels, n)
+    elif whole_epoch:
         x = _prepared_images(network, images)
         n = x.shape[0]
         y = network.check_labels(labels, n)
@@ -237,7 +266,9 @@ def fit(
         x_shuf = np.ones((n, x.shape[1] + extra), dtype)
         staging = np.empty((min(_SHUFFLE_CHUNK, n), x.shape[1]), dtype)
     else:
-        gathered = np.empty((min(gather_rows, n), x.shape[1]), dtype)
+        width = pixels.shape[1] if pixels is not None else x.shape[1]
+        gathered = np.empty((min(gather_rows, n), width), dtype)
+        gathered_pixels = np.empty(gathered.shape, np.uint8) if pixels is not None else None
     y_src = network.one_hot(y)
     y_shuf = y_src.copy()
     kept = np.empty_like(y_src) if monitor_cost else None  # what BP1 keeps for the epoch's running cost
@@ -256,7 +287,8 @@ def fit(
             batches.append(
                 (step, xb, xb.T, y_shuf[k : k + batch_size], kept[k : k + batch_size] if kept is not None else None)
             )
-        chunks.append(_Chunk(start, stop, None if x_shuf is not None else source, batches))
+        staged = gathered_pixels[: stop - start] if gathered_pixels is not None else None
+        chunks.append(_Chunk(start, stop, None if x_shuf is not None else source, staged, batches))
     l2 = config.l2
 
     while len(history.epochs) < config.epochs and not stalled(history, config.early_stopping):
@@ -277,7 +309,9 @@ def fit(
         # with a message that says what to do; NumPy's warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for chunk in chunks:
-                if chunk.rows is not None:
+                if pixels is not None and chunk.pixels is not None and chunk.rows is not None:
+                    _gather_scaled(pixels, order[chunk.start : chunk.stop], chunk.pixels, chunk.rows)
+                elif chunk.rows is not None:
                     np.take(x, order[chunk.start : chunk.stop], axis=0, out=chunk.rows, mode="clip")
                 for step, xb, xb_t, yb, kept_rows in chunk.batches:
                     step(xb, xb_t, yb, scales[step], decay, kept_rows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -98,12 +99,7 @@ def _training_buffer(network: Network, images: npt.ArrayLike, extra: int) -> Flo
     For float images, and pixels that go through an input transform; ``fit``
     keeps other uint8 pixels as they are (see ``_training_pixels``).
     """
-    x = _prepared_images(network, images)
-    n, n_in = x.shape
-    buffer = np.empty((n, n_in + extra), network.dtype)
-    buffer[:, :n_in] = x
-    if extra:
-        buffer[:, n_in] = 1.0
+    buffer: FloatArray = _widened(_prepared_images(network, images), network.dtype, extra, 1.0)
     return buffer
 
 
@@ -120,11 +116,17 @@ def _training_pixels(network: Network, images: npt.ArrayLike, extra: int) -> npt
         return None
     if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
         raise ValueError(f"expected images of shape (n, {network.input_size}), got {pixels.shape}")
-    n, n_in = pixels.shape
-    wide = np.empty((n, n_in + extra), np.uint8)
-    wide[:, :n_in] = pixels
+    wide: npt.NDArray[np.uint8] = _widened(pixels, np.dtype(np.uint8), extra, 255)
+    return wide
+
+
+def _widened(x: npt.NDArray[Any], dtype: np.dtype[Any], extra: int, one: float) -> npt.NDArray[Any]:
+    """A new (n, n_in + extra) array of ``dtype``: ``x``, then ``extra`` (0 or 1) columns of ``one``."""
+    n, n_in = x.shape
+    wide = np.empty((n, n_in + extra), dtype)
+    wide[:, :n_in] = x
     if extra:
-        wide[:, n_in] = 255
+        wide[:, n_in] = one
     return wide
 
 

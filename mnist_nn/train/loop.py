@@ -81,12 +81,17 @@ def _shuffle_into(
             np.multiply(target, chunk, out=target)
 
 
+def _check_pixels(network: Network, pixels: npt.NDArray[np.uint8], what: str) -> None:
+    """ValueError unless ``pixels`` is a batch (n, n_in) of the network's inputs."""
+    if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
+        raise ValueError(f"expected {what} of shape (n, {network.input_size}), got {pixels.shape}")
+
+
 def _prepared_images(network: Network, images: npt.ArrayLike, what: str = "images") -> FloatArray:
     """Images as the first layer sees them, in the network's dtype: uint8 pixels scaled, then the input transform."""
     pixels = np.asarray(images)
     if pixels.dtype == np.uint8:
-        if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
-            raise ValueError(f"expected {what} of shape (n, {network.input_size}), got {pixels.shape}")
+        _check_pixels(network, pixels, what)
         x = np.empty(pixels.shape, network.dtype)
         scale_pixels(pixels, x)
         return network.prepare(x)
@@ -114,8 +119,7 @@ def _training_pixels(network: Network, images: npt.ArrayLike, extra: int) -> npt
     pixels = np.asarray(images)
     if pixels.dtype != np.uint8 or network.transform is not None:
         return None
-    if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
-        raise ValueError(f"expected images of shape (n, {network.input_size}), got {pixels.shape}")
+    _check_pixels(network, pixels, "images")
     wide: npt.NDArray[np.uint8] = _widened(pixels, np.dtype(np.uint8), extra, 255)
     return wide
 
@@ -151,8 +155,7 @@ class _Validation:
         pixels = np.asarray(images)
         self.network = network
         if pixels.dtype == np.uint8 and network.transform is None:
-            if pixels.ndim != 2 or pixels.shape[1] != network.input_size:
-                raise ValueError(f"expected validation images of shape (n, {network.input_size}), got {pixels.shape}")
+            _check_pixels(network, pixels, "validation images")
             self.pixels: npt.NDArray[np.uint8] | None = pixels
             self.images = np.empty((min(_COUNT_ROWS, pixels.shape[0]), pixels.shape[1]), network.dtype)
         else:
@@ -237,20 +240,12 @@ def fit(
     gathered_pixels: npt.NDArray[np.uint8] | None = None
     # The plain path's training pixels, gathered as uint8 and scaled per chunk; None: a float buffer x.
     pixels = None if whole_epoch else _training_pixels(network, images, extra)
-    if pixels is not None:
-        n = pixels.shape[0]
-        y = network.check_labels(labels, n)
-    elif whole_epoch:
-        x = _prepared_images(network, images)
-        n = x.shape[0]
-        y = network.check_labels(labels, n)
-        if config.expand:
-            x, y = expand_shifts(x, y)
-            n = x.shape[0]
-    else:
-        x = _training_buffer(network, images, extra)
-        n = x.shape[0]
-        y = network.check_labels(labels, n)
+    if pixels is None:
+        x = _prepared_images(network, images) if whole_epoch else _training_buffer(network, images, extra)
+    y = network.check_labels(labels, (pixels if pixels is not None else x).shape[0])
+    if config.expand:
+        x, y = expand_shifts(x, y)
+    n = y.shape[0]
     if config.batch_size > n:
         raise ValueError(f"expected a batch size between 1 and {n} (the training set), got {config.batch_size}")
     val = _Validation(network, *validation) if validation is not None else None

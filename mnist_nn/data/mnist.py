@@ -12,8 +12,9 @@ images of the 60,000-image training file, ``validation`` its last 10,000, and
 [0, 1]; labels are integers 0-9 in every split. ``load_mnist(dtype="uint8")``
 keeps the files' pixels 0-255 instead (views of the file data, no copy), for
 callers that scale them where they are used, with ``scale_pixels`` (the one
-place pixels are divided by 255): the training loop fills its buffer from
-them in place, so no full-size float copy is ever made.
+place pixels are divided by 255): the training loop scales its shuffled
+rows a chunk at a time as it gathers them, so no full-size float copy is
+made.
 """
 
 from __future__ import annotations

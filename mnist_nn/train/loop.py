@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.data import scale_pixels
+from mnist_nn.data import as_floats, scale_pixels
 from mnist_nn.errors import TrainingError
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray, Network
@@ -92,9 +92,7 @@ def _prepared_images(network: Network, images: npt.ArrayLike, what: str = "image
     pixels = np.asarray(images)
     if pixels.dtype == np.uint8:
         _check_pixels(network, pixels, what)
-        x = np.empty(pixels.shape, network.dtype)
-        scale_pixels(pixels, x)
-        return network.prepare(x)
+        return network.prepare(as_floats(pixels, network.dtype))
     return network.prepare(network.check_images(pixels, what))
 
 

@@ -248,6 +248,13 @@ def _load_average() -> float | None:
 StepCallback = Callable[[int, int, str], None]  # (measurements done, total, what comes next)
 
 
+_BESIDE_THE_STEP = (
+    ("floor", measure_floor),
+    ("plain port", measure_port),
+    ("plain port on Nielsen's lists", measure_port_lists),
+)
+
+
 def speed_benchmark(
     plan: SpeedPlan | None = None, *, source: DataSource | None = None, on_step: StepCallback | None = None
 ) -> SpeedReport:
@@ -300,13 +307,11 @@ def speed_benchmark(
         # The step, its floor and the plain port side by side, so that drift on the machine hits all three.
         step(f"training {shape.label}")
         vectorized.append(measure_training(shape, data, plan.train_size, plan.repeats))
-        if not shape.layers:
-            step(f"floor {shape.label}")
-            vectorized += [t for t in [measure_floor(shape, data, plan.train_size, plan.repeats)] if t]
-            step(f"plain port {shape.label}")
-            vectorized += [t for t in [measure_port(shape, data, plan.train_size, plan.repeats)] if t]
-            step(f"plain port on Nielsen's lists {shape.label}")
-            vectorized += [t for t in [measure_port_lists(shape, data, plan.train_size, plan.repeats)] if t]
+        for what, measure in () if shape.layers else _BESIDE_THE_STEP:  # the floor and the ports: dense only
+            step(f"{what} {shape.label}")
+            timed = measure(shape, data, plan.train_size, plan.repeats)
+            if timed is not None:
+                vectorized.append(timed)
         if shape == MAIN_JOB_SHAPE and plan.main_job_epochs and main_job is None:
             step(f"the main job, {plan.main_job_epochs[0]} and {plan.main_job_epochs[1]} epochs")
             main_job = measure_main_job(source, plan.main_job_epochs, plan.repeats)

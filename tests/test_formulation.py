@@ -172,19 +172,38 @@ def test_mini_batches_staged_from_pixels_are_the_training_buffers_rows_bit_for_b
     scaled = np.empty((1234, 784), dtype)
     np.divide(pixels, 255.0, out=scaled, casting="unsafe")  # the loader's scaling before scale_pixels
     assert buffer[:, :784].tobytes() == scaled.tobytes()
-    wide = _training_pixels(network, pixels, extra)
-    assert wide is not None and wide.shape == buffer.shape
+    kept = _training_pixels(network, pixels)
+    assert kept is pixels  # the caller's pixels, not a copy
     order = np.random.default_rng(9).permutation(1234)
-    staged = np.empty((500, 784 + extra), np.uint8)
+    staged = np.empty((500, 784), np.uint8)
     rows = np.full((500, 784 + extra), np.nan, dtype)
+    rows[:, 784:] = 1.0  # the ones column, written once when the staging buffer is made
     for k in range(0, 1234, 500):  # the last chunk is partial, as an epoch's may be
         chunk = order[k : k + 500]
         out = rows[: chunk.shape[0]]
-        _gather_scaled(wide, chunk, staged[: chunk.shape[0]], out)
+        _gather_scaled(pixels, chunk, staged[: chunk.shape[0]], out)
         want = buffer[chunk]
         assert out.tobytes() == want.tobytes()
     if extra:
         assert np.all(rows[:, -1] == 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pixels_counted_a_chunk_at_a_time_give_the_count_of_their_floats(dtype: str) -> None:
+    from mnist_nn.train import count_correct
+
+    pixels, labels = _pixels(4321, seed=3)  # two full chunks of 2,000 rows and a partial one
+    network = Network((784, 20, 10), seed=1, dtype=dtype)
+    floats = as_floats(pixels, dtype)
+    want = network.count_correct(floats, labels)
+    assert 0 < want < 4321  # a count the chunks could get wrong either way
+    assert count_correct(network, pixels, labels) == want
+    assert count_correct(network, floats, labels) == want
+    per_row = network.predict(floats) == labels
+    assert count_correct(network, pixels[:7], labels[:7]) == int(per_row[:7].sum())
+    assert count_correct(network, pixels[:0], labels[:0]) == 0
+    with pytest.raises(ValueError, match=r"expected images of shape \(n, 784\), got \(20, 783\)"):
+        count_correct(network, pixels[:20, :783], labels[:20])
 
 
 def test_floats_and_transformed_networks_keep_the_float_buffer() -> None:
@@ -192,9 +211,9 @@ def test_floats_and_transformed_networks_keep_the_float_buffer() -> None:
 
     pixels, _ = _pixels(20)
     network = Network((784, 5, 10), seed=0)
-    assert _training_pixels(network, as_floats(pixels), 1) is None
+    assert _training_pixels(network, as_floats(pixels)) is None
     with pytest.raises(ValueError, match=r"expected images of shape \(n, 784\), got \(20, 783\)"):
-        _training_pixels(network, pixels[:, :783], 1)
+        _training_pixels(network, pixels[:, :783])
 
 
 @pytest.mark.parametrize(

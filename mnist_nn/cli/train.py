@@ -43,7 +43,7 @@ from mnist_nn.config import (
     config_from_dict,
     default_models_dir,
 )
-from mnist_nn.data import MnistData, as_floats, load_mnist
+from mnist_nn.data import MnistData, load_mnist
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import PathLock
 from mnist_nn.metrics import format_count
@@ -56,7 +56,7 @@ from mnist_nn.plots import plot_training_curves, require_matplotlib
 from mnist_nn.text import one_line, short
 from mnist_nn.train.augment import parse_augment
 from mnist_nn.train.history import EpochRecord, History
-from mnist_nn.train.loop import fit
+from mnist_nn.train.loop import count_correct, fit
 from mnist_nn.train.run import Run
 from mnist_nn.train.schedules import SCHEDULES
 from mnist_nn.train.transforms import TRANSFORMS
@@ -438,7 +438,7 @@ def _save_run(path: Path, run: Run, data: MnistData, status: str = "complete") -
     else:
         served = run.served_network()
         served_epoch = run.best_epoch or 0
-    test_correct = served.count_correct(as_floats(data.test.images, run.config.dtype), data.test.labels)
+    test_correct = count_correct(served, *data.test)
     record = run.history.epochs[served_epoch - 1] if served_epoch else None
     metadata = {
         "config": run.config.to_dict(),
@@ -651,9 +651,7 @@ def _finish(
     _, served_epoch = run.served()
     test_total = len(data.test)
     if save_path is None:
-        test_correct = run.served_network().count_correct(
-            as_floats(data.test.images, run.config.dtype), data.test.labels
-        )
+        test_correct = count_correct(run.served_network(), *data.test)
     else:
         try:
             test_correct = _save_run(save_path, run, data)  # counts the served weights

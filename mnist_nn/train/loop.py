@@ -2,17 +2,18 @@
 
 ``fit`` is the one way to train: the command line, the benchmark and
 Nielsen's ``Network.SGD`` all call it with a ``Run``. The training images
-stay uint8 pixels when they come as pixels (a quarter of the memory of
-floats), with a column of 255s that scales to the first layer's column of
-ones; floats go once, at the start, into one buffer of the network's dtype
-with that column. Each epoch draws a permutation and gathers the
-mini-batches' rows in that order, a few hundred rows at a time, into a
-small staging buffer that stays in cache (``np.take(..., out=)``;
-mini-batches are fixed views of it), pixels scaled there by the loader's
+stay the caller's uint8 pixels when they come as pixels (no copy, a
+quarter of the memory of floats); floats go once, at the start, into one
+buffer of the network's dtype with the first layer's column of ones. Each
+epoch draws a permutation and gathers the mini-batches' rows in that
+order, a few hundred rows at a time, into a small staging buffer that
+stays in cache (``np.take(..., out=)``; mini-batches are fixed views of
+it, its column of ones written once), pixels scaled there by the loader's
 ``scale_pixels`` (the same floats, bit for bit, as a float buffer would
 hold); it runs ``Step`` on every mini-batch and records the validation
-count. Augmentation and input dropout distort a whole epoch at once, so
-those runs shuffle into a second full-size buffer instead, as before.
+count, scaled a few thousand rows at a time (``count_correct``).
+Augmentation and input dropout distort a whole epoch at once, so those
+runs shuffle into a second full-size buffer instead, as before.
 """
 
 from __future__ import annotations
@@ -102,42 +103,73 @@ def _training_buffer(network: Network, images: npt.ArrayLike, extra: int) -> Flo
     For float images, and pixels that go through an input transform; ``fit``
     keeps other uint8 pixels as they are (see ``_training_pixels``).
     """
-    buffer: FloatArray = _widened(_prepared_images(network, images), network.dtype, extra, 1.0)
+    buffer: FloatArray = _widened(_prepared_images(network, images), network.dtype, extra)
     return buffer
 
 
-def _training_pixels(network: Network, images: npt.ArrayLike, extra: int) -> npt.NDArray[np.uint8] | None:
-    """(n, n_in + extra) uint8: the training pixels, then ``extra`` (0 or 1) columns of 255s; None for floats.
+def _training_pixels(network: Network, images: npt.ArrayLike) -> npt.NDArray[np.uint8] | None:
+    """The training pixels (n, n_in) as they are, checked; None for floats.
 
     Pixels of a network with an input transform are None too: the transform
-    works on floats. A 255 scales to exactly 1.0, the first layer's column
-    of ones, so one contiguous scaling per gathered chunk fills the whole
-    staging buffer.
+    works on floats. No copy is made: each chunk of an epoch is gathered
+    from them and scaled into the staging buffer's first n_in columns (see
+    ``_gather_scaled``).
     """
     pixels = np.asarray(images)
     if pixels.dtype != np.uint8 or network.transform is not None:
         return None
     _check_pixels(network, pixels, "images")
-    wide: npt.NDArray[np.uint8] = _widened(pixels, np.dtype(np.uint8), extra, 255)
-    return wide
+    return pixels
 
 
-def _widened(x: npt.NDArray[Any], dtype: np.dtype[Any], extra: int, one: float) -> npt.NDArray[Any]:
-    """A new (n, n_in + extra) array of ``dtype``: ``x``, then ``extra`` (0 or 1) columns of ``one``."""
+def _widened(x: FloatArray, dtype: np.dtype[Any], extra: int) -> FloatArray:
+    """A new (n, n_in + extra) array of ``dtype``: ``x``, then ``extra`` (0 or 1) columns of ones."""
     n, n_in = x.shape
     wide = np.empty((n, n_in + extra), dtype)
     wide[:, :n_in] = x
     if extra:
-        wide[:, n_in] = one
+        wide[:, n_in] = 1.0
     return wide
 
 
 def _gather_scaled(
     pixels: npt.NDArray[np.uint8], rows: IntArray, staged: npt.NDArray[np.uint8], out: FloatArray
 ) -> None:
-    """out = pixels[rows] scaled (the float buffer's rows, bit for bit), gathered as uint8 through ``staged``."""
+    """out[:, :n_in] = pixels[rows] scaled (the float buffer's rows, bit for bit), gathered as uint8 through ``staged``.
+
+    ``staged`` is (len(rows), n_in); the columns of ``out`` past n_in (the
+    first layer's ones) are left as they are.
+    """
     np.take(pixels, rows, axis=0, out=staged, mode="clip")
-    scale_pixels(staged, out)
+    scale_pixels(staged, out[:, : staged.shape[1]])
+
+
+def count_correct(
+    network: Network, images: npt.ArrayLike, labels: npt.ArrayLike, buffer: FloatArray | None = None
+) -> int:
+    """How many of ``images`` the network gets right: floats as they are, uint8 pixels scaled a chunk at a time.
+
+    Pixels (of a network without an input transform) are scaled into
+    ``buffer`` (a few thousand rows of the network's dtype; one is made if
+    None) and counted chunk by chunk, so no float copy of the whole set is
+    ever made.
+    """
+    pixels = np.asarray(images)
+    if pixels.dtype != np.uint8:
+        return network.count_correct(pixels, labels)
+    _check_pixels(network, pixels, "images")
+    if network.transform is not None:
+        return network.count_correct(as_floats(pixels, network.dtype), labels)
+    total = pixels.shape[0]
+    y = network.check_labels(labels, total)
+    if buffer is None:
+        buffer = np.empty((min(_COUNT_ROWS, max(total, 1)), pixels.shape[1]), network.dtype)
+    correct, rows = 0, buffer.shape[0]
+    for k in range(0, total, rows):
+        chunk = buffer[: min(rows, total - k)]
+        scale_pixels(pixels[k : k + rows], chunk)
+        correct += network.count_correct(chunk, y[k : k + rows], prepared=True)
+    return correct
 
 
 class _Validation:
@@ -166,12 +198,7 @@ class _Validation:
         """How many of the validation images the network gets right."""
         if self.pixels is None:
             return self.network.count_correct(self.images, self.labels, prepared=True)
-        correct, rows = 0, self.images.shape[0]
-        for k in range(0, self.total, rows):
-            chunk = self.images[: min(rows, self.total - k)]
-            scale_pixels(self.pixels[k : k + rows], chunk)
-            correct += self.network.count_correct(chunk, self.labels[k : k + rows], prepared=True)
-        return correct
+        return count_correct(self.network, self.pixels, self.labels, self.images)
 
 
 @dataclass
@@ -237,7 +264,7 @@ def fit(
     staging: FloatArray | None = None
     gathered_pixels: npt.NDArray[np.uint8] | None = None
     # The plain path's training pixels, gathered as uint8 and scaled per chunk; None: a float buffer x.
-    pixels = None if whole_epoch else _training_pixels(network, images, extra)
+    pixels = None if whole_epoch else _training_pixels(network, images)
     if pixels is None:
         x = _prepared_images(network, images) if whole_epoch else _training_buffer(network, images, extra)
     y = network.check_labels(labels, (pixels if pixels is not None else x).shape[0])
@@ -261,9 +288,12 @@ def fit(
         x_shuf = np.ones((n, x.shape[1] + extra), dtype)
         staging = np.empty((min(_SHUFFLE_CHUNK, n), x.shape[1]), dtype)
     else:
-        width = pixels.shape[1] if pixels is not None else x.shape[1]
-        gathered = np.empty((min(gather_rows, n), width), dtype)
-        gathered_pixels = np.empty(gathered.shape, np.uint8) if pixels is not None else None
+        if pixels is not None:
+            # The first layer's ones column is written once, here; each chunk scales into the columns before it.
+            gathered = np.ones((min(gather_rows, n), pixels.shape[1] + extra), dtype)
+            gathered_pixels = np.empty((gathered.shape[0], pixels.shape[1]), np.uint8)
+        else:
+            gathered = np.empty((min(gather_rows, n), x.shape[1]), dtype)
     y_src = network.one_hot(y)
     y_shuf = y_src.copy()
     kept = np.empty_like(y_src) if monitor_cost else None  # what BP1 keeps for the epoch's running cost

@@ -164,6 +164,41 @@ def test_speed_reports_speedups_blas_and_every_measurement(
     assert len(speed_rows) == 2 and all(row.rstrip(" |").endswith("x") for row in speed_rows)
 
 
+def test_timed_children_get_a_bytecode_cache_where_writing_bytecode_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_nn.bench.memory import child_environment
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    with child_environment() as env:
+        folder = Path(env["PYTHONPYCACHEPREFIX"])
+        assert "PYTHONDONTWRITEBYTECODE" not in env and folder.is_dir()
+        code = "import mnist_nn.bench.floor"
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+        assert any(folder.rglob("floor*.pyc"))  # compiled once, into the temporary cache
+    assert not folder.exists() and os.environ["PYTHONDONTWRITEBYTECODE"] == "1"
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    with child_environment() as env:
+        assert env == dict(os.environ)
+
+
+def test_the_default_runs_wall_time_is_the_fastest_of_its_runs_beside_the_main_job() -> None:
+    from mnist_nn.bench.memory import MainJobTiming
+    from mnist_nn.bench.speed import MAIN_JOB_SHAPE, SpeedPlan, SpeedReport
+    from mnist_nn.bench.timings import Timing, TrainingSpeed
+
+    floor = TrainingSpeed("floor", MAIN_JOB_SHAPE, Timing(50_000, (0.30, 0.25)))
+    main_job = MainJobTiming(["train"], (2, 12), (1.2, 1.0), (4.2, 3.9), (9.6, 8.8, 9.1))
+    report = SpeedReport(SpeedPlan(), {}, Timing(1, (0.1,)), [], [floor], [], None, None, main_job)
+    summary = report.main_job_summary()
+    assert summary is not None
+    assert summary["default_run_seconds"] == 8.8 and summary["default_runs"] == 3
+    assert summary["default_run_limit_seconds"] == pytest.approx(30 * 0.25 + 1.5)
+    assert summary["main_job_seconds"] == pytest.approx((3.9 - 1.0) / 10)
+    untimed = dataclasses.replace(report, main_job=dataclasses.replace(main_job, default_seconds=()))
+    summary = untimed.main_job_summary()
+    assert summary is not None and summary["default_run_seconds"] is None and summary["default_runs"] == 0
+
+
 @pytest.mark.parametrize(
     "argv",
     [

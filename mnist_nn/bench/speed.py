@@ -176,6 +176,7 @@ class SpeedReport:
             "port_over_main_job": None,
             "port_lists_over_main_job": None,
             "default_run_seconds": None,
+            "default_runs": 0,
             "default_run_limit_seconds": WALL_EPOCHS * floor_s + WALL_EXTRA,
             "targets": {"main_job_over_floor_at_most": FLOOR_TARGET, "port_over_main_job_at_least": PORT_TARGET},
         }
@@ -187,8 +188,9 @@ class SpeedReport:
                 summary["port_over_main_job"] = port.epoch_seconds() / main
             if lists is not None and main > 0:
                 summary["port_lists_over_main_job"] = lists.epoch_seconds() / main
-        if self.memory is not None and self.memory.epochs is None:
-            summary["default_run_seconds"] = self.memory.seconds
+        if self.main_job is not None and self.main_job.default_run_seconds is not None:
+            summary["default_run_seconds"] = self.main_job.default_run_seconds
+            summary["default_runs"] = len(self.main_job.default_seconds)
         return summary
 
     def warnings(self) -> list[str]:
@@ -314,7 +316,9 @@ def speed_benchmark(
                 vectorized.append(timed)
         if shape == MAIN_JOB_SHAPE and plan.main_job_epochs and main_job is None:
             step(f"the main job, {plan.main_job_epochs[0]} and {plan.main_job_epochs[1]} epochs")
-            main_job = measure_main_job(source, plan.main_job_epochs, plan.repeats)
+            main_job = measure_main_job(
+                source, plan.main_job_epochs, plan.repeats, default_run=plan.memory_epochs is None
+            )
     reference = []
     if plan.reference_size:
         for dtype in plan.reference_dtypes:
@@ -330,7 +334,7 @@ def speed_benchmark(
 
     if main_job is None and plan.main_job_epochs:  # no main-job shape among the configurations: time it anyway
         step(f"the main job, {plan.main_job_epochs[0]} and {plan.main_job_epochs[1]} epochs")
-        main_job = measure_main_job(source, plan.main_job_epochs, plan.repeats)
+        main_job = measure_main_job(source, plan.main_job_epochs, plan.repeats, default_run=plan.memory_epochs is None)
     gemm_gflops = {g.dtype: g.gflops for g in gemm}
     reference_rate = {r.shape: r.timing.best_rate for r in reference}
     floor_seconds = {t.shape: t.epoch_seconds() for t in vectorized if t.implementation == "floor"}

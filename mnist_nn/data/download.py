@@ -45,15 +45,14 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
-
 from mnist_nn.config import DATA_ENV, MIRROR_ENV, default_data_dir
 from mnist_nn.errors import DataDirError, DownloadError, MirrorError, UsageError
 from mnist_nn.files import atomic_write
 from mnist_nn.text import MESSAGE_LIMIT, describe_os_error, first_line, one_line, short
 
-if TYPE_CHECKING:  # requests is imported where a download needs it: a warm cache never loads it
+if TYPE_CHECKING:  # requests and tqdm are imported where a download needs them: a warm cache never loads them
     import requests
+    from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -338,6 +337,8 @@ class _Fetcher:
         failures: list[str] = []
         # A terminal gets a progress bar; logs and pipes do not.
         hidden = self.quiet or not getattr(sys.stderr, "isatty", lambda: False)()
+        from tqdm import tqdm  # imported only when a file is fetched: loading from the cache needs no bar
+
         with tqdm(
             total=file.size,
             desc=file.name,

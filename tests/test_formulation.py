@@ -175,15 +175,15 @@ def test_mini_batches_staged_from_pixels_are_the_training_buffers_rows_bit_for_b
     kept = _training_pixels(network, pixels)
     assert kept is pixels  # the caller's pixels, not a copy
     order = np.random.default_rng(9).permutation(1234)
-    staged = np.empty((500, 784), np.uint8)
+    staged = np.empty((500, 784 + extra), np.uint8)
+    staged[:, 784:] = 255  # the ones column as 255s, written once when the staging buffers are made
+    taken = np.empty((500, 784), np.uint8) if extra else staged
     rows = np.full((500, 784 + extra), np.nan, dtype)
-    rows[:, 784:] = 1.0  # the ones column, written once when the staging buffer is made
     for k in range(0, 1234, 500):  # the last chunk is partial, as an epoch's may be
         chunk = order[k : k + 500]
-        out = rows[: chunk.shape[0]]
-        _gather_scaled(pixels, chunk, staged[: chunk.shape[0]], out)
-        want = buffer[chunk]
-        assert out.tobytes() == want.tobytes()
+        m = chunk.shape[0]
+        _gather_scaled(pixels, chunk, taken[:m], staged[:m], rows[:m])
+        assert rows[:m].tobytes() == buffer[chunk].tobytes()
     if extra:
         assert np.all(rows[:, -1] == 1.0)
 

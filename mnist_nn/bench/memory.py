@@ -136,12 +136,19 @@ class MainJobTiming:
 
 
 def measure_main_job(
-    source: DataSource, epochs: tuple[int, int] = (2, 12), repeats: int = 2, *, default_run: bool = False
+    source: DataSource,
+    epochs: tuple[int, int] = (2, 12),
+    repeats: int = 2,
+    *,
+    default_run: bool = False,
+    each_round: Callable[[], object] | None = None,
 ) -> MainJobTiming:
     """Time ``train_mnist.py --quiet --epochs E`` for both epoch counts, alternately, ``repeats`` times each.
 
     With ``default_run``, each round also times the trainer's default run
-    (no ``--epochs``), from the command to its exit. The first round's
+    (no ``--epochs``), from the command to its exit. ``each_round`` is
+    called at the start of every round (the speed benchmark times the
+    floor there, so that drift on the machine hits both). The first round's
     runs also compile the package's bytecode (see ``child_environment``);
     the fastest of each kind is what counts.
 
@@ -155,6 +162,8 @@ def measure_main_job(
     times: dict[int | None, list[float]] = {count: [] for count in counts}
     with child_environment() as env:
         for _ in range(repeats):
+            if each_round is not None:
+                each_round()
             for count in counts:
                 command = trainer_command(source, count)
                 start = time.perf_counter()

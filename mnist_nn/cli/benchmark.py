@@ -373,6 +373,12 @@ def _main_job_lines(report: SpeedReport) -> list[str]:
         "",
         f"- floor (the step's math and nothing else): {floor:.3f} s/epoch",
     ]
+    beside = summary["floor_beside_main_job_seconds"]
+    if beside is not None:
+        lines.append(
+            f"- the floor again, one epoch before each round of the main job's runs: {beside:.3f} s/epoch at best "
+            "(the main job and the default run are held against this one, timed in the same minutes)"
+        )
     if summary["step_seconds"] is not None:
         lines.append(
             f"- the step alone (fit, no cost, no validation): {summary['step_seconds']:.3f} s/epoch, "

@@ -10,8 +10,8 @@ order, a few hundred rows at a time, into a small staging buffer that
 stays in cache (``np.take(..., out=)``; mini-batches are fixed views of
 it), pixels taken as uint8 beside a column of 255s and scaled there by
 the loader's ``scale_pixels`` (the same floats, bit for bit, as a float
-buffer would hold); it runs ``Step`` on every mini-batch and records the validation
-count, scaled a few thousand rows at a time (``count_correct``).
+buffer would hold); it runs ``Step`` on every mini-batch and records the
+validation count, scaled a few thousand rows at a time (``count_correct``).
 Augmentation and input dropout distort a whole epoch at once, so those
 runs shuffle into a second full-size buffer instead, as before.
 """
@@ -112,8 +112,7 @@ def _training_pixels(network: Network, images: npt.ArrayLike) -> npt.NDArray[np.
 
     Pixels of a network with an input transform are None too: the transform
     works on floats. No copy is made: each chunk of an epoch is gathered
-    from them and scaled into the staging buffer's first n_in columns (see
-    ``_gather_scaled``).
+    from them (see ``_gather_scaled``).
     """
     pixels = np.asarray(images)
     if pixels.dtype != np.uint8 or network.transform is not None:
@@ -178,7 +177,8 @@ def count_correct(
     for k in range(0, total, rows):
         chunk = buffer[: min(rows, total - k)]
         scale_pixels(pixels[k : k + rows], chunk)
-        correct += network.count_correct(chunk, y[k : k + rows], prepared=True)
+        # The labels were checked once, above: each chunk only predicts and compares.
+        correct += int(np.count_nonzero(network.predict(chunk, prepared=True) == y[k : k + rows]))
     return correct
 
 

@@ -316,14 +316,12 @@ def speed_benchmark(
             gemm.append(measure_gemm(plan.gemm_size, dtype, plan.repeats))
     vectorized: list[TrainingSpeed] = []
     main_job = None
-    floor_epochs: list[float] = []  # one floor epoch before each round of the main job's runs
-    floor_items = [0]
+    floors: list[Timing] = []  # one floor epoch before each round of the main job's runs
 
     def floor_epoch() -> None:
         timed = measure_floor(MAIN_JOB_SHAPE, data, plan.train_size, 1)
         if timed is not None:
-            floor_epochs.extend(timed.timing.seconds)
-            floor_items[0] = timed.timing.items
+            floors.append(timed.timing)
 
     def time_main_job(epochs: tuple[int, int]) -> MainJobTiming:
         step(f"the main job, {epochs[0]} and {epochs[1]} epochs")
@@ -384,5 +382,5 @@ def speed_benchmark(
         memory=memory,
         load_average=(load_before, load_after) if load_before is not None and load_after is not None else None,
         main_job=main_job,
-        main_job_floor=Timing(floor_items[0], tuple(floor_epochs)) if floor_epochs else None,
+        main_job_floor=Timing(floors[0].items, tuple(t for f in floors for t in f.seconds)) if floors else None,
     )

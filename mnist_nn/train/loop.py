@@ -30,9 +30,11 @@ from mnist_nn.data import as_floats, scale_pixels
 from mnist_nn.errors import TrainingError
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray, Network
+from mnist_nn.train import prefetch
 from mnist_nn.train.augment import AugmentConfig, augment_images, parse_augment
 from mnist_nn.train.expand import expand_shifts
 from mnist_nn.train.history import EpochRecord
+from mnist_nn.train.prefetch import Prefetcher
 from mnist_nn.train.run import Run
 from mnist_nn.train.schedules import learning_rate, stalled
 from mnist_nn.train.step import Step
@@ -211,6 +213,36 @@ class _Validation:
         return count_correct(self.network, self.pixels, self.labels, self.images)
 
 
+def _gatherer(
+    pixels: npt.NDArray[np.uint8] | None, x: FloatArray | None, extra: int, rows: int
+) -> Callable[[IntArray, FloatArray], None]:
+    """gather(order's rows, out): the plain path's rows, ready to step on, for chunks of up to ``rows`` rows.
+
+    From uint8 pixels: taken and scaled beside the first layer's ones (see
+    ``_gather_scaled``), through two small uint8 buffers made here; from the
+    float buffer ``x`` (its ones column included): taken as they are.
+    """
+    if pixels is None:
+        assert x is not None
+        source = x
+
+        def take(order: IntArray, out: FloatArray) -> None:
+            np.take(source, order, axis=0, out=out, mode="clip")
+
+        return take
+    n_in = pixels.shape[1]
+    # The first layer's ones column as 255s, written once; each chunk's pixels go before it.
+    staged = np.empty((rows, n_in + extra), np.uint8)
+    staged[:, n_in:] = 255
+    taken = np.empty((rows, n_in), np.uint8) if extra else staged
+
+    def gather(order: IntArray, out: FloatArray) -> None:
+        m = order.shape[0]
+        _gather_scaled(pixels, order, taken[:m], staged[:m], out)
+
+    return gather
+
+
 @dataclass
 class _Chunk:
     """Rows start:stop of an epoch: where they are gathered to (None: already in place) and their mini-batches."""
@@ -218,8 +250,6 @@ class _Chunk:
     start: int
     stop: int
     rows: FloatArray | None
-    # For uint8 pixels: where the rows are taken to, and where they sit beside their 255s (see ``_gather_scaled``).
-    pixels: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None
     batches: list[tuple[Step, FloatArray, FloatArray, FloatArray, FloatArray | None]]  # step, xb, xb.T, yb, kept
 
 
@@ -232,6 +262,7 @@ def fit(
     monitor_cost: bool = True,
     on_epoch: RunCallback | None = None,
     on_progress: ProgressCallback | None = None,
+    helper: bool | None = None,
 ) -> Run:
     """Train ``run`` by mini-batch SGD up to ``run.config.epochs`` epochs in total.
 
@@ -254,6 +285,9 @@ def fit(
         on_epoch: called as ``on_epoch(record, run)`` after each epoch, once
             the best weights and the snapshot are updated (so it can save the run).
         on_progress: called as ``on_progress(examples_done, n)`` about 100 times an epoch.
+        helper: gather each epoch's chunks in a helper process on a second core (``mnist_nn.train.prefetch``;
+            runs that distort the whole epoch never do): None when ``prefetch.available`` says it helps,
+            True always (Linux), False never. The results are the same either way.
 
     Returns:
         ``run``.
@@ -273,14 +307,15 @@ def fit(
     extra = 1 if network.layers[0].ones_column else 0
     x_shuf: FloatArray | None = None
     staging: FloatArray | None = None
-    gathered_pixels: npt.NDArray[np.uint8] | None = None
-    taken_pixels: npt.NDArray[np.uint8] | None = None
+    x: FloatArray | None = None
     # The plain path's training pixels, gathered as uint8 and scaled per chunk; None: a float buffer x.
     pixels = None if whole_epoch else _training_pixels(network, images)
     if pixels is None:
         x = _prepared_images(network, images) if whole_epoch else _training_buffer(network, images, extra)
-    y = network.check_labels(labels, (pixels if pixels is not None else x).shape[0])
-    if config.expand:
+    source_rows = pixels if pixels is not None else x
+    assert source_rows is not None
+    y = network.check_labels(labels, source_rows.shape[0])
+    if config.expand and x is not None:
         x, y = expand_shifts(x, y)
     n = y.shape[0]
     if config.batch_size > n:
@@ -294,21 +329,22 @@ def fit(
     dtype = network.dtype
     batch_size = config.batch_size
     gather_rows = batch_size * max(1, _GATHER_ROWS // batch_size)  # whole mini-batches
+    gather: Callable[[IntArray, FloatArray], None] | None = None
+    prefetcher: Prefetcher | None = None
     if whole_epoch:
+        assert x is not None
         # Allocated once per run and touched now (np.ones, not np.empty), so no epoch pays for fresh
         # memory; x_shuf's last column is the first layer's ones, and stays 1.
         x_shuf = np.ones((n, x.shape[1] + extra), dtype)
         staging = np.empty((min(_SHUFFLE_CHUNK, n), x.shape[1]), dtype)
     else:
-        if pixels is not None:
-            n_in = pixels.shape[1]
-            gathered = np.empty((min(gather_rows, n), n_in + extra), dtype)
-            # The first layer's ones column as 255s, written once; each chunk's pixels go before it.
-            gathered_pixels = np.empty(gathered.shape, np.uint8)
-            gathered_pixels[:, n_in:] = 255
-            taken_pixels = np.empty((gathered.shape[0], n_in), np.uint8) if extra else gathered_pixels
+        gather_rows = min(gather_rows, n)
+        width = pixels.shape[1] + extra if pixels is not None else source_rows.shape[1]
+        gather = _gatherer(pixels, x, extra, gather_rows)
+        if helper or (helper is None and prefetch.available(n)):
+            prefetcher = Prefetcher(gather, n, gather_rows, width, dtype)
         else:
-            gathered = np.empty((min(gather_rows, n), x.shape[1]), dtype)
+            gathered = np.empty((gather_rows, width), dtype)
     y_src = network.one_hot(y)
     y_shuf = y_src.copy()
     kept = np.empty_like(y_src) if monitor_cost else None  # what BP1 keeps for the epoch's running cost
@@ -319,7 +355,12 @@ def fit(
     chunks: list[_Chunk] = []
     for start in range(0, n, gather_rows):
         stop = min(start + gather_rows, n)
-        source = x_shuf[start:stop] if x_shuf is not None else gathered[: stop - start]
+        if x_shuf is not None:
+            source = x_shuf[start:stop]
+        elif prefetcher is not None:
+            source = prefetcher.buffer(len(chunks))
+        else:
+            source = gathered[: stop - start]
         batches = []
         for k in range(start, stop, batch_size):
             xb = source[k - start : k - start + batch_size]
@@ -327,64 +368,75 @@ def fit(
             batches.append(
                 (step, xb, xb.T, y_shuf[k : k + batch_size], kept[k : k + batch_size] if kept is not None else None)
             )
-        staged = None
-        if taken_pixels is not None and gathered_pixels is not None:
-            staged = (taken_pixels[: stop - start], gathered_pixels[: stop - start])
-        chunks.append(_Chunk(start, stop, None if x_shuf is not None else source, staged, batches))
+        chunks.append(_Chunk(start, stop, None if x_shuf is not None else source, batches))
     l2 = config.l2
 
-    while len(history.epochs) < config.epochs and not stalled(history, config.early_stopping):
-        epoch = len(history.epochs) + 1
-        rate = learning_rate(
-            history, eta=config.eta, schedule=config.schedule, epochs=config.epochs, patience=config.schedule_patience
-        )
-        if rate is None:
-            break
-        start_time = time.perf_counter()
-        order = rng.permutation(n)
-        if x_shuf is not None and staging is not None:
-            _shuffle_into(x, order, x_shuf, staging, rng, augment, config.input_dropout)
-        np.take(y_src, order, axis=0, out=y_shuf, mode="clip")
-        decay = 1.0 - rate * l2 / n
-        scales = {full: -rate / batch_size, tail: -rate / (rest or batch_size)}
-        # Overflow shows up as inf or NaN in the weights, checked after the epoch
-        # with a message that says what to do; NumPy's warnings would only add noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for chunk in chunks:
-                if pixels is not None and chunk.pixels is not None and chunk.rows is not None:
-                    _gather_scaled(pixels, order[chunk.start : chunk.stop], *chunk.pixels, chunk.rows)
-                elif chunk.rows is not None:
-                    np.take(x, order[chunk.start : chunk.stop], axis=0, out=chunk.rows, mode="clip")
-                for step, xb, xb_t, yb, kept_rows in chunk.batches:
-                    step(xb, xb_t, yb, scales[step], decay, kept_rows)
-                if on_progress is not None:
-                    on_progress(chunk.stop, n)
-        if not all(np.isfinite(p).all() for p in network.params):
-            raise TrainingError(
-                f"the weights became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
+    try:
+        while len(history.epochs) < config.epochs and not stalled(history, config.early_stopping):
+            epoch = len(history.epochs) + 1
+            rate = learning_rate(
+                history,
+                eta=config.eta,
+                schedule=config.schedule,
+                epochs=config.epochs,
+                patience=config.schedule_patience,
             )
-        train_cost = None
-        if kept is not None:
-            train_cost = network.cost.running_cost(kept, y_shuf) / n + (l2 / n * network.l2_penalty() if l2 else 0.0)
-            if not np.isfinite(train_cost):
+            if rate is None:
+                break
+            start_time = time.perf_counter()
+            order = rng.permutation(n)
+            if x is not None and x_shuf is not None and staging is not None:
+                _shuffle_into(x, order, x_shuf, staging, rng, augment, config.input_dropout)
+            if prefetcher is not None:
+                prefetcher.start_epoch(order)
+            np.take(y_src, order, axis=0, out=y_shuf, mode="clip")
+            decay = 1.0 - rate * l2 / n
+            scales = {full: -rate / batch_size, tail: -rate / (rest or batch_size)}
+            # Overflow shows up as inf or NaN in the weights, checked after the epoch
+            # with a message that says what to do; NumPy's warnings would only add noise.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                for index, chunk in enumerate(chunks):
+                    if prefetcher is not None:
+                        prefetcher.wait(index)
+                    elif gather is not None and chunk.rows is not None:
+                        gather(order[chunk.start : chunk.stop], chunk.rows)
+                    for step, xb, xb_t, yb, kept_rows in chunk.batches:
+                        step(xb, xb_t, yb, scales[step], decay, kept_rows)
+                    if prefetcher is not None:
+                        prefetcher.release()
+                    if on_progress is not None:
+                        on_progress(chunk.stop, n)
+            if not all(np.isfinite(p).all() for p in network.params):
                 raise TrainingError(
-                    f"the cost became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
+                    f"the weights became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
                 )
-        correct = val.count_correct() if val is not None else None
-        record = EpochRecord(
-            epoch=epoch,
-            validation_correct=correct,
-            validation_total=val.total if val is not None else None,
-            train_cost=train_cost,
-            seconds=time.perf_counter() - start_time,
-            eta=rate,
-        )
-        history.epochs.append(record)
-        best = history.best()
-        if best is not None and best.epoch == record.epoch:
-            run.best_params = network.copy_params()
-            run.best_epoch = record.epoch
-        run.take_snapshot()
-        if on_epoch is not None:
-            on_epoch(record, run)
+            train_cost = None
+            if kept is not None:
+                train_cost = network.cost.running_cost(kept, y_shuf) / n + (
+                    l2 / n * network.l2_penalty() if l2 else 0.0
+                )
+                if not np.isfinite(train_cost):
+                    raise TrainingError(
+                        f"the cost became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
+                    )
+            correct = val.count_correct() if val is not None else None
+            record = EpochRecord(
+                epoch=epoch,
+                validation_correct=correct,
+                validation_total=val.total if val is not None else None,
+                train_cost=train_cost,
+                seconds=time.perf_counter() - start_time,
+                eta=rate,
+            )
+            history.epochs.append(record)
+            best = history.best()
+            if best is not None and best.epoch == record.epoch:
+                run.best_params = network.copy_params()
+                run.best_epoch = record.epoch
+            run.take_snapshot()
+            if on_epoch is not None:
+                on_epoch(record, run)
+    finally:
+        if prefetcher is not None:
+            prefetcher.close()
     return run

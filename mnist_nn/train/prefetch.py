@@ -1,0 +1,183 @@
+"""A helper process that gathers each epoch's chunks of shuffled rows on the second core, ahead of the steps.
+
+Gathering an epoch's rows in shuffled order and scaling the pixels costs
+about a tenth of an epoch of the chapter-1 network, and a thread cannot
+take it off the steps: they hold the GIL between their small calls. A
+process forked at the start of ``fit`` can. The parent draws each epoch's
+permutation, as it always did, and writes it into memory shared with the
+helper; the helper gathers chunk after chunk into a ring of shared
+buffers, running up to ``slots`` chunks ahead, and the parent steps on each
+chunk once it is ready. The helper runs the same gather function the
+parent would, on the same rows, so the floats and the results are the same
+bit for bit; only who computes them changes.
+
+The helper never decides anything: it ignores Ctrl-C (the parent stops it),
+exits when its parent is gone, and if it dies the parent gathers the rest
+itself. Two semaphores count the ready and the free buffers; nothing else
+is shared but the permutation, the buffers and a stop flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Semaphore
+from typing import Any
+
+import numpy as np
+
+from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.network import IntArray
+
+Gather = Callable[[IntArray, FloatArray], None]  # gather(part of the epoch's order, out): those rows, ready to step on
+
+MIN_ROWS = 10_000  # smaller training sets gather in a few milliseconds an epoch: not worth a process
+_POLL_SECONDS = 0.5  # how often a waiting side checks that the other is still alive
+_STOP_SECONDS = 2.0  # how long closing waits for the helper to exit before terminating it
+
+
+def available(n: int) -> bool:
+    """Whether a helper would help here: Linux (fork), a second CPU for this process, the main thread of a
+    process that may have children, and at least ``MIN_ROWS`` training rows.
+    """
+    if sys.platform != "linux" or n < MIN_ROWS:
+        return False
+    if len(os.sched_getaffinity(0)) < 2:
+        return False
+    return threading.current_thread() is threading.main_thread() and not multiprocessing.current_process().daemon
+
+
+class Prefetcher:
+    """Chunks of ``rows`` rows of an ``n``-row epoch, gathered by a helper process into ``slots`` shared buffers.
+
+    Chunk ``c`` of every epoch covers rows ``c * rows`` to ``min((c + 1) * rows, n)``
+    of the epoch's order and lands in ``buffers[c % slots]``. Each epoch:
+    ``start_epoch(order)``, then for each chunk in turn ``wait(c)``, step on
+    it, ``release()``. ``close()`` (or leaving the ``with`` block) stops the
+    helper.
+
+    Args:
+        gather: fills ``out`` (len(rows), width) with the rows; called in the helper (and here if it dies).
+        n: rows in an epoch.
+        rows: rows per chunk.
+        width: columns of a gathered row.
+        dtype: the buffers' dtype.
+        slots: buffers in the ring; the helper runs up to this many chunks ahead.
+    """
+
+    def __init__(self, gather: Gather, n: int, rows: int, width: int, dtype: np.dtype[Any], slots: int = 4) -> None:
+        if n < 1 or rows < 1 or slots < 1:
+            raise ValueError(f"expected at least one row, one row per chunk and one slot, got {n}, {rows}, {slots}")
+        self.gather, self.n, self.rows, self.slots = gather, n, rows, slots
+        self.chunks = -(-n // rows)
+        order_bytes = -(-n * 8 // 64) * 64  # the buffers start on a cache line
+        buffer_bytes = slots * rows * width * dtype.itemsize
+        self._memory = mmap.mmap(-1, order_bytes + buffer_bytes + 8)  # anonymous and shared with a forked child
+        self._order: IntArray = np.frombuffer(self._memory, np.int64, n)
+        self.buffers: list[FloatArray] = list(
+            np.frombuffer(self._memory, dtype, slots * rows * width, order_bytes).reshape(slots, rows, width)
+        )
+        self._stop = np.frombuffer(self._memory, np.int64, 1, order_bytes + buffer_bytes)
+        context = multiprocessing.get_context("fork")
+        self._go: Semaphore = context.Semaphore(0)
+        self._ready: Semaphore = context.Semaphore(0)
+        self._free: Semaphore = context.Semaphore(slots)
+        self._failed = True  # until the helper has started
+        self._process = context.Process(target=self._serve, args=(os.getpid(),), name="mnist-nn-gather", daemon=True)
+        try:
+            with _signals_blocked(), warnings.catch_warnings():
+                # The helper runs only NumPy's copies and these semaphores, no lock another thread may hold.
+                warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+                self._process.start()
+                self._failed = False
+        except BaseException:
+            self.close()  # a signal held back during the fork arrives here: the helper goes with it
+            raise
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def buffer(self, chunk: int) -> FloatArray:
+        """Where chunk ``chunk`` is gathered: its rows of the ring's buffer."""
+        size = min(self.rows, self.n - chunk * self.rows)
+        return self.buffers[chunk % self.slots][:size]
+
+    def start_epoch(self, order: IntArray) -> None:
+        """Hand the helper this epoch's order (n,): it starts gathering chunk 0 at once."""
+        self._order[:] = order
+        if not self._failed:
+            self._go.release()
+
+    def wait(self, chunk: int) -> None:
+        """Block until chunk ``chunk`` (the next one, in order) is in its buffer."""
+        if not self._failed:
+            while not self._ready.acquire(timeout=_POLL_SECONDS):
+                if not self._process.is_alive():
+                    self._failed = True  # from now on this process gathers every chunk itself
+                    break
+            else:
+                return
+        start = chunk * self.rows
+        self.gather(self._order[start : start + self.rows], self.buffer(chunk))
+
+    def release(self) -> None:
+        """The chunk last waited for has been stepped on: its buffer may take another."""
+        if not self._failed:
+            self._free.release()
+
+    def close(self) -> None:
+        """Stop the helper and wait for it to exit (terminating it after a few seconds)."""
+        if self._process.pid is None or self._stop[0]:
+            return
+        self._stop[0] = 1
+        self._go.release()
+        for _ in range(self.slots):
+            self._free.release()
+        self._process.join(_STOP_SECONDS)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(_STOP_SECONDS)
+        self._failed = True
+
+    def _serve(self, parent: int) -> None:
+        """The helper: for every epoch, gather each chunk into the next free buffer."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the helper
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING_SIGNALS)
+        while self._acquire(self._go, parent):
+            for chunk in range(self.chunks):
+                if not self._acquire(self._free, parent):
+                    return
+                start = chunk * self.rows
+                self.gather(self._order[start : start + self.rows], self.buffer(chunk))
+                self._ready.release()
+
+    def _acquire(self, semaphore: Semaphore, parent: int) -> bool:
+        """Take ``semaphore``; False once the parent says stop or is gone."""
+        while not semaphore.acquire(timeout=_POLL_SECONDS):
+            if os.getppid() != parent:
+                return False
+        return not self._stop[0]
+
+
+_STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the helper is forked: it must not run the parent's handlers."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

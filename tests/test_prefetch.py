@@ -1,0 +1,209 @@
+"""The helper process that gathers each epoch's chunks: the same results bit for bit, and no process left behind.
+
+``fit(..., helper=True)`` forks the helper even for the small sets here;
+each test compares it with ``helper=False`` on the same run. The signal
+tests run the real script, where the helper is chosen on its own (50,000
+rows, two CPUs): Ctrl-C in a terminal reaches the whole process group, and
+a parent killed with SIGKILL leaves a helper that must notice by itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mnist_nn.config import TrainConfig
+from mnist_nn.data import as_floats
+from mnist_nn.train import Run, fit, prefetch
+from mnist_nn.train.history import EpochRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_fork = pytest.mark.skipif(sys.platform != "linux", reason="the helper is forked, on Linux only")
+
+
+def _pixels(n: int, seed: int = 0) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """n images of random uint8 pixels whose label is a function of them (so the network learns something)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+    labels = (pixels[:, :10].argmax(axis=1)).astype(np.int64)
+    return pixels, labels
+
+
+def _trained(helper: bool, images: Any, labels: Any, **settings: Any) -> Run:
+    config = TrainConfig(**{"sizes": (784, 16, 10), "epochs": 3, "batch_size": 10, "eta": 1.0, "seed": 5, **settings})
+    validation = (images[:300], labels[:300])
+    return fit(Run.start(config), images, labels, validation=validation, helper=helper)
+
+
+def _same(a: Run, b: Run) -> None:
+    assert all(np.array_equal(p, q) for p, q in zip(a.network.params, b.network.params, strict=True))
+    assert [(r.validation_correct, r.train_cost) for r in a.history.epochs] == [
+        (r.validation_correct, r.train_cost) for r in b.history.epochs
+    ]
+    assert a.best_epoch == b.best_epoch
+
+
+@needs_fork
+@pytest.mark.parametrize(
+    ("n", "settings"),
+    [
+        (2237, {}),  # 5 chunks in a ring of 4, a partial last chunk and a partial last mini-batch
+        (2000, {"dtype": "float64"}),
+        (2000, {"dropout": 0.3}),  # the steps draw from the generator while the helper gathers
+        (1500, {"layers": ("conv4x5", "pool2", "dense10"), "sizes": (784, 2304, 576, 10), "activation": "relu"}),
+    ],
+)
+def test_the_helper_gives_the_same_run_bit_for_bit(n: int, settings: dict[str, Any]) -> None:
+    pixels, labels = _pixels(n)
+    with_helper = _trained(True, pixels, labels, **settings)
+    _same(with_helper, _trained(False, pixels, labels, **settings))
+    assert multiprocessing.active_children() == []  # the helper is gone once fit returns
+
+
+@needs_fork
+def test_the_helper_gathers_float_images_as_they_are() -> None:
+    pixels, labels = _pixels(1200, seed=1)
+    images = as_floats(pixels)
+    _same(_trained(True, images, labels), _trained(False, images, labels))
+    _same(_trained(True, images, labels), _trained(False, pixels, labels))
+
+
+@needs_fork
+def test_a_helper_that_dies_mid_epoch_leaves_the_parent_to_gather_the_rest() -> None:
+    pixels, labels = _pixels(2500, seed=2)
+    killed: list[int] = []
+
+    def kill_the_helper(done: int, n: int) -> None:
+        if not killed and done >= 1000:
+            (helper,) = multiprocessing.active_children()
+            assert helper.pid is not None
+            os.kill(helper.pid, signal.SIGKILL)
+            killed.append(helper.pid)
+
+    config = TrainConfig(sizes=(784, 16, 10), epochs=3, batch_size=10, eta=1.0, seed=5)
+    run = fit(
+        Run.start(config),
+        pixels,
+        labels,
+        validation=(pixels[:300], labels[:300]),
+        helper=True,
+        on_progress=kill_the_helper,
+    )
+    assert killed
+    _same(run, _trained(False, pixels, labels))
+
+
+@needs_fork
+def test_the_helper_stops_when_training_raises() -> None:
+    pixels, labels = _pixels(2000, seed=3)
+
+    def stop(record: EpochRecord, run: Run) -> None:
+        raise KeyboardInterrupt
+
+    config = TrainConfig(sizes=(784, 16, 10), epochs=3, batch_size=10, eta=1.0, seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Run.start(config), pixels, labels, helper=True, on_epoch=stop)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_helper_is_chosen_only_where_it_can_help() -> None:
+    two_cpus = sys.platform == "linux" and len(os.sched_getaffinity(0)) >= 2
+    assert prefetch.available(prefetch.MIN_ROWS) is two_cpus
+    assert not prefetch.available(prefetch.MIN_ROWS - 1)
+    in_thread: list[bool] = []
+    thread = threading.Thread(target=lambda: in_thread.append(prefetch.available(prefetch.MIN_ROWS)))
+    thread.start()
+    thread.join()
+    assert in_thread == [False]  # forking from a thread other than the main one is not done
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # it exited while we looked
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` exits (or is a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _training(mnist_cache: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """The real script training on MNIST in its own process group, once its helper runs: (process, helper pid)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train_mnist.py"),
+            "--data-dir",
+            str(mnist_cache),
+            "--hidden",
+            "10",
+            "--epochs",
+            "30",
+            "--save",
+            str(tmp_path / "m.npz"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (helpers := _children(proc.pid)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no helper process appeared: {proc.communicate()}")
+        time.sleep(0.02)
+    time.sleep(0.5)  # well into the first epoch
+    assert len(helpers) == 1
+    return proc, helpers[0]
+
+
+@needs_fork
+@pytest.mark.skipif(not prefetch.available(prefetch.MIN_ROWS), reason="one CPU: the script trains without a helper")
+def test_ctrl_c_to_the_process_group_stops_the_training_with_one_line_and_no_helper_left(
+    mnist_cache: Path, tmp_path: Path
+) -> None:
+    proc, helper = _training(mnist_cache, tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the helper gets it too
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err
+    assert _gone(helper, 5)
+
+
+@needs_fork
+@pytest.mark.skipif(not prefetch.available(prefetch.MIN_ROWS), reason="one CPU: the script trains without a helper")
+def test_a_helper_whose_parent_is_killed_exits_by_itself(mnist_cache: Path, tmp_path: Path) -> None:
+    proc, helper = _training(mnist_cache, tmp_path)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert _gone(helper, 5)

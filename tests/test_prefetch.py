@@ -207,3 +207,28 @@ def test_a_helper_whose_parent_is_killed_exits_by_itself(mnist_cache: Path, tmp_
     proc.kill()
     proc.communicate(timeout=60)
     assert _gone(helper, 5)
+
+
+@needs_fork
+@pytest.mark.skipif(not prefetch.available(prefetch.MIN_ROWS), reason="one CPU: the script trains without a helper")
+def test_no_helper_trains_in_one_process_with_the_same_result(
+    mnist_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_nn.cli import train_main
+    from mnist_nn.train import loop
+
+    started: list[int] = []
+
+    class Counted(prefetch.Prefetcher):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self.n)
+
+    monkeypatch.setattr(loop, "Prefetcher", Counted)
+    outputs = []
+    for flags in ([], ["--no-helper"]):
+        args = ["--data-dir", str(mnist_cache), "--hidden", "10", "--epochs", "2", "--quiet", *flags]
+        assert train_main(args) == 0
+        outputs.append(capsys.readouterr().out)
+    assert started == [50_000]  # the first run only
+    assert outputs[0] == outputs[1] and outputs[0].startswith("Test: ")

@@ -57,6 +57,7 @@ from mnist_nn.text import one_line, short
 from mnist_nn.train.augment import parse_augment
 from mnist_nn.train.history import EpochRecord, History
 from mnist_nn.train.loop import count_correct, fit
+from mnist_nn.train.prefetch import MIN_ROWS
 from mnist_nn.train.run import Run
 from mnist_nn.train.schedules import SCHEDULES
 from mnist_nn.train.transforms import TRANSFORMS
@@ -245,6 +246,14 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         "--quiet",
         action="store_true",
         help="hide progress bars and per-epoch lines; the final 'Test:' line is always printed",
+    )
+    parser.add_argument(
+        "--no-helper",
+        dest="helper",
+        action="store_false",
+        help="train in this one process. By default, on Linux, when this process may use two CPUs and "
+        f"the training set has at least {MIN_ROWS:,} images, a helper process gathers each epoch's "
+        "shuffled rows on the second CPU while the steps run; the results are the same either way",
     )
     return parser
 
@@ -617,7 +626,14 @@ def _train(
     with stops.installed():
         try:
             with stops.interruptible():
-                fit(run, *data.train, validation=data.validation, on_epoch=on_checkpoint, on_progress=on_progress)
+                fit(
+                    run,
+                    *data.train,
+                    validation=data.validation,
+                    on_epoch=on_checkpoint,
+                    on_progress=on_progress,
+                    helper=None if args.helper else False,
+                )
         except (KeyboardInterrupt, TerminatedError) as exc:  # stop, and save what was reached
             what, code = _stop_words(signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
             return fail(prog, f"{what} after epoch {run.epochs_completed}; " + _salvage(save_path, run, data), code)

@@ -4,6 +4,7 @@
 - ``optimizers``: plain SGD, classical and Nesterov momentum, each owning its state.
 - ``loop``: ``fit``, the one training loop (shuffling, epochs, validation, best weights), and
   ``count_correct``, which counts uint8 pixels without a float copy of the whole set.
+- ``prefetch``: the helper process that gathers each epoch's shuffled rows on a second CPU.
 - ``run``: ``Run`` (configuration, network, generator, optimizer, history) and its snapshots.
 - ``history``, ``schedules``: per-epoch records; learning-rate schedules and early stopping.
 - ``augment``, ``transforms``: distortions of the training images; deskewing as a model's input transform.

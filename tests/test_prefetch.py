@@ -24,7 +24,7 @@ import pytest
 
 from mnist_nn.config import TrainConfig
 from mnist_nn.data import as_floats
-from mnist_nn.train import Run, fit, prefetch
+from mnist_nn.train import Run, count_correct, fit, loop, prefetch
 from mnist_nn.train.history import EpochRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +39,12 @@ def _pixels(n: int, seed: int = 0) -> tuple[np.ndarray[Any, Any], np.ndarray[Any
     return pixels, labels
 
 
+VALIDATION = _pixels(4321, seed=9)  # counted in chunks of 2,000 rows: 4,000 here and the last 321 by the helper
+
+
 def _trained(helper: bool, images: Any, labels: Any, **settings: Any) -> Run:
     config = TrainConfig(**{"sizes": (784, 16, 10), "epochs": 3, "batch_size": 10, "eta": 1.0, "seed": 5, **settings})
-    validation = (images[:300], labels[:300])
-    return fit(Run.start(config), images, labels, validation=validation, helper=helper)
+    return fit(Run.start(config), images, labels, validation=VALIDATION, helper=helper)
 
 
 def _same(a: Run, b: Run) -> None:
@@ -51,6 +53,8 @@ def _same(a: Run, b: Run) -> None:
         (r.validation_correct, r.train_cost) for r in b.history.epochs
     ]
     assert a.best_epoch == b.best_epoch
+    # The last epoch's count, split between the two processes, is the whole set's count with its weights.
+    assert a.history.epochs[-1].validation_correct == count_correct(a.network, *VALIDATION)
 
 
 @needs_fork
@@ -91,16 +95,27 @@ def test_a_helper_that_dies_mid_epoch_leaves_the_parent_to_gather_the_rest() -> 
             killed.append(helper.pid)
 
     config = TrainConfig(sizes=(784, 16, 10), epochs=3, batch_size=10, eta=1.0, seed=5)
-    run = fit(
-        Run.start(config),
-        pixels,
-        labels,
-        validation=(pixels[:300], labels[:300]),
-        helper=True,
-        on_progress=kill_the_helper,
-    )
+    run = fit(Run.start(config), pixels, labels, validation=VALIDATION, helper=True, on_progress=kill_the_helper)
     assert killed
     _same(run, _trained(False, pixels, labels))
+
+
+@needs_fork
+def test_a_helper_that_dies_while_counting_leaves_its_part_to_the_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = os.getpid()
+    count_rest = loop._Validation.count_rest
+    counted_here: list[int] = []
+
+    def die_in_the_helper(self: Any, params: list[Any]) -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        counted_here.append(1)
+        return count_rest(self, params)
+
+    monkeypatch.setattr(loop._Validation, "count_rest", die_in_the_helper)
+    pixels, labels = _pixels(2000, seed=4)
+    _same(_trained(True, pixels, labels), _trained(False, pixels, labels))
+    assert counted_here == []  # the parent counted the helper's part itself, not through count_rest
 
 
 @needs_fork
@@ -215,7 +230,6 @@ def test_no_helper_trains_in_one_process_with_the_same_result(
     mnist_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from mnist_nn.cli import train_main
-    from mnist_nn.train import loop
 
     started: list[int] = []
 

@@ -193,7 +193,10 @@ class _Validation:
     Floats are prepared once. uint8 pixels (of a network without an input
     transform) stay pixels: each count scales them a few thousand rows at a
     time into one small buffer, so the run never holds a full float copy
-    beside the pixels its caller keeps.
+    beside the pixels its caller keeps. With a helper process, the helper
+    counts the pixels from ``split`` on while this process counts those
+    before (both on the same chunks of ``_COUNT_ROWS`` rows as a count here
+    alone, so the count is the same).
     """
 
     def __init__(self, network: Network, images: npt.ArrayLike, labels: npt.ArrayLike) -> None:
@@ -208,12 +211,30 @@ class _Validation:
             self.images = _prepared_images(network, pixels, "validation images")
         self.total = pixels.shape[0]
         self.labels = network.check_labels(labels, self.total, "validation labels")
+        chunks = -(-self.total // _COUNT_ROWS)
+        self.split = _COUNT_ROWS * -(-chunks // 2) if self.pixels is not None and chunks > 1 else 0
 
-    def count_correct(self) -> int:
-        """How many of the validation images the network gets right."""
+    def count_correct(self, helper: Prefetcher | None = None) -> int:
+        """How many of the validation images the network gets right; ``helper`` counts a part, where it can."""
         if self.pixels is None:
             return self.network.count_correct(self.images, self.labels, prepared=True)
-        return count_correct(self.network, self.pixels, self.labels, self.images)
+        if helper is None or not self.split or not helper.start_count(self.network.params):
+            return self._count(self.pixels, 0, self.total)
+        mine = self._count(self.pixels, 0, self.split)
+        theirs = helper.finish_count()
+        if theirs is None:  # the helper died: its part is counted here
+            theirs = self._count(self.pixels, self.split, self.total)
+        return mine + theirs
+
+    def count_rest(self, params: list[FloatArray]) -> int:
+        """The helper's part: the images from ``split`` on, counted by its own copy of the network with ``params``."""
+        assert self.pixels is not None
+        self.network.set_params(params)
+        return self._count(self.pixels, self.split, self.total)
+
+    def _count(self, pixels: npt.NDArray[np.uint8], start: int, stop: int) -> int:
+        """The count of images start:stop, scaled a chunk at a time into the one buffer."""
+        return count_correct(self.network, pixels[start:stop], self.labels[start:stop], self.images)
 
 
 def _gatherer(
@@ -345,7 +366,16 @@ def fit(
         width = pixels.shape[1] + extra if pixels is not None else source_rows.shape[1]
         gather = _gatherer(pixels, x, extra, gather_rows)
         if helper or (helper is None and prefetch.available(n)):
-            prefetcher = Prefetcher(gather, n, gather_rows, width, dtype)
+            counts = val is not None and val.split > 0
+            prefetcher = Prefetcher(
+                gather,
+                n,
+                gather_rows,
+                width,
+                dtype,
+                count=val.count_rest if val is not None and counts else None,
+                params=network.params if counts else (),
+            )
         else:
             gathered = np.empty((gather_rows, width), dtype)
     y_src = network.one_hot(y)
@@ -422,7 +452,7 @@ def fit(
                     raise TrainingError(
                         f"the cost became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
                     )
-            correct = val.count_correct() if val is not None else None
+            correct = val.count_correct(prefetcher) if val is not None else None
             record = EpochRecord(
                 epoch=epoch,
                 validation_correct=correct,

@@ -11,10 +11,15 @@ chunk once it is ready. The helper runs the same gather function the
 parent would, on the same rows, so the floats and the results are the same
 bit for bit; only who computes them changes.
 
+Between epochs the helper can also count part of the validation set: the
+parent copies the weights into shared memory, counts its own part while the
+helper counts the other, and adds the two (``start_count``, ``finish_count``).
+
 The helper never decides anything: it ignores Ctrl-C (the parent stops it),
-exits when its parent is gone, and if it dies the parent gathers the rest
+exits when its parent is gone, and if it dies the parent does the rest
 itself. Two semaphores count the ready and the free buffers; nothing else
-is shared but the permutation, the buffers and a stop flag.
+is shared but the permutation, the buffers, a copy of the weights, and three
+words: stop, the command (gather an epoch or count) and the count.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.synchronize import Semaphore
 from typing import Any
 
@@ -37,10 +42,13 @@ from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray
 
 Gather = Callable[[IntArray, FloatArray], None]  # gather(part of the epoch's order, out): those rows, ready to step on
+Count = Callable[[list[FloatArray]], int]  # count(weights): the helper's part of the validation count with them
 
 MIN_ROWS = 10_000  # smaller training sets gather in a few milliseconds an epoch: not worth a process
 _POLL_SECONDS = 0.5  # how often a waiting side checks that the other is still alive
 _STOP_SECONDS = 2.0  # how long closing waits for the helper to exit before terminating it
+_STOP, _COMMAND, _RESULT = range(3)  # the shared words
+_GATHER, _COUNT = 1, 2  # commands
 
 
 def available(n: int) -> bool:
@@ -70,21 +78,39 @@ class Prefetcher:
         width: columns of a gathered row.
         dtype: the buffers' dtype.
         slots: buffers in the ring; the helper runs up to this many chunks ahead.
+        count: the helper's part of a validation count, given the weights (None: it counts nothing).
+        params: arrays shaped like the weights ``count`` takes.
     """
 
-    def __init__(self, gather: Gather, n: int, rows: int, width: int, dtype: np.dtype[Any], slots: int = 4) -> None:
+    def __init__(
+        self,
+        gather: Gather,
+        n: int,
+        rows: int,
+        width: int,
+        dtype: np.dtype[Any],
+        slots: int = 4,
+        count: Count | None = None,
+        params: Sequence[FloatArray] = (),
+    ) -> None:
         if n < 1 or rows < 1 or slots < 1:
             raise ValueError(f"expected at least one row, one row per chunk and one slot, got {n}, {rows}, {slots}")
-        self.gather, self.n, self.rows, self.slots = gather, n, rows, slots
+        self.gather, self.n, self.rows, self.slots, self.count = gather, n, rows, slots, count
         self.chunks = -(-n // rows)
-        order_bytes = -(-n * 8 // 64) * 64  # the buffers start on a cache line
-        buffer_bytes = slots * rows * width * dtype.itemsize
-        self._memory = mmap.mmap(-1, order_bytes + buffer_bytes + 8)  # anonymous and shared with a forked child
+        # One anonymous mapping, shared with the forked helper: the order, the ring, the weights, the words.
+        # Each part starts on a cache line.
+        sizes = [n * 8, slots * rows * width * dtype.itemsize, *(p.nbytes for p in params), 3 * 8]
+        offsets = np.cumsum([0, *(-(-size // 64) * 64 for size in sizes)]).tolist()
+        self._memory = mmap.mmap(-1, offsets[-1])
         self._order: IntArray = np.frombuffer(self._memory, np.int64, n)
         self.buffers: list[FloatArray] = list(
-            np.frombuffer(self._memory, dtype, slots * rows * width, order_bytes).reshape(slots, rows, width)
+            np.frombuffer(self._memory, dtype, slots * rows * width, offsets[1]).reshape(slots, rows, width)
         )
-        self._stop = np.frombuffer(self._memory, np.int64, 1, order_bytes + buffer_bytes)
+        self._params: list[FloatArray] = [
+            np.frombuffer(self._memory, p.dtype, p.size, offset).reshape(p.shape)
+            for p, offset in zip(params, offsets[2:-2], strict=True)
+        ]
+        self._words = np.frombuffer(self._memory, np.int64, 3, offsets[-2])
         context = multiprocessing.get_context("fork")
         self._go: Semaphore = context.Semaphore(0)
         self._ready: Semaphore = context.Semaphore(0)
@@ -116,19 +142,43 @@ class Prefetcher:
         """Hand the helper this epoch's order (n,): it starts gathering chunk 0 at once."""
         self._order[:] = order
         if not self._failed:
+            self._words[_COMMAND] = _GATHER
             self._go.release()
 
     def wait(self, chunk: int) -> None:
         """Block until chunk ``chunk`` (the next one, in order) is in its buffer."""
-        if not self._failed:
-            while not self._ready.acquire(timeout=_POLL_SECONDS):
-                if not self._process.is_alive():
-                    self._failed = True  # from now on this process gathers every chunk itself
-                    break
-            else:
-                return
-        start = chunk * self.rows
-        self.gather(self._order[start : start + self.rows], self.buffer(chunk))
+        if not self._ready_or_failed():
+            start = chunk * self.rows
+            self.gather(self._order[start : start + self.rows], self.buffer(chunk))
+
+    def start_count(self, params: Sequence[FloatArray]) -> bool:
+        """Hand the helper these weights to count its part of the validation set; False: it cannot (count it here).
+
+        Only between epochs: every chunk of the last one has been waited for.
+        """
+        if self._failed or self.count is None:
+            return False
+        for shared, p in zip(self._params, params, strict=True):
+            shared[...] = p
+        self._words[_COMMAND] = _COUNT
+        self._go.release()
+        return True
+
+    def finish_count(self) -> int | None:
+        """The helper's count, once it is done; None if it died meanwhile (count its part here)."""
+        if not self._ready_or_failed():
+            return None
+        return int(self._words[_RESULT])
+
+    def _ready_or_failed(self) -> bool:
+        """Take one 'ready' from the helper; False if it is dead (from then on this process does everything)."""
+        if self._failed:
+            return False
+        while not self._ready.acquire(timeout=_POLL_SECONDS):
+            if not self._process.is_alive():
+                self._failed = True
+                return False
+        return True
 
     def release(self) -> None:
         """The chunk last waited for has been stepped on: its buffer may take another."""
@@ -137,9 +187,9 @@ class Prefetcher:
 
     def close(self) -> None:
         """Stop the helper and wait for it to exit (terminating it after a few seconds)."""
-        if self._process.pid is None or self._stop[0]:
+        if self._process.pid is None or self._words[_STOP]:
             return
-        self._stop[0] = 1
+        self._words[_STOP] = 1
         self._go.release()
         for _ in range(self.slots):
             self._free.release()
@@ -150,11 +200,15 @@ class Prefetcher:
         self._failed = True
 
     def _serve(self, parent: int) -> None:
-        """The helper: for every epoch, gather each chunk into the next free buffer."""
+        """The helper: for every epoch, gather each chunk into the next free buffer; count when asked."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the helper
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING_SIGNALS)
         while self._acquire(self._go, parent):
+            if self._words[_COMMAND] == _COUNT and self.count is not None:
+                self._words[_RESULT] = self.count(self._params)
+                self._ready.release()
+                continue
             for chunk in range(self.chunks):
                 if not self._acquire(self._free, parent):
                     return
@@ -167,7 +221,7 @@ class Prefetcher:
         while not semaphore.acquire(timeout=_POLL_SECONDS):
             if os.getppid() != parent:
                 return False
-        return not self._stop[0]
+        return not self._words[_STOP]
 
 
 _STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}

@@ -142,6 +142,27 @@ def test_a_helper_is_chosen_only_where_it_can_help() -> None:
     assert in_thread == [False]  # forking from a thread other than the main one is not done
 
 
+@pytest.mark.parametrize(
+    ("variables", "one"),
+    [
+        ({"OPENBLAS_NUM_THREADS": "1"}, True),
+        ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}, False),  # OpenBLAS reads its own first
+        ({"GOTO_NUM_THREADS": "1"}, True),
+        ({"OMP_NUM_THREADS": "1"}, True),
+        ({"OMP_NUM_THREADS": "4"}, False),
+        ({}, False),  # OpenBLAS then runs a thread per CPU
+    ],
+)
+def test_the_count_is_split_only_with_one_blas_thread(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], one: bool
+) -> None:
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert prefetch.one_blas_thread() is one
+
+
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, read from /proc."""
     found = []

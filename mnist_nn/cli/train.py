@@ -253,7 +253,8 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         action="store_false",
         help="train in this one process. By default, on Linux, when this process may use two CPUs and "
         f"the training set has at least {MIN_ROWS:,} images, a helper process gathers each epoch's "
-        "shuffled rows on the second CPU while the steps run; the results are the same either way",
+        "shuffled rows on the second CPU while the steps run (and, where OPENBLAS_NUM_THREADS=1, counts "
+        "half the validation set); the results are the same either way",
     )
     return parser
 

@@ -310,8 +310,10 @@ def fit(
             the best weights and the snapshot are updated (so it can save the run).
         on_progress: called as ``on_progress(examples_done, n)`` about 100 times an epoch.
         helper: gather each epoch's chunks in a helper process on a second core (``mnist_nn.train.prefetch``;
-            runs that distort the whole epoch never do): None when ``prefetch.available`` says it helps,
-            True always (Linux), False never. The results are the same either way.
+            runs that distort the whole epoch never do), and count part of the validation set there:
+            None gathers there when ``prefetch.available`` says it helps, and counts there too when
+            ``prefetch.one_blas_thread``; True does both always (Linux); False neither. The results
+            are the same either way.
 
     Returns:
         ``run``.
@@ -366,7 +368,7 @@ def fit(
         width = pixels.shape[1] + extra if pixels is not None else source_rows.shape[1]
         gather = _gatherer(pixels, x, extra, gather_rows)
         if helper or (helper is None and prefetch.available(n)):
-            counts = val is not None and val.split > 0
+            counts = val is not None and val.split > 0 and (helper or prefetch.one_blas_thread())
             prefetcher = Prefetcher(
                 gather,
                 n,

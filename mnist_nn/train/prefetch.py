@@ -51,6 +51,20 @@ _STOP, _COMMAND, _RESULT = range(3)  # the shared words
 _GATHER, _COUNT = 1, 2  # commands
 
 
+def one_blas_thread() -> bool:
+    """Whether BLAS runs one thread, as OpenBLAS reads it from the environment when it loads.
+
+    Counting beside the helper pays only then: with more, both processes'
+    BLAS threads share two CPUs, and their spin-waits cost more than the
+    split saves (an epoch of the chapter-1 network 13% slower, measured).
+    """
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value == "1"
+    return False
+
+
 def available(n: int) -> bool:
     """Whether a helper would help here: Linux (fork), a second CPU for this process, the main thread of a
     process that may have children, and at least ``MIN_ROWS`` training rows.

@@ -20,6 +20,7 @@ import pytest
 
 from mnist_nn.bench import BLAS_THREAD_VARIABLES, Stats, TrainingShape, executors, single_blas_thread_env
 from mnist_nn.bench.accuracy import ensemble_count
+from mnist_nn.bench.machine import helper_info
 from mnist_nn.cli.benchmark import benchmark_main
 
 COUNT_FIELDS = (
@@ -157,14 +158,39 @@ def test_speed_reports_speedups_blas_and_every_measurement(
     environment = record["environment"]
     assert environment["numpy"] and environment["cpu_count"] >= 1
     assert environment["blas"] and environment["blas"][0]["internal_api"]
+    assert environment["helper"] == helper_info()
 
     out = capsys.readouterr().out
     assert "- BLAS: " in out and "speed-up vs reference" in out and "peak memory of a training run of 1 epoch" in out
     assert "## The main job against its floor" in out and "BLAS core type" in out
     assert "the main job's epoch ((the 2-epoch run - the 1-epoch run) / 1)" in out
+    helper_line = "the main job's helper process: " + (
+        "gathers each epoch's shuffled rows" if environment["helper"]["gathers"] else "none"
+    )
+    assert helper_line in out
     assert any(line.startswith("| floor | [784, 30, 10] | 10 | float32 |") for line in out.splitlines())
     speed_rows = [line for line in out.splitlines() if line.startswith("| vectorized | [784, 30, 10] | 10 |")]
     assert len(speed_rows) == 2 and all(row.rstrip(" |").endswith("x") for row in speed_rows)
+
+
+@pytest.mark.parametrize(
+    ("helper", "words"),
+    [
+        ({"gathers": True, "counts": True}, "on the second CPU and counts half of the validation set"),
+        ({"gathers": True, "counts": False}, "on the second CPU (BLAS may run more than one thread: no split count)"),
+        ({"gathers": False, "counts": False}, "none (one CPU, or not Linux): the main job gathers its rows itself"),
+        (None, "not recorded"),
+    ],
+)
+def test_the_report_says_what_the_helper_process_did(helper: dict[str, bool] | None, words: str) -> None:
+    from mnist_nn.bench.speed import MAIN_JOB_SHAPE, SpeedPlan, SpeedReport
+    from mnist_nn.bench.timings import Timing, TrainingSpeed
+    from mnist_nn.cli.benchmark import _main_job_lines
+
+    floor = TrainingSpeed("floor", MAIN_JOB_SHAPE, Timing(50_000, (0.25,)))
+    report = SpeedReport(SpeedPlan(), {"helper": helper}, Timing(1, (0.1,)), [], [floor], [], None, None, None)
+    (line,) = [line for line in _main_job_lines(report) if "helper process" in line]
+    assert line.endswith(words)
 
 
 def test_timed_children_get_a_bytecode_cache_where_writing_bytecode_is_off(monkeypatch: pytest.MonkeyPatch) -> None:

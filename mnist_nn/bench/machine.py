@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from mnist_nn._version import __version__
+from mnist_nn.config import TRAIN_SIZE
+from mnist_nn.train import prefetch
 
 # Variables that the common BLAS builds read when they load: set to 1 in the
 # environment of worker processes, before numpy is imported there.
@@ -97,7 +99,14 @@ def environment_info() -> dict[str, Any]:
         "usable_cpus": len(affinity(0)) if affinity is not None else os.cpu_count(),
         "blas": blas_info(),
         "variables": {k: v for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_") or k in watched},
+        "helper": helper_info(),
     }
+
+
+def helper_info() -> dict[str, bool]:
+    """What the main job's helper process does here (``mnist_nn.train.prefetch``): gather, and count too."""
+    gathers = prefetch.available(TRAIN_SIZE)
+    return {"gathers": gathers, "counts": gathers and prefetch.one_blas_thread()}
 
 
 @contextlib.contextmanager

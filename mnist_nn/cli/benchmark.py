@@ -358,6 +358,17 @@ def _optional(value: float | None, spec: str) -> str:
     return format(value, spec) if value is not None else ""
 
 
+def _helper_words(helper: Any) -> str:
+    """What the helper process did, from ``environment_info``'s ``helper``, in words."""
+    if not isinstance(helper, dict) or "gathers" not in helper:
+        return "not recorded"
+    if not helper["gathers"]:
+        return "none (one CPU, or not Linux): the main job gathers its rows itself"
+    if helper.get("counts"):
+        return "gathers each epoch's shuffled rows on the second CPU and counts half of the validation set"
+    return "gathers each epoch's shuffled rows on the second CPU (BLAS may run more than one thread: no split count)"
+
+
 def _main_job_lines(report: SpeedReport) -> list[str]:
     """The main job beside its floor and the plain port, each ratio with its target, and the BLAS core type."""
     summary = report.main_job_summary()
@@ -372,6 +383,7 @@ def _main_job_lines(report: SpeedReport) -> list[str]:
         f"CPU {report.environment.get('cpu')})",
         "",
         f"- floor (the step's math and nothing else): {floor:.3f} s/epoch",
+        f"- the main job's helper process: {_helper_words(report.environment.get('helper'))}",
     ]
     beside = summary["floor_beside_main_job_seconds"]
     if beside is not None:

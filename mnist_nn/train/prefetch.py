@@ -82,8 +82,9 @@ class Prefetcher:
     Chunk ``c`` of every epoch covers rows ``c * rows`` to ``min((c + 1) * rows, n)``
     of the epoch's order and lands in ``buffers[c % slots]``. Each epoch:
     ``start_epoch(order)``, then for each chunk in turn ``wait(c)``, step on
-    it, ``release()``. ``close()`` (or leaving the ``with`` block) stops the
-    helper.
+    it, ``release()``. Between epochs, ``start_count(weights)``, count this
+    process's part, then ``finish_count()``. ``close()`` (or leaving the
+    ``with`` block) stops the helper.
 
     Args:
         gather: fills ``out`` (len(rows), width) with the rows; called in the helper (and here if it dies).

@@ -356,7 +356,7 @@ def fit(
     batch_size = config.batch_size
     gather_rows = batch_size * max(1, _GATHER_ROWS // batch_size)  # whole mini-batches
     gather: Callable[[IntArray, FloatArray], None] | None = None
-    prefetcher: Prefetcher | None = None
+    use_helper = False
     if whole_epoch:
         assert x is not None
         # Allocated once per run and touched now (np.ones, not np.empty), so no epoch pays for fresh
@@ -367,18 +367,8 @@ def fit(
         gather_rows = min(gather_rows, n)
         width = pixels.shape[1] + extra if pixels is not None else source_rows.shape[1]
         gather = _gatherer(pixels, x, extra, gather_rows)
-        if helper or (helper is None and prefetch.available(n)):
-            counts = val is not None and val.split > 0 and (helper or prefetch.one_blas_thread())
-            prefetcher = Prefetcher(
-                gather,
-                n,
-                gather_rows,
-                width,
-                dtype,
-                count=val.count_rest if val is not None and counts else None,
-                params=network.params if counts else (),
-            )
-        else:
+        use_helper = bool(helper) or (helper is None and prefetch.available(n))
+        if not use_helper:
             gathered = np.empty((gather_rows, width), dtype)
     y_src = network.one_hot(y)
     y_shuf = y_src.copy()
@@ -386,27 +376,38 @@ def fit(
     full = Step(network, batch_size, optimizer, dropout=config.dropout, rng=rng, monitor_cost=monitor_cost)
     rest = n % batch_size
     tail = Step(network, rest, optimizer, dropout=config.dropout, rng=rng, monitor_cost=monitor_cost) if rest else full
-    # Every view the epochs use, made once: chunks of rows, each gathered at once, and their mini-batches.
-    chunks: list[_Chunk] = []
-    for start in range(0, n, gather_rows):
-        stop = min(start + gather_rows, n)
-        if x_shuf is not None:
-            source = x_shuf[start:stop]
-        elif prefetcher is not None:
-            source = prefetcher.buffer(len(chunks))
-        else:
-            source = gathered[: stop - start]
-        batches = []
-        for k in range(start, stop, batch_size):
-            xb = source[k - start : k - start + batch_size]
-            step = full if xb.shape[0] == batch_size else tail
-            batches.append(
-                (step, xb, xb.T, y_shuf[k : k + batch_size], kept[k : k + batch_size] if kept is not None else None)
-            )
-        chunks.append(_Chunk(start, stop, None if x_shuf is not None else source, batches))
-    l2 = config.l2
-
+    prefetcher: Prefetcher | None = None
+    if use_helper and gather is not None:  # started last: from here on, the finally below stops it
+        counts = val is not None and val.split > 0 and (helper or prefetch.one_blas_thread())
+        prefetcher = Prefetcher(
+            gather,
+            n,
+            gather_rows,
+            width,
+            dtype,
+            count=val.count_rest if val is not None and counts else None,
+            params=network.params if counts else (),
+        )
     try:
+        # Every view the epochs use, made once: chunks of rows, each gathered at once, and their mini-batches.
+        chunks: list[_Chunk] = []
+        for start in range(0, n, gather_rows):
+            stop = min(start + gather_rows, n)
+            if x_shuf is not None:
+                source = x_shuf[start:stop]
+            elif prefetcher is not None:
+                source = prefetcher.buffer(len(chunks))
+            else:
+                source = gathered[: stop - start]
+            batches = []
+            for k in range(start, stop, batch_size):
+                xb = source[k - start : k - start + batch_size]
+                step = full if xb.shape[0] == batch_size else tail
+                batches.append(
+                    (step, xb, xb.T, y_shuf[k : k + batch_size], kept[k : k + batch_size] if kept is not None else None)
+                )
+            chunks.append(_Chunk(start, stop, None if x_shuf is not None else source, batches))
+        l2 = config.l2
         while len(history.epochs) < config.epochs and not stalled(history, config.early_stopping):
             epoch = len(history.epochs) + 1
             rate = learning_rate(

@@ -140,6 +140,9 @@ def test_a_helper_is_chosen_only_where_it_can_help() -> None:
     thread.start()
     thread.join()
     assert in_thread == [False]  # forking from a thread other than the main one is not done
+    assert prefetch.plan(prefetch.MIN_ROWS - 1) == (False, False)
+    assert prefetch.plan(prefetch.MIN_ROWS) == (two_cpus, two_cpus and prefetch.one_blas_thread())
+    assert prefetch.plan(10, helper=True) == (True, True) and prefetch.plan(10**6, helper=False) == (False, False)
 
 
 @pytest.mark.parametrize(

@@ -105,8 +105,8 @@ def environment_info() -> dict[str, Any]:
 
 def helper_info() -> dict[str, bool]:
     """What the main job's helper process does here (``mnist_nn.train.prefetch``): gather, and count too."""
-    gathers = prefetch.available(TRAIN_SIZE)
-    return {"gathers": gathers, "counts": gathers and prefetch.one_blas_thread()}
+    gathers, counts = prefetch.plan(TRAIN_SIZE)
+    return {"gathers": gathers, "counts": counts}
 
 
 @contextlib.contextmanager

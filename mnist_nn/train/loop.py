@@ -174,15 +174,18 @@ def count_correct(
     _check_pixels(network, pixels, "images")
     if network.transform is not None:
         return network.count_correct(as_floats(pixels, network.dtype), labels)
-    total = pixels.shape[0]
-    y = network.check_labels(labels, total)
+    y = network.check_labels(labels, pixels.shape[0])
     if buffer is None:
-        buffer = np.empty((min(_COUNT_ROWS, max(total, 1)), pixels.shape[1]), network.dtype)
-    correct, rows = 0, buffer.shape[0]
+        buffer = np.empty((min(_COUNT_ROWS, max(pixels.shape[0], 1)), pixels.shape[1]), network.dtype)
+    return _count_pixels(network, pixels, y, buffer)
+
+
+def _count_pixels(network: Network, pixels: npt.NDArray[np.uint8], y: IntArray, buffer: FloatArray) -> int:
+    """``count_correct`` of checked pixels and labels: scaled into ``buffer`` a chunk at a time, predicted, compared."""
+    correct, rows, total = 0, buffer.shape[0], pixels.shape[0]
     for k in range(0, total, rows):
         chunk = buffer[: min(rows, total - k)]
         scale_pixels(pixels[k : k + rows], chunk)
-        # The labels were checked once, above: each chunk only predicts and compares.
         correct += int(np.count_nonzero(network.predict(chunk, prepared=True) == y[k : k + rows]))
     return correct
 
@@ -219,22 +222,22 @@ class _Validation:
         if self.pixels is None:
             return self.network.count_correct(self.images, self.labels, prepared=True)
         if helper is None or not self.split or not helper.start_count(self.network.params):
-            return self._count(self.pixels, 0, self.total)
-        mine = self._count(self.pixels, 0, self.split)
+            return self._count(0, self.total)
+        mine = self._count(0, self.split)
         theirs = helper.finish_count()
         if theirs is None:  # the helper died: its part is counted here
-            theirs = self._count(self.pixels, self.split, self.total)
+            theirs = self._count(self.split, self.total)
         return mine + theirs
 
     def count_rest(self, params: list[FloatArray]) -> int:
         """The helper's part: the images from ``split`` on, counted by its own copy of the network with ``params``."""
-        assert self.pixels is not None
         self.network.set_params(params)
-        return self._count(self.pixels, self.split, self.total)
+        return self._count(self.split, self.total)
 
-    def _count(self, pixels: npt.NDArray[np.uint8], start: int, stop: int) -> int:
-        """The count of images start:stop, scaled a chunk at a time into the one buffer."""
-        return count_correct(self.network, pixels[start:stop], self.labels[start:stop], self.images)
+    def _count(self, start: int, stop: int) -> int:
+        """The count of pixels start:stop (checked once, when this was made), a chunk at a time into the one buffer."""
+        assert self.pixels is not None
+        return _count_pixels(self.network, self.pixels[start:stop], self.labels[start:stop], self.images)
 
 
 def _gatherer(
@@ -356,7 +359,7 @@ def fit(
     batch_size = config.batch_size
     gather_rows = batch_size * max(1, _GATHER_ROWS // batch_size)  # whole mini-batches
     gather: Callable[[IntArray, FloatArray], None] | None = None
-    use_helper = False
+    use_helper = helper_counts = False
     if whole_epoch:
         assert x is not None
         # Allocated once per run and touched now (np.ones, not np.empty), so no epoch pays for fresh
@@ -367,7 +370,7 @@ def fit(
         gather_rows = min(gather_rows, n)
         width = pixels.shape[1] + extra if pixels is not None else source_rows.shape[1]
         gather = _gatherer(pixels, x, extra, gather_rows)
-        use_helper = bool(helper) or (helper is None and prefetch.available(n))
+        use_helper, helper_counts = prefetch.plan(n, helper)
         if not use_helper:
             gathered = np.empty((gather_rows, width), dtype)
     y_src = network.one_hot(y)
@@ -378,7 +381,7 @@ def fit(
     tail = Step(network, rest, optimizer, dropout=config.dropout, rng=rng, monitor_cost=monitor_cost) if rest else full
     prefetcher: Prefetcher | None = None
     if use_helper and gather is not None:  # started last: from here on, the finally below stops it
-        counts = val is not None and val.split > 0 and (helper or prefetch.one_blas_thread())
+        counts = helper_counts and val is not None and val.split > 0
         prefetcher = Prefetcher(
             gather,
             n,

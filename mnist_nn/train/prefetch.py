@@ -65,6 +65,18 @@ def one_blas_thread() -> bool:
     return False
 
 
+def plan(n: int, helper: bool | None = None) -> tuple[bool, bool]:
+    """(gathers, counts): whether a run of ``n`` training rows has a helper, and whether it counts there.
+
+    ``helper`` None chooses (``available``, then ``one_blas_thread``), True
+    asks for both, False for neither.
+    """
+    if helper is not None:
+        return helper, helper
+    gathers = available(n)
+    return gathers, gathers and one_blas_thread()
+
+
 def available(n: int) -> bool:
     """Whether a helper would help here: Linux (fork), a second CPU for this process, the main thread of a
     process that may have children, and at least ``MIN_ROWS`` training rows.
@@ -83,8 +95,7 @@ class Prefetcher:
     of the epoch's order and lands in ``buffers[c % slots]``. Each epoch:
     ``start_epoch(order)``, then for each chunk in turn ``wait(c)``, step on
     it, ``release()``. Between epochs, ``start_count(weights)``, count this
-    process's part, then ``finish_count()``. ``close()`` (or leaving the
-    ``with`` block) stops the helper.
+    process's part, then ``finish_count()``. ``close()`` stops the helper.
 
     Args:
         gather: fills ``out`` (len(rows), width) with the rows; called in the helper (and here if it dies).
@@ -141,12 +152,6 @@ class Prefetcher:
         except BaseException:
             self.close()  # a signal held back during the fork arrives here: the helper goes with it
             raise
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def buffer(self, chunk: int) -> FloatArray:
         """Where chunk ``chunk`` is gathered: its rows of the ring's buffer."""

@@ -53,6 +53,10 @@ class TrainingError(MnistNNError):
     """Training cannot go on, e.g. because the weights stopped being finite."""
 
 
+class NonFiniteError(MnistNNError, ArithmeticError):
+    """A network's weighted inputs overflowed to infinity or NaN: its weights are too large (a diverged run)."""
+
+
 class PathBusyError(MnistNNError):
     """Another process owns a path this one means to write for a while (a training run saving there)."""
 

@@ -172,7 +172,8 @@ def test_one_configuration_keeps_the_accuracy_report_and_counts_its_stored_runs(
 def test_a_failed_run_is_reported_with_its_reason_and_the_others_go_on(
     mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # eta 1e30 makes ReLU weights overflow in the first epoch: that configuration's runs fail.
+    # eta 1e30 makes a ReLU network's weights or products overflow in the first epoch (which of the two
+    # depends on the BLAS kernel): either way, that configuration's runs fail.
     argv = ["accuracy", *TINY, "--seeds", "2", "--activation", "relu", "--grid", "eta=3,1e30"]
     argv += ["--data-dir", str(mnist_cache)]
     doc = run_json([*argv, "--results", str(tmp_path / "r")], tmp_path / "s.json", code=1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from mnist_nn import Network
 from mnist_nn.data import MnistData
-from mnist_nn.errors import TrainingError
+from mnist_nn.errors import NonFiniteError, TrainingError
 from mnist_nn.train import EpochRecord, Run, fit
 
 
@@ -61,6 +63,38 @@ def test_diverging_weights_stop_training_with_a_clear_error() -> None:
     net.params[0][0, 0] = np.inf
     with pytest.raises(TrainingError, match="epoch 1; try a lower learning rate"):
         fit(Run.for_network(net, np.random.default_rng(0), epochs=2, batch_size=10, eta=1.0), x, labels)
+
+
+def _huge(net: Network, value: float = 1e28) -> Network:
+    """``net`` with every weight and bias ``value``: finite, yet large enough for a product to overflow float32."""
+    for p in net.params:
+        p[...] = value
+    return net
+
+
+@pytest.mark.parametrize(("activation", "value"), [("relu", 1e28), ("sigmoid", 1e38)])
+def test_an_overflowing_forward_pass_raises_instead_of_answering_and_warns_nothing(
+    activation: str, value: float
+) -> None:
+    # relu: z2 of about 1e28 * 8 * 1e28 is inf in float32, and the sigmoid output would make it a plain 1.0;
+    # sigmoid: z1 of about 6e38 is already inf, and the hidden sigmoid would make it 1.0.
+    net = _huge(Network((5, 8, 3), seed=1, activation=activation, dtype="float32"), value)
+    x, _ = _blobs(20, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy RuntimeWarning fails the test
+        with pytest.raises(NonFiniteError, match="weights are too large"):
+            net.predict(x)
+
+
+def test_finite_weights_whose_outputs_overflow_stop_training_in_one_clear_error() -> None:
+    x, labels = _blobs(50, seed=7)
+    net = _huge(Network((5, 4, 3), seed=8, activation="relu", dtype="float32"))
+    run = Run.for_network(net, np.random.default_rng(0), epochs=2, batch_size=10, eta=1e-30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TrainingError, match=r"outputs became infinite or NaN in epoch 1 \(its weights are too"):
+            fit(run, x, labels, validation=(x, labels))
+    assert all(np.isfinite(p).all() for p in net.params)  # the weights alone would not have told
 
 
 @pytest.mark.real_data

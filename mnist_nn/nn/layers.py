@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
+from mnist_nn.errors import NonFiniteError
 from mnist_nn.nn.activations import ACTIVATIONS, IDENTITY, Activation, FloatArray
 
 Shape = tuple[int, ...]
@@ -149,6 +150,28 @@ class LayerStep(ABC):
         output layer is already scaled by -eta/m, so the gradients come out
         as the update itself.
         """
+
+
+def _weighted_input(x: FloatArray, p: FloatArray) -> FloatArray:
+    """z = x @ weights + biases of a fused (fan_in + 1, fan_out) array p, in a new array.
+
+    Raises:
+        NonFiniteError: a value of z is infinite or NaN: the product overflowed
+            (weights of a diverged run). A sigmoid or tanh would turn it into a
+            plain 0 or 1, and the network would go on answering.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is raised below, in one line, not warned
+        z = x @ p[:-1]
+        z += p[-1]
+    # Two reductions find any inf or NaN (NaN propagates through max) without an array of z's size.
+    if z.size and not (np.isfinite(z.max()) and np.isfinite(z.min())):
+        with np.errstate(over="ignore", invalid="ignore"):
+            largest = float(np.max(np.abs(p)))
+        raise NonFiniteError(
+            f"a layer's weighted inputs overflowed to infinity or NaN: its weights are too large "
+            f"(the largest is {largest:.3g} in absolute value)"
+        )
+    return z
 
 
 # --- Dense -----------------------------------------------------------------------------
@@ -309,10 +332,8 @@ class Dense(_FusedLayer):
         return self.n_in * self.size
 
     def forward(self, x: FloatArray) -> FloatArray:
-        """a = f(x @ weights + biases)."""
-        p = self.params[0]
-        z = x @ p[:-1]
-        z += p[-1]
+        """a = f(x @ weights + biases); NonFiniteError if a weighted input is not finite."""
+        z = _weighted_input(x, self.params[0])
         return self.activation.forward(z, out=z)
 
     def backward(
@@ -524,9 +545,7 @@ class Conv2D(_FusedLayer):
 
     def forward(self, x: FloatArray) -> FloatArray:
         """a = f(patches @ kernels + biases), flattened to (m, H' * W' * F)."""
-        p = self.params[0]
-        z = self._patches(x) @ p[:-1]
-        z += p[-1]
+        z = _weighted_input(self._patches(x), self.params[0])
         return self.activation.forward(z, out=z).reshape(x.shape[0], -1)
 
     def backward(

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.data import as_floats, scale_pixels
-from mnist_nn.errors import TrainingError
+from mnist_nn.errors import NonFiniteError, TrainingError
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray, Network
 from mnist_nn.train import prefetch
@@ -225,14 +225,20 @@ class _Validation:
             return self._count(0, self.total)
         mine = self._count(0, self.split)
         theirs = helper.finish_count()
-        if theirs is None:  # the helper died: its part is counted here
+        if theirs is None or theirs < 0:  # the helper died or overflowed: its part is counted (or raised) here
             theirs = self._count(self.split, self.total)
         return mine + theirs
 
     def count_rest(self, params: list[FloatArray]) -> int:
-        """The helper's part: the images from ``split`` on, counted by its own copy of the network with ``params``."""
+        """The helper's part: the images from ``split`` on, counted by its own copy of the network with ``params``.
+
+        -1 if the network's weighted inputs overflowed: the parent counts the part again and raises.
+        """
         self.network.set_params(params)
-        return self._count(self.split, self.total)
+        try:
+            return self._count(self.split, self.total)
+        except NonFiniteError:
+            return -1
 
     def _count(self, start: int, stop: int) -> int:
         """The count of pixels start:stop (checked once, when this was made), a chunk at a time into the one buffer."""
@@ -458,7 +464,13 @@ def fit(
                     raise TrainingError(
                         f"the cost became infinite or NaN in epoch {epoch}; try a lower learning rate (eta={rate:g})"
                     )
-            correct = val.count_correct(prefetcher) if val is not None else None
+            try:
+                correct = val.count_correct(prefetcher) if val is not None else None
+            except NonFiniteError:
+                raise TrainingError(
+                    f"the network's outputs became infinite or NaN in epoch {epoch} (its weights are too large); "
+                    f"try a lower learning rate (eta={rate:g})"
+                ) from None
             record = EpochRecord(
                 epoch=epoch,
                 validation_correct=correct,

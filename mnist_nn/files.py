@@ -14,11 +14,15 @@ running process is writing.
 ``PathLock`` lets one process at a time own a path for a long job (a
 training run saving to it): a ``.<name>.lock`` file beside the target,
 locked the same way, so a killed owner cannot leave it stuck; the next
-owner, or the next write to the path, removes the file it leaves.
+owner, or the next write to the path, removes the file it leaves. A
+``flock`` belongs to the open file, which ``fork`` shares with the child:
+a child forked while a lock is held (the training's helper process) closes
+its copy at once, so the lock ends with its owner, never later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -41,6 +45,22 @@ TEMP_SUFFIXES = (".tmp", ".part", ".check")  # what temporary files of this modu
 _TEMP_TRIES = 100
 _LOCK_RETRIES = 2  # a lock taken by a cleanup is released within microseconds
 _LOCK_RETRY_SECONDS = 0.05
+_GONE_OWNER_RETRIES = 40  # while the process named in a held lock file is gone: 2 s for whatever holds it to end
+
+# The descriptors of the PathLocks this process holds: a forked child closes its copies (see the docstring).
+_held_locks: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    """After a fork, in the child: close the inherited descriptors of the parent's locks."""
+    for fd in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_locks_in_child)
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None], suffix: str = ".tmp") -> None:
@@ -169,12 +189,14 @@ class PathLock:
         self.path = Path(path)
         self.lock_path = self.path.parent / f".{self.path.name}.lock"
         self._fd: int | None = None
+        self._owner = 0  # the process that took the lock: only it releases it
 
     def __enter__(self) -> PathLock:
         if sys.platform == "win32":
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(_TEMP_TRIES):
+        busy = 0
+        for _ in range(_TEMP_TRIES + _GONE_OWNER_RETRIES):
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             try:
                 locked = _lock(fd, block=False)
@@ -183,15 +205,17 @@ class PathLock:
                 if locked and _is_same_file(fd, self.lock_path):
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-                    self._fd = fd
+                    self._fd, self._owner = fd, os.getpid()
+                    _held_locks.add(fd)
                     return self
-                if not locked and attempt >= _LOCK_RETRIES:
+                if not locked:
+                    busy += 1
                     owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                    who = f"process {owner}" if owner.isdigit() else "another process"
-                    raise PathBusyError(
-                        f"{self.path} is in use by {who}, which holds {self.lock_path.name}; "
-                        "wait for it to finish or choose another path"
-                    )
+                    alive = owner.isdigit() and int(owner) > 0 and _is_running(int(owner))
+                    # A lock whose named owner is gone is released within moments (whatever it left holding
+                    # it is ending): it is waited for longer than a live owner's.
+                    if busy > (_LOCK_RETRIES if alive else _GONE_OWNER_RETRIES):
+                        raise PathBusyError(_busy_message(self.path, self.lock_path, owner if alive else None))
             except BaseException:
                 os.close(fd)
                 raise
@@ -203,10 +227,33 @@ class PathLock:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        if self._fd is not None:
-            self.lock_path.unlink(missing_ok=True)  # before the lock is released (see __enter__)
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is not None and self._owner == os.getpid():  # never in a forked child
+            _held_locks.discard(self._fd)
+            try:
+                # Before the lock is released (see __enter__); a folder that became read-only keeps the file,
+                # which the next owner takes over: not an error of its own.
+                with contextlib.suppress(OSError):
+                    self.lock_path.unlink(missing_ok=True)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _is_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _busy_message(path: Path, lock_path: Path, owner: str | None) -> str:
+    """Why ``path`` cannot be taken: its owner by process id if that process is running, else unnamed."""
+    who = f"process {owner}" if owner is not None else "another process"
+    return f"{path} is in use by {who}, which holds {lock_path.name}; wait for it to finish or choose another path"
 
 
 def write_json(path: Path, obj: Any) -> None:

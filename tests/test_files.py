@@ -99,3 +99,46 @@ def test_a_path_lock_refuses_a_second_owner_and_is_never_stuck(tmp_path: Path) -
 
 def _root() -> str:
     return os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
+
+
+FORKING_OWNER = """
+import os, sys, time
+from mnist_nn.files import PathLock
+
+PathLock(sys.argv[1]).__enter__()
+if os.fork() == 0:  # a child that outlives its parent, as a helper process may for a moment
+    time.sleep(30)
+    os._exit(0)
+print("locked", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_path_lock_ends_with_its_owner_even_when_a_forked_child_lives_on(tmp_path: Path) -> None:
+    target = tmp_path / "run.npz"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", FORKING_OWNER, str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": _root()},
+        start_new_session=True,  # its child too is killed at the end, by process group
+    )
+    try:
+        assert owner.stdout is not None and owner.stdout.readline() == "locked\n"
+        owner.kill()  # kill -9: the child it forked lives on, with copies of its descriptors
+        owner.wait(timeout=10)
+        with PathLock(target):  # at once: the child closed its copy of the lock when it was forked
+            assert (tmp_path / ".run.npz.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        os.killpg(owner.pid, 9)
+
+
+def test_a_refusal_never_names_a_process_that_no_longer_exists(tmp_path: Path) -> None:
+    target, lock = tmp_path / "run.npz", tmp_path / ".run.npz.lock"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(gone.stdout)  # the process that wrote it has exited, yet something still holds the lock
+    with _held(lock), pytest.raises(PathBusyError) as refusal, PathLock(target):
+        pass
+    message = str(refusal.value)
+    assert "in use by another process, which holds .run.npz.lock" in message
+    assert gone.stdout.strip() not in message

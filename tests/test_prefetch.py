@@ -9,6 +9,7 @@ a parent killed with SIGKILL leaves a helper that must notice by itself.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -246,6 +247,21 @@ def test_a_helper_whose_parent_is_killed_exits_by_itself(mnist_cache: Path, tmp_
     proc.kill()
     proc.communicate(timeout=60)
     assert _gone(helper, 5)
+
+
+@needs_fork
+@pytest.mark.skipif(not prefetch.available(prefetch.MIN_ROWS), reason="one CPU: the script trains without a helper")
+def test_the_kernel_ends_the_helper_with_its_parent_even_when_it_cannot_run(mnist_cache: Path, tmp_path: Path) -> None:
+    proc, helper = _training(mnist_cache, tmp_path)
+    os.kill(helper, signal.SIGSTOP)  # stopped: it cannot poll for its parent, only be killed
+    try:
+        proc.kill()
+        proc.wait(timeout=60)
+        assert _gone(helper, 5)  # the parent-death signal (SIGKILL) reaches a stopped process too
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(helper, signal.SIGKILL)
+        proc.communicate(timeout=60)
 
 
 @needs_fork

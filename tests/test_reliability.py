@@ -135,11 +135,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(mnist_cache: Path, tm
     proc = subprocess.Popen(_script(mnist_cache, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = _wait_for_checkpoint(model, proc, at_least=2)
     proc.kill()  # SIGKILL: no handler runs, only what was already on disk survives
-    proc.communicate(timeout=60)
+    proc.wait(timeout=60)  # the process itself, not its pipes, which a helper process it forked shares
     assert proc.returncode == -signal.SIGKILL
     assert 2 <= done < 6
+    # At once, as a scheduler that preempts with SIGKILL restarts a job: the killed run's helper
+    # process must not be holding its lock.
     resumed = tmp_path / "resumed.json"
-    subprocess.run(_script(mnist_cache, *args, "--resume", str(model), "--json", str(resumed)), check=True, timeout=300)
+    assert train_main(["--data-dir", str(mnist_cache), *args, "--resume", str(model), "--json", str(resumed)]) == 0
+    proc.communicate(timeout=60)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.npz")]  # no temporary or lock file left
     a, b = _json(straight), _json(resumed)
     keys = ("epoch", "validation_correct", "train_cost")

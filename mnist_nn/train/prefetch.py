@@ -16,8 +16,10 @@ parent copies the weights into shared memory, counts its own part while the
 helper counts the other, and adds the two (``start_count``, ``finish_count``).
 
 The helper never decides anything: it ignores Ctrl-C (the parent stops it),
-exits when its parent is gone, and if it dies the parent does the rest
-itself. Two semaphores count the ready and the free buffers; nothing else
+is killed by Linux the moment its parent ends (``PR_SET_PDEATHSIG``; it
+also polls for its parent), holds none of the parent's file locks
+(``mnist_nn.files`` closes them in a forked child), and if it dies the
+parent does the rest itself. Two semaphores count the ready and the free buffers; nothing else
 is shared but the permutation, the buffers, a copy of the weights, and three
 words: stop, the command (gather an epoch or count) and the count.
 """
@@ -25,6 +27,7 @@ words: stop, the command (gather an epoch or count) and the count.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import multiprocessing
 import os
@@ -221,6 +224,9 @@ class Prefetcher:
 
     def _serve(self, parent: int) -> None:
         """The helper: for every epoch, gather each chunk into the next free buffer; count when asked."""
+        _die_with_parent()
+        if os.getppid() != parent:  # the parent died before the line above could take effect
+            return
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the helper
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING_SIGNALS)
@@ -245,6 +251,23 @@ class Prefetcher:
 
 
 _STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when the thread that forked it ends
+
+
+def _die_with_parent() -> None:
+    """Have Linux kill this process (SIGKILL) the moment its parent ends, even by ``kill -9``.
+
+    Without it, the helper would notice within ``_POLL_SECONDS``; meanwhile it
+    would hold whatever the parent shared with it. Elsewhere, or if libc
+    cannot be loaded, the polling alone remains.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager

@@ -13,20 +13,23 @@ skipped, saying why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mnist_nn.cli import download_main, evaluate_main, train_main
+from mnist_nn.cli import train as cli_train
 from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.show import show_main
 from mnist_nn.config import DATA_ENV
-from mnist_nn.models import save_model
+from mnist_nn.models import load_model, save_model
 from mnist_nn.nn import Network
 from tests.conftest import real_mirror
 
@@ -293,3 +296,49 @@ def test_json_path_with_a_line_break_stays_on_one_line(
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "a\\nb" in err
+
+
+@contextlib.contextmanager
+def _read_only_folder(folder: Path) -> Iterator[None]:
+    """``folder`` refuses new and removed entries: chmod for a user, the immutable flag (chattr +i) for root."""
+    if not RUN_AS_ROOT:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], check=False).returncode:
+        pytest.skip("root writes into a chmod-ed folder, and chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_save_folder_that_turns_read_only_mid_run_gives_one_line(
+    mnist_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    model = folder / "m.npz"
+    real_save = cli_train._save_run
+    turned = contextlib.ExitStack()
+
+    def save_then_turn_read_only(*args: Any, **kwargs: Any) -> int:
+        correct = real_save(*args, **kwargs)
+        turned.enter_context(_read_only_folder(folder))  # after the first checkpoint: the next save fails
+        return correct
+
+    monkeypatch.setattr(cli_train, "_save_run", save_then_turn_read_only)
+    argv = ["--data-dir", str(mnist_cache), "--epochs", "3", "--hidden", "10", "--quiet"]
+    with turned:
+        code = train_main([*argv, "--checkpoint-every", "1", "--save", str(model)])
+    err = capsys.readouterr().err
+    line = _one_line(code, err)  # not a second one about the lock file it could not remove
+    assert f"cannot save the model to {model}" in line
+    assert load_model(model).metadata["epochs_completed"] == 1  # the first checkpoint is intact
+    # The lock file left behind is free: the next run takes it over.
+    monkeypatch.undo()
+    assert train_main([*argv, "--epochs", "1", "--save", str(model)]) == 0
+    assert sorted(os.listdir(folder)) == ["m.npz"]

@@ -1,7 +1,8 @@
 """Download faults against a real HTTP/1.1 server on 127.0.0.1: what a hostile or broken mirror can do.
 
 Faults injected: a body that stalls halfway (read timeout), a body or a head
-trickled one byte at a time (the download deadline), more bytes than
+trickled one byte at a time (the low-speed rule and the download deadline), a
+slow but steady mirror that must not be cut, more bytes than
 Content-Length (also poisoning a kept-alive connection), a Content-Length
 shorter or longer than the body or unparsable, a redirect loop and redirects
 to a malformed or non-HTTP target, an HTML error page served with status 200,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import signal
 import subprocess
@@ -61,8 +63,9 @@ class Reply:
     close: bool = False  # hang up after sending (no Connection: close header)
     silent: bool = False  # send nothing at all (not even a status line) until the test ends
     before_body: Callable[[], None] | None = None  # runs after the headers are sent
-    trickle: float | None = None  # send the body one byte per this many seconds (for TRICKLE_LIMIT at most)
+    trickle: float | None = None  # send the body one step per this many seconds (for TRICKLE_LIMIT at most)
     trickle_head: bool = False  # with ``trickle``: the status line and headers too
+    trickle_step: int = 1  # with ``trickle``: bytes per step
 
 
 @dataclass
@@ -132,17 +135,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _trickle(self, reply: Reply, mirrors: Mirrors) -> None:
-        """Send the reply one byte per ``reply.trickle`` seconds: never idle long enough for a read timeout."""
+        """Send the reply ``trickle_step`` bytes per ``trickle`` seconds: never idle long enough for a read timeout."""
         assert reply.trickle is not None
         head = f"HTTP/1.1 {reply.status} OK\r\nContent-Length: {len(reply.body)}\r\n\r\n".encode()
         if not reply.trickle_head:
             self.wfile.write(head)
             head = b""
         ends = time.monotonic() + TRICKLE_LIMIT
-        for byte in head + reply.body:
+        data, step = head + reply.body, reply.trickle_step
+        for offset in range(0, len(data), step):
             if mirrors.release.wait(reply.trickle) or time.monotonic() > ends:
                 break
-            self.wfile.write(bytes([byte]))
+            self.wfile.write(data[offset : offset + step])
             self.wfile.flush()
         self.close_connection = True
 
@@ -301,7 +305,7 @@ def test_a_bad_deadline_in_the_environment_is_a_usage_error(
 
 
 def test_the_deadline_is_checked_between_reads_outside_the_main_thread(server: Mirrors, data_dir: Path) -> None:
-    # No timer signal there: the 30-byte body arrives whole after ~1.5 s and is refused as late.
+    # No timer signal there: the deadline is checked as each byte of the 30-byte body (~1.5 s) arrives.
     sample = make_sample(size=30)
     server.route(f"/m1/{sample.name}", Reply(sample.payload, trickle=0.05))
     failures: list[str] = []
@@ -373,6 +377,156 @@ def test_download_help_explains_the_deadline(capsys: pytest.CaptureFixture[str])
     assert "--download-deadline SECONDS" in help_text and "$MNIST_NN_DOWNLOAD_DEADLINE, else 600" in help_text
 
 
+# --- a mirror that stalls: the low-speed rule -------------------------------------------
+
+STALLED = "stalled: under 1 kB/s for {} s"  # the reason given for a mirror under the default 1 kB/s
+
+
+@pytest.mark.parametrize("head", [False, True], ids=["body", "head"])
+def test_a_trickling_mirror_is_stalled_said_at_once_and_the_next_is_tried(
+    server: Mirrors, data_dir: Path, head: bool
+) -> None:
+    # 20 bytes/s, one byte every 0.05 s: no read timeout (0.5 s) fires, and the deadline is 600 s.
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05, trickle_head=head))
+    server.route(f"/m2/{sample.name}.gz", Reply(sample.gz))
+    notes: list[tuple[float, str]] = []
+    start = time.monotonic()
+
+    def note(line: str) -> None:
+        notes.append((time.monotonic() - start, line))
+
+    [result] = fetch([sample], data_dir, [server.url("m1"), server.url("m2")], speed_time=1.0, retries=1, note=note)
+
+    elapsed = time.monotonic() - start
+    assert elapsed < TRICKLE_LIMIT - 3  # the 1 s of the rule, not the trickle's 6 s nor the 600 s deadline
+    [(when, line)] = notes
+    assert 0.9 < when < 2.5  # said as the rule ends the mirror, before the next one is asked
+    assert line == f"{sample.name}: {server.url('m1')} ({STALLED.format(1)}); trying the next mirror"
+    assert result.source == server.url("m2")
+    assert server.count(f"/m1/{sample.name}.gz") == 1  # a stalled mirror is not retried
+    assert_only_verified(data_dir, sample)
+
+
+def test_a_slow_but_steady_mirror_above_the_limit_is_not_cut(server: Mirrors, data_dir: Path) -> None:
+    # 4 kB/s (200 bytes every 0.05 s), head included, for 2 s: four times the 0.5 s the rule looks at.
+    sample = make_sample(size=8000)
+    server.route(f"/m1/{sample.name}", Reply(sample.payload, trickle=0.05, trickle_head=True, trickle_step=200))
+    notes: list[str] = []
+
+    start = time.monotonic()
+    [result] = fetch([sample], data_dir, [server.url("m1")], speed_time=0.5, note=notes.append)
+
+    assert time.monotonic() - start > 1.5  # it really was slow
+    assert result.source == server.url("m1") and notes == []
+    assert_only_verified(data_dir, sample)
+
+
+def test_a_mirror_that_goes_quiet_halfway_is_stalled_before_a_long_read_timeout(
+    server: Mirrors, data_dir: Path
+) -> None:
+    sample = make_sample(size=20_000)
+    server.route(f"/m1/{sample.name}", Reply(sample.payload, stall_after=10_000))
+
+    start = time.monotonic()
+    message = fails([sample], data_dir, [server.url("m1")], timeout=(1.0, 8.0), speed_time=1.0)
+
+    assert time.monotonic() - start < 4  # about 1 s after the last byte, not the 8 s read timeout
+    assert f"{server.url('m1')} ({STALLED.format(1)})" in message
+    assert "allow slower mirrors with $MNIST_NN_DOWNLOAD_SPEED_LIMIT" in message
+
+
+def test_the_low_speed_rule_is_checked_between_reads_outside_the_main_thread(server: Mirrors, data_dir: Path) -> None:
+    # No timer signal there: the rule is checked as each trickled byte arrives.
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05))
+    failures: list[str] = []
+
+    def run() -> None:
+        with pytest.raises(DownloadError) as info:
+            fetch([sample], data_dir, [server.url("m1")], speed_time=0.5)
+        failures.append(str(info.value))
+
+    start = time.monotonic()
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=TRICKLE_LIMIT + 5)
+
+    assert time.monotonic() - start < TRICKLE_LIMIT - 3
+    assert failures and STALLED.format(0.5) in failures[0]
+    assert_only_verified(data_dir)
+
+
+def test_the_low_speed_rule_comes_from_the_environment(
+    server: Mirrors, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05))
+    monkeypatch.setenv("MNIST_NN_DOWNLOAD_SPEED_TIME", "0.5")
+
+    assert STALLED.format(0.5) in fails([sample], data_dir, [server.url("m1")])
+
+    monkeypatch.setenv("MNIST_NN_DOWNLOAD_SPEED_LIMIT", "10")  # bytes/s: the 20 bytes/s trickle passes it
+    message = fails([sample], data_dir, [server.url("m1")], deadline=1.5)
+    assert "stalled" not in message and "1.5 s download deadline" in message
+
+    monkeypatch.setenv("MNIST_NN_DOWNLOAD_SPEED_LIMIT", "0")  # no rule at all
+    message = fails([sample], data_dir, [server.url("m1")], deadline=1.0)
+    assert "stalled" not in message and "1 s download deadline" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MNIST_NN_DOWNLOAD_SPEED_LIMIT", "abc", "a number of bytes per second >= 0"),
+        ("MNIST_NN_DOWNLOAD_SPEED_LIMIT", "-1", "a number of bytes per second >= 0"),
+        ("MNIST_NN_DOWNLOAD_SPEED_LIMIT", "inf", "a number of bytes per second >= 0"),
+        ("MNIST_NN_DOWNLOAD_SPEED_TIME", "0", "a number of seconds > 0"),
+        ("MNIST_NN_DOWNLOAD_SPEED_TIME", "nan", "a number of seconds > 0"),
+    ],
+)
+def test_a_bad_low_speed_rule_in_the_environment_is_a_usage_error(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=f"{name} must be {expected}"):
+        fetch([make_sample()], data_dir, [])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"speed_limit": -1.0}, {"speed_limit": math.nan}, {"speed_time": 0.0}, {"speed_time": math.inf}]
+)
+def test_a_bad_low_speed_rule_argument_is_a_value_error(data_dir: Path, kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="expected a speed_"):
+        fetch([make_sample()], data_dir, [], **kwargs)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_download_command_says_which_mirror_stalled_on_a_terminal_and_in_a_log(
+    server: Mirrors,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    terminal: bool,
+) -> None:
+    # The public mirrors are asked through a proxy that refuses at once, so nothing leaves 127.0.0.1.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("MNIST_NN_DOWNLOAD_SPEED_TIME", "0.5")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)  # a terminal shows progress; a log has none
+    server.route("/m1/train-images-idx3-ubyte.gz", Reply(bytes(5000), trickle=0.05, trickle_head=True))
+
+    start = time.monotonic()
+    code = download_main(["--mirror", server.url("m1"), "--data-dir", str(data_dir)], "mnist-nn download")
+
+    assert time.monotonic() - start < TRICKLE_LIMIT - 0.5  # the rule's 0.5 s, then the refused public mirrors
+    err = capsys.readouterr().err
+    note = f"train-images-idx3-ubyte: {server.url('m1')} ({STALLED.format(0.5)}); trying the next mirror"
+    assert code == 1 and note in err, err
+    assert err.splitlines()[-1].startswith("mnist-nn download: error: cannot get train-images-idx3-ubyte")
+    assert_only_verified(data_dir)
+
+
 # --- Content-Length that lies ----------------------------------------------------------
 
 
@@ -401,10 +555,15 @@ def test_bytes_beyond_content_length_on_a_kept_alive_connection(server: Mirrors,
 
 
 def test_more_bytes_than_the_file_can_need_are_refused(server: Mirrors, data_dir: Path) -> None:
+    # The payload, then 200 KB of empty gzip members: it inflates to the right bytes, yet never ends.
     sample = make_sample()
-    server.route(f"/m1/{sample.name}", Reply(sample.payload + bytes(200_000)))
+    server.route(f"/m1/{sample.name}.gz", Reply(sample.gz + gzip.compress(b"", mtime=0) * 10_000))
+    server.route(f"/m2/{sample.name}", Reply(sample.payload + bytes(200_000)))
 
     assert "more data than a 1000-byte file can need" in fails([sample], data_dir, [server.url("m1")])
+    # Plain bytes beyond the size: which check speaks first depends on how much the first read brings.
+    message = fails([sample], data_dir, [server.url("m2")])
+    assert "larger than the expected 1000 bytes" in message or "more data than a 1000-byte file" in message
 
 
 @pytest.mark.parametrize("compressed", [True, False], ids=["gz", "plain"])

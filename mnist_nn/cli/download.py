@@ -12,7 +12,6 @@ from mnist_nn.cli.base import (
     Parser,
     add_data_args,
     command,
-    show_progress,
 )
 from mnist_nn.config import DATA_ENV, project_root
 from mnist_nn.data.download import ensure_mnist
@@ -34,9 +33,7 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
 def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
     """Entry point of ``scripts/download_mnist.py``."""
     args = build_download_parser(prog).parse_args(argv)
-    results = ensure_mnist(
-        args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet), deadline=args.download_deadline
-    )
+    results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
     if not args.quiet:
         for r in results:
             if r.source == "cache":

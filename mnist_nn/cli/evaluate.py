@@ -85,7 +85,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         args.data_dir,
         mirror=args.mirror,
         dtype="uint8",
-        quiet=not show_progress(args.quiet),
+        quiet=args.quiet,
         deadline=args.download_deadline,
     )
     pixels: Split = getattr(data, args.split)

@@ -15,7 +15,6 @@ from mnist_nn.cli.base import (
     add_data_args,
     command,
     fail,
-    show_progress,
 )
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.plots import load_benchmark_report, load_sweep_report, plot_benchmark, plot_model, plot_sweep
@@ -70,8 +69,7 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
             docs = [load_benchmark_report(path) for path in reports]
             written.append(plot_benchmark(docs if len(docs) > 1 else docs[0], args.out / "benchmark.png"))
         if models:
-            quiet = not show_progress(args.quiet)
-            data = load_mnist(args.data_dir, mirror=args.mirror, quiet=quiet, deadline=args.download_deadline)
+            data = load_mnist(args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
             split: Split = getattr(data, args.split)
             for path in models:
                 out = args.out if len(models) == 1 else args.out / path.stem

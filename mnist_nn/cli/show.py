@@ -14,7 +14,6 @@ from mnist_nn.cli.base import (
     Parser,
     add_data_args,
     command,
-    show_progress,
 )
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.errors import UsageError
@@ -65,9 +64,7 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
         raise UsageError("give --model or --mistakes, not two different models")
     model_path = args.mistakes or args.model
     network = load_model(model_path).network if model_path is not None else None
-    data = load_mnist(
-        args.data_dir, mirror=args.mirror, quiet=not show_progress(args.quiet), deadline=args.download_deadline
-    )
+    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
     split: Split = getattr(data, args.split)
     if not 0 <= args.index < len(split):
         raise UsageError(f"--index must be between 0 and {len(split) - 1} for {args.split}, got {args.index}")

@@ -572,7 +572,7 @@ def _train(
     # The files' pixels, not floats: fit scales the training images straight into its buffer and
     # the others when they are counted, so no full-size float copy is ever made.
     data = load_mnist(
-        args.data_dir, mirror=args.mirror, dtype="uint8", quiet=not progress, deadline=args.download_deadline
+        args.data_dir, mirror=args.mirror, dtype="uint8", quiet=args.quiet, deadline=args.download_deadline
     )
     run = resumed if resumed is not None else Run.start(config, keep_last=args.save_last)
     if resumed is not None and not args.quiet:

@@ -16,15 +16,26 @@ is ever left in the cache, and the cache holds the decompressed payloads.
 Each mirror has a deadline per file (``DEFAULT_DEADLINE``, ``$MNIST_NN_DOWNLOAD_DEADLINE``
 or ``deadline=``), on top of the connect and read timeouts, which only bound each
 single read: a mirror still sending when its time is up counts as failed and the
-next one is tried. In the main thread a timer signal (``SIGALRM``) cuts the
-transfer off wherever it waits, even a mirror trickling one byte at a time;
-elsewhere the deadline is checked as data arrives. A cache folder that cannot be
-written (a file in its place, read-only, full, a folder where a data file
-belongs) raises ``DataDirError``, which says what to do.
+next one is tried. A low-speed rule, like curl's ``--speed-limit``/``--speed-time``,
+ends a mirror sooner: one that delivers under ``DEFAULT_SPEED_LIMIT`` (1 kB/s) over
+the last ``DEFAULT_SPEED_TIME`` (30 s) has stalled, counts as failed without a retry,
+and the next one is tried (``$MNIST_NN_DOWNLOAD_SPEED_LIMIT`` and
+``$MNIST_NN_DOWNLOAD_SPEED_TIME``, or ``speed_limit=`` and ``speed_time=``, change the
+numbers; a limit of 0 turns the rule off). The reply's status line and headers count
+as no bytes, so a reply trickled before its body stalls too. Each failed mirror is
+reported as it fails, with what comes next, through the caller's ``note`` callback,
+or else on stderr: above the progress bar on a terminal, and in a log (unless
+``quiet``) when it stalled, ran out of time or took ``_SLOW_FAILURE_SECONDS``.
+In the main thread a timer signal (``SIGALRM``) applies the deadline and the rule
+wherever the transfer waits, even on a mirror trickling one byte at a time;
+elsewhere both are checked as data arrives.
+A cache folder that cannot be written (a file in its place, read-only, full, a
+folder where a data file belongs) raises ``DataDirError``, which says what to do.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -115,6 +126,7 @@ DEFAULT_MIRRORS: tuple[str, ...] = (
 _CHUNK = 1 << 20  # bytes per read from the network or disk, and per inflate step
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # tells zlib to expect a gzip header and trailer
+_SLOW_FAILURE_SECONDS = 5.0  # a mirror that took this long to fail is reported in a log too, as it fails
 _CAUSE_LIMIT = 120  # characters of a network error's message quoted as the reason
 _FIX_HINT = f"download the files yourself and point {MIRROR_ENV} (or --mirror) at their folder"
 
@@ -123,6 +135,16 @@ DEADLINE_ENV = "MNIST_NN_DOWNLOAD_DEADLINE"
 # file (9.9 MB compressed); a slower line can allow more with --download-deadline.
 DEFAULT_DEADLINE = 600.0
 _DEADLINE_HINT = f"allow more time with --download-deadline or ${DEADLINE_ENV}"
+
+SPEED_LIMIT_ENV = "MNIST_NN_DOWNLOAD_SPEED_LIMIT"
+SPEED_TIME_ENV = "MNIST_NN_DOWNLOAD_SPEED_TIME"
+# A mirror delivering under DEFAULT_SPEED_LIMIT bytes/s over the last DEFAULT_SPEED_TIME seconds
+# has stalled (curl's --speed-limit and --speed-time). 1 kB/s would take 2.7 hours for the
+# largest file, which the deadline ends anyway; 30 s is long enough to ride out a pause.
+DEFAULT_SPEED_LIMIT = 1000.0
+DEFAULT_SPEED_TIME = 30.0
+_CHECKS_PER_SPEED_TIME = 10  # the timer's checks of the rule: a stall is seen at most a tenth of the time late
+_SPEED_HINT = f"allow slower mirrors with ${SPEED_LIMIT_ENV} (bytes per second, 0 for no limit)"
 _DATA_DIR_HINT = f"choose another folder with --data-dir or ${DATA_ENV}"
 
 
@@ -178,6 +200,9 @@ def ensure_files(
     retries: int = 2,
     backoff: float = 0.5,
     deadline: float | None = None,
+    speed_limit: float | None = None,
+    speed_time: float | None = None,
+    note: Callable[[str], object] | None = None,
 ) -> list[FetchResult]:
     """Make sure each file is in the cache and verified, downloading what is missing.
 
@@ -202,6 +227,16 @@ def ensure_files(
         deadline: Seconds each mirror gets for each file, retries included,
             after which it counts as failed and the next mirror is tried; by
             default ``$MNIST_NN_DOWNLOAD_DEADLINE``, else ``DEFAULT_DEADLINE``.
+        speed_limit: Bytes per second under which a mirror has stalled, once it
+            has been under it for ``speed_time`` seconds: it counts as failed,
+            without a retry, and the next mirror is tried; 0 turns the rule off.
+            By default ``$MNIST_NN_DOWNLOAD_SPEED_LIMIT``, else ``DEFAULT_SPEED_LIMIT``.
+        speed_time: The seconds of the low-speed rule; by default
+            ``$MNIST_NN_DOWNLOAD_SPEED_TIME``, else ``DEFAULT_SPEED_TIME``.
+        note: Called with one line, e.g. ``"<file>: <mirror> (stalled: under 1 kB/s
+            for 30 s); trying the next mirror"``, as soon as a mirror fails and
+            another is left to try. Without it the line is written above the
+            progress bar when one shows, and nowhere otherwise.
 
     Returns:
         One ``FetchResult`` per file, in the order of ``files``.
@@ -209,8 +244,11 @@ def ensure_files(
     Raises:
         DownloadError: If a file is neither cached nor obtainable from any mirror.
         DataDirError: If the cache folder cannot be created or written.
-        UsageError: If ``$MNIST_NN_DOWNLOAD_DEADLINE`` is not a number of seconds > 0.
-        ValueError: If ``timeout``, ``retries``, ``backoff`` or ``deadline`` is out of range.
+        UsageError: If ``$MNIST_NN_DOWNLOAD_DEADLINE`` or ``$MNIST_NN_DOWNLOAD_SPEED_TIME``
+            is not a number of seconds > 0, or ``$MNIST_NN_DOWNLOAD_SPEED_LIMIT`` not
+            a number >= 0.
+        ValueError: If ``timeout``, ``retries``, ``backoff``, ``deadline``, ``speed_limit``
+            or ``speed_time`` is out of range.
     """
     if len(timeout) != 2 or min(timeout) <= 0:
         raise ValueError(f"expected timeout as (connect, read) > 0 seconds, got {timeout!r}")
@@ -222,13 +260,22 @@ def ensure_files(
         deadline = deadline_from_env()
     elif not (math.isfinite(deadline) and deadline > 0):
         raise ValueError(f"expected a deadline > 0 seconds, got {deadline!r}")
+    if speed_limit is None:
+        speed_limit = _number_from_env(SPEED_LIMIT_ENV, DEFAULT_SPEED_LIMIT, "bytes per second", zero=True)
+    elif not (math.isfinite(speed_limit) and speed_limit >= 0):
+        raise ValueError(f"expected a speed_limit >= 0 bytes per second, got {speed_limit!r}")
+    if speed_time is None:
+        speed_time = _number_from_env(SPEED_TIME_ENV, DEFAULT_SPEED_TIME, "seconds")
+    elif not (math.isfinite(speed_time) and speed_time > 0):
+        raise ValueError(f"expected a speed_time > 0 seconds, got {speed_time!r}")
     cache = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
     created = _missing_folders(cache)
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _data_dir_error(exc, cache) from None
-    fetcher = _Fetcher(cache, mirror_list(mirror, mirrors), quiet, timeout, retries, backoff, deadline)
+    rule = _SpeedRule(speed_limit, speed_time) if speed_limit > 0 else None
+    fetcher = _Fetcher(cache, mirror_list(mirror, mirrors), quiet, timeout, retries, backoff, deadline, rule, note)
     try:
         return [fetcher.ensure(file) for file in files]
     except BaseException:
@@ -257,7 +304,12 @@ def _remove_if_empty(folders: list[Path]) -> None:
 
 
 def ensure_mnist(
-    data_dir: Path | None = None, *, mirror: str | None = None, quiet: bool = True, deadline: float | None = None
+    data_dir: Path | None = None,
+    *,
+    mirror: str | None = None,
+    quiet: bool = True,
+    deadline: float | None = None,
+    note: Callable[[str], object] | None = None,
 ) -> list[FetchResult]:
     """Make sure the four MNIST files are cached and verified; see ``ensure_files``.
 
@@ -267,6 +319,7 @@ def ensure_mnist(
         quiet: Hide the progress bars.
         deadline: Seconds each mirror gets for each file (else ``$MNIST_NN_DOWNLOAD_DEADLINE``
             or ``DEFAULT_DEADLINE``).
+        note: Called with one line as soon as a mirror fails (stalls, say) and the next is tried.
 
     Returns:
         The results for train-images, train-labels, t10k-images, t10k-labels.
@@ -275,7 +328,7 @@ def ensure_mnist(
         DownloadError: If a file is neither cached nor obtainable from any mirror.
         DataDirError: If the cache folder cannot be created or written.
     """
-    return ensure_files(MNIST_FILES, data_dir, mirror=mirror, quiet=quiet, deadline=deadline)
+    return ensure_files(MNIST_FILES, data_dir, mirror=mirror, quiet=quiet, deadline=deadline, note=note)
 
 
 def deadline_from_env() -> float:
@@ -284,16 +337,21 @@ def deadline_from_env() -> float:
     Raises:
         UsageError: If it is set to anything but a finite number > 0.
     """
-    text = os.environ.get(DEADLINE_ENV, "").strip()
+    return _number_from_env(DEADLINE_ENV, DEFAULT_DEADLINE, "seconds")
+
+
+def _number_from_env(name: str, default: float, unit: str, *, zero: bool = False) -> float:
+    """``$name`` as a finite number > 0 (>= 0 with ``zero``), or ``default`` when unset or empty."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_DEADLINE
+        return default
     try:
-        seconds = float(text)
+        value = float(text)
     except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise UsageError(f"${DEADLINE_ENV} must be a number of seconds > 0, got {short(text)}")
-    return seconds
+        value = math.nan
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise UsageError(f"${name} must be a number of {unit} {'>= 0' if zero else '> 0'}, got {short(text)}")
+    return value
 
 
 class _Fetcher:
@@ -308,6 +366,8 @@ class _Fetcher:
         retries: int,
         backoff: float,
         deadline: float,
+        rule: _SpeedRule | None,
+        note: Callable[[str], object] | None,
     ) -> None:
         self.cache = cache
         self.mirrors = mirrors
@@ -316,8 +376,12 @@ class _Fetcher:
         self.retries = retries
         self.backoff = backoff
         self.deadline = deadline
+        self.rule = rule
+        self.note = note
         self._session: requests.Session | None = None
         self._received = 0  # decompressed bytes of the current file from the current mirror
+        self._watch: _SpeedWatch | None = None  # the low-speed rule for the current file and mirror
+        self._timed = False  # whether a timer signal applies the rule, rather than each arriving chunk
 
     def close(self) -> None:
         """Release the HTTP session's connections, if one was opened."""
@@ -347,25 +411,39 @@ class _Fetcher:
             file=sys.stderr,
             disable=hidden,
         ) as bar:
-            late = False  # whether a mirror ran out of time, so the message says how to allow more
+            late = slow = False  # whether a mirror ran out of time or stalled, so the message says what to change
             for mirror in self.mirrors:
                 self._received = 0
-                ends = time.monotonic() + self.deadline
+                started = time.monotonic()
+                ends = started + self.deadline
+                self._watch = None if self.rule is None else _SpeedWatch(self.rule, started)
                 try:
-                    with _alarm_at(ends):
+                    with _alarm(ends, self._watch) as timed:
+                        self._timed = timed
                         data = self._fetch(mirror, file, bar, ends)
                 except _DeadlinePassed:
                     self._drop_session()  # a request cut off anywhere leaves nothing worth reusing
                     reason = _deadline_reason(self.deadline, self._received, file.size)
+                except _Stalled as stall:
+                    self._drop_session()
+                    reason = stall.reason
                 except MirrorError as failure:
                     reason = failure.reason
                 else:
                     return FetchResult(file.name, path, mirror, data)
                 late = late or reason.startswith(_DEADLINE_PREFIX)
+                slow = slow or reason.startswith(_STALL_PREFIX)
                 failures.append(f"{one_line(mirror, MESSAGE_LIMIT)} ({one_line(reason, MESSAGE_LIMIT)})")
-                if not hidden and mirror != self.mirrors[-1]:
-                    bar.write(f"{file.name}: {failures[-1]}; trying the next mirror", file=sys.stderr)
-        hints = f"{_DEADLINE_HINT}, or {_FIX_HINT}" if late else _FIX_HINT
+                if mirror != self.mirrors[-1]:
+                    line = f"{file.name}: {failures[-1]}; trying the next mirror"
+                    if self.note is not None:
+                        self.note(line)
+                    elif not hidden or (not self.quiet and _slow_failure(reason, time.monotonic() - started)):
+                        # On a terminal always; in a log only after a slow failure, where the final line
+                        # may be minutes away.
+                        bar.write(line, file=sys.stderr)
+        changes = [hint for hint, needed in ((_DEADLINE_HINT, late), (_SPEED_HINT, slow)) if needed]
+        hints = ", ".join([*changes, f"or {_FIX_HINT}"]) if changes else _FIX_HINT
         # A cached copy that is there but failed verification is said first: on a machine that
         # had the data (a benchmark's worker), it is the problem to fix.
         stale = f" (the cached {one_line(str(path), MESSAGE_LIMIT)} failed verification)" if path.is_file() else ""
@@ -380,6 +458,14 @@ class _Fetcher:
         """Count ``size`` more decompressed bytes of the current file, on the bar too."""
         self._received += size
         bar.update(size)
+
+    def _arrived(self, size: int) -> None:
+        """Count ``size`` more bytes from the mirror; without the timer, apply the low-speed rule here."""
+        if self._watch is None:
+            return
+        self._watch.count(size)
+        if not self._timed and self._watch.stalled(time.monotonic()):
+            raise MirrorError(self._watch.rule.reason)
 
     def _fetch(self, mirror: str, file: MnistFile, bar: tqdm[NoReturn], ends: float) -> bytes:
         """Fetch ``file`` from one mirror into the cache by ``time.monotonic()`` ``ends``; return its payload."""
@@ -435,7 +521,8 @@ class _Fetcher:
         verified: list[bytes] = []
 
         def write(out: IO[bytes]) -> None:
-            payload = Payload(file, out, functools.partial(self._advance, bar), ends, self.deadline)
+            progress = functools.partial(self._advance, bar)
+            payload = Payload(file, out, progress, ends, self.deadline, arrived=self._arrived)
             read(payload)
             verified.append(payload.finish())  # raises unless size and digest match
 
@@ -458,17 +545,21 @@ class Payload:
         progress: Callable[[int], object],
         ends: float = math.inf,
         deadline: float = DEFAULT_DEADLINE,
+        *,
+        arrived: Callable[[int], object] | None = None,
     ) -> None:
         """Take ``file``'s bytes into ``out``, calling ``progress(n)`` per decompressed chunk.
 
         ``ends`` is the ``time.monotonic()`` by which the last byte must have
         arrived; ``deadline`` is the number of seconds that was, for the message.
+        ``arrived(n)``, if given, is called with the size of each chunk fed, as fetched.
         """
         self._file = file
         self._out = out
         self._progress = progress
         self._ends = ends
         self._deadline = deadline
+        self._arrived = arrived
         self._hash = hashlib.sha256()
         self._chunks: list[bytes] = []
         self._size = 0  # decompressed bytes so far
@@ -484,6 +575,8 @@ class Payload:
         """Take the next chunk of the file as fetched (gzip or plain)."""
         if time.monotonic() > self._ends:  # the check between reads, where no timer signal can interrupt
             raise MirrorError(_deadline_reason(self._deadline, self._size, self._file.size))
+        if self._arrived is not None:
+            self._arrived(len(chunk))
         self._received += len(chunk)
         if self._received > self._max_received:
             raise MirrorError(f"more data than a {self._file.size}-byte file can need")
@@ -592,7 +685,7 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
     try:
         with session.get(url, stream=True, timeout=timeout) as response:
             response.raise_for_status()
-            for chunk in response.iter_content(_CHUNK):
+            for chunk in _body(response):
                 payload.feed(chunk)
             # urllib3 1.x does not notice a body cut short, so count the wire bytes here.
             length = response.headers.get("Content-Length", "")
@@ -623,7 +716,31 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
         raise MirrorError(f"connection failed: {_root_cause(exc)}", retry=True) from exc
 
 
-# --- deadlines and the cache folder's errors ---------------------------------------------
+def _body(response: requests.Response) -> Iterator[bytes]:
+    """The response's body as it arrives, each chunk what the connection holds (at most ``_CHUNK`` bytes).
+
+    ``iter_content`` waits for whole chunks, which hides how fast a slow mirror
+    sends; ``read1`` does not. Content-Encoding is undone a bounded chunk at a
+    time, and urllib3's errors are wrapped as ``iter_content`` wraps them.
+    """
+    import requests  # loaded already by the session
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
+
+    raw = response.raw
+    try:
+        while chunk := raw.read1(_CHUNK, decode_content=True):
+            yield chunk
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from exc
+    except SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
+
+
+# --- deadlines, the low-speed rule and the cache folder's errors ----------------------------
 
 _DEADLINE_PREFIX = "still incomplete after the"
 
@@ -641,32 +758,100 @@ class _DeadlinePassed(BaseException):
     """
 
 
-@contextlib.contextmanager
-def _alarm_at(ends: float) -> Iterator[None]:
-    """Raise ``_DeadlinePassed`` wherever the main thread waits once ``time.monotonic()`` passes ``ends``.
+_STALL_PREFIX = "stalled:"
 
-    Uses ``SIGALRM``; another thread, or a system without ``setitimer``, gets
-    nothing here and relies on ``Payload.feed``'s check. An interval timer set
-    by the caller is restored afterwards, less the time spent here.
+
+@dataclass(frozen=True)
+class _SpeedRule:
+    """The low-speed rule: under ``limit`` bytes per second over the last ``period`` seconds is a stall."""
+
+    limit: float
+    period: float
+
+    @property
+    def reason(self) -> str:
+        """Why a stalled mirror failed, e.g. "stalled: under 1 kB/s for 30 s"."""
+        rate = f"{self.limit / 1000:g} kB/s" if self.limit >= 1000 else f"{self.limit:g} B/s"
+        return f"{_STALL_PREFIX} under {rate} for {self.period:g} s"
+
+
+class _SpeedWatch:
+    """The low-speed rule applied to one file from one mirror, from ``start`` (a ``time.monotonic()``) on.
+
+    Bytes count as fetched (compressed, as the mirror sends them); the status
+    line and headers count as none, so a reply that has not reached its body
+    after ``period`` seconds has stalled.
+    """
+
+    def __init__(self, rule: _SpeedRule, start: float) -> None:
+        self.rule = rule
+        self.tick = rule.period / _CHECKS_PER_SPEED_TIME  # seconds between the timer's checks
+        self._arrived = 0
+        # (time, bytes so far), oldest first: the newest one at least a period old, and those after it.
+        self._samples: collections.deque[tuple[float, int]] = collections.deque([(start, 0)])
+
+    def count(self, size: int) -> None:
+        """Count ``size`` more bytes from the mirror."""
+        self._arrived += size
+
+    def stalled(self, now: float) -> bool:
+        """Whether under ``rule.limit`` bytes/s arrived over the last ``rule.period`` s (up to a tick more)."""
+        samples = self._samples
+        if now - samples[-1][0] >= self.tick / 2:  # at most two samples a tick, however often this is asked
+            samples.append((now, self._arrived))
+        while len(samples) > 1 and samples[1][0] <= now - self.rule.period:
+            samples.popleft()
+        since, then = samples[0]
+        return now - since >= self.rule.period and self._arrived - then < self.rule.limit * (now - since)
+
+
+class _Stalled(BaseException):
+    """The timer signal's interruption when a mirror has stalled; a ``BaseException``, as ``_DeadlinePassed`` is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def _alarm(ends: float, watch: _SpeedWatch | None = None) -> Iterator[bool]:
+    """Interrupt the main thread wherever it waits when a mirror's time is up or it has stalled; yield whether it can.
+
+    Raises ``_DeadlinePassed`` once ``time.monotonic()`` passes ``ends``, and
+    ``_Stalled`` once ``watch`` says the mirror is under its speed limit, by a
+    ``SIGALRM`` timer set for the deadline or the watch's next check, whichever
+    comes first. Another thread, or a system without ``setitimer``, gets nothing
+    here (``False``) and relies on the checks as data arrives. An interval timer
+    set by the caller is restored afterwards, less the time spent here.
     """
     if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
+        yield False
         return
     armed = True
 
+    def wait(now: float) -> float:
+        until = ends - now if watch is None else min(ends - now, watch.tick)
+        return max(until, 1e-3)
+
     def expire(signum: int, frame: FrameType | None) -> None:
-        if armed:
+        if not armed:
+            return
+        now = time.monotonic()
+        if now >= ends:
             raise _DeadlinePassed
+        if watch is not None and watch.stalled(now):
+            raise _Stalled(watch.rule.reason)
+        signal.setitimer(signal.ITIMER_REAL, wait(now))
 
     try:
         previous_handler = signal.signal(signal.SIGALRM, expire)
     except ValueError:  # not the main interpreter
-        yield
+        yield False
         return
     started = time.monotonic()
-    previous_timer, _ = signal.setitimer(signal.ITIMER_REAL, max(ends - started, 1e-3))
+    previous_timer, _ = signal.setitimer(signal.ITIMER_REAL, wait(started))
     try:
-        yield
+        yield True
     finally:
         armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -735,3 +920,8 @@ def _root_cause(exc: BaseException) -> str:
         if isinstance(e, OSError) and e.strerror:
             return e.strerror
     return first_line(exc, _CAUSE_LIMIT)
+
+
+def _slow_failure(reason: str, seconds: float) -> bool:
+    """Whether a mirror's failure is worth a line in a log as it happens: a stall, a deadline, or a long wait."""
+    return reason.startswith((_STALL_PREFIX, _DEADLINE_PREFIX)) or seconds >= _SLOW_FAILURE_SECONDS

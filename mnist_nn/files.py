@@ -257,25 +257,104 @@ def _busy_message(path: Path, lock_path: Path, owner: str | None) -> str:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    """Write ``obj`` as indented JSON to an output path (``write_output``)."""
+    write_output(path, json_text(obj).encode("utf-8"))
 
-    def write(f: IO[bytes]) -> None:
-        f.write(text.encode("utf-8"))
 
-    atomic_write(path, write)
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON document an output file holds, ending with a newline."""
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write ``data`` to an output path a user named, in the way its kind of file needs.
+
+    - A regular file (or a new name): written atomically (``atomic_write``).
+    - A symlink to a regular file (or to a name not yet there): its target is
+      written atomically; the link stays.
+    - A device, a FIFO, or a link to an open descriptor (``/dev/stdout``,
+      ``/dev/fd/N``, ``/proc/self/fd/N``): the bytes are streamed into it,
+      nothing is renamed or replaced. A descriptor of this process is
+      written through itself, so output redirected to a file lands after
+      what the process wrote there.
+
+    Raises:
+        OSError: the path cannot be written; a regular file keeps its earlier contents.
+    """
+    target, stream, fd = _output_target(Path(path))
+    if fd is not None:
+        _write_all(os.dup(fd), data)
+    elif stream:
+        _write_all(os.open(target, os.O_WRONLY | os.O_CLOEXEC), data)
+    else:
+        atomic_write(target, lambda f: _write_file(f, data))
+
+
+def _write_file(f: IO[bytes], data: bytes) -> None:
+    """Write ``data`` into the open file ``f``."""
+    f.write(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to the open descriptor ``fd``, then close it."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+_MAX_LINKS = 40  # symlinks followed before giving up, as the kernel's own limit (ELOOP)
+_DESCRIPTOR_FOLDER = re.compile(r"/proc/(?:(\d+)|self|thread-self)(?:/task/\d+)?/fd")
+
+
+def _output_target(path: Path) -> tuple[Path, bool, int | None]:
+    """Where output to ``path`` goes: (the path to write, whether it is streamed, this process's descriptor or None).
+
+    Links are followed one at a time, so that a link into ``/proc/*/fd`` (a
+    descriptor, whatever it points at) is told from a link to a file.
+    """
+    current = path
+    for _ in range(_MAX_LINKS):
+        descriptor = _DESCRIPTOR_FOLDER.fullmatch(os.path.realpath(current.parent))
+        if descriptor is not None and current.name.isdigit():
+            ours = descriptor.group(1) in (None, str(os.getpid()))
+            return current, True, int(current.name) if ours else None
+        if not current.is_symlink():
+            break
+        current = current.parent / os.readlink(current)
+    else:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    try:
+        mode = os.stat(current).st_mode
+    except FileNotFoundError:
+        return Path(os.path.realpath(current)), False, None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return Path(os.path.realpath(current)), False, None
+    return current, True, None
 
 
 def check_writable(path: Path) -> None:
     """Raise OSError now if ``path`` could not be written later (its folder is created if missing).
 
-    Leftover temporary files of ``path`` are removed on the way.
+    A device, a FIFO or a descriptor link must be writable; for a file, a
+    temporary file is made and removed beside it (or beside a symlink's
+    target), and leftover temporary files of it are removed on the way.
     """
-    path = Path(path)
-    if path.is_dir():
+    target, stream, fd = _output_target(Path(path))
+    if fd is not None:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise PermissionError(errno.EBADF, "the descriptor is open for reading only", str(path))
+        return
+    if stream:
+        if not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return
+    if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = _new_temp(path, ".check")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
+    fd, tmp = _new_temp(target, ".check")
     os.close(fd)
     tmp.unlink()

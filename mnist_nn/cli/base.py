@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 from mnist_nn.config import describe_data_dir
 from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
 from mnist_nn.errors import ConfigError, MnistNNError, OutputError, TerminatedError, UsageError
-from mnist_nn.files import check_writable, write_json
+from mnist_nn.files import check_writable, json_text, write_output
 from mnist_nn.text import describe_os_error, one_line
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "JSON_HELP",
     "MainFunction",
     "Parser",
     "TerminatedError",
@@ -44,6 +45,7 @@ __all__ = [
     "command",
     "fail",
     "flag_message",
+    "json_to_stdout",
     "show_progress",
     "signals_as_interrupts",
     "write_json_output",
@@ -53,6 +55,14 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+STDOUT = "-"  # the output path that means standard output (``--json -``)
+# The end of every --json flag's help.
+JSON_HELP = (
+    "; written atomically, or streamed to a device, a FIFO or /dev/stdout; - writes it to standard output, "
+    "and the command's other output then goes to stderr"
+)
+# The standard output that ``json_to_stdout`` set aside, one entry per running command (the last one last).
+_JSON_STDOUT: list[Any] = []
 
 
 class Parser(argparse.ArgumentParser):
@@ -92,6 +102,7 @@ def command(main: MainFunction) -> MainFunction:
     def wrapper(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         defaults = main.__defaults__ or ()
         name = prog or (str(defaults[-1]) if defaults else "mnist-nn")
+        stdout, set_aside = sys.stdout, len(_JSON_STDOUT)  # ``json_to_stdout`` changes both for this command
         try:
             return int(main(argv, name))
         except KeyboardInterrupt:
@@ -112,6 +123,9 @@ def command(main: MainFunction) -> MainFunction:
             return fail(name, str(exc), exc.exit_code)
         except OSError as exc:  # a disk or file problem no command foresaw: still one line
             return fail(name, os_error_message(exc), EXIT_FAILURE)
+        finally:
+            sys.stdout = stdout
+            del _JSON_STDOUT[set_aside:]
 
     return wrapper
 
@@ -123,8 +137,27 @@ def os_error_message(exc: OSError) -> str:
     return f"{where}: {describe_os_error(exc)}" if where else describe_os_error(exc)
 
 
+def _is_stdout(path: Path | None) -> bool:
+    """Whether an output path is ``-``, standard output."""
+    return path is not None and str(path) == STDOUT
+
+
+def json_to_stdout(path: Path | None) -> None:
+    """For ``--json -``: from here until the command returns, its other output goes to stderr.
+
+    Standard output then holds the JSON document alone, ready for a pipe
+    (``| jq``). ``command`` puts ``sys.stdout`` back when the command returns.
+    """
+    if _is_stdout(path) and sys.stdout is not sys.stderr:
+        sys.stdout.flush()
+        _JSON_STDOUT.append(sys.stdout)
+        sys.stdout = sys.stderr
+
+
 def check_output(path: Path) -> None:
-    """Refuse now (``UsageError``, one line) an output path that could not be written later."""
+    """Refuse now (``UsageError``, one line) an output path that could not be written later (``-`` can)."""
+    if _is_stdout(path):
+        return
     try:
         check_writable(path)
     except OSError as exc:
@@ -132,14 +165,25 @@ def check_output(path: Path) -> None:
 
 
 def write_json_output(path: Path, obj: Any) -> None:
-    """Write an output JSON file (``--json``) atomically, or raise ``OutputError`` in one line.
+    """Write an output JSON file (``--json``), or raise ``OutputError`` in one line.
+
+    ``-`` writes it to standard output; a device, a FIFO or ``/dev/stdout``
+    gets the bytes streamed; a file (or a symlink's target file) is written
+    atomically (``mnist_nn.files.write_output``).
 
     Raises:
         OutputError: the file cannot be written (a full disk, a read-only place, a folder in the way);
             any earlier file at ``path`` is left as it was.
     """
+    text = json_text(obj)
+    if _is_stdout(path):
+        out = _JSON_STDOUT.pop() if _JSON_STDOUT else sys.stdout
+        out.write(text)
+        out.flush()
+        return
+    sys.stdout.flush()  # what was printed comes first, if the path is this process's standard output
     try:
-        write_json(path, obj)
+        write_output(path, text.encode("utf-8"))
     except OSError as exc:
         raise OutputError(f"cannot write {one_line(str(path))}: {describe_os_error(exc)}") from None
 

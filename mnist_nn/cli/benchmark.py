@@ -36,12 +36,16 @@ from mnist_nn.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    JSON_HELP,
     Parser,
     UsageError,
     add_data_args,
+    check_output,
     command,
     fail,
+    json_to_stdout,
     show_progress,
+    write_json_output,
 )
 from mnist_nn.cli.sweep import (
     QUICK_EPOCHS,
@@ -55,7 +59,7 @@ from mnist_nn.cli.sweep import (
 )
 from mnist_nn.cli.tables import markdown_table, plural, seeds_text, std_text
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
-from mnist_nn.errors import MnistNNError
+from mnist_nn.errors import MnistNNError, OutputError
 
 DTYPES = ("float32", "float64")
 
@@ -107,7 +111,7 @@ def parse_shape(text: str) -> TrainingShape:
 
 def _add_common_args(parser: argparse.ArgumentParser, quick: str) -> None:
     add_data_args(parser)
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the whole report as JSON (atomically)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help=f"also write the whole report as JSON{JSON_HELP}")
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars (they are also off when stderr is not a terminal)"
     )
@@ -530,20 +534,17 @@ def _run_speed(args: argparse.Namespace, source: DataSource, progress: bool, pla
 @command
 def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py") -> int:
     """Entry point of ``scripts/benchmark.py``."""
-    from mnist_nn.files import check_writable, write_json
-
     args = build_benchmark_parser(prog).parse_args(argv)
+    json_to_stdout(args.json)
     action_prog = f"{prog} {args.action}"
     plan: AccuracyPlan | SpeedPlan
     try:
         # Every flag value is checked before anything runs.
         plan = accuracy_plan(args) if args.action == "accuracy" else _speed_plan(args)
         if args.json is not None:
-            check_writable(args.json)
+            check_output(args.json)
     except UsageError as exc:
         return fail(action_prog, str(exc), EXIT_USAGE)
-    except OSError as exc:
-        return fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_USAGE)
 
     progress = show_progress(args.quiet)
     report: AccuracyReport | SweepReport | SpeedReport
@@ -569,7 +570,7 @@ def benchmark_main(argv: Sequence[str] | None = None, prog: str = "benchmark.py"
     print("\n".join(lines))
     if args.json is not None:
         try:
-            write_json(args.json, {**report.to_dict(), "version": __version__})
-        except OSError as exc:
-            return fail(action_prog, f"cannot write {args.json}: {exc}", EXIT_FAILURE)
+            write_json_output(args.json, {**report.to_dict(), "version": __version__})
+        except OutputError as exc:
+            return fail(action_prog, str(exc), EXIT_FAILURE)
     return code

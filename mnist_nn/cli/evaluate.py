@@ -16,9 +16,12 @@ from tqdm import tqdm
 
 from mnist_nn.cli.base import (
     EXIT_OK,
+    JSON_HELP,
     Parser,
     add_data_args,
+    check_output,
     command,
+    json_to_stdout,
     show_progress,
     write_json_output,
 )
@@ -50,7 +53,7 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
         help="also count the answers of the models together: each image's digit is the one with the highest "
         "output probability averaged over the models (needs at least 2 models)",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write all results as JSON")
+    parser.add_argument("--json", type=Path, metavar="PATH", help=f"also write all results as JSON{JSON_HELP}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -78,6 +81,9 @@ def _print_evaluation(split: str, result: Evaluation) -> None:
 def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") -> int:
     """Entry point of ``scripts/evaluate.py``."""
     args = build_evaluate_parser(prog).parse_args(argv)
+    json_to_stdout(args.json)
+    if args.json is not None:
+        check_output(args.json)
     if args.mistakes < 0:
         raise UsageError(f"--mistakes must be >= 0, got {args.mistakes}")
     models = [load_model(path) for path in args.models]

@@ -11,10 +11,12 @@ import numpy as np
 
 from mnist_nn.cli.base import (
     EXIT_OK,
+    JSON_HELP,
     Parser,
     check_output,
     command,
     fail,
+    json_to_stdout,
     write_json_output,
 )
 from mnist_nn.config import IMAGE_SIDE
@@ -40,7 +42,10 @@ def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentPar
     parser.add_argument("model", type=Path, metavar="MODEL", help="a model file written by train --save")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (.png, .jpg, .npy, ...)")
     parser.add_argument(
-        "--json", type=Path, metavar="PATH", help="also write a list of {file, prediction, probabilities} as JSON"
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help=f"also write a list of {{file, prediction, probabilities}} as JSON{JSON_HELP}",
     )
     parser.add_argument(
         "--show", action="store_true", help="print the 28x28 image the network sees for each file, as text art"
@@ -70,6 +75,7 @@ def _prepared_path(folder: Path, image: Path, taken: set[str]) -> Path:
 def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predict") -> int:
     """Entry point of ``mnist-nn predict``."""
     args = build_predict_parser(prog).parse_args(argv)
+    json_to_stdout(args.json)
     model = load_model(args.model)
     if args.json is not None:
         check_output(args.json)

@@ -27,11 +27,13 @@ from mnist_nn.cli.base import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    JSON_HELP,
     Parser,
     add_data_args,
     check_output,
     command,
     fail,
+    json_to_stdout,
     show_progress,
     write_json_output,
 )
@@ -234,7 +236,7 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         "--json",
         type=Path,
         metavar="PATH",
-        help="also write the per-epoch history, the final counts and the configuration as JSON",
+        help=f"also write the per-epoch history, the final counts and the configuration as JSON{JSON_HELP}",
     )
     parser.add_argument(
         "--plot",
@@ -547,6 +549,7 @@ def _stop_words(signum: int) -> tuple[str, int]:
 def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") -> int:
     """Entry point of ``scripts/train_mnist.py``."""
     args = build_train_parser(prog).parse_args(argv)
+    json_to_stdout(args.json)
     # Every flag, the run to resume and every output file are checked before the data is loaded.
     saved = load_model(args.resume) if args.resume is not None else None
     resumed = None

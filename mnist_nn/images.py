@@ -1,6 +1,7 @@
 """A user's picture as an MNIST input, and MNIST digits as text.
 
-This module owns reading image files (``load_image``), turning any grayscale
+This module owns reading image files (``load_image``, with the bound on the
+work of decoding them, ``check_decoding_work``), turning any grayscale
 picture of one digit into a (784,) MNIST-style input (``to_mnist``, and
 ``load_digit`` for both at once), photos included (``photo_ink``), and
 drawing a digit as text art (``render_digit``) or writing it as a PNG
@@ -57,11 +58,18 @@ drawings of ``mnist-nn serve``, never take this path and cost no more.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import re
 import stat
 import struct
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -71,7 +79,7 @@ import numpy.typing as npt
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.errors import ImageError
 from mnist_nn.files import atomic_write
-from mnist_nn.text import first_line, one_line
+from mnist_nn.text import MESSAGE_LIMIT, first_line, one_line
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
@@ -94,6 +102,16 @@ PHOTO_JOIN_SIZE = 0.1  # a region joins the digit when at least this fraction of
 PHOTO_JOIN_REACH = 0.5  # ... and within this fraction of that region's size from its box
 MAX_IMAGE_SIDE = 4096  # larger pictures are refused: scale them down first
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # about 16.8 million
+# A progressive JPEG is decoded scan by scan, each scan visiting every 8x8 block of the components it
+# codes, whatever the scale of decoding: these bound the work before anything is decoded.
+MAX_JPEG_SCANS = 200  # libjpeg writes 6 progressive scans in grayscale, 10 in color
+# 8x8 blocks visited over all scans: libjpeg's progressive scans of the largest picture Pillow opens
+# (89.5 million pixels) visit 11 million in color, 34 million in CMYK; about 1.5 s of CPU.
+MAX_JPEG_SCAN_BLOCKS = 40_000_000
+MAX_JPEG_MARKERS = 1000  # markers up to the end of the picture; photos have a few dozen
+# Pillow reads a PNG's chunks one by one in Python. Encoders write pixel data in chunks of 8 KiB or more:
+PNG_CHUNK_ALLOWANCE = 1024  # chunks any PNG may have, and one more per KiB of its raw pixel data
+MAX_PNG_INFLATED_CHUNKS = 64  # iCCP, zTXt and compressed iTXt chunks, each inflated up to 1 MB by Pillow
 RAMP = " .:-=+*#%@"  # render_digit's characters, from background (0) to full ink (1)
 PILLOW_INSTALL = "pip install 'mnist-nn[images]'"
 PILLOW_HINT = f"reading PNG/JPEG images needs Pillow: {PILLOW_INSTALL}"
@@ -107,6 +125,19 @@ _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow modes of
 # MPO pictures of many phones.)
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 _ACCEPTED_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PGM/PPM"
+_READ_CHUNK = 1 << 16  # bytes read at a time while looking for markers and chunks
+_JPEG_START = b"\xff\xd8\xff"  # SOI and the next marker's 0xFF: how Pillow recognizes a JPEG (or an MPO)
+# A marker is 0xFF and a code other than 0 (a 0xFF byte of a scan's data), 0xFF (fill) or a restart
+# (0xD0-0xD7, inside a scan's data); libjpeg skips any other bytes found between markers.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS, _JPEG_TEM = 0xD8, 0xD9, 0xDA, 0x01
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-SOF15: not DHT, JPG, DAC
+_JPEG_ADVICE = "re-save it as a baseline JPEG or PNG"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG color type
+_PNG_INFLATED = (b"iCCP", b"zTXt", b"iTXt")
+# Python's warning filters belong to the process: one thread at a time may change them.
+_WARNINGS_LOCK = threading.Lock()
 _FILE_KINDS = {
     stat.S_IFIFO: "a FIFO (named pipe)",
     stat.S_IFCHR: "a character device",
@@ -131,8 +162,14 @@ def load_image(path: Path) -> npt.NDArray[np.float64]:
     the decoded size; pictures over ``MAX_IMAGE_SIDE`` pixels on a side (or
     ``MAX_IMAGE_PIXELS``, or Pillow's lower ``Image.MAX_IMAGE_PIXELS``) are
     refused before decoding, except JPEGs, which are decoded at 1/2, 1/4 or
-    1/8 scale when that fits. Anything but a regular file (a FIFO, a device)
-    is refused before it is opened, so nothing can block on it.
+    1/8 scale when that fits. JPEGs and PNGs whose decoding would take far
+    longer than their size suggests (thousands of progressive scans, floods of
+    chunks) are refused from their markers first (``check_decoding_work``).
+    Anything but a regular file (a FIFO, a device) is refused before it is
+    opened, so nothing can block on it. What the libraries warn or print while
+    decoding (Pillow's warnings about damaged metadata, libtiff's errors) never
+    reaches stderr: a picture that cannot be read is refused with the first of
+    it in the message, and for a picture that decodes it is dropped.
 
     Args:
         path: the file to read.
@@ -142,8 +179,8 @@ def load_image(path: Path) -> npt.NDArray[np.float64]:
 
     Raises:
         ImageError: the file is missing, unreadable or not a regular file, is not an image
-            in an accepted format, is too large, holds bad values, or needs Pillow and
-            Pillow is not installed. The message names the file on one line.
+            in an accepted format, is too large or too slow to decode, holds bad values, or
+            needs Pillow and Pillow is not installed. The message names the file on one line.
     """
     path = Path(path)
     if path.suffix.lower() == _NPY_SUFFIX:
@@ -250,7 +287,13 @@ def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
 
 
 def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
-    """Decode a picture with Pillow into grayscale in [0, 1], refusing huge ones and unaccepted formats."""
+    """Decode a picture with Pillow into grayscale in [0, 1], refusing huge ones and unaccepted formats.
+
+    The warnings raised meanwhile (Pillow's about damaged metadata, say) are
+    collected, not printed: a picture that cannot be read is refused in one
+    line that quotes the first of them; a picture that decodes is used, and
+    they are dropped.
+    """
     name = _name(path)
     file = _open_regular(path)
     try:
@@ -258,10 +301,13 @@ def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
     except ImportError:
         file.close()
         raise ImageError(f"{name}: {PILLOW_HINT}") from None
-    with file, warnings.catch_warnings():
+    printed: list[str] = []  # lines libtiff printed while decoding
+    with file, _collected_warnings() as caught:
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
+            check_decoding_work(file, name=name)
+            file.seek(0)
             # Only the accepted formats are even tried, so no other plugin parses the file.
             with Image.open(file, formats=ACCEPTED_FORMATS) as image:
                 limit = _pixel_limit(Image.MAX_IMAGE_PIXELS)
@@ -273,7 +319,9 @@ def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
                         f"{name}: image of {width}x{height} pixels is too large "
                         f"(limit {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} and {limit:,} pixels); scale it down first"
                     )
-                image.load()
+                # libtiff, which decodes compressed TIFFs, prints its errors on stderr itself.
+                with _captured_stderr(printed) if image.format == "TIFF" else contextlib.nullcontext():
+                    image.load()
                 if image.size != (width, height):  # cannot happen with the accepted formats; never trust it
                     raise ImageError(f"{name}: decoded to {image.size}, not the {width}x{height} its header says")
                 return _grayscale(ImageOps.exif_transpose(image))
@@ -284,13 +332,238 @@ def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
         except UnidentifiedImageError:
             raise ImageError(
                 f"{name}: not a readable image (not {_ACCEPTED_NAMES}; other formats, such as ICO, are refused "
-                "because their size cannot be checked before decoding)"
+                f"because their size cannot be checked before decoding{_heard(printed, caught)})"
             ) from None
         except MemoryError:
             raise ImageError(f"{name}: too large to decode in memory") from None
         except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, struct.error) as e:
             # Damaged files raise any of these while decoding.
-            raise ImageError(f"{name}: not a readable image ({first_line(e)})") from None
+            raise ImageError(f"{name}: not a readable image ({first_line(e)}{_heard(printed, caught)})") from None
+
+
+def _is_deprecation(warning: warnings.WarningMessage) -> bool:
+    """Whether a warning is a deprecation, meant for this package's developers rather than about a picture."""
+    return issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning))
+
+
+@contextlib.contextmanager
+def _collected_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Collect the warnings raised inside rather than print them; deprecations are passed on when it ends.
+
+    Threads take turns (``_WARNINGS_LOCK``), so that each restores the
+    warning filters it found.
+    """
+    with _WARNINGS_LOCK:
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield caught
+        finally:
+            for warning in filter(_is_deprecation, caught):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+@contextlib.contextmanager
+def _captured_stderr(printed: list[str]) -> Iterator[None]:
+    """Send what is written on file descriptor 2 inside to a temporary file, its lines added to ``printed`` at the end.
+
+    C libraries print there directly. Callers hold ``_WARNINGS_LOCK``, so two
+    captures never interleave; another thread's writes in the meantime are captured too.
+    """
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep clean
+            yield
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(_READ_CHUNK).decode("utf-8", "replace")
+            printed.extend(line for line in text.splitlines() if line.strip())
+
+
+def _heard(printed: list[str], caught: list[warnings.WarningMessage]) -> str:
+    """What libraries printed and warned, as the end of an error message ("; libtiff: ...; warning: ..."), or ""."""
+    heard = [warning for warning in caught if not _is_deprecation(warning)]
+    said = f"; libtiff: {one_line(printed[0], MESSAGE_LIMIT)}" if printed else ""
+    if not heard:
+        return said
+    count = "warning" if len(heard) == 1 else f"first of {len(heard)} warnings"
+    return f"{said}; {count}: {one_line(str(heard[0].message), MESSAGE_LIMIT)}"
+
+
+def check_decoding_work(source: bytes | IO[bytes], *, name: str = "image") -> None:
+    """Refuse a JPEG or PNG whose decoding would take far longer than its size suggests, decoding nothing.
+
+    ``load_image`` applies it to every picture. Other data passes.
+
+    - JPEG: a progressive JPEG is decoded scan by scan, and each scan visits
+      every 8x8 block of the components it codes, whatever the scale the
+      picture is decoded at: a 9400x9400 header with thousands of scans of a
+      few bytes each fits in 1 MiB and takes minutes. The markers are read up
+      to the end of the first picture (EOI); refused are more than
+      ``MAX_JPEG_SCANS`` scans, scans that visit more than
+      ``MAX_JPEG_SCAN_BLOCKS`` blocks in all (each scan's components' blocks,
+      counted from the frame header), or more than ``MAX_JPEG_MARKERS`` markers.
+    - PNG: Pillow handles each chunk in Python and inflates every iCCP chunk
+      (up to 1 MB each): 5 MB of chunks take seconds. Refused are more chunks
+      than ``PNG_CHUNK_ALLOWANCE`` plus one per KiB of the raw pixel data
+      (rows of bytes, as the header declares them), or more than
+      ``MAX_PNG_INFLATED_CHUNKS`` iCCP, zTXt and compressed iTXt chunks.
+
+    The check reads the file's markers or chunk headers once, in chunks of
+    64 KiB, and stops at the first limit passed.
+
+    Args:
+        source: the picture's bytes, or a binary file, read from its start (its position is left anywhere).
+        name: what to call the picture in the message, e.g. its file name.
+
+    Raises:
+        ImageError: a limit is passed; the message says which and how to re-save the picture.
+        OSError: the file cannot be read.
+    """
+    reader = _ChunkReader(io.BytesIO(source) if isinstance(source, bytes) else source)
+    start = reader.read(0, len(_PNG_SIGNATURE))
+    if start.startswith(_JPEG_START):
+        _check_jpeg_work(reader, name)
+    elif start == _PNG_SIGNATURE:
+        _check_png_work(reader, name)
+
+
+def _check_jpeg_work(reader: _ChunkReader, name: str) -> None:
+    """``check_decoding_work`` for a JPEG: its scans and markers, up to EOI."""
+    frame: tuple[int, int, dict[int, int]] | None = None  # width, height, 8x8 blocks of each component
+    scans = blocks = markers = 0
+    position = 2  # after SOI
+    while (found := reader.next_marker(position)) is not None:
+        at, code = found
+        if code in (_JPEG_SOI, _JPEG_EOI):  # libjpeg stops at either
+            return
+        markers += 1
+        if markers > MAX_JPEG_MARKERS:
+            raise ImageError(
+                f"{name}: a JPEG of more than {MAX_JPEG_MARKERS:,} markers (photos have a few dozen) "
+                f"would take too long to read; {_JPEG_ADVICE}"
+            )
+        if code == _JPEG_TEM:  # the one marker outside a scan without a length
+            position = at + 2
+            continue
+        length = max(int.from_bytes(reader.read(at + 2, 2), "big"), 2)  # the segment's, counting these 2 bytes
+        position = at + 2 + length
+        if code in _JPEG_FRAMES and frame is None:
+            frame = _jpeg_frame(reader.read(at + 4, length - 2))
+        elif code == _JPEG_SOS:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise ImageError(
+                    f"{name}: a JPEG of more than {MAX_JPEG_SCANS} scans (photos have about 10) would take "
+                    f"too long to decode; {_JPEG_ADVICE}"
+                )
+            if frame is not None:
+                blocks += sum(frame[2].get(c, 0) for c in _jpeg_scan_components(reader.read(at + 4, length - 2)))
+                if blocks > MAX_JPEG_SCAN_BLOCKS:
+                    raise ImageError(
+                        f"{name}: a {frame[0]}x{frame[1]} JPEG whose scans decode more than "
+                        f"{MAX_JPEG_SCAN_BLOCKS:,} blocks of 8x8 pixels would take too long to decode; "
+                        f"{_JPEG_ADVICE}, or scale it down"
+                    )
+
+
+def _check_png_work(reader: _ChunkReader, name: str) -> None:
+    """``check_decoding_work`` for a PNG: its chunks, up to IEND."""
+    limit = PNG_CHUNK_ALLOWANCE
+    chunks = inflated = 0
+    position = len(_PNG_SIGNATURE)
+    while len(header := reader.read(position, 8)) == 8:
+        length, kind = struct.unpack(">I4s", header)
+        chunks += 1
+        if kind == b"IHDR" and chunks == 1:
+            # Larger pictures are refused once Pillow has read the header: they earn no more chunks.
+            raw_bytes = min(_png_raw_bytes(reader.read(position + 8, min(length, 13))), 8 * MAX_IMAGE_PIXELS)
+            limit += raw_bytes // 1024
+        elif kind in _PNG_INFLATED and (kind != b"iTXt" or _itxt_is_compressed(reader.read(position + 8, 81))):
+            inflated += 1
+            if inflated > MAX_PNG_INFLATED_CHUNKS:
+                raise ImageError(
+                    f"{name}: a PNG of more than {MAX_PNG_INFLATED_CHUNKS} compressed iCCP, zTXt or iTXt chunks "
+                    "would take too long to read; re-save it without its metadata"
+                )
+        if chunks > limit:
+            raise ImageError(
+                f"{name}: a PNG of more than {limit:,} chunks would take too long to read for its size; "
+                "re-save it (image editors write a few large chunks)"
+            )
+        if kind == b"IEND":
+            return
+        position += 12 + length  # length, type, data, CRC
+
+
+def _png_raw_bytes(header: bytes) -> int:
+    """The bytes of raw pixel rows an IHDR declares (a filter byte each); 0 if it is cut short."""
+    if len(header) < 10:
+        return 0
+    width, height, depth, color = (int(v) for v in struct.unpack(">IIBB", header[:10]))
+    return height * (1 + -(-width * _PNG_CHANNELS.get(color, 4) * depth // 8))
+
+
+def _itxt_is_compressed(start: bytes) -> bool:
+    """Whether an iTXt chunk, from the start of its data (keyword, NUL, compression flag), is compressed."""
+    end = start.find(b"\x00")
+    return 0 <= end < len(start) - 1 and start[end + 1] == 1
+
+
+def _jpeg_frame(header: bytes) -> tuple[int, int, dict[int, int]] | None:
+    """Width, height and each component's 8x8 blocks (whole MCUs) from a SOF segment; None if it is cut short."""
+    if len(header) < 6 or len(header) < 6 + 3 * header[5]:
+        return None
+    height, width = struct.unpack(">HH", header[1:5])
+    factors = {
+        header[i]: (max(header[i + 1] >> 4, 1), max(header[i + 1] & 15, 1)) for i in range(6, 6 + 3 * header[5], 3)
+    }
+    h_max = max(h for h, _ in factors.values())
+    v_max = max(v for _, v in factors.values())
+    mcu_columns, mcu_rows = -(-width // (8 * h_max)), -(-height // (8 * v_max))
+    return width, height, {c: mcu_columns * h * mcu_rows * v for c, (h, v) in factors.items()}
+
+
+def _jpeg_scan_components(header: bytes) -> list[int]:
+    """The component ids a SOS segment's scan codes (as many as the segment holds)."""
+    count = header[0] if header else 0
+    return [header[i] for i in range(1, min(1 + 2 * count, len(header)), 2)]
+
+
+class _ChunkReader:
+    """Reads a binary file at any position, holding one chunk of it."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._start = 0  # the file position of the chunk held
+        self._chunk = b""
+
+    def read(self, position: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``position`` (fewer at the end of the file)."""
+        if position < self._start or position + size > self._start + len(self._chunk):
+            self._file.seek(position)
+            self._chunk = self._file.read(max(size, _READ_CHUNK))
+            self._start = position
+        offset = position - self._start
+        return self._chunk[offset : offset + size]
+
+    def next_marker(self, position: int) -> tuple[int, int] | None:
+        """The position and code of the first marker at or after ``position``; None at the end of the file."""
+        while len(self.read(position, 2)) == 2:
+            found = _JPEG_MARKER.search(self._chunk, position - self._start)
+            if found is not None:
+                return self._start + found.start(), self._chunk[found.start() + 1]
+            position = self._start + len(self._chunk) - 1  # a marker may straddle the chunk's end
+        return None
 
 
 def _pixel_limit(pillow_limit: int | None) -> int:

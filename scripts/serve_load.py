@@ -4,7 +4,9 @@ Every client is a thread with its own connection; all of them wait at one
 barrier and then send the same drawing at once, as the page sends it (a
 ``--side`` x ``--side`` raster of 0-255 gray levels, 280 x 280 by default, in
 the compact form: ``levels``, the levels as bytes in base64; ``--form pixels``
-sends them as a JSON array of numbers instead, as other clients may).
+sends them as a JSON array of numbers instead, as other clients may;
+``--form png`` sends a 16-bit RGBA PNG, the costliest picture to decode for
+its size: a 1024 x 1024 one is a 22 KB body).
 Latency is measured per request, from the barrier to the last byte of the
 answer. Only the standard library is used, so the script loads any server,
 installed or not::
@@ -13,8 +15,11 @@ installed or not::
     python scripts/serve_load.py http://127.0.0.1:8000 --clients 200
 
 prints, for example, ``200 clients (104,571-byte bodies): 200 answered (200:
-200), 0 failed; p50 0.40 s, p99 0.80 s, max 0.81 s``. The exit code is 0 when every client got
-a 200, 1 otherwise.
+200), 0 failed; p50 0.40 s, p99 0.80 s, max 0.81 s``. With ``--pid`` (the
+server's process id, on Linux), it also prints the server's resident memory
+before the load and its peak (``VmHWM`` in ``/proc/PID/status``, the peak
+since the server started). The exit code is 0 when every client got a 200,
+1 otherwise.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import base64
 import http.client
 import json
 import math
+import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -33,11 +40,14 @@ from urllib.parse import urlsplit
 TIMEOUT = 60.0  # seconds a client waits for its connection, its answer and each read
 
 
-FORMS = ("levels", "pixels")  # the compact raster (base64 bytes), the page's; a JSON array of numbers
+FORMS = ("levels", "pixels", "png")  # the compact raster (base64 bytes), the page's; a JSON array; a PNG
 
 
 def drawing_body(side: int, form: str = "levels") -> bytes:
     """A ``POST /api/predict`` body: a dark vertical stroke on a light ``side`` x ``side`` canvas, in ``form``."""
+    if form == "png":
+        data_url = "data:image/png;base64," + base64.b64encode(stroke_png(side)).decode("ascii")
+        return json.dumps({"png": data_url}).encode("utf-8")
     pixels = [
         0 if side // 3 <= col < side // 3 + max(1, side // 10) else 255 for _ in range(side) for col in range(side)
     ]
@@ -47,6 +57,29 @@ def drawing_body(side: int, form: str = "levels") -> bytes:
     else:
         raster["pixels"] = pixels
     return json.dumps({"raster": raster}).encode("utf-8")
+
+
+def stroke_png(side: int) -> bytes:
+    """A ``side`` x ``side`` 16-bit RGBA PNG (opaque) of a black vertical stroke on white, written with zlib."""
+    paper, ink = b"\xff" * 8, b"\x00" * 6 + b"\xff" * 2  # one pixel: R, G, B, A as 16-bit samples
+    left, width = side // 3, max(1, side // 10)
+    blank = b"\x00" + paper * side  # each row starts with its filter type, 0 (none)
+    inked = b"\x00" + paper * left + ink * width + paper * (side - left - width)
+    rows = [inked if side // 10 <= row < side - side // 10 else blank for row in range(side)]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)  # bit depth 16, color type 6 (RGBA)
+    pixels = zlib.compress(b"".join(rows), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """The resident memory of process ``pid`` in MiB: ``VmRSS`` (now) and ``VmHWM`` (its peak), from /proc."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        fields = dict(line.split(":", 1) for line in status if line.startswith(("VmRSS", "VmHWM")))
+    return {key: int(value.split()[0]) / 1024 for key, value in fields.items()}  # the values are in kB
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -108,10 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--form",
         choices=FORMS,
         default="levels",
-        help="the raster's form: levels (base64 bytes, as the page sends) or pixels (a JSON array); default: levels",
+        help="the drawing's form: levels (base64 bytes, as the page sends), pixels (a JSON array) or png "
+        "(a 16-bit RGBA PNG); default: levels",
     )
+    parser.add_argument("--pid", type=int, help="the server's process id: print its memory before and at the peak")
     args = parser.parse_args(argv)
     body = drawing_body(args.side, args.form)
+    before = memory_mib(args.pid) if args.pid is not None else None
     failed = False
     for _ in range(args.rounds):
         outcomes, latencies = load(args.url, args.clients, body)
@@ -128,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.clients - answered} failed; {timing}"
         )
         failed = failed or outcomes.get("200", 0) != args.clients
+    if before is not None and args.pid is not None:
+        after = memory_mib(args.pid)
+        print(f"server memory: {before['VmRSS']:.0f} MiB before, peak {after['VmHWM']:.0f} MiB (VmHWM)")
     return 1 if failed else 0
 
 

@@ -4,8 +4,11 @@ Each kind of hostile or unlucky client the server must survive: many at once
 (the listen backlog, the bound on connections), slow ones (one deadline for a
 request's whole head and body, not a timeout per read), ones that reset or
 close mid-request or mid-answer (no tracebacks on stderr), DNS rebinding on
-any loopback address, and large bodies (the memory of one request, and of
-many at once). Deadlines are made short through ``make_server``'s arguments,
+any loopback address, large bodies (the memory of one request, and of
+many at once), small bodies that decode to large pictures, and clients that
+hold connections open between requests while file descriptors run out (a
+server in a subprocess with a low RLIMIT_NOFILE, its memory and CPU time read
+from /proc). Deadlines are made short through ``make_server``'s arguments,
 so that every test takes seconds; the bounds on elapsed time are generous,
 several times the deadline. Speed (p99 of 200 clients) is measured by
 ``scripts/serve_load.py``, not here: a unit test asserts only that all are
@@ -15,25 +18,40 @@ answered.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import math
+import os
 import socket
 import socketserver
 import struct
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from mnist_nn.models import SavedModel, load_model, save_model
 from mnist_nn.nn.network import Network
-from mnist_nn.serve import MAX_BODY_BYTES, is_loopback, make_server
-from tests.test_serve import TIMEOUT, raster_body, running_server
+from mnist_nn.serve import (
+    MAX_BODY_BYTES,
+    MAX_DECODED_BYTES_IN_FLIGHT,
+    MAX_DRAWING_BYTES,
+    drawing_bytes,
+    is_loopback,
+    make_server,
+)
+from tests.test_serve import ROOT, TIMEOUT, raster_body, running_server
 
 pytestmark = pytest.mark.reliability
 
@@ -418,6 +436,9 @@ def test_bounds_are_checked(model: SavedModel) -> None:
         ({"request_timeout": math.inf}, "request_timeout must be a positive number of seconds, got inf"),
         ({"max_connections": 0}, "max_connections must be at least 1, got 0"),
         ({"max_bytes_in_flight": 10}, f"max_bytes_in_flight must be at least {MAX_BODY_BYTES}, got 10"),
+        ({"idle_timeout": -1}, "idle_timeout must be a positive number of seconds, got -1"),
+        ({"idle_timeout": math.nan}, "idle_timeout must be a positive number of seconds, got nan"),
+        ({"max_decoded_bytes": 2**20}, f"max_decoded_bytes must be at least {MAX_DRAWING_BYTES}, got {2**20}"),
     ]
     for bounds, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -473,3 +494,268 @@ def test_ctrl_c_just_after_a_connection_started_stops_the_server_and_frees_the_s
         server.server_close()
         thread.join(TIMEOUT)
     assert capsys.readouterr().err == ""
+
+
+# --- small bodies that decode to large pictures -------------------------------------------
+
+
+def _load_script() -> ModuleType:
+    """scripts/serve_load.py as a module: its drawings are the ones the load figures are measured with."""
+    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "scripts" / "serve_load.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def largest_png_body() -> bytes:
+    """A predict body holding a 1024x1024 16-bit RGBA PNG: 22 KB that decode to 48 MiB (drawing_bytes)."""
+    body: bytes = _load_script().drawing_body(1024, "png")
+    return body
+
+
+def test_drawing_bytes_come_from_the_declared_size() -> None:
+    png = json.loads(largest_png_body())
+    assert drawing_bytes(png) == MAX_DRAWING_BYTES == 1024 * 1024 * (4 * 2 + 5 * 8)
+    assert drawing_bytes({"raster": {"width": 280, "height": 280, "levels": ""}}) == 280 * 280 * (1 + 5 * 8)
+    malformed: list[Any] = [{}, {"png": "data:image/png;base64,AAAA"}, {"raster": {"width": 10**9, "height": 1}}, []]
+    for body in malformed:
+        assert drawing_bytes(body) == 0  # refused before anything is decoded
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, str], Any]:
+    """POST ``body`` to /api/predict; the status, the headers and the parsed JSON answer."""
+    conn = http.client.HTTPConnection(*address(url), timeout=PATIENCE)
+    try:
+        conn.request("POST", "/api/predict", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_a_drawing_without_room_to_be_decoded_waits_then_gets_503(model: SavedModel) -> None:
+    pytest.importorskip("PIL")
+    body = largest_png_body()
+    server = make_server(model, "127.0.0.1", 0, request_timeout=DEADLINE)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = server.url.rstrip("/")
+    try:
+        # Room for all but one byte of the largest drawing is taken, as other drawings being decoded would.
+        with server.decode_budget.reserve(server.decode_budget.total - MAX_DRAWING_BYTES + 1, math.inf):
+            start = time.monotonic()
+            status, headers, answer = _post(url, body)
+            assert status == 503 and headers["Retry-After"] == "1", answer
+            assert "busy" in answer["error"] and time.monotonic() - start < PATIENCE
+            assert _post(url, small_drawing())[0] == 200  # a small drawing fits beside them
+        assert _post(url, body)[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+
+
+SERVER_PROCESS = """
+import json, os, resource, sys, threading
+from mnist_nn.models import load_model
+from mnist_nn.serve import make_server
+
+path, descriptors, hold, bounds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
+if descriptors:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+server = make_server(load_model(path), "127.0.0.1", 0, **bounds)
+taken = []
+while hold:  # every free descriptor, given back after `hold` seconds
+    try:
+        taken.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        threading.Timer(hold, lambda: [os.close(fd) for fd in taken]).start()
+        break
+print(server.url, flush=True)
+server.serve_forever(poll_interval=0.05)
+"""
+SERVE_COMMAND = "from mnist_nn.cli.serve import serve_main; raise SystemExit(serve_main())"  # as `mnist-nn serve`
+
+
+@dataclass
+class ServerProcess:
+    """A server in a process of its own: its address, its process, and what it wrote on stderr once stopped."""
+
+    url: str
+    process: subprocess.Popen[str]
+    stderr: str = ""
+
+    def status(self) -> dict[str, int]:
+        """Its /proc/PID/status lines of memory, in KiB (VmRSS: now, VmHWM: the peak)."""
+        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
+            lines = [line.split(":", 1) for line in status if line.startswith("Vm")]
+        return {name: int(value.split()[0]) for name, value in lines}
+
+    def cpu_seconds(self) -> float:
+        """The CPU time it has used, user and system, from /proc/PID/stat."""
+        with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime and stime, fields 14 and 15
+
+
+@contextmanager
+def server_process(
+    model: SavedModel, *, command: bool = False, descriptors: int = 0, hold: float = 0.0, **bounds: Any
+) -> Iterator[ServerProcess]:
+    """``make_server(model, **bounds)`` serving in a subprocess, its RLIMIT_NOFILE at ``descriptors`` if given.
+
+    With ``hold``, the process takes every free descriptor for ``hold`` seconds once it listens.
+    With ``command``, the subprocess is ``mnist-nn serve MODEL --port 0`` instead, as users run it.
+    """
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads the server's memory and CPU time from /proc")
+    args = [str(model.path), str(descriptors), str(hold), json.dumps(bounds)]
+    code = (
+        [sys.executable, "-c", SERVE_COMMAND, str(model.path), "--port", "0"]
+        if command
+        else [sys.executable, "-c", SERVER_PROCESS, *args]
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    server = ServerProcess("", process)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the URL, or "Serving MODEL at URL (this computer only); ..."
+        server.url = line.split(" at ")[-1].split(" ")[0].strip().rstrip("/")
+        assert server.url.startswith("http://"), line
+        yield server
+    finally:
+        process.terminate()
+        server.stderr = process.communicate(timeout=TIMEOUT)[1]
+
+
+def test_many_small_pngs_that_decode_large_stay_within_the_decode_budget(model: SavedModel) -> None:
+    pytest.importorskip("PIL")
+    body = largest_png_body()
+    assert len(body) < 25_000 and drawing_bytes(json.loads(body)) == 48 * 2**20
+    with server_process(model, command=True) as server:
+        assert _post(server.url, _load_script().drawing_body(28, "png"))[0] == 200  # Pillow loaded
+        before = server.status()["VmRSS"]
+        results = post_all(server.url, body, 48)
+        growth = (server.status()["VmHWM"] - before) * 2**10
+    assert set(results) <= {200, 503} and 200 in results, results
+    # The drawings decoded at once, and the rest: bodies, threads. With each thread's malloc arena keeping
+    # what it freed, and no bound on decoding, it was 0.2 to 1.2 GB.
+    assert growth < MAX_DECODED_BYTES_IN_FLIGHT + 64 * 2**20, f"{growth / 2**20:.0f} MiB more at the peak"
+    assert "Traceback" not in server.stderr
+
+
+class _SlowNetwork(Network):
+    """A network that takes a while over each answer and counts how many it gives at once."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        super().__init__(sizes, seed=4)
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def probabilities(self, x: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.3)  # while the drawing's pictures are held
+        with self.lock:
+            self.now -= 1
+        return super().probabilities(x)
+
+
+def test_no_more_drawings_are_decoded_at_once_than_the_budget_holds(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    network = _SlowNetwork([784, 10])
+    slow = SavedModel(network=network, metadata={}, resume=None, path=tmp_path / "slow.npz")
+    # Room for two of the largest drawings: four at once are answered two at a time.
+    with running_server(slow, max_decoded_bytes=2 * MAX_DRAWING_BYTES, request_timeout=PATIENCE) as url:
+        assert post_all(url, largest_png_body(), 4) == [200] * 4
+    assert network.most <= 2
+
+
+# --- idle connections and file descriptors ----------------------------------------------
+
+
+def _get(url: str) -> bytes:
+    """A GET /api/model that keeps its connection open."""
+    return f"GET /api/model HTTP/1.1\r\nHost: {url.removeprefix('http://')}\r\n\r\n".encode()
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer (head and Content-Length body) from a connection that stays open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    top, _, body = data.partition(b"\r\n\r\n")
+    length = int(top.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
+    return top + b"\r\n\r\n" + body
+
+
+def test_a_kept_alive_connection_is_closed_when_idle_but_a_slow_request_is_not(model: SavedModel) -> None:
+    with running_server(model, request_timeout=PATIENCE, idle_timeout=DEADLINE) as url:
+        with socket.create_connection(address(url), timeout=PATIENCE) as sock:
+            sock.sendall(_get(url))
+            assert status_of(read_answer(sock)) == 200
+            start = time.monotonic()
+            assert read_all(sock) == b""  # closed at the idle timeout, long before the request timeout
+            assert DEADLINE * 0.9 <= time.monotonic() - start < PATIENCE / 2
+        with socket.create_connection(address(url), timeout=PATIENCE) as sock:
+            sock.sendall(_get(url))
+            assert status_of(read_answer(sock)) == 200
+            time.sleep(DEADLINE / 2)
+            sock.sendall(b"GET /api/model HTTP/1.1\r\n")  # the next request begins within the idle timeout,
+            time.sleep(DEADLINE * 1.5)  # and takes longer than it, well within the request timeout
+            sock.sendall(f"Host: {url.removeprefix('http://')}\r\n\r\n".encode())
+            assert status_of(read_answer(sock)) == 200
+
+
+def test_idle_kept_alive_clients_cannot_take_every_descriptor(model: SavedModel) -> None:
+    # 140 clients that keep their connections open, with 128 descriptors: a new client is answered at
+    # once, in the place of one that waits, and the server does not spin on accept() meanwhile.
+    with server_process(model, descriptors=128) as server:
+        clients = []
+        try:
+            for _ in range(140):
+                sock = socket.create_connection(address(server.url), timeout=PATIENCE)
+                sock.sendall(_get(server.url))
+                clients.append(sock)
+            time.sleep(0.5)
+            cpu = server.cpu_seconds()
+            time.sleep(2.0)
+            cpu = server.cpu_seconds() - cpu
+            start = time.monotonic()
+            with socket.create_connection(address(server.url), timeout=PATIENCE) as sock:
+                sock.sendall(_get(server.url))
+                reply = read_answer(sock)
+            seconds = time.monotonic() - start
+        finally:
+            for sock in clients:
+                sock.close()
+    assert status_of(reply) == 200, reply[:100]
+    assert seconds < 3.0, f"answered after {seconds:.1f} s"
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU in 2 s with every client idle"
+    assert "Traceback" not in server.stderr, server.stderr
+
+
+def test_accept_without_a_free_descriptor_backs_off_instead_of_spinning(model: SavedModel) -> None:
+    hold = 4.0
+    with server_process(model, hold=hold) as server:
+        start = time.monotonic()
+        with socket.create_connection(address(server.url), timeout=hold + PATIENCE) as sock:
+            sock.sendall(_get(server.url))  # waits in the listen backlog: accept() fails with EMFILE
+            time.sleep(0.3)
+            cpu = server.cpu_seconds()
+            time.sleep(2.0)
+            cpu = server.cpu_seconds() - cpu
+            reply = read_answer(sock)  # once the descriptors are given back
+        seconds = time.monotonic() - start
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU in 2 s of accept() failing"
+    assert status_of(reply) == 200 and seconds < hold + PATIENCE
+    assert "Traceback" not in server.stderr and server.stderr.count("\n") <= 2, server.stderr
+    assert "cannot accept connections: Too many open files (file descriptor limit" in server.stderr

@@ -59,7 +59,7 @@ def build_serve_parser(prog: str = "mnist-nn serve") -> argparse.ArgumentParser:
 def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") -> int:
     """Entry point of ``mnist-nn serve``."""
     # Imported here: the HTTP server brings ssl along (~5 MB, ~0.1 s), which no other command needs.
-    from mnist_nn.serve import make_server, newest_model
+    from mnist_nn.serve import make_server, newest_model, return_freed_memory
 
     args = build_serve_parser(prog).parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -71,6 +71,7 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
         if path is None:
             raise UsageError(f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save")
     model = load_model(path)
+    return_freed_memory()  # a drawing's pictures go back to the system once answered, whichever thread held them
     try:  # the socket's OSErrors are not package errors: each gets its own words here
         server = make_server(model, args.host, args.port, verbose=args.verbose)
     except FileNotFoundError as exc:

@@ -84,7 +84,7 @@ from mnist_nn.errors import ImageError, RequestError
 from mnist_nn.images import load_image, to_mnist
 from mnist_nn.models import SavedModel
 from mnist_nn.nn.network import Network
-from mnist_nn.text import first_line, json_type
+from mnist_nn.text import MESSAGE_LIMIT, first_line, json_type, one_line
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -1051,7 +1051,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _CLIENT_ERRORS:
             raise  # the client reset or left mid-request: handle() ends the connection quietly
         except Exception as exc:  # a bug, or memory running out: answer, and keep serving
-            print(f"mnist-nn serve: error answering {path}: {first_line(exc)}", file=sys.stderr)
+            print(
+                f"mnist-nn serve: error answering {one_line(path, MESSAGE_LIMIT)}: {first_line(exc)}", file=sys.stderr
+            )
             self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed: {first_line(exc)}")
             return
         self._send(HTTPStatus.OK, answer, "application/json")

@@ -1,4 +1,5 @@
-"""Small text helpers for one-line messages: line breaks made visible, bounded reprs, JSON type names.
+"""Small text helpers for one-line messages: line breaks and control characters made visible, bounded reprs,
+JSON type names.
 
 Every error message of the package is a single line (see ``mnist_nn.errors``),
 yet it often quotes text from outside: a path that may hold a line break, an
@@ -16,9 +17,11 @@ from typing import Any
 ELLIPSIS = "..."
 MESSAGE_LIMIT = 200  # characters of outside text (an exception's message, a URL) quoted in a message
 
-# The characters str.splitlines() breaks at, each mapped to its escape (e.g. "\n" -> "\\n").
-_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-_ESCAPES = str.maketrans({c: c.encode("unicode_escape").decode("ascii") for c in _LINE_BREAKS})
+# Characters that must not reach a terminal as they are: the C0 controls (ESC starts the sequences
+# that clear the screen or set the window title), DEL, the C1 controls, and the line breaks
+# str.splitlines() knows beyond them. Each is written as its escape (e.g. "\n" -> "\\n", ESC -> "\\x1b").
+_CONTROLS = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)])) + "\u2028\u2029"
+_ESCAPES = str.maketrans({c: c.encode("unicode_escape").decode("ascii") for c in _CONTROLS})
 
 # What the errors a full, read-only or cluttered disk gives mean, in words a user can act on.
 _OS_ERROR_HINTS = {
@@ -35,7 +38,10 @@ _OS_ERROR_HINTS = {
 
 
 def one_line(text: str, limit: int | None = None) -> str:
-    """``text`` on a single line: every line break escaped, so that a path holding one still names the same file.
+    """``text`` on a single line, safe for a terminal: every line break and control character escaped.
+
+    A path holding one still names the same file, and a name holding terminal
+    escape sequences (ESC [2J clears the screen) is shown, not obeyed.
 
     Args:
         text: any text, e.g. a path, a URL or an exception's message.
@@ -43,7 +49,8 @@ def one_line(text: str, limit: int | None = None) -> str:
             the last three being "...".
 
     Returns:
-        The text with "\\n", "\\r" (and the other line breaks) written as escapes.
+        The text with line breaks, the C0 and C1 control characters and DEL written
+        as escapes ("\\n", "\\r", "\\x1b", "\\x7f", "\\x9b", ...).
     """
     line = text.translate(_ESCAPES)
     if limit is not None and len(line) > limit:

@@ -194,3 +194,23 @@ def test_names_with_line_breaks_stay_on_one_line(
     ]
     results = [line for line in captured.out.splitlines() if line.startswith(str(tmp_path))]
     assert len(results) == 1 and results[0].startswith(f"{tmp_path}/good\\nname.npy: ")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows file names cannot hold control characters")
+def test_terminal_control_characters_in_names_are_shown_not_obeyed(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ESC [2J clears the screen, ESC ] 0;...BEL sets the window title; \x9b is the C1 form of ESC [.
+    hostile = "esc-\x1b[2J\x1b]0;pwned\x07-\x9b31m-\x7f"
+    good = _bar(tmp_path / f"{hostile}.npy")
+    missing = tmp_path / f"{hostile}.png"
+
+    code = predict_main([str(model), str(good), str(missing), "--json", str(tmp_path / f"{hostile}.json")])
+
+    captured = capsys.readouterr()
+    shown = "esc-\\x1b[2J\\x1b]0;pwned\\x07-\\x9b31m-\\x7f"
+    assert code == 2
+    assert captured.err.strip().splitlines() == [f"mnist-nn predict: error: {tmp_path}/{shown}.png: no such file"]
+    assert f"{tmp_path}/{shown}.npy: " in captured.out
+    for stream in (captured.out, captured.err):
+        assert not any(c in stream for c in "\x1b\x07\x9b\x7f"), stream

@@ -69,7 +69,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line: 'prog: error: ... (see --help)'."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 def flag_message(error: ConfigError) -> str:
@@ -80,7 +80,7 @@ def flag_message(error: ConfigError) -> str:
 
 def fail(prog: str, message: str, code: int) -> int:
     """Print ``prog: error: message`` on stderr; returns ``code``."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
     return code
 
 

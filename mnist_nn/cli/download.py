@@ -15,6 +15,7 @@ from mnist_nn.cli.base import (
 )
 from mnist_nn.config import DATA_ENV, project_root
 from mnist_nn.data.download import ensure_mnist
+from mnist_nn.text import one_line
 
 
 def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentParser:
@@ -37,12 +38,12 @@ def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist
     if not args.quiet:
         for r in results:
             if r.source == "cache":
-                print(f"{r.name}: already present and verified ({r.path})")
+                print(f"{r.name}: already present and verified ({one_line(str(r.path))})")
             else:
-                print(f"{r.name}: downloaded from {r.source} and verified ({r.path})")
+                print(f"{r.name}: downloaded from {one_line(r.source)} and verified ({one_line(str(r.path))})")
         folder = results[0].path.parent if results else None
         if folder is not None:
-            print(f"MNIST is in {folder}{_whose(args.data_dir)}")
+            print(f"MNIST is in {one_line(str(folder))}{_whose(args.data_dir)}")
     return EXIT_OK
 
 

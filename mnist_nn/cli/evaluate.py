@@ -29,6 +29,7 @@ from mnist_nn.data import Split, as_floats, load_mnist
 from mnist_nn.errors import UsageError
 from mnist_nn.metrics import Evaluation, evaluate_ensemble, evaluate_network
 from mnist_nn.models import load_model
+from mnist_nn.text import one_line
 
 
 def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
@@ -121,7 +122,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         for model, result in zip(models, results, strict=True):
             sizes = "[" + ", ".join(map(str, model.network.sizes)) + "]"
             print(
-                f"| {model.path} | {sizes} | {args.split} | {result.correct} / {result.total} | "
+                f"| {one_line(str(model.path))} | {sizes} | {args.split} | {result.correct} / {result.total} | "
                 f"{100.0 * result.accuracy:.2f}% |"
             )
     if args.json is not None:

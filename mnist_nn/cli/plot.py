@@ -18,6 +18,7 @@ from mnist_nn.cli.base import (
 )
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.plots import load_benchmark_report, load_sweep_report, plot_benchmark, plot_model, plot_sweep
+from mnist_nn.text import one_line
 
 
 def build_plot_parser(prog: str = "mnist-nn plot") -> argparse.ArgumentParser:
@@ -80,5 +81,5 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
         return fail(prog, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_FAILURE)
     if not args.quiet:
         for path in written:
-            print(path)
+            print(one_line(str(path)))
     return EXIT_OK

@@ -21,6 +21,7 @@ from mnist_nn.cli.base import (
 from mnist_nn.config import default_models_dir
 from mnist_nn.errors import TerminatedError, UsageError
 from mnist_nn.models import load_model
+from mnist_nn.text import one_line
 
 DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
 DEFAULT_PORT = 8000
@@ -83,7 +84,7 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
     with server:
         url = server.url
         reach = "this computer only" if server.local_names is not None else "other devices on your network too"
-        print(f"Serving {model.path} at {url} ({reach}); Ctrl-C stops", flush=True)
+        print(f"Serving {one_line(str(model.path))} at {url} ({reach}); Ctrl-C stops", flush=True)
         if args.open and not webbrowser.open(url):
             print(f"{prog}: could not open a browser; visit {url}", file=sys.stderr)
         try:

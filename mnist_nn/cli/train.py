@@ -579,9 +579,10 @@ def _train(
     )
     run = resumed if resumed is not None else Run.start(config, keep_last=args.save_last)
     if resumed is not None and not args.quiet:
-        where = "back to it" if save_path == args.resume else f"to {save_path}"
+        where = "back to it" if save_path == args.resume else f"to {one_line(str(save_path))}"
         print(
-            f"Resuming {args.resume} after epoch {run.epochs_completed} of {run.config.epochs}; saving {where}",
+            f"Resuming {one_line(str(args.resume))} after epoch {run.epochs_completed} of {run.config.epochs}; "
+            f"saving {where}",
             file=sys.stderr,
         )
 
@@ -678,7 +679,7 @@ def _finish(
         except OSError as exc:
             return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
         if not args.quiet and stops.pending is None:  # after a signal, its one line says where
-            print(f"Saved epoch {served_epoch}'s weights to {save_path}", file=sys.stderr)
+            print(f"Saved epoch {served_epoch}'s weights to {one_line(str(save_path))}", file=sys.stderr)
     if args.json is not None:
         last = run.history.epochs[-1] if run.history.epochs else None
         write_json_output(
@@ -699,7 +700,7 @@ def _finish(
     if args.plot is not None:
         curves = plot_training_curves(run.history, args.plot / "curves.png", title=run.config.describe())
         if not args.quiet:
-            print(f"Wrote {curves}", file=sys.stderr)
+            print(f"Wrote {one_line(str(curves))}", file=sys.stderr)
     print(f"Test: {test_correct} / {test_total} correct ({100.0 * test_correct / test_total:.2f}%)")
     return EXIT_OK
 

@@ -16,6 +16,8 @@ and, only in a file saved with a resume state (to continue training later):
     current_layer{i}_{name}       dtype        the arrays after the last epoch trained
     opt_{key}_layer{i}_{name}     dtype        optimizer state, e.g. opt_velocity_layer0_w,
                                                shaped like the array it belongs to
+    best_layer{i}_{name}          dtype        the best validation epoch's arrays, in a file
+                                               that serves other weights (the last epoch's)
 
 ``dtype`` is the network's float32 or float64 (little-endian, C order as written).
 The served weights are the ones a loaded network predicts with (for example the
@@ -46,7 +48,8 @@ with a resume state also has
                                     integer of magnitude 2**53 or more (PCG64's 128-bit
                                     state) written as a decimal string,
                        "epochs_completed": number of epochs trained so far,
-                       "optimizer": the optimizer keys, e.g. ["velocity"]}
+                       "optimizer": the optimizer keys, e.g. ["velocity"],
+                       "best_epoch": the epoch of the best_ arrays (only with them)}
 
 Format version 1 (written by mnist_nn 0.1.0 before layers existed) is read
 too: it has no ``layers`` and describes a stack of dense layers by ``sizes``
@@ -133,12 +136,16 @@ class ResumeState:
             like ``params``; may be empty. Names match ``[A-Za-z][A-Za-z0-9_]*``.
         rng_state: ``Generator.bit_generator.state`` of the training generator.
         epochs_completed: epochs trained so far.
+        best_params: the best validation epoch's weights, where the file serves others; or None.
+        best_epoch: the epoch of ``best_params`` (1 to ``epochs_completed``); None without them.
     """
 
     params: list[FloatArray]
     optimizer: dict[str, list[FloatArray]]
     rng_state: Mapping[str, Any]
     epochs_completed: int
+    best_params: list[FloatArray] | None = None
+    best_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,8 @@ def save_model(
         add("current_", resume.params)
         for key, state in resume.optimizer.items():
             add(f"opt_{key}_", state)
+        if resume.best_params is not None:
+            add("best_", resume.best_params)
 
     atomic_write(path, lambda f: _write_npz(f, arrays))
 
@@ -245,6 +254,8 @@ def _metadata_json(network: BaseNetwork, metadata: Mapping[str, Any], resume: Re
             "epochs_completed": resume.epochs_completed,
             "optimizer": list(resume.optimizer),
         }
+        if resume.best_params is not None:
+            merged["resume"]["best_epoch"] = resume.best_epoch
     text = _dumps(merged)
     if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is too large: {len(text)} characters of JSON, at most {MAX_METADATA_BYTES} bytes")
@@ -294,6 +305,13 @@ def _check_resume(network: BaseNetwork, resume: ResumeState) -> None:
     epochs = resume.epochs_completed
     if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
         raise ValueError(f"expected epochs_completed to be a non-negative integer, got {epochs!r}")
+    if (resume.best_params is None) != (resume.best_epoch is None):
+        raise ValueError("expected best_params and best_epoch together, or neither")
+    if resume.best_params is not None:
+        best = resume.best_epoch
+        if isinstance(best, bool) or not isinstance(best, int | np.integer) or not 1 <= best <= epochs:
+            raise ValueError(f"expected best_epoch to be an epoch from 1 to {epochs}, got {best!r}")
+        _check_param_list(network, resume.best_params, "best params")
     _restore_rng_state(resume.rng_state)
 
 
@@ -448,9 +466,12 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
 
     served_named = read("")
     resume_named = None
+    best_named = None
     if resume_section is not None:
-        rng_state, epochs_completed, keys = resume_section
+        rng_state, epochs_completed, keys, best_epoch = resume_section
         resume_named = (read("current_"), {key: read_optimizer(key) for key in keys})
+        if best_epoch is not None and plan.version > 1:
+            best_named = read("best_")
     try:
         transform = input_transform(_preprocess_name(metadata))
         network = Network(
@@ -473,6 +494,8 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
             {key: network.params_from_named(state) for key, state in optimizer.items()},
             rng_state,
             epochs_completed,
+            best_params=network.params_from_named(best_named) if best_named is not None else None,
+            best_epoch=best_epoch if best_named is not None else None,
         )
     network.set_params(served)
     return SavedModel(network=network, metadata=metadata, resume=resume, path=path)
@@ -672,8 +695,8 @@ def _preprocess_name(metadata: Mapping[str, Any]) -> str:
     return name
 
 
-def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]:
-    """The metadata's resume section as (rng_state, epochs_completed, optimizer keys)."""
+def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str], int | None]:
+    """The metadata's resume section as (rng_state, epochs_completed, optimizer keys, best_epoch or None)."""
     bad = "malformed resume section:"
     if not isinstance(section, dict):
         raise BadModelFileError(f"{bad} expected a JSON object, got {json_type(section)}")
@@ -699,4 +722,7 @@ def _check_resume_section(section: Any) -> tuple[dict[str, Any], int, list[str]]
         rng_state = _restore_rng_state(_decode_state(section["rng_state"], 0))
     except ValueError as exc:
         raise BadModelFileError(f"{bad} {exc}") from exc
-    return rng_state, epochs, keys
+    best = section.get("best_epoch")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, int) or not 1 <= best <= epochs):
+        raise BadModelFileError(f"{bad} best_epoch should be an epoch from 1 to {epochs}, got {short(best)}")
+    return rng_state, epochs, keys, best

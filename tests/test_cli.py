@@ -174,7 +174,7 @@ def test_resume_refuses_a_changed_configuration(mnist_cache: Path, tmp_path: Pat
     _run_json(mnist_cache, tmp_path, "first", "--epochs", "1", "--save", str(model))
     capsys.readouterr()
     assert train_main(["--data-dir", str(mnist_cache), "--resume", str(model), "--eta", "0.5"]) == 2
-    assert "only --epochs may change, not eta" in capsys.readouterr().err
+    assert "only --epochs and --save-last may change, not eta" in capsys.readouterr().err
 
 
 def test_resume_without_save_saves_back_to_the_resumed_file(
@@ -185,7 +185,7 @@ def test_resume_without_save_saves_back_to_the_resumed_file(
     capsys.readouterr()
     assert train_main(["--data-dir", str(mnist_cache), "--resume", str(model), "--epochs", "2"]) == 0
     err = capsys.readouterr().err
-    assert f"Resuming {model} after epoch 1 of 2; saving back to it" in err
+    assert f"Resuming {model} after epoch 1 of 2, serving its best epoch (--no-save-last); saving back to it" in err
     assert "Saved epoch " in err and str(model) in err
     assert load_model(model).metadata["epochs_completed"] == 2
 

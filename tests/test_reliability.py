@@ -363,14 +363,58 @@ def test_resume_serves_the_epoch_an_uninterrupted_run_serves(mnist_cache: Path, 
     )
 
 
-def test_resume_refuses_to_change_which_epoch_is_served(
-    mnist_cache: Path, resumable: Path, capsys: pytest.CaptureFixture[str]
+def _served(path: Path) -> tuple[str, int, int, list[int]]:
+    """A saved run's rule, served epoch, test count and validation counts."""
+    metadata = load_model(path).metadata
+    validation = [r["validation_correct"] for r in metadata["history"]]
+    return metadata["served"], metadata["epoch"], metadata["test_correct"], validation
+
+
+@pytest.mark.parametrize("flag", ["--no-save-last", "--save-last"])
+def test_resume_may_change_which_epoch_is_served_to_what_an_uninterrupted_run_serves(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
 ) -> None:
+    # Seed 3's validation counts for 4 epochs are 8743, 8897, 8973, 8958: the best (3) comes before
+    # the resume point (4), so serving it after the resume needs its weights kept in the checkpoint.
+    common = ["--data-dir", str(mnist_cache), "--hidden", "10", "--seed", "3", "--quiet"]
+    straight, model = tmp_path / "straight.npz", tmp_path / "r.npz"
+    assert train_main([*common, "--epochs", "5", flag, "--save", str(straight)]) == 0
+    saved_with = "--save-last" if flag == "--no-save-last" else "--no-save-last"  # the other rule
+    assert train_main([*common, "--epochs", "4", saved_with, "--save", str(model)]) == 0
     capsys.readouterr()
-    argv = ["--data-dir", str(mnist_cache), "--epochs", "2", "--resume", str(resumable), "--save-last"]
-    assert train_main(argv) == 2
+    assert train_main([*common[:2], "--epochs", "5", flag, "--resume", str(model)]) == 0
+    rule = "last" if flag == "--save-last" else "best"
+    assert f"serving its {rule} epoch ({flag})" in capsys.readouterr().err
+    assert _served(model) == _served(straight)
+    assert _served(model)[0] == rule
+
+
+def test_resume_keeps_the_rule_saved_with_the_run_unless_told(mnist_cache: Path, tmp_path: Path) -> None:
+    common = ["--data-dir", str(mnist_cache), "--hidden", "10", "--seed", "3", "--quiet"]
+    model = tmp_path / "r.npz"
+    assert train_main([*common, "--epochs", "2", "--save-last", "--save", str(model)]) == 0
+    assert train_main([*common, "--epochs", "3", "--resume", str(model)]) == 0
+    assert _served(model)[:2] == ("last", 3)
+
+
+def test_resume_refuses_to_serve_a_best_epoch_whose_weights_were_not_kept(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file saved with --save-last that holds no best_ arrays: the last epoch's weights alone.
+    common = ["--data-dir", str(mnist_cache), "--hidden", "10", "--seed", "3", "--quiet"]
+    model, bare = tmp_path / "r.npz", tmp_path / "bare.npz"
+    assert train_main([*common, "--epochs", "4", "--save-last", "--save", str(model)]) == 0
+    with np.load(model, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files if not name.startswith("best_")}
+    metadata = json.loads(arrays["metadata"].tobytes())
+    assert metadata["resume"].pop("best_epoch") == 3
+    arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
+    with bare.open("wb") as f:
+        np.savez(f, **arrays)
+    capsys.readouterr()
+    assert train_main([*common[:2], "--epochs", "5", "--no-save-last", "--resume", str(bare)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "only --epochs may change, not save_last" in err[0]
+    assert len(err) == 1 and "holds only its last epoch's weights, not its best's" in err[0], err
 
 
 def test_a_second_training_cannot_save_to_the_path_of_a_running_one(

@@ -221,9 +221,10 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--save-last",
-        action="store_true",
-        help="serve, test and save the last epoch's weights instead of the best validation epoch's; "
-        "part of the run: --resume keeps the rule the run was saved with",
+        action=argparse.BooleanOptionalAction,
+        help="serve, test and save the last epoch's weights instead of the best validation epoch's "
+        "(--no-save-last: the best's, the default). A resumed run keeps the rule it was saved with "
+        "unless one of the two is given; a checkpoint holds the weights either rule needs",
     )
     parser.add_argument(
         "--resume",
@@ -328,9 +329,8 @@ def _layers(specs: list[str]) -> dict[str, Any]:
 def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
     """The configuration saved in a model file, checked, with a new --epochs if given; any other flag is refused.
 
-    Which epoch the run serves is part of it: --save-last on a run that serves
-    its best epoch is refused like any other change (a run saved with
-    --save-last keeps serving its last epoch without the flag).
+    Which epoch the run serves is not part of it: ``_resumed_run`` applies
+    --save-last or --no-save-last, or keeps the rule saved with the run.
     """
     if saved.resume is None or "config" not in saved.metadata:
         raise ModelFileError(
@@ -352,11 +352,10 @@ def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
         for f in dataclasses.fields(config)
         if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
     ]
-    if args.save_last and _served_rule(saved) == "best":
-        changed.append("save_last (the run serves its best epoch)")
     if changed:
         raise UsageError(
-            f"--resume continues the saved configuration; only --epochs may change, not {', '.join(changed)}"
+            "--resume continues the saved configuration; only --epochs and --save-last may change, "
+            f"not {', '.join(changed)}"
         )
     return config
 
@@ -399,7 +398,10 @@ def _resumed_run(args: argparse.Namespace, saved: SavedModel, config: TrainConfi
 
     Every part is checked against the configuration and the others before
     anything is built from it (``Run.restore``), so an edited file is refused
-    in one line.
+    in one line. The run serves its last epoch with --save-last, its best
+    with --no-save-last, and as saved with neither; the best weights come
+    from the served ones or, in a file that serves its last epoch, from the
+    ``best_`` arrays saved beside them.
     """
     path = saved.path
     if saved.resume is None:
@@ -418,7 +420,7 @@ def _resumed_run(args: argparse.Namespace, saved: SavedModel, config: TrainConfi
         history = History.from_list(metadata.get("history"))
         rng = np.random.default_rng()
         rng.bit_generator.state = saved.resume.rng_state
-        return Run.restore(
+        run = Run.restore(
             config,
             saved.network,
             params=saved.resume.params,
@@ -429,8 +431,22 @@ def _resumed_run(args: argparse.Namespace, saved: SavedModel, config: TrainConfi
             served_epoch=served_epoch,
             epochs_completed=done,
         )
+        best = history.best()
+        if rule == "last" and saved.resume.best_params is not None:
+            if best is None or saved.resume.best_epoch != best.epoch:
+                expected = "no validated epoch" if best is None else f"epoch {best.epoch}"
+                raise ValueError(f"its best weights are said to be epoch {saved.resume.best_epoch}'s, not {expected}")
+            run.best_params, run.best_epoch = saved.resume.best_params, best.epoch
     except (TypeError, ValueError) as exc:
         raise ModelFileError(one_line(f"{path}: cannot resume: {exc}")) from None
+    if args.save_last is not None:
+        if not args.save_last and run.best_params is None and best is not None:
+            raise UsageError(
+                f"--no-save-last: {one_line(str(path))} was saved with --save-last and holds only its last epoch's "
+                "weights, not its best's; resume it without --no-save-last"
+            )
+        run.keep_last = args.save_last
+    return run
 
 
 def _save_run(path: Path, run: Run, data: MnistData, status: str = "complete") -> int:
@@ -465,11 +481,15 @@ def _save_run(path: Path, run: Run, data: MnistData, status: str = "complete") -
         "test_total": len(data.test),
         "mnist_sha256": data.digests,
     }
+    # A file that serves the last epoch keeps the best one's weights too, so that a resume may serve either.
+    best = run.best_params if keep_last and run.best_epoch and run.best_epoch <= snapshot.epochs_completed else None
     state = ResumeState(
         params=snapshot.params,
         optimizer=snapshot.optimizer_state,
         rng_state=snapshot.rng_state,
         epochs_completed=snapshot.epochs_completed,
+        best_params=best,
+        best_epoch=run.best_epoch if best is not None else None,
     )
     save_model(path, served, metadata, resume=state)
     return test_correct
@@ -577,12 +597,13 @@ def _train(
     data = load_mnist(
         args.data_dir, mirror=args.mirror, dtype="uint8", quiet=args.quiet, deadline=args.download_deadline
     )
-    run = resumed if resumed is not None else Run.start(config, keep_last=args.save_last)
+    run = resumed if resumed is not None else Run.start(config, keep_last=bool(args.save_last))
     if resumed is not None and not args.quiet:
         where = "back to it" if save_path == args.resume else f"to {one_line(str(save_path))}"
+        serves = "its last epoch (--save-last)" if run.keep_last else "its best epoch (--no-save-last)"
         print(
-            f"Resuming {one_line(str(args.resume))} after epoch {run.epochs_completed} of {run.config.epochs}; "
-            f"saving {where}",
+            f"Resuming {one_line(str(args.resume))} after epoch {run.epochs_completed} of {run.config.epochs}, "
+            f"serving {serves}; saving {where}",
             file=sys.stderr,
         )
 

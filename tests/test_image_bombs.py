@@ -65,10 +65,12 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- a TIFF that makes Pillow warn ---------------------------------------------------------
 
 SHORT, LONG, ASCII = 3, 4, 2  # TIFF field types
-# Tags whose data would lie past the end of the file (Pillow: "Tag data larger than file. Skipping
-# tag ..."), a PlanarConfiguration of two values (Pillow: "Metadata Warning, tag 284 had too many
-# entries"): each parse of the header warns four times, and Pillow parses it more than once.
-HOSTILE_TAGS = [(270, ASCII, 10**6, 0), (271, ASCII, 10**6, 0), (284, SHORT, 2, 1), (305, ASCII, 64, 10**6)]
+# A PlanarConfiguration of two values (Pillow: "Metadata Warning, tag 284 had too many entries") and a
+# Software tag whose data would lie past the end of the file (Pillow: "Truncated File Read"): every
+# Pillow from 9.3 on warns about both, and still decodes the picture; Pillow parses the header more
+# than once. (Longer tags past the end make Pillow 9.3 refuse the file outright.)
+HOSTILE_TAGS = [(284, SHORT, 2, 1), (305, ASCII, 64, 10**6)]
+FIRST_WARNING = "Truncated File Read"  # the Software tag comes later in the file, but is read first
 
 
 def _tiff(cut: int = 0, deflate: bool = False) -> bytes:
@@ -119,8 +121,9 @@ def _pillow_warnings(data: bytes) -> list[str]:
 
 
 def test_the_hostile_tiff_makes_pillow_warn() -> None:
-    assert "Tag data larger than file. Skipping tag 270" in _pillow_warnings(_tiff())
-    assert "Tag data larger than file. Skipping tag 270" in _pillow_warnings(_tiff(cut=100))
+    for data in (_tiff(), _tiff(cut=100)):
+        said = _pillow_warnings(data)
+        assert said[0] == FIRST_WARNING and any(w.startswith("Metadata Warning, tag 284") for w in said), said
 
 
 def _predict_in_a_process(model: Path, path: Path) -> subprocess.CompletedProcess[str]:
@@ -147,7 +150,9 @@ def test_a_tiff_that_warns_and_fails_is_one_line_on_stderr(model: Path, tmp_path
     # How many bytes are left over and how often Pillow parses the header depend on its version.
     assert re.fullmatch(
         re.escape(f"mnist-nn predict: error: {path}: not a readable image (image file is truncated (")
-        + r"\d+ bytes not processed\); first of \d+ warnings: Tag data larger than file\. Skipping tag 270\)",
+        + r"\d+ bytes not processed\); first of \d+ warnings: "
+        + re.escape(FIRST_WARNING)
+        + r".*\)",
         line,
     )
     assert result.stdout == ""
@@ -163,7 +168,7 @@ def test_what_libtiff_prints_is_part_of_the_one_line(model: Path, tmp_path: Path
     [line] = result.stderr.splitlines()
     assert line.startswith(f"mnist-nn predict: error: {path}: not a readable image (")
     assert re.search(r"; libtiff: .*PlanarConfiguration", line)  # "TIFFFetchNormalTag: Incorrect count for ..."
-    assert line.endswith("warnings: Tag data larger than file. Skipping tag 270)")
+    assert f"warnings: {FIRST_WARNING}" in line and line.endswith(")")
 
 
 def test_a_tiff_that_warns_and_decodes_is_classified_without_a_word_on_stderr(

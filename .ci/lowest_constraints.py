@@ -21,7 +21,7 @@ from importlib import metadata
 
 DISTRIBUTION = "mnist-nn"
 RUNTIME_EXTRAS = ("images", "plot", "bench", "distributed")  # extras a user installs to use the package
-TOOL_EXTRAS = ("test", "browser", "lint", "dev")  # extras for developing and checking it
+TOOL_EXTRAS = ("test", "browser", "lint", "docs", "dev")  # extras for developing and checking it
 
 _REQUIREMENT = re.compile(
     r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?P<spec>[^;]*?)\s*"

@@ -66,9 +66,11 @@ def test_the_classifiers_name_the_lowest_python_allowed() -> None:
 def test_running_the_tests_needs_no_linter_or_browser_driver() -> None:
     extras = _pyproject()["project"]["optional-dependencies"]
     names = {re.split(r"[^A-Za-z0-9_.-]", r, maxsplit=1)[0].lower() for r in extras["test"]}
-    assert names.isdisjoint({"mypy", "ruff", "import-linter", "playwright", "types-requests", "types-tqdm"})
+    tools = {"mypy", "ruff", "import-linter", "playwright", "types-requests", "types-tqdm", "mkdocs", "mkdocstrings"}
+    assert names.isdisjoint(tools)
     assert "mnist-nn[images,plot,bench]" in extras["test"]  # the runtime extras' floors, stated once
-    assert extras["dev"] == ["mnist-nn[test,browser,lint,distributed]"]  # CI runs the Dask tests too
+    # CI runs the Dask tests too, and builds the documentation site.
+    assert extras["dev"] == ["mnist-nn[test,browser,lint,docs,distributed]"]
 
 
 def test_ci_runs_the_readme_test_command_word_for_word() -> None:

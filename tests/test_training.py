@@ -47,7 +47,7 @@ def test_learns_a_tiny_separable_problem_and_records_every_epoch() -> None:
     assert history.best() is not None
 
 
-def test_nielsen_style_call_with_lists_of_tuples() -> None:
+def test_nielsen_style_call_with_lists_of_tuples(capsys: pytest.CaptureFixture[str]) -> None:
     x, labels = _blobs(200, seed=5)
     training = [(xi.reshape(5, 1), np.eye(3)[y].reshape(3, 1)) for xi, y in zip(x, labels, strict=True)]
     test = [(xi.reshape(5, 1), int(y)) for xi, y in zip(x[:50], labels[:50], strict=True)]
@@ -55,6 +55,22 @@ def test_nielsen_style_call_with_lists_of_tuples() -> None:
     history = net.SGD(training, 15, 10, 3.0, test_data=test)
     assert len(history.epochs) == 15
     assert net.evaluate(test) == history.epochs[-1].validation_correct == 50
+    # As the book's code prints: epochs from 0, the count on the test data.
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"Epoch {r.epoch - 1}: {r.validation_correct} / 50" for r in history.epochs]
+    best = history.best()
+    assert best is not None and repr(history) == f"History(15 epochs, best epoch {best.epoch}: 50 / 50)"
+
+
+def test_nielsen_style_call_without_test_data_says_each_epoch_is_complete_or_nothing_when_quiet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    x, labels = _blobs(60, seed=5)
+    net = Network([5, 8, 3], seed=6)
+    net.SGD((x, labels), 3, 10, 3.0)
+    assert capsys.readouterr().out.splitlines() == ["Epoch 0 complete", "Epoch 1 complete", "Epoch 2 complete"]
+    net.SGD((x, labels), 3, 10, 3.0, quiet=True)
+    assert capsys.readouterr().out == ""
 
 
 def test_diverging_weights_stop_training_with_a_clear_error() -> None:

@@ -45,6 +45,12 @@ class History:
 
     epochs: list[EpochRecord] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        """Short, for the prompt: ``History(30 epochs, best epoch 26: 9557 / 10000)``."""
+        best = self.best()
+        tail = f", best epoch {best.epoch}: {best.validation_correct} / {best.validation_total}" if best else ""
+        return f"History({len(self.epochs)} epochs{tail})"
+
     def best(self) -> EpochRecord | None:
         """The earliest epoch with the highest validation count (None without validation)."""
         scored = [r for r in self.epochs if r.validation_correct is not None]

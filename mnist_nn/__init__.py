@@ -15,7 +15,7 @@ from __future__ import annotations
 from mnist_nn._version import __version__
 from mnist_nn.config import PRESETS, TrainConfig
 from mnist_nn.data import load_data, load_data_wrapper, load_mnist, vectorized_result
-from mnist_nn.models import load_model, save_model
+from mnist_nn.models import SavedModel, load_model, save_model
 from mnist_nn.nn.layers import Conv2D, Dense, Dropout, MaxPool2D
 from mnist_nn.train import EpochRecord, History, Network, Run, fit
 
@@ -29,6 +29,7 @@ __all__ = [
     "MaxPool2D",
     "Network",
     "Run",
+    "SavedModel",
     "TrainConfig",
     "__version__",
     "fit",

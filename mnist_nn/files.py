@@ -41,6 +41,7 @@ from mnist_nn.errors import PathBusyError
 if sys.platform != "win32":
     import fcntl
 
+PathLike = str | os.PathLike[str]  # a path as the public functions take it: a string or a Path
 TEMP_SUFFIXES = (".tmp", ".part", ".check")  # what temporary files of this module end with
 _TEMP_TRIES = 100
 _LOCK_RETRIES = 2  # a lock taken by a cleanup is released within microseconds

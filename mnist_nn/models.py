@@ -95,7 +95,7 @@ import numpy.typing as npt
 from mnist_nn._version import __version__
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES
 from mnist_nn.errors import BadModelFileError, ModelFileError
-from mnist_nn.files import atomic_write
+from mnist_nn.files import PathLike, atomic_write
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.costs import COSTS, Cost
 from mnist_nn.nn.layers import Dense, Layer, layer_from_description
@@ -179,9 +179,9 @@ def model_metadata_base(network: BaseNetwork) -> dict[str, Any]:
 
 
 def save_model(
-    path: Path,
+    path: PathLike,
     network: BaseNetwork,
-    metadata: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
     *,
     resume: ResumeState | None = None,
 ) -> None:
@@ -191,7 +191,7 @@ def save_model(
         path: the ``.npz`` file to write; its folder is created if missing.
         network: the network whose current ``params`` are the served weights.
         metadata: JSON-serializable values to store beside the base metadata
-            (config, history, accuracy counts, ...). NumPy scalars are stored as
+            (config, history, accuracy counts, ...), or None for none. NumPy scalars are stored as
             Python numbers. Keys of ``model_metadata_base`` that describe the
             network may be repeated only with the same value; ``resume`` is reserved.
         resume: the state to continue training from, or None.
@@ -203,7 +203,7 @@ def save_model(
         OSError: the file cannot be written; any earlier file at ``path`` is kept.
     """
     path = Path(path)
-    text = _metadata_json(network, metadata, resume)
+    text = _metadata_json(network, metadata or {}, resume)
     arrays: dict[str, npt.NDArray[Any]] = {"metadata": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     _check_param_list(network, network.params, "network weights")
 
@@ -369,7 +369,7 @@ def _restore_rng_state(state: Any) -> dict[str, Any]:
 # --- loading -------------------------------------------------------------------------
 
 
-def load_model(path: Path, *, require_mnist: bool = True) -> SavedModel:
+def load_model(path: PathLike, *, require_mnist: bool = True) -> SavedModel:
     """Read and check a model file written by ``save_model``.
 
     Args:

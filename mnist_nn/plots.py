@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.errors import ModelFileError, PlotError
-from mnist_nn.files import atomic_write
+from mnist_nn.files import PathLike, atomic_write
 from mnist_nn.metrics import Mistake, evaluate_network, format_count
 from mnist_nn.models import load_model
 from mnist_nn.nn.layers import Conv2D
@@ -102,7 +102,7 @@ def _whole_pixels(inches: float) -> float:
     return (round(inches * DPI) + 0.25) / DPI
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: PathLike) -> Path:
     """Render ``fig`` to PNG bytes, write them to ``path`` atomically and release the figure."""
     path = Path(path)
     try:
@@ -210,7 +210,7 @@ def _empty_panel(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
-def plot_training_curves(history: Sequence[Mapping[str, Any]] | History, path: Path, *, title: str = "") -> Path:
+def plot_training_curves(history: Sequence[Mapping[str, Any]] | History, path: PathLike, *, title: str = "") -> Path:
     """Validation accuracy and training cost per epoch, side by side, as a 1000 x 450 px PNG.
 
     The best epoch (the earliest with the highest validation accuracy, the one
@@ -236,7 +236,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]] | History, path: P
         PlotError: matplotlib is not installed.
         OSError: the file cannot be written.
     """
-    return _draw_curves(_curves(history), path, title)
+    return _draw_curves(_curves(history), Path(path), title)
 
 
 def _draw_curves(curves: _Curves, path: Path, title: str) -> Path:
@@ -306,7 +306,7 @@ def _confusion_array(confusion: Sequence[Sequence[int]]) -> npt.NDArray[np.int64
     return matrix.astype(np.int64)
 
 
-def plot_confusion_matrix(confusion: Sequence[Sequence[int]], path: Path, *, title: str = "") -> Path:
+def plot_confusion_matrix(confusion: Sequence[Sequence[int]], path: PathLike, *, title: str = "") -> Path:
     """A heat map of the confusion matrix with the count in each cell, as a 700 x 600 px PNG.
 
     Rows are the true digit and columns the predicted one, as in
@@ -361,7 +361,7 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], path: Path, *, tit
 def plot_mistakes(
     images: npt.ArrayLike,
     mistakes: Sequence[Mistake],
-    path: Path,
+    path: PathLike,
     *,
     columns: int = 8,
     title: str = "",
@@ -489,7 +489,7 @@ def _label(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_benchmark_report(path: Path) -> dict[str, Any]:
+def load_benchmark_report(path: PathLike) -> dict[str, Any]:
     """Read a JSON file written by ``benchmark.py accuracy --json`` and check it can be plotted.
 
     Raises:
@@ -510,7 +510,7 @@ def _read_json(path: Path, kind: str) -> Any:
         raise ValueError(f"{path}: not a benchmark {kind} report (not JSON: {exc})") from None
 
 
-def plot_benchmark(report: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: Path, *, title: str = "") -> Path:
+def plot_benchmark(report: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: PathLike, *, title: str = "") -> Path:
     """Test accuracy over seeds of one or several configurations, as a PNG point chart.
 
     For each report: the mean (a dot, labelled), an error bar of one sample
@@ -642,7 +642,7 @@ def _sweep_points(report: Any, where: str) -> tuple[dict[str, list[Any]], list[M
     return {str(k): list(v) for k, v in grid.items()}, list(points)
 
 
-def load_sweep_report(path: Path) -> dict[str, Any]:
+def load_sweep_report(path: PathLike) -> dict[str, Any]:
     """Read a JSON file written by ``benchmark.py accuracy --grid ... --json`` and check it can be plotted.
 
     Raises:
@@ -675,7 +675,7 @@ def _sweep_lines(grid: dict[str, list[Any]], points: list[Mapping[str, Any]], x_
     return list(lines.values())
 
 
-def plot_sweep(report: Mapping[str, Any], path: Path, *, x: str | None = None, title: str = "") -> Path:
+def plot_sweep(report: Mapping[str, Any], path: PathLike, *, x: str | None = None, title: str = "") -> Path:
     """Accuracy against one swept value, a line per combination of the other swept values, as a PNG.
 
     Each point is a configuration: its mean test accuracy over the seeds with
@@ -744,7 +744,7 @@ def plot_sweep(report: Mapping[str, Any], path: Path, *, x: str | None = None, t
 FILTER_CELL = 0.8  # 80 px per kernel in the filters picture
 
 
-def plot_filters(conv: Conv2D, path: Path, *, title: str = "") -> Path:
+def plot_filters(conv: Conv2D, path: PathLike, *, title: str = "") -> Path:
     """The learned kernels of a convolution's first input channel, one small grey image each.
 
     Each kernel is drawn on its own scale, symmetric about 0 (dark negative,

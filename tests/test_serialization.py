@@ -700,3 +700,13 @@ def test_input_transform_round_trips_and_unknown_ones_are_refused(tmp_path: Path
             z.writestr(name, data)
     with pytest.raises(ModelFileError, match="unknown input transform 'sharpen'"):
         load_model(path)
+
+
+def test_save_and_load_take_plain_strings_and_need_no_metadata(tmp_path: Path) -> None:
+    import mnist_nn
+
+    path = str(tmp_path / "m.npz")  # a str, as a script or a notebook passes it; mypy --strict accepts it
+    mnist_nn.save_model(path, mnist_nn.Network([784, 10], seed=1))
+    saved: mnist_nn.SavedModel = mnist_nn.load_model(path)
+    assert saved.network.sizes == (784, 10) and saved.resume is None
+    assert saved.metadata["format_version"] == 2 and "SavedModel" in mnist_nn.__all__

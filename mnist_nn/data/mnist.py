@@ -35,6 +35,7 @@ from mnist_nn.config import (
 from mnist_nn.data.download import MNIST_FILES, FetchResult, ensure_mnist
 from mnist_nn.data.idx import parse_images, parse_labels
 from mnist_nn.errors import DataFormatError
+from mnist_nn.files import PathLike
 
 
 class Split(NamedTuple):
@@ -92,7 +93,7 @@ def _pair(
 
 
 def load_mnist(
-    data_dir: Path | None = None,
+    data_dir: PathLike | None = None,
     *,
     mirror: str | None = None,
     dtype: npt.DTypeLike = np.float32,
@@ -123,7 +124,8 @@ def load_mnist(
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)):
         raise ValueError(f"expected dtype float32, float64 or uint8, got {dtype}")
-    fetched = {f.name: f for f in ensure_mnist(data_dir, mirror=mirror, quiet=quiet, deadline=deadline)}
+    folder = Path(data_dir) if data_dir is not None else None
+    fetched = {f.name: f for f in ensure_mnist(folder, mirror=mirror, quiet=quiet, deadline=deadline)}
     train_images, train_labels = _pair(
         fetched["train-images-idx3-ubyte"],
         fetched["train-labels-idx1-ubyte"],
@@ -145,7 +147,7 @@ ArrayPair = tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.int64]]
 
 
 def load_data(
-    data_dir: Path | None = None, *, mirror: str | None = None, quiet: bool = True
+    data_dir: PathLike | None = None, *, mirror: str | None = None, quiet: bool = True
 ) -> tuple[ArrayPair, ArrayPair, ArrayPair]:
     """Nielsen's ``load_data``: ``(training_data, validation_data, test_data)``.
 
@@ -174,7 +176,7 @@ WrappedEval = list[tuple[npt.NDArray[np.floating[Any]], int]]
 
 
 def load_data_wrapper(
-    data_dir: Path | None = None, *, mirror: str | None = None, quiet: bool = True
+    data_dir: PathLike | None = None, *, mirror: str | None = None, quiet: bool = True
 ) -> tuple[WrappedTraining, WrappedEval, WrappedEval]:
     """Nielsen's ``load_data_wrapper``: lists of ``(x, y)`` tuples.
 

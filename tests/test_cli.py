@@ -247,3 +247,19 @@ def test_evaluate_refuses_bad_files_with_exit_2_and_one_line(
 def test_evaluate_missing_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert evaluate_main([str(tmp_path / "nope.npz")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("typed", "suggested"), [("cn", "did you mean cnn?"), ("nielsen-ch-1", "nielsen-ch1")])
+def test_a_mistyped_preset_suggests_the_nearest_and_help_describes_each(
+    typed: str, suggested: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--preset", typed])
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"no preset '{typed}'" in line and suggested in line
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "cnn: [conv24x5 pool2 conv48x5 pool2 dense200 dense10], relu" in help_text
+    assert "nielsen-ch1: [784, 30, 10], sigmoid, quadratic cost" in help_text

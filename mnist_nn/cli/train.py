@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import signal
 import sys
 import time
@@ -81,10 +82,13 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
     group = parser.add_argument_group(
         "training", "what to train; flags not given take the --preset's values (nielsen-ch1 by default)"
     )
+    described = "; ".join(f"{name}: {preset.describe()}" for name, preset in PRESETS.items())
     group.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
-        help="start from a named configuration (default: nielsen-ch1); flags given beside it override it",
+        type=_preset_name,
+        metavar="NAME",
+        help="start from a named configuration (default: nielsen-ch1); flags given beside it override it. "
+        f"The presets: {described}",
     )
     hidden = " ".join(map(str, d.sizes[1:-1]))
     shape = group.add_mutually_exclusive_group()
@@ -188,6 +192,15 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
         "(Nielsen's expanded training set, chapter 6)",
     )
     return group
+
+
+def _preset_name(name: str) -> str:
+    """argparse type of --preset: a preset's name; a mistyped one is refused with the nearest names."""
+    if name in PRESETS:
+        return name
+    near = difflib.get_close_matches(name, PRESETS, n=2, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    raise argparse.ArgumentTypeError(f"no preset {name!r}{hint}")
 
 
 def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:

@@ -263,3 +263,40 @@ def test_a_mistyped_preset_suggests_the_nearest_and_help_describes_each(
     help_text = " ".join(capsys.readouterr().out.split())
     assert "cnn: [conv24x5 pool2 conv48x5 pool2 dense200 dense10], relu" in help_text
     assert "nielsen-ch1: [784, 30, 10], sigmoid, quadratic cost" in help_text
+
+
+@pytest.mark.real_data
+def test_finding_saved_models_listing_them_and_replacing_one_says_so(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_nn.cli.main import main
+
+    folder = tmp_path / "models"
+    model = folder / "m.npz"
+    argv = ["--data-dir", str(mnist_cache), "--epochs", "1", "--hidden", "10", "--save", str(model)]
+    assert train_main(argv) == 0
+    assert "(replacing" not in capsys.readouterr().err
+    assert train_main([*argv, "--seed", "2"]) == 0
+    assert f"to {model} (replacing the model that was there)" in capsys.readouterr().err
+
+    (folder / "junk.npz").write_bytes(b"not a model")
+    assert main(["models", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"Models in {folder}, newest first:"
+    [line] = [line for line in out if line.startswith("  m.npz  ")]
+    test_correct = load_model(model).metadata["test_correct"]
+    assert line.endswith(f"[784, 10, 10], epoch 1, test {test_correct} / 10000 ({test_correct / 100:.2f}%)")
+    assert any(line.startswith("  junk.npz  ") and "unreadable: " in line for line in out)
+
+    assert main(["models", str(tmp_path / "nowhere")]) == 2
+    assert main(["evaluate", str(tmp_path / "ch1.npz"), "--data-dir", str(mnist_cache)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(
+        "no such file; models saved with --save alone are in " + _models_dir() + " (mnist-nn models lists them)"
+    )
+
+
+def _models_dir() -> str:
+    from mnist_nn.config import default_models_dir
+
+    return str(default_models_dir())

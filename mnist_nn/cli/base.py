@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnist_nn.config import describe_data_dir
+from mnist_nn.config import default_models_dir, describe_data_dir
 from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
-from mnist_nn.errors import ConfigError, MnistNNError, OutputError, TerminatedError, UsageError
+from mnist_nn.errors import ConfigError, MnistNNError, ModelFileError, OutputError, TerminatedError, UsageError
 from mnist_nn.files import check_writable, json_text, write_output
+from mnist_nn.models import SavedModel, load_model
 from mnist_nn.text import describe_os_error, one_line
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "fail",
     "flag_message",
     "json_to_stdout",
+    "load_model_file",
     "show_progress",
     "signals_as_interrupts",
     "write_json_output",
@@ -135,6 +137,19 @@ def os_error_message(exc: OSError) -> str:
     files = [f for f in (exc.filename, exc.filename2) if f is not None]
     where = " -> ".join(one_line(os.fsdecode(f)) for f in files)
     return f"{where}: {describe_os_error(exc)}" if where else describe_os_error(exc)
+
+
+def load_model_file(path: Path) -> SavedModel:
+    """``load_model``, where a missing file's error also names the folder ``--save`` alone writes to."""
+    try:
+        return load_model(path)
+    except ModelFileError as exc:
+        if Path(path).exists():
+            raise
+        folder = one_line(str(default_models_dir()))
+        raise ModelFileError(
+            f"{exc}; models saved with --save alone are in {folder} (mnist-nn models lists them)"
+        ) from None
 
 
 def _is_stdout(path: Path | None) -> bool:

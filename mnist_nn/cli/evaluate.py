@@ -22,13 +22,13 @@ from mnist_nn.cli.base import (
     check_output,
     command,
     json_to_stdout,
+    load_model_file,
     show_progress,
     write_json_output,
 )
 from mnist_nn.data import Split, as_floats, load_mnist
 from mnist_nn.errors import UsageError
 from mnist_nn.metrics import Evaluation, evaluate_ensemble, evaluate_network
-from mnist_nn.models import load_model
 from mnist_nn.text import one_line
 
 
@@ -87,7 +87,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         check_output(args.json)
     if args.mistakes < 0:
         raise UsageError(f"--mistakes must be >= 0, got {args.mistakes}")
-    models = [load_model(path) for path in args.models]
+    models = [load_model_file(path) for path in args.models]
     data = load_mnist(
         args.data_dir,
         mirror=args.mirror,

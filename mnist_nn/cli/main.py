@@ -14,6 +14,7 @@ from mnist_nn.cli.base import (
 )
 from mnist_nn.cli.download import download_main
 from mnist_nn.cli.evaluate import evaluate_main
+from mnist_nn.cli.models import models_main
 from mnist_nn.cli.plot import plot_main
 from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.serve import serve_main
@@ -33,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[MainFunction, str]] = {
     "train": (train_main, "train a network (Nielsen's chapter-1 setup by default, or --preset NAME)"),
     "evaluate": (evaluate_main, "evaluate saved models: counts, per-digit accuracy, confusion, mistakes"),
     "benchmark": (_benchmark, "accuracy over seeds, or speed against the per-example reference"),
+    "models": (models_main, "list the saved models in a folder, newest first, with their test counts"),
     "predict": (predict_main, "classify your own digit images (PNG, JPEG, .npy)"),
     "serve": (serve_main, "draw digits in the browser and watch the model classify them as you draw"),
     "show": (show_main, "show MNIST digits in the terminal, with a model's predictions or mistakes"),

@@ -17,12 +17,12 @@ from mnist_nn.cli.base import (
     command,
     fail,
     json_to_stdout,
+    load_model_file,
     write_json_output,
 )
 from mnist_nn.config import IMAGE_SIDE
 from mnist_nn.errors import ImageError, OutputError, UsageError
 from mnist_nn.images import load_digit, render_digit, save_digit_png
-from mnist_nn.models import load_model
 from mnist_nn.text import describe_os_error, one_line
 
 
@@ -76,7 +76,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
     """Entry point of ``mnist-nn predict``."""
     args = build_predict_parser(prog).parse_args(argv)
     json_to_stdout(args.json)
-    model = load_model(args.model)
+    model = load_model_file(args.model)
     if args.json is not None:
         check_output(args.json)
     if args.save_prepared is not None:

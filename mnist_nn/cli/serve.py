@@ -16,11 +16,11 @@ from mnist_nn.cli.base import (
     Parser,
     command,
     fail,
+    load_model_file,
     signals_as_interrupts,
 )
 from mnist_nn.config import default_models_dir
 from mnist_nn.errors import TerminatedError, UsageError
-from mnist_nn.models import load_model
 from mnist_nn.text import one_line
 
 DEFAULT_HOST = "127.0.0.1"  # this computer only; --host 0.0.0.0 shares the page on the network
@@ -71,7 +71,7 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn serve") 
         path = newest_model(folder)
         if path is None:
             raise UsageError(f"no model given and no .npz file in {folder}; train one with: mnist-nn train --save")
-    model = load_model(path)
+    model = load_model_file(path)
     return_freed_memory()  # a drawing's pictures go back to the system once answered, whichever thread held them
     try:  # the socket's OSErrors are not package errors: each gets its own words here
         server = make_server(model, args.host, args.port, verbose=args.verbose)

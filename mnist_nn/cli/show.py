@@ -14,11 +14,11 @@ from mnist_nn.cli.base import (
     Parser,
     add_data_args,
     command,
+    load_model_file,
 )
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.errors import UsageError
 from mnist_nn.images import render_digit
-from mnist_nn.models import load_model
 
 MISTAKES_PAGE = 10  # mistakes shown at a time, as many as evaluate lists
 
@@ -63,7 +63,7 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
     if args.model is not None and args.mistakes is not None and args.model != args.mistakes:
         raise UsageError("give --model or --mistakes, not two different models")
     model_path = args.mistakes or args.model
-    network = load_model(model_path).network if model_path is not None else None
+    network = load_model_file(model_path).network if model_path is not None else None
     data = load_mnist(args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
     split: Split = getattr(data, args.split)
     if not 0 <= args.index < len(split):

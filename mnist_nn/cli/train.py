@@ -595,13 +595,20 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     if save_path is None and args.resume is not None:
         save_path = args.resume  # a resumed run goes back where it came from, unless --save says otherwise
     _check_outputs(args, save_path)
+    # A model already at the path, other than the run being resumed, is replaced: the save says so.
+    replacing = save_path is not None and save_path.is_file() and save_path != args.resume
     # One training at a time saves to a path: a second one is refused while the first runs.
     with PathLock(save_path) if save_path is not None else contextlib.nullcontext():
-        return _train(prog, args, config, resumed, save_path)
+        return _train(prog, args, config, resumed, save_path, replacing)
 
 
 def _train(
-    prog: str, args: argparse.Namespace, config: TrainConfig, resumed: Run | None, save_path: Path | None
+    prog: str,
+    args: argparse.Namespace,
+    config: TrainConfig,
+    resumed: Run | None,
+    save_path: Path | None,
+    replacing: bool = False,
 ) -> int:
     """Load the data, train (or continue) the run, save it and report; returns the exit code."""
     progress = show_progress(args.quiet)
@@ -684,7 +691,7 @@ def _train(
             if bar is not None:
                 bar.close()
         # Training is over: a signal from here on waits for the end to be saved and reported.
-        code = _finish(prog, args, run, data, save_path, time.perf_counter() - start, stops)
+        code = _finish(prog, args, run, data, save_path, time.perf_counter() - start, stops, replacing)
     if stops.pending is None or code != EXIT_OK:
         return code
     what, code = _stop_words(stops.pending)
@@ -701,6 +708,7 @@ def _finish(
     save_path: Path | None,
     train_seconds: float,
     stops: _StopSignals,
+    replacing: bool = False,
 ) -> int:
     """Save the finished run, write --json and --plot, print the test count; returns the exit code."""
     _, served_epoch = run.served()
@@ -713,7 +721,8 @@ def _finish(
         except OSError as exc:
             return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
         if not args.quiet and stops.pending is None:  # after a signal, its one line says where
-            print(f"Saved epoch {served_epoch}'s weights to {one_line(str(save_path))}", file=sys.stderr)
+            replaced = " (replacing the model that was there)" if replacing else ""
+            print(f"Saved epoch {served_epoch}'s weights to {one_line(str(save_path))}{replaced}", file=sys.stderr)
     if args.json is not None:
         last = run.history.epochs[-1] if run.history.epochs else None
         write_json_output(

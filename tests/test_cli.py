@@ -300,3 +300,12 @@ def _models_dir() -> str:
     from mnist_nn.config import default_models_dir
 
     return str(default_models_dir())
+
+
+@pytest.mark.real_data
+def test_a_run_at_chance_level_says_so_in_one_line(mnist_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--data-dir", str(mnist_cache), "--hidden", "10", "--epochs", "2", "--eta", "1000"]
+    assert train_main(argv) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "validation is at chance level" in warnings[0] and "after 2 epochs" in warnings[0]
+    assert "try a lower --eta" in warnings[0]

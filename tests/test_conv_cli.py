@@ -114,3 +114,23 @@ def test_speed_benchmark_times_a_cnn(mnist_cache: Path, tmp_path: Path, capsys: 
     (row,) = [t for t in record["training"] if t.get("layers")]
     assert row["layers"] == ["conv2x5", "pool2", "dense10"] and row["gflops"] > 0
     assert "| vectorized | conv2x5 pool2 dense10 | 50 |" in capsys.readouterr().out
+
+
+def test_convolutions_from_the_chapter_1_defaults_get_defaults_that_train_and_say_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mnist_nn.cli.train import build_train_parser, config_from_args, convolution_defaults
+    from mnist_nn.config import PRESETS
+
+    parser = build_train_parser()
+    args = parser.parse_args(["--layers", "conv20x5", "pool2", "dense10"])
+    config = config_from_args(args, PRESETS["nielsen-ch1"])
+    assert (config.activation, config.cost, config.eta, config.init) == ("relu", "log-likelihood", 0.03, "he")
+    given = parser.parse_args(["--layers", "conv20x5", "dense10", "--activation", "sigmoid", "--eta", "0.1"])
+    assert convolution_defaults(given, PRESETS["nielsen-ch1"]) == {"cost": "log-likelihood", "init": "scaled"}
+    dense = parser.parse_args(["--layers", "dense30", "dense10"])
+    assert convolution_defaults(dense, PRESETS["nielsen-ch1"]) == {}
+    assert convolution_defaults(args, PRESETS["nielsen-ch6-conv"]) == {}  # a preset's own settings stand
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert "--init he, as in the book's chapter 6" in " ".join(capsys.readouterr().out.split())

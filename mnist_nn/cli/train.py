@@ -106,7 +106,9 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
         metavar="SPEC",
         help="the layers, input side first, each conv<F>x<K> (F feature maps of KxK kernels, stride 1, no "
         "padding), pool<P> (PxP max-pooling) or dense<N> (N neurons), ending with dense10, e.g. "
-        "--layers conv20x5 pool2 conv40x5 pool2 dense100 dense10 (Nielsen's chapter 6)",
+        "--layers conv20x5 pool2 conv40x5 pool2 dense100 dense10 (Nielsen's chapter 6). With convolutions "
+        "and no --preset, the flags not given default to --activation relu --cost log-likelihood --eta 0.03 "
+        "--init he, as in the book's chapter 6 (the chapter-1 defaults leave a convolutional network at chance)",
     )
     group.add_argument("--epochs", type=int, help=f"total passes over the training set (default: {d.epochs})")
     group.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
@@ -311,8 +313,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig
         changes["sizes"], changes["layers"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES), ()
     if getattr(args, "layers", None) is not None:
         changes.update(_layers(args.layers))
-        if changes["layers"] and args.init is None and base.init == "normal":
-            changes["init"] = "he" if changes.get("activation", base.activation) == "relu" else "scaled"
+        changes.update(convolution_defaults(args, base))
     if changes.get("preprocess") == "none":
         changes["preprocess"] = ""
     config = dataclasses.replace(base, **changes)  # ConfigError: ``command`` names the flag
@@ -323,6 +324,31 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig
             raise UsageError(f"--augment: {exc}") from None
         config = dataclasses.replace(config, augment="" if spec.is_identity else spec.to_spec())
     return config
+
+
+CHANCE_EPOCHS = 2  # after this many epochs, a validation accuracy under CHANCE_LEVEL is said to be chance
+CHANCE_LEVEL = 0.2  # guessing one of ten digits scores about 0.1
+
+# What a network with convolutions trains with when it starts from the chapter-1 defaults, whose
+# sigmoid, quadratic cost and eta 3.0 leave it at chance level (Nielsen's chapter 6 uses these).
+CONVOLUTION_DEFAULTS = {"activation": "relu", "cost": "log-likelihood", "eta": 0.03}
+
+
+def convolution_defaults(args: argparse.Namespace, base: TrainConfig) -> dict[str, Any]:
+    """The settings --layers with convolutions takes in place of the chapter-1 defaults, for the flags not given.
+
+    Only a run from the chapter-1 defaults (no --preset, or nielsen-ch1) gets
+    them: ReLU, the log-likelihood cost, eta 0.03, and He's initialization
+    for ReLU (scaled otherwise).
+    """
+    specs = getattr(args, "layers", None)
+    if not specs or all(spec.startswith("dense") for spec in specs) or base != PRESETS["nielsen-ch1"]:
+        return {}
+    chosen = {flag: value for flag, value in CONVOLUTION_DEFAULTS.items() if getattr(args, flag, None) is None}
+    if args.init is None:
+        activation = args.activation or chosen.get("activation", base.activation)
+        chosen["init"] = "he" if activation == "relu" else "scaled"
+    return chosen
 
 
 def _layers(specs: list[str]) -> dict[str, Any]:
@@ -590,7 +616,14 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         config = _resumed_config(args, saved)
         resumed = _resumed_run(args, saved, config)
     else:
-        config = config_from_args(args, PRESETS[args.preset or "nielsen-ch1"])
+        base = PRESETS[args.preset or "nielsen-ch1"]
+        config = config_from_args(args, base)
+        chosen = convolution_defaults(args, base)
+        if chosen and not args.quiet:
+            flags = " ".join(
+                f"--{name} {value:g}" if name == "eta" else f"--{name} {value}" for name, value in chosen.items()
+            )
+            print(f"Convolutions train with {flags} here (give a flag to choose otherwise)", file=sys.stderr)
     save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
     if save_path is None and args.resume is not None:
         save_path = args.resume  # a resumed run goes back where it came from, unless --save says otherwise
@@ -658,6 +691,14 @@ def _train(
                 f"{format_count(record.validation_correct, record.validation_total)}, "
                 f"cost {record.train_cost:.4f}, {record.seconds:.2f} s",
                 flush=True,
+            )
+        accuracy = record.validation_accuracy
+        if record.epoch == CHANCE_EPOCHS and accuracy is not None and accuracy < CHANCE_LEVEL and not args.quiet:
+            print(
+                f"{prog}: warning: validation is at chance level ({100 * accuracy:.2f}%) after {record.epoch} "
+                "epochs: the network is not learning; try a lower --eta, or --init scaled"
+                + ("; convolutions train with --activation relu --cost log-likelihood" if run.config.layers else ""),
+                file=sys.stderr,
             )
         new_bar(record.epoch + 1)
 

@@ -125,6 +125,8 @@ _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow modes of
 # MPO pictures of many phones.)
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 _ACCEPTED_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PGM/PPM"
+# Files users try that are documents, not pictures, by their first bytes.
+_OTHER_DOCUMENTS = {b"%PDF-": "a PDF document", b"%!PS-": "a PostScript document", b"<?xml": "an XML file (an SVG?)"}
 _READ_CHUNK = 1 << 16  # bytes read at a time while looking for markers and chunks
 _JPEG_START = b"\xff\xd8\xff"  # SOI and the next marker's 0xFF: how Pillow recognizes a JPEG (or an MPO)
 # A marker is 0xFF and a code other than 0 (a 0xFF byte of a scan's data), 0xFF (fill) or a restart
@@ -330,9 +332,14 @@ def _load_with_pillow(path: Path) -> npt.NDArray[np.float64]:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageError(f"{name}: refused as a possible decompression bomb ({first_line(e)})") from None
         except UnidentifiedImageError:
+            file.seek(0)
+            kind = _OTHER_DOCUMENTS.get(file.read(8)[:5], "")
+            if kind:
+                raise ImageError(f"{name}: {kind}, not a picture: export the digit as PNG or JPEG") from None
             raise ImageError(
                 f"{name}: not a readable image (not {_ACCEPTED_NAMES}; other formats, such as ICO, are refused "
-                f"because their size cannot be checked before decoding{_heard(printed, caught)})"
+                f"because their size cannot be checked before decoding{_heard(printed, caught)}); "
+                "export it as PNG or JPEG"
             ) from None
         except MemoryError:
             raise ImageError(f"{name}: too large to decode in memory") from None

@@ -309,3 +309,15 @@ def test_a_run_at_chance_level_says_so_in_one_line(mnist_cache: Path, capsys: py
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "validation is at chance level" in warnings[0] and "after 2 epochs" in warnings[0]
     assert "try a lower --eta" in warnings[0]
+
+
+@pytest.mark.real_data
+def test_the_first_training_says_where_mnist_went(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import real_mirror
+
+    folder = tmp_path / "data"
+    argv = ["--data-dir", str(folder), "--mirror", real_mirror(), "--epochs", "1", "--hidden", "10"]
+    assert train_main(argv) == 0
+    assert f"MNIST downloaded and verified into {folder}" in capsys.readouterr().err
+    assert train_main(argv) == 0
+    assert "downloaded" not in capsys.readouterr().err  # the cache was used

@@ -214,3 +214,14 @@ def test_terminal_control_characters_in_names_are_shown_not_obeyed(
     assert f"{tmp_path}/{shown}.npy: " in captured.out
     for stream in (captured.out, captured.err):
         assert not any(c in stream for c in "\x1b\x07\x9b\x7f"), stream
+
+
+def test_a_pdf_or_another_document_is_told_to_be_exported_as_a_picture(tmp_path: Path) -> None:
+    pdf = tmp_path / "scan.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+    with pytest.raises(ImageError, match=r"scan\.pdf: a PDF document, not a picture: export the digit as PNG or JPEG"):
+        load_image(pdf)
+    other = tmp_path / "digit.xyz"
+    other.write_bytes(b"\x00\x01 not any format at all" * 10)
+    with pytest.raises(ImageError, match=r"before decoding\); export it as PNG or JPEG$"):
+        load_image(other)

@@ -44,9 +44,11 @@ from mnist_nn.config import (
     PRESETS,
     TrainConfig,
     config_from_dict,
+    default_data_dir,
     default_models_dir,
 )
 from mnist_nn.data import MnistData, load_mnist
+from mnist_nn.data.download import MNIST_FILES
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import PathLock
 from mnist_nn.metrics import format_count
@@ -647,9 +649,13 @@ def _train(
     progress = show_progress(args.quiet)
     # The files' pixels, not floats: fit scales the training images straight into its buffer and
     # the others when they are counted, so no full-size float copy is ever made.
+    folder = args.data_dir if args.data_dir is not None else default_data_dir()
+    first_time = not all((folder / file.name).is_file() for file in MNIST_FILES)
     data = load_mnist(
         args.data_dir, mirror=args.mirror, dtype="uint8", quiet=args.quiet, deadline=args.download_deadline
     )
+    if first_time and not args.quiet:
+        print(f"MNIST downloaded and verified into {one_line(str(folder))}", file=sys.stderr)
     run = resumed if resumed is not None else Run.start(config, keep_last=bool(args.save_last))
     if resumed is not None and not args.quiet:
         where = "back to it" if save_path == args.resume else f"to {one_line(str(save_path))}"

@@ -77,7 +77,7 @@ def test_flags_that_make_no_sense_in_a_benchmark_are_refused_with_the_reason(
         (["--grid", "layers=dense30 dense9"], "--layers must end with dense10"),
         (["--grid", "nesterov=maybe"], "expected on or off"),
         (["--grid", "augment=bogus=1;none"], "--augment"),
-        (["--grid", "preset=nielsen-ch1,nope"], "invalid choice"),
+        (["--grid", "preset=nielsen-ch1,nope"], "no preset 'nope'"),
         (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:8786"], "--jobs and --scheduler both given"),
         (["--scheduler", "tcp://a b"], "--scheduler expects an address"),
         (["--ensemble", "--grid", "eta=1,2"], "--ensemble needs"),

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tqdm
 
 from mnist_nn.config import MIRROR_ENV
 from mnist_nn.data import MnistData, load_mnist
+
+# No tqdm monitor thread in the test process, as in the commands (mnist_nn.cli.base): a bar shown
+# by a test that fakes a terminal would otherwise start one, and tqdm 4.64 can deadlock joining it
+# at exit (its thread waits for the lock the exiting thread holds), leaving pytest hung after the tests.
+tqdm.tqdm.monitor_interval = 0
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

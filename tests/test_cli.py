@@ -321,3 +321,10 @@ def test_the_first_training_says_where_mnist_went(tmp_path: Path, capsys: pytest
     assert f"MNIST downloaded and verified into {folder}" in capsys.readouterr().err
     assert train_main(argv) == 0
     assert "downloaded" not in capsys.readouterr().err  # the cache was used
+
+
+def test_the_commands_run_no_tqdm_monitor_thread() -> None:
+    # Checked in a fresh interpreter: the test process sets the same in conftest.py.
+    code = "import tqdm, mnist_nn.cli; print(tqdm.tqdm.monitor_interval)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "0"

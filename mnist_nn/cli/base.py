@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import tqdm
+
 from mnist_nn.config import default_models_dir, describe_data_dir
 from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
 from mnist_nn.errors import ConfigError, MnistNNError, ModelFileError, OutputError, TerminatedError, UsageError
@@ -52,6 +54,11 @@ __all__ = [
     "signals_as_interrupts",
     "write_json_output",
 ]
+
+# The commands update their bars themselves: tqdm's monitor thread, which only adjusts bars that
+# go quiet, would be one more thread at every fork of the training's helper, and tqdm 4.64 can
+# deadlock joining it at exit.
+tqdm.tqdm.monitor_interval = 0
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

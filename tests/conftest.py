@@ -65,3 +65,24 @@ def mnist_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mnist(mnist_cache: Path) -> MnistData:
     """Real MNIST in float32."""
     return load_mnist(mnist_cache)
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random [784, 10] network in a model file: enough for evaluate, show and predict."""
+    from mnist_nn.models import save_model
+    from mnist_nn.nn import Network
+
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    save_model(path, Network([784, 10], seed=1))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A (28, 28) .npy digit: a bar of ink."""
+    path = tmp_path_factory.mktemp("digit") / "bar.npy"
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[6:22, 12:16] = 255
+    np.save(path, image)
+    return path

@@ -29,8 +29,7 @@ from mnist_nn.cli import train as cli_train
 from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.show import show_main
 from mnist_nn.config import DATA_ENV
-from mnist_nn.models import load_model, save_model
-from mnist_nn.nn import Network
+from mnist_nn.models import load_model
 from tests.conftest import real_mirror
 
 pytestmark = pytest.mark.reliability
@@ -39,26 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MainFunction = Callable[..., int]
 RUN_AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 TINY_DISK = "size=64k"  # a tmpfs far too small for the 47 MB training images
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random [784, 10] network in a model file: enough for evaluate, show and predict."""
-    path = tmp_path_factory.mktemp("model") / "m.npz"
-    save_model(path, Network([784, 10], seed=1), {})
-    return path
-
-
-@pytest.fixture(scope="module")
-def digit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A (28, 28) .npy digit: a bar of ink."""
-    import numpy as np
-
-    path = tmp_path_factory.mktemp("digit") / "bar.npy"
-    image = np.zeros((28, 28), dtype=np.uint8)
-    image[6:22, 12:16] = 255
-    np.save(path, image)
-    return path
 
 
 def _commands(model: Path) -> dict[str, tuple[MainFunction, list[str]]]:

@@ -39,8 +39,6 @@ from mnist_nn.images import (
     load_digit,
     load_image,
 )
-from mnist_nn.models import save_model
-from mnist_nn.nn import Network
 
 pytestmark = pytest.mark.reliability
 
@@ -53,13 +51,6 @@ DECODE_FREE_SECONDS = 2.0  # refusing a bomb reads its markers only; decoding it
 def pillow() -> None:
     """Skip every test here when Pillow (the ``images`` extra) is missing."""
     pytest.importorskip("PIL")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "m.npz"
-    save_model(path, Network([784, 10], seed=1), {})
-    return path
 
 
 # --- a TIFF that makes Pillow warn ---------------------------------------------------------

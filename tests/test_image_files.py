@@ -21,8 +21,6 @@ import pytest
 from mnist_nn.cli.predict import predict_main
 from mnist_nn.errors import ImageError
 from mnist_nn.images import load_image
-from mnist_nn.models import save_model
-from mnist_nn.nn import Network
 
 pytestmark = pytest.mark.reliability
 
@@ -33,13 +31,6 @@ WAIT = 5.0  # seconds a read may take before it counts as blocked
 def pillow() -> None:
     """Skip a test that reads pictures when Pillow (the ``images`` extra) is missing."""
     pytest.importorskip("PIL")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "m.npz"
-    save_model(path, Network([784, 10], seed=1), {})
-    return path
 
 
 def _bar(path: Path) -> Path:

@@ -19,33 +19,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from mnist_nn.cli import evaluate_main
 from mnist_nn.cli.predict import predict_main
-from mnist_nn.models import save_model
-from mnist_nn.nn import Network
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="device nodes, FIFOs and /proc/self/fd are Linux's")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "m.npz"
-    save_model(path, Network([784, 10], seed=1), {})
-    return path
-
-
-@pytest.fixture(scope="module")
-def digit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("digit") / "bar.npy"
-    image = np.zeros((28, 28), dtype=np.uint8)
-    image[6:22, 12:16] = 255
-    np.save(path, image)
-    return path
 
 
 def _predict(model: Path, digit: Path, out: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,7 @@ compare different work.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -263,6 +264,23 @@ def test_the_plain_port_learns() -> None:
     )
     for got, want in zip(lists.weights + lists.biases, arrays.weights + arrays.biases, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_plain_port_saturates_without_a_warning() -> None:
+    """Nielsen's sigmoid overflows exp(-z) for very negative z: the answer (0) is right and nothing is printed."""
+    pixels, labels = _pixels(40, seed=11)
+    port = NielsenPort((784, 20, 10), "float32", seed=1)
+    port.weights[0] *= 100  # z far below -88 for some units
+    eye = np.eye(10, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        port.epoch(as_floats(pixels), labels, 10, 3.0)
+        port.epoch_lists(
+            [(x.reshape(784, 1), eye[y].reshape(10, 1)) for x, y in zip(as_floats(pixels), labels, strict=True)],
+            10,
+            3.0,
+        )
+    assert all(np.isfinite(w).all() for w in port.weights)
 
 
 def test_a_preset_with_augmentation_still_trains_through_the_whole_epoch_buffer() -> None:

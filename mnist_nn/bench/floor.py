@@ -143,6 +143,8 @@ class NielsenPort:
 
     @staticmethod
     def _sigmoid(z: FloatArray) -> FloatArray:
+        # Nielsen's form: exp(-z) overflows to inf for z below about -88 in float32, and 1 / (1 + inf)
+        # is the right 0, so the epochs run with overflow warnings off (once, not per call).
         out: FloatArray = 1.0 / (1.0 + np.exp(-z))
         return out
 
@@ -154,9 +156,10 @@ class NielsenPort:
         n = images.shape[0]
         targets = np.eye(self.weights[-1].shape[0], dtype=self.dtype)[labels]
         order = self.rng.permutation(n)
-        for k in range(0, n, m):
-            idx = order[k : k + m]
-            self._update(images[idx].T, targets[idx].T, eta)  # (n_in, m), (n_out, m)
+        with np.errstate(over="ignore"):  # see _sigmoid
+            for k in range(0, n, m):
+                idx = order[k : k + m]
+                self._update(images[idx].T, targets[idx].T, eta)  # (n_in, m), (n_out, m)
 
     def epoch_lists(self, training_data: list[tuple[FloatArray, FloatArray]], m: int, eta: float) -> None:
         """One epoch on Nielsen's own data layout: a list of (x (n_in, 1), one-hot y (n_out, 1)) pairs.
@@ -166,9 +169,10 @@ class NielsenPort:
         """
         order = self.rng.permutation(len(training_data))
         shuffled = [training_data[i] for i in order]
-        for k in range(0, len(shuffled), m):
-            batch = shuffled[k : k + m]
-            self._update(np.hstack([x for x, _ in batch]), np.hstack([y for _, y in batch]), eta)
+        with np.errstate(over="ignore"):  # see _sigmoid
+            for k in range(0, len(shuffled), m):
+                batch = shuffled[k : k + m]
+                self._update(np.hstack([x for x, _ in batch]), np.hstack([y for _, y in batch]), eta)
 
     def _update(self, x: FloatArray, y: FloatArray, eta: float) -> None:
         """One mini-batch: x (n_in, m) and one-hot y (n_out, m), backprop in matrices, w -= eta/m grad."""

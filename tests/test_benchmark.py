@@ -7,6 +7,7 @@ this are shared and their speed drifts.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import subprocess
@@ -157,6 +158,8 @@ def test_speed_reports_speedups_blas_and_every_measurement(
 
     environment = record["environment"]
     assert environment["numpy"] and environment["cpu_count"] >= 1
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    assert today - datetime.date.fromisoformat(environment["date"]) <= datetime.timedelta(days=1)
     assert environment["blas"] and environment["blas"][0]["internal_api"]
     assert environment["helper"] == helper_info()
 

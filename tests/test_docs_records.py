@@ -82,3 +82,119 @@ def test_the_readmes_headline_table_reads_as_the_records() -> None:
         test = summary["test_accuracy"]
         assert f"{_percent(test['mean'])}% ± {_percent(test['std'])}" in row, row
         assert f"| {_duration(summary['seconds']['mean'])} |" in row, row
+
+
+# The performance page: one block per speed record (docs/records/speed/<BLAS kernel>.json, written by
+# `python scripts/benchmark.py speed --json ...`), between an opening and a closing comment. Each block
+# must equal the one made here from its record; `python tests/test_docs_records.py` rewrites them.
+PERFORMANCE = ROOT / "docs" / "performance.md"
+SPEED_RECORDS = sorted((ROOT / "docs" / "records" / "speed").glob("*.json"))
+_BLOCK = re.compile(r"<!-- speed record: (?P<path>\S+) -->\n(?P<body>.*?)<!-- end of the speed record -->\n", re.S)
+
+
+def _network(entry: dict[str, Any]) -> str:
+    layers = entry.get("layers")
+    return " ".join(layers) if layers else str(entry["sizes"])
+
+
+def speed_block(path: Path) -> str:
+    """The performance page's tables for one speed record."""
+    record = _record(path)
+    env = record["environment"]
+    blas = env["blas"][0]
+    lines = [
+        f"{env['date']}: {env['cpu']}, {env['usable_cpus']} CPUs; NumPy {env['numpy']} with OpenBLAS "
+        f"{'.'.join(blas['version'].split('.')[:3])} using its {blas['architecture']} kernels on {blas['num_threads']} "
+        f"threads; Python {env['python']}; load average {record['load_average'][0]:.2f} at the start. "
+        f"Written by `python scripts/benchmark.py speed --json {path.relative_to(ROOT)}`.",
+        "",
+        "| network | mini-batch | dtype | s per epoch | GFLOP/s | of GEMM | time over the floor "
+        "| speed-up over the reference |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for entry in record["training"]:
+        if entry["implementation"] not in ("vectorized", "reference"):
+            continue
+        name = _network(entry) + (" (the per-example reference)" if entry["implementation"] == "reference" else "")
+        over = f"{entry['floor_ratio']:.2f}x" if entry["floor_ratio"] is not None else ""
+        speedup = f"{entry['speedup']:.1f}x" if entry["speedup"] is not None else ""
+        lines.append(
+            f"| {name} | {entry['batch_size']} | {entry['dtype']} | {entry['epoch_seconds_best']:.3f} | "
+            f"{entry['gflops']:.1f} | {100 * entry['gemm_fraction']:.0f}% | {over} | {speedup} |"
+        )
+    job = record["main_job_summary"]
+    shape = job["shape"]
+    targets = job["targets"]
+    lines += [
+        "",
+        f"| the main job against its floor ({shape['sizes']} at mini-batch {shape['batch_size']}, {shape['dtype']}) "
+        "| s per epoch | ratio | target |",
+        "| --- | ---: | --- | --- |",
+        f"| the floor | {job['floor_seconds']:.3f} | | |",
+        f"| the floor, before each round of the runs | {job['floor_beside_main_job_seconds']:.3f} | | |",
+        f"| the step alone (`fit`, no cost, no validation) | {job['step_seconds']:.3f} | "
+        f"{job['step_over_floor']:.2f}x the floor | |",
+        f"| the main job's epoch, (12-epoch run - 2-epoch run) / 10 | {job['main_job_seconds']:.3f} | "
+        f"{job['main_job_over_floor']:.2f}x the floor before the rounds | at most "
+        f"{targets['main_job_over_floor_at_most']:.2f}x |",
+        f"| plain port, mini-batches from arrays | {job['port_seconds']:.3f} | {job['port_over_main_job']:.2f}x the "
+        f"main job | at least {targets['port_over_main_job_at_least']:.2f}x |",
+        f"| plain port on Nielsen's lists of columns | {job['port_lists_seconds']:.3f} | "
+        f"{job['port_lists_over_main_job']:.2f}x the main job | |",
+        f"| the whole default run, command to `Test:`, fastest of {job['default_runs']} | "
+        f"{job['default_run_seconds']:.1f} s | | at most {job['default_run_limit_seconds']:.1f} s "
+        "(30 floors + 1.5 s) |",
+    ]
+    memory = record["memory"]
+    gemm = {g["dtype"]: g for g in record["gemm"]}
+    lines += [
+        "",
+        "| other measurement | result |",
+        "| --- | ---: |",
+        f"| GEMM {gemm['float32']['n']}x{gemm['float32']['n']}, float32 / float64 | "
+        f"{gemm['float32']['gflops']:.0f} / {gemm['float64']['gflops']:.0f} GFLOP/s |",
+    ]
+    for entry in record["inference"]:
+        timing = entry["timing"]
+        lines.append(
+            f"| inference on the {timing['items']:,} test images, {_network(entry)}, {entry['dtype']} | "
+            f"{1000 * timing['best_seconds']:.1f} ms, {entry['images_per_second_best']:,.0f} images/s |"
+        )
+    lines += [
+        f"| `load_mnist()` from a warm cache | {1000 * record['load_seconds']['best_seconds']:.0f} ms |",
+        f"| peak memory of the default run (`{memory['test_line']}`) / of evaluating its model | "
+        f"{memory['peak_rss_mib']:.0f} / {memory['eval_peak_rss_mib']:.0f} MiB |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _blocks(text: str) -> dict[str, str]:
+    return {m["path"]: m["body"] for m in _BLOCK.finditer(text)}
+
+
+def test_the_performance_page_has_one_block_per_speed_record() -> None:
+    assert SPEED_RECORDS, "no speed record in docs/records/speed"
+    assert sorted(_blocks(PERFORMANCE.read_text())) == sorted(str(p.relative_to(ROOT)) for p in SPEED_RECORDS)
+
+
+@pytest.mark.parametrize("path", SPEED_RECORDS, ids=lambda path: path.stem)
+def test_the_performance_page_reads_as_the_speed_record(path: Path) -> None:
+    record = _record(path)
+    assert record["action"] == "speed" and record["plan"]["train_size"] == 50_000
+    assert path.stem == record["environment"]["blas"][0]["architecture"].lower()
+    body = _blocks(PERFORMANCE.read_text()).get(str(path.relative_to(ROOT)))
+    assert body == speed_block(path), "run `python tests/test_docs_records.py` to rewrite the page's block"
+
+
+def _write_speed_blocks() -> None:
+    """Rewrite every speed block of the performance page from its record."""
+
+    def block(match: re.Match[str]) -> str:
+        path = match["path"]
+        return f"<!-- speed record: {path} -->\n{speed_block(ROOT / path)}<!-- end of the speed record -->\n"
+
+    PERFORMANCE.write_text(_BLOCK.sub(block, PERFORMANCE.read_text()))
+
+
+if __name__ == "__main__":
+    _write_speed_blocks()

@@ -10,6 +10,7 @@ threads.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import os
 import platform
@@ -86,10 +87,11 @@ def _cpu_model() -> str:
 
 
 def environment_info() -> dict[str, Any]:
-    """What the timings depend on: versions, CPUs, the BLAS and the variables that steer it."""
+    """What the timings depend on: the day (UTC), versions, CPUs, the BLAS and the variables that steer it."""
     affinity = getattr(os, "sched_getaffinity", None)
     watched = {*BLAS_THREAD_VARIABLES}
     return {
+        "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
         "mnist_nn": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -99,11 +99,9 @@ from mnist_nn.files import PathLike, atomic_write
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.costs import COSTS, Cost
 from mnist_nn.nn.layers import Dense, Layer, layer_from_description
-from mnist_nn.nn.network import Network as BaseNetwork
-from mnist_nn.nn.network import build_layers
+from mnist_nn.nn.network import Network, build_layers
+from mnist_nn.nn.transforms import input_transform
 from mnist_nn.text import first_line, json_type, one_line, short
-from mnist_nn.train.nielsen import Network
-from mnist_nn.train.transforms import input_transform
 
 FORMAT_NAME = "mnist_nn-model"
 FORMAT_VERSION = 2
@@ -152,7 +150,7 @@ class ResumeState:
 class SavedModel:
     """A loaded model file: the network with its served weights, its metadata and resume state."""
 
-    network: BaseNetwork
+    network: Network
     metadata: dict[str, Any]
     resume: ResumeState | None
     path: Path
@@ -161,7 +159,7 @@ class SavedModel:
 # --- saving --------------------------------------------------------------------------
 
 
-def model_metadata_base(network: BaseNetwork) -> dict[str, Any]:
+def model_metadata_base(network: Network) -> dict[str, Any]:
     """The metadata every model file carries: format, version and what the network is."""
     return {
         "format": FORMAT_NAME,
@@ -180,7 +178,7 @@ def model_metadata_base(network: BaseNetwork) -> dict[str, Any]:
 
 def save_model(
     path: PathLike,
-    network: BaseNetwork,
+    network: Network,
     metadata: Mapping[str, Any] | None = None,
     *,
     resume: ResumeState | None = None,
@@ -234,7 +232,7 @@ def _write_npz(f: IO[bytes], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def _metadata_json(network: BaseNetwork, metadata: Mapping[str, Any], resume: ResumeState | None) -> str:
+def _metadata_json(network: Network, metadata: Mapping[str, Any], resume: ResumeState | None) -> str:
     """The metadata member's JSON text; ValueError if anything in it is not JSON."""
     merged = model_metadata_base(network)
     for key, value in metadata.items():
@@ -277,7 +275,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
 
 
-def _check_param_list(network: BaseNetwork, params: Sequence[Any], what: str) -> None:
+def _check_param_list(network: Network, params: Sequence[Any], what: str) -> None:
     """ValueError unless ``params`` are finite arrays shaped and typed like ``network.params``."""
     if len(params) != len(network.params):
         raise ValueError(f"expected {len(network.params)} arrays in {what}, got {len(params)}")
@@ -293,7 +291,7 @@ def _check_param_list(network: BaseNetwork, params: Sequence[Any], what: str) ->
             raise ValueError(f"refusing to save non-finite values in {what}[{layer}]")
 
 
-def _check_resume(network: BaseNetwork, resume: ResumeState) -> None:
+def _check_resume(network: Network, resume: ResumeState) -> None:
     """ValueError unless ``resume`` fits ``network`` and can be written."""
     _check_param_list(network, resume.params, "resume params")
     if len(resume.optimizer) > MAX_OPTIMIZER_KEYS:

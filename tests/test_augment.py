@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mnist_nn.data import MnistData
-from mnist_nn.train.augment import AugmentConfig, augment_images, deskew_images, elastic_rms, parse_augment
+from mnist_nn.nn.transforms import deskew_images
+from mnist_nn.train.augment import AugmentConfig, augment_images, elastic_rms, parse_augment
 
 NONE = AugmentConfig(shift=0, rotate=0, scale=0, shear=0, elastic_alpha=0)
 STEPS = np.arange(28)

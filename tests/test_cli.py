@@ -199,7 +199,7 @@ def test_resume_with_fewer_epochs_than_done_is_one_line_exit_2(
     before = model.read_bytes()
     assert train_main(["--data-dir", str(tmp_path / "no-data"), "--resume", str(model), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"train_mnist.py: error: --epochs 1 is fewer than the 2 epochs {model} has already trained"]
+    assert err == [f"train_mnist.py: error: --resume: {model} has already trained 2 epochs, more than 1"]
     assert model.read_bytes() == before and not (tmp_path / "no-data").exists()
 
 

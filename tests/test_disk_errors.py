@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 
 from mnist_nn.cli import download_main, evaluate_main, train_main
-from mnist_nn.cli import train as cli_train
 from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.show import show_main
 from mnist_nn.config import DATA_ENV
 from mnist_nn.models import load_model
+from mnist_nn.train import checkpoint
 from tests.conftest import real_mirror
 
 pytestmark = pytest.mark.reliability
@@ -301,7 +301,7 @@ def test_a_save_folder_that_turns_read_only_mid_run_gives_one_line(
     folder = tmp_path / "runs"
     folder.mkdir()
     model = folder / "m.npz"
-    real_save = cli_train._save_run
+    real_save = checkpoint.save_run
     turned = contextlib.ExitStack()
 
     def save_then_turn_read_only(*args: Any, **kwargs: Any) -> int:
@@ -309,7 +309,7 @@ def test_a_save_folder_that_turns_read_only_mid_run_gives_one_line(
         turned.enter_context(_read_only_folder(folder))  # after the first checkpoint: the next save fails
         return correct
 
-    monkeypatch.setattr(cli_train, "_save_run", save_then_turn_read_only)
+    monkeypatch.setattr(checkpoint, "save_run", save_then_turn_read_only)
     argv = ["--data-dir", str(mnist_cache), "--epochs", "3", "--hidden", "10", "--quiet"]
     with turned:
         code = train_main([*argv, "--checkpoint-every", "1", "--save", str(model)])

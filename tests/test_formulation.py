@@ -146,7 +146,7 @@ def test_bp1_keeping_the_cost_terms_is_bp1_bit_for_bit(cost: str) -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_training_buffer_holds_the_loaders_floats_bit_for_bit(dtype: str) -> None:
-    from mnist_nn.train.loop import _training_buffer
+    from mnist_nn.train.feeds import _training_buffer
 
     pixels, _ = _pixels(50)
     pixels[0, :3] = (0, 255, 1)
@@ -164,7 +164,7 @@ def test_the_training_buffer_holds_the_loaders_floats_bit_for_bit(dtype: str) ->
 @pytest.mark.parametrize("extra", [1, 0])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_mini_batches_staged_from_pixels_are_the_training_buffers_rows_bit_for_bit(dtype: str, extra: int) -> None:
-    from mnist_nn.train.loop import _gather_scaled, _training_buffer, _training_pixels
+    from mnist_nn.train.feeds import _gather_scaled, _training_buffer, _training_pixels
 
     pixels, _ = _pixels(1234, seed=9)
     pixels[0, :3] = (0, 255, 1)
@@ -191,24 +191,24 @@ def test_mini_batches_staged_from_pixels_are_the_training_buffers_rows_bit_for_b
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_pixels_counted_a_chunk_at_a_time_give_the_count_of_their_floats(dtype: str) -> None:
-    from mnist_nn.train import count_correct
+    from mnist_nn.train import count_in_chunks
 
     pixels, labels = _pixels(4321, seed=3)  # two full chunks of 2,000 rows and a partial one
     network = Network((784, 20, 10), seed=1, dtype=dtype)
     floats = as_floats(pixels, dtype)
     want = network.count_correct(floats, labels)
     assert 0 < want < 4321  # a count the chunks could get wrong either way
-    assert count_correct(network, pixels, labels) == want
-    assert count_correct(network, floats, labels) == want
+    assert count_in_chunks(network, pixels, labels) == want
+    assert count_in_chunks(network, floats, labels) == want
     per_row = network.predict(floats) == labels
-    assert count_correct(network, pixels[:7], labels[:7]) == int(per_row[:7].sum())
-    assert count_correct(network, pixels[:0], labels[:0]) == 0
+    assert count_in_chunks(network, pixels[:7], labels[:7]) == int(per_row[:7].sum())
+    assert count_in_chunks(network, pixels[:0], labels[:0]) == 0
     with pytest.raises(ValueError, match=r"expected images of shape \(n, 784\), got \(20, 783\)"):
-        count_correct(network, pixels[:20, :783], labels[:20])
+        count_in_chunks(network, pixels[:20, :783], labels[:20])
 
 
 def test_floats_and_transformed_networks_keep_the_float_buffer() -> None:
-    from mnist_nn.train.loop import _training_pixels
+    from mnist_nn.train.feeds import _training_pixels
 
     pixels, _ = _pixels(20)
     network = Network((784, 5, 10), seed=0)

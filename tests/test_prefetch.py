@@ -25,8 +25,9 @@ import pytest
 
 from mnist_nn.config import TrainConfig
 from mnist_nn.data import as_floats
-from mnist_nn.train import Run, count_correct, fit, loop, prefetch
+from mnist_nn.train import Run, count_in_chunks, feeds, fit, prefetch
 from mnist_nn.train.history import EpochRecord
+from mnist_nn.train.validation import Validation
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_fork = pytest.mark.skipif(sys.platform != "linux", reason="the helper is forked, on Linux only")
@@ -55,7 +56,7 @@ def _same(a: Run, b: Run) -> None:
     ]
     assert a.best_epoch == b.best_epoch
     # The last epoch's count, split between the two processes, is the whole set's count with its weights.
-    assert a.history.epochs[-1].validation_correct == count_correct(a.network, *VALIDATION)
+    assert a.history.epochs[-1].validation_correct == count_in_chunks(a.network, *VALIDATION)
 
 
 @needs_fork
@@ -104,7 +105,7 @@ def test_a_helper_that_dies_mid_epoch_leaves_the_parent_to_gather_the_rest() -> 
 @needs_fork
 def test_a_helper_that_dies_while_counting_leaves_its_part_to_the_parent(monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
-    count_rest = loop._Validation.count_rest
+    count_rest = Validation.count_rest
     counted_here: list[int] = []
 
     def die_in_the_helper(self: Any, params: list[Any]) -> int:
@@ -113,7 +114,7 @@ def test_a_helper_that_dies_while_counting_leaves_its_part_to_the_parent(monkeyp
         counted_here.append(1)
         return count_rest(self, params)
 
-    monkeypatch.setattr(loop._Validation, "count_rest", die_in_the_helper)
+    monkeypatch.setattr(Validation, "count_rest", die_in_the_helper)
     pixels, labels = _pixels(2000, seed=4)
     _same(_trained(True, pixels, labels), _trained(False, pixels, labels))
     assert counted_here == []  # the parent counted the helper's part itself, not through count_rest
@@ -278,7 +279,7 @@ def test_no_helper_trains_in_one_process_with_the_same_result(
             super().__init__(*args, **kwargs)
             started.append(self.n)
 
-    monkeypatch.setattr(loop, "Prefetcher", Counted)
+    monkeypatch.setattr(feeds, "Prefetcher", Counted)
     outputs = []
     for flags in ([], ["--no-helper"]):
         args = ["--data-dir", str(mnist_cache), "--hidden", "10", "--epochs", "2", "--quiet", *flags]

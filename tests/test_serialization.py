@@ -25,7 +25,7 @@ from mnist_nn.models import (
     save_model,
 )
 from mnist_nn.nn.network import Network
-from mnist_nn.train.transforms import input_transform
+from mnist_nn.nn.transforms import input_transform
 
 MNIST_SIZES = (784, 30, 10)
 SMALL_SIZES = (6, 5, 4, 3)

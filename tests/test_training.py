@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,19 @@ def test_the_package_example_trains_on_splits() -> None:
     history = net.SGD(train, 10, 10, 3.0, test_data=validation)
     assert history.epochs[-1].validation_total == 20
     assert net.evaluate(validation) == history.epochs[-1].validation_correct
+
+
+def test_one_network_class_and_a_loaded_model_trains_with_sgd(tmp_path: Path) -> None:
+    import mnist_nn
+    from mnist_nn.nn.network import Network as NetworkInNn
+
+    assert mnist_nn.Network is NetworkInNn
+    x, labels = _blobs(120, seed=4)
+    net = mnist_nn.Network([5, 8, 3], seed=1)
+    mnist_nn.save_model(tmp_path / "net.npz", net)
+    loaded = mnist_nn.load_model(tmp_path / "net.npz", require_mnist=False).network
+    assert type(loaded) is NetworkInNn
+    costs = [[e.train_cost for e in n.SGD((x, labels), 2, 10, 3.0, quiet=True).epochs] for n in (loaded, net)]
+    assert costs[0] == costs[1] and len(costs[0]) == 2
+    for got, want in zip(loaded.params, net.params, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from mnist_nn._version import __version__
@@ -43,7 +42,6 @@ from mnist_nn.config import (
     NUM_CLASSES,
     PRESETS,
     TrainConfig,
-    config_from_dict,
     default_data_dir,
     default_models_dir,
 )
@@ -52,20 +50,22 @@ from mnist_nn.data.download import MNIST_FILES
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import PathLock
 from mnist_nn.metrics import format_count
-from mnist_nn.models import ResumeState, SavedModel, load_model, save_model
+from mnist_nn.models import SavedModel, load_model
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
 from mnist_nn.nn.layers import INITS, Dense, layer_from_spec
 from mnist_nn.nn.network import layer_sizes
+from mnist_nn.nn.transforms import TRANSFORMS
 from mnist_nn.plots import plot_training_curves, require_matplotlib
-from mnist_nn.text import one_line, short
+from mnist_nn.text import one_line
+from mnist_nn.train import checkpoint
 from mnist_nn.train.augment import parse_augment
-from mnist_nn.train.history import EpochRecord, History
-from mnist_nn.train.loop import count_correct, fit
+from mnist_nn.train.history import EpochRecord
+from mnist_nn.train.loop import fit
 from mnist_nn.train.prefetch import MIN_ROWS
 from mnist_nn.train.run import Run
 from mnist_nn.train.schedules import SCHEDULES
-from mnist_nn.train.transforms import TRANSFORMS
+from mnist_nn.train.validation import count_in_chunks
 
 
 def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> argparse._ArgumentGroup:
@@ -367,48 +367,26 @@ def _layers(specs: list[str]) -> dict[str, Any]:
     return {"sizes": sizes, "layers": tuple(specs)}
 
 
-def _resumed_config(args: argparse.Namespace, saved: SavedModel) -> TrainConfig:
-    """The configuration saved in a model file, checked, with a new --epochs if given; any other flag is refused.
+def _resumed_run(args: argparse.Namespace, saved: SavedModel) -> Run:
+    """The run saved in a model file (``checkpoint.resume_run``), with a new --epochs or --save-last if given.
 
-    Which epoch the run serves is not part of it: ``_resumed_run`` applies
-    --save-last or --no-save-last, or keeps the rule saved with the run.
+    Any other training flag must leave the saved configuration as it is: a
+    flag is compared by the configuration it makes, not by being given.
     """
-    if saved.resume is None or "config" not in saved.metadata:
-        raise ModelFileError(
-            one_line(
-                f"{saved.path}: cannot resume: it holds the weights only, not the training run (configuration, "
-                "history, generator and optimizer state) that train --save writes; save_model(path, network, "
-                "metadata) files can be evaluated, not resumed"
-            )
-        )
-    try:
-        stored = config_from_dict(saved.metadata.get("config"))
-        if stored.augment:
-            parse_augment(stored.augment)
-    except ValueError as exc:
-        raise ModelFileError(one_line(f"{saved.path}: cannot resume: {exc}")) from None
+    stored = checkpoint.saved_config(saved)
     config = config_from_args(args, stored)
-    changed = [
-        f.name
-        for f in dataclasses.fields(config)
-        if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)
-    ]
+    changed = checkpoint.changed_settings(stored, config)
     if changed:
         raise UsageError(
             "--resume continues the saved configuration; only --epochs and --save-last may change, "
             f"not {', '.join(changed)}"
         )
-    return config
-
-
-def _served_rule(saved: SavedModel) -> str:
-    """Which epoch a saved run serves, "best" or "last" (ModelFileError for anything else)."""
-    rule = saved.metadata.get("served")
-    if rule not in ("best", "last"):
-        raise ModelFileError(
-            one_line(f"{saved.path}: cannot resume: metadata 'served' should be 'best' or 'last', got {short(rule)}")
-        )
-    return str(rule)
+    try:
+        return checkpoint.resume_run(saved, config, keep_last=args.save_last)
+    except ModelFileError:
+        raise
+    except ValueError as exc:  # what was asked of the run does not fit it
+        raise UsageError(f"--resume: {exc}") from None
 
 
 def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
@@ -432,108 +410,6 @@ def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
 def _default_model_path(config: TrainConfig) -> Path:
     sizes = "-".join(config.layers) if config.layers else "-".join(map(str, config.sizes))
     return default_models_dir() / f"mnist-{sizes}-seed{config.seed}.npz"
-
-
-def _resumed_run(args: argparse.Namespace, saved: SavedModel, config: TrainConfig) -> Run:
-    """Rebuild a run from a model file: current weights, generator, history, best weights and served rule.
-
-    Every part is checked against the configuration and the others before
-    anything is built from it (``Run.restore``), so an edited file is refused
-    in one line. The run serves its last epoch with --save-last, its best
-    with --no-save-last, and as saved with neither; the best weights come
-    from the served ones or, in a file that serves its last epoch, from the
-    ``best_`` arrays saved beside them.
-    """
-    path = saved.path
-    if saved.resume is None:
-        raise ModelFileError(f"{path}: holds no training state to resume from")
-    done = saved.resume.epochs_completed
-    if args.epochs is not None and args.epochs < done:
-        raise UsageError(f"--epochs {args.epochs} is fewer than the {done} epochs {path} has already trained")
-    rule = _served_rule(saved)
-    metadata = saved.metadata
-    try:
-        served_epoch = metadata.get("epoch")
-        if isinstance(served_epoch, bool) or not isinstance(served_epoch, int):
-            raise ValueError(f"metadata 'epoch' should be the served epoch's number, got {short(served_epoch)}")
-        if metadata.get("epochs_completed", done) != done:
-            raise ValueError(f"metadata 'epochs_completed' is {short(metadata.get('epochs_completed'))}, not {done}")
-        history = History.from_list(metadata.get("history"))
-        rng = np.random.default_rng()
-        rng.bit_generator.state = saved.resume.rng_state
-        run = Run.restore(
-            config,
-            saved.network,
-            params=saved.resume.params,
-            optimizer_state=saved.resume.optimizer,
-            rng=rng,
-            history=history,
-            served_is_best=rule == "best",
-            served_epoch=served_epoch,
-            epochs_completed=done,
-        )
-        best = history.best()
-        if rule == "last" and saved.resume.best_params is not None:
-            if best is None or saved.resume.best_epoch != best.epoch:
-                expected = "no validated epoch" if best is None else f"epoch {best.epoch}"
-                raise ValueError(f"its best weights are said to be epoch {saved.resume.best_epoch}'s, not {expected}")
-            run.best_params, run.best_epoch = saved.resume.best_params, best.epoch
-    except (TypeError, ValueError) as exc:
-        raise ModelFileError(one_line(f"{path}: cannot resume: {exc}")) from None
-    if args.save_last is not None:
-        if not args.save_last and run.best_params is None and best is not None:
-            raise UsageError(
-                f"--no-save-last: {one_line(str(path))} was saved with --save-last and holds only its last epoch's "
-                "weights, not its best's; resume it without --no-save-last"
-            )
-        run.keep_last = args.save_last
-    return run
-
-
-def _save_run(path: Path, run: Run, data: MnistData, status: str = "complete") -> int:
-    """Save the served weights with the last completed epoch's state; returns their test count.
-
-    The file can be evaluated (the served weights, their test count in the
-    metadata) or resumed (the snapshot: weights, momentum, generator and
-    history after the last completed epoch, and which epoch the run serves).
-    """
-    snapshot = run.snapshot if run.snapshot is not None else run.take_snapshot()
-    history = run.history.epochs[: snapshot.epochs_completed]
-    keep_last = run.keep_last or run.best_params is None
-    if keep_last:
-        served = run.served_network(keep_last=True)
-        served.set_params(snapshot.params)
-        served_epoch = snapshot.epochs_completed
-    else:
-        served = run.served_network()
-        served_epoch = run.best_epoch or 0
-    test_correct = count_correct(served, *data.test)
-    record = run.history.epochs[served_epoch - 1] if served_epoch else None
-    metadata = {
-        "config": run.config.to_dict(),
-        "history": History(history).to_list(),
-        "epoch": served_epoch,
-        "epochs_completed": snapshot.epochs_completed,
-        "status": status,
-        "served": "last" if keep_last else "best",
-        "validation_correct": record.validation_correct if record else None,
-        "validation_total": record.validation_total if record else None,
-        "test_correct": test_correct,
-        "test_total": len(data.test),
-        "mnist_sha256": data.digests,
-    }
-    # A file that serves the last epoch keeps the best one's weights too, so that a resume may serve either.
-    best = run.best_params if keep_last and run.best_epoch and run.best_epoch <= snapshot.epochs_completed else None
-    state = ResumeState(
-        params=snapshot.params,
-        optimizer=snapshot.optimizer_state,
-        rng_state=snapshot.rng_state,
-        epochs_completed=snapshot.epochs_completed,
-        best_params=best,
-        best_epoch=run.best_epoch if best is not None else None,
-    )
-    save_model(path, served, metadata, resume=state)
-    return test_correct
 
 
 class _StopSignals:
@@ -615,8 +491,8 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     saved = load_model(args.resume) if args.resume is not None else None
     resumed = None
     if saved is not None:
-        config = _resumed_config(args, saved)
-        resumed = _resumed_run(args, saved, config)
+        resumed = _resumed_run(args, saved)
+        config = resumed.config
     else:
         base = PRESETS[args.preset or "nielsen-ch1"]
         config = config_from_args(args, base)
@@ -712,7 +588,7 @@ def _train(
         on_epoch(record, run)
         if save_path is not None and args.checkpoint_every and record.epoch % args.checkpoint_every == 0:
             with stops.held():
-                _save_run(save_path, run, data, status="checkpoint")
+                checkpoint.save_run(save_path, run, data, status="checkpoint")
 
     new_bar(run.epochs_completed + 1)
     start = time.perf_counter()
@@ -761,10 +637,10 @@ def _finish(
     _, served_epoch = run.served()
     test_total = len(data.test)
     if save_path is None:
-        test_correct = count_correct(run.served_network(), *data.test)
+        test_correct = count_in_chunks(run.served_network(), *data.test)
     else:
         try:
-            test_correct = _save_run(save_path, run, data)  # counts the served weights
+            test_correct = checkpoint.save_run(save_path, run, data)  # counts the served weights
         except OSError as exc:
             return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
         if not args.quiet and stops.pending is None:  # after a signal, its one line says where
@@ -802,7 +678,7 @@ def _salvage(save_path: Path | None, run: Run, data: MnistData, status: str = "i
     if save_path is None:
         return "nothing saved (no --save given)"
     try:
-        _save_run(save_path, run, data, status=status)
+        checkpoint.save_run(save_path, run, data, status=status)
     except OSError as exc:
         return f"could not save to {save_path}: {exc.strerror or exc}"
     _, epoch = run.served()

@@ -5,8 +5,9 @@ the command line.
 
 - ``activations``: sigmoid, tanh, ReLU and softmax, by name.
 - ``costs``: quadratic, cross-entropy and log-likelihood, by name.
-- ``layers``: ``Layer`` (what a layer owns) and ``Dense``.
-- ``network``: ``Network(layers)``, forward pass and backpropagation (BP1-BP4).
+- ``layers``: ``Layer`` (what a layer owns) and its kinds: ``Dense``, ``Conv2D``, ``MaxPool2D``, ``Dropout``.
+- ``network``: ``Network(layers)``, forward pass and backpropagation (BP1-BP4), Nielsen's ``SGD``.
+- ``transforms``, ``warp``: the input transforms a model applies (deskewing) and their bilinear sampler.
 - ``reference``: Nielsen's per-example backpropagation, the tests' oracle.
 """
 

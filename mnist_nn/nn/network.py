@@ -33,7 +33,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -52,11 +52,38 @@ EVAL_CHUNK = 10_000  # rows per forward pass when evaluating large sets
 class InputTransform:
     """A named, deterministic transform of (m, n_in) images applied before the first layer.
 
-    The functions live elsewhere (``mnist_nn.train.transforms``); the network only calls them.
+    The functions live elsewhere (``mnist_nn.nn.transforms``); the network only calls them.
     """
 
     name: str
     fn: Callable[[FloatArray], FloatArray]
+
+
+class BookTrainer(Protocol):
+    """Nielsen's ``SGD`` as a function of the network; ``mnist_nn.train.nielsen.sgd`` is the one there is."""
+
+    def __call__(
+        self,
+        network: Network,
+        training_data: Any,
+        epochs: int,
+        mini_batch_size: int,
+        eta: float,
+        test_data: Any,
+        *,
+        rng: np.random.Generator | None,
+        quiet: bool,
+    ) -> Any: ...
+
+
+# Network.SGD trains through the training loop, which imports this module: the loop's package registers
+# its trainer here when it is imported (``import mnist_nn`` imports it), so imports still go one way.
+_BOOK_TRAINERS: list[BookTrainer] = []
+
+
+def register_book_trainer(trainer: BookTrainer) -> None:
+    """Make ``trainer`` the one ``Network.SGD`` calls."""
+    _BOOK_TRAINERS[:] = [trainer]
 
 
 def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -428,6 +455,36 @@ class Network:
         x = self.check_images(images)
         y = self.check_labels(labels, x.shape[0])
         return int(np.count_nonzero(self.predict(x, prepared=prepared) == y))
+
+    def SGD(  # noqa: N802 - Nielsen's name
+        self,
+        training_data: Any,
+        epochs: int,
+        mini_batch_size: int,
+        eta: float,
+        test_data: Any = None,
+        *,
+        rng: np.random.Generator | None = None,
+        quiet: bool = False,
+    ) -> Any:
+        """Train with mini-batch stochastic gradient descent, as Nielsen's ``SGD``.
+
+        ``training_data`` is Nielsen's list of ``(x, y)`` tuples from
+        ``load_data_wrapper()`` or an ``(images, labels)`` pair; ``test_data``
+        (optional, either form) is counted after every epoch. ``rng``
+        shuffles (default: seeded with 0). After every epoch it prints, as
+        Nielsen's code does, ``Epoch 0: 9129 / 10000`` (the count on
+        ``test_data``; epochs numbered from 0) or, without test data, ``Epoch
+        0 complete``; ``quiet`` prints nothing. It trains through
+        ``mnist_nn.train.fit`` (``mnist_nn.train.nielsen``) and returns the
+        run's ``History``.
+
+        Raises:
+            ConfigError: epochs, mini_batch_size or eta out of range.
+        """
+        if not _BOOK_TRAINERS:
+            raise RuntimeError("Network.SGD trains through mnist_nn.train: import mnist_nn (or mnist_nn.train) first")
+        return _BOOK_TRAINERS[-1](self, training_data, epochs, mini_batch_size, eta, test_data, rng=rng, quiet=quiet)
 
     def evaluate(self, data: Any) -> int:
         """Number of correct answers, as Nielsen's ``evaluate``.

@@ -36,9 +36,8 @@ copy of the chunk, so no bounds checks are needed. Memory is bounded by
 about a third faster than 2,048): on 2 cores, 50,000 images take about
 0.23 s (0.51 s with elastic on).
 
-``deskew_images`` uses the same sampler for a deterministic transform: it
-straightens each digit's slant and centers its mass, as the "deskewing"
-preprocessing of LeCun et al.'s MNIST comparisons.
+The sampler is ``mnist_nn.nn.warp.Warper``, which the deterministic
+deskewing of ``mnist_nn.nn.transforms`` shares.
 """
 
 from __future__ import annotations
@@ -53,16 +52,13 @@ import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.warp import CENTER, PAD_OFFSET, Warper, input_and_output
 
-CENTER = (IMAGE_SIDE - 1) / 2  # 13.5: rotations and scalings are about the middle of the 28x28 grid
 MAX_SHIFT = IMAGE_SIDE / 2  # 14 pixels: half the image
 MAX_ROTATE = 180.0  # degrees
 MAX_SHEAR = 80.0  # degrees; tan(phi) grows without bound near 90
 MAX_ELASTIC_SIGMA = float(IMAGE_SIDE)  # beyond the image side the field is just a uniform shift
 _TRUNCATE = 4.0  # the Gaussian kernel reaches 4 sigma each way, as scipy.ndimage.gaussian_filter
-_PAD_SIDE = 32  # padded image side: one zero row/column before the image and three after
-_PAD_OFFSET = 1.0  # image pixel (0, 0) sits at padded (1, 1)
-_PAD_MAX = float(IMAGE_SIDE + 1)  # 29: source coordinates are clipped to [0, 29] in padded space
 
 
 @dataclass(frozen=True)
@@ -178,7 +174,7 @@ def _inverse_affine(params: npt.NDArray[np.float64], config: AugmentConfig) -> n
     inv[:, 1, 1] = cos / scale[:, 1]
     # q = A^-1 p + (c - A^-1 (c + t)), then into padded space; the elastic field's mean -alpha
     # is folded in here (see _add_elastic)
-    inv[:, :, 2] = CENTER + _PAD_OFFSET - config.elastic_alpha
+    inv[:, :, 2] = CENTER + PAD_OFFSET - config.elastic_alpha
     inv[:, :, 2] -= np.einsum("cij,cj->ci", inv[:, :, :2], CENTER + shift)
     return inv
 
@@ -205,41 +201,6 @@ def _add_elastic(
     np.matmul(smooth_y, noise, out=half)  # along columns of the field (the y direction); carries 2 alpha
     np.matmul(half, smooth_x_t, out=noise)  # then along rows (the x direction)
     coords.reshape(shape)[...] += noise
-
-
-def _check_arrays(images: FloatArray, out: FloatArray | None, chunk: int) -> None:
-    """Raise ValueError unless images and out are (m, 784) float arrays of one dtype and chunk >= 1."""
-    if not isinstance(images, np.ndarray) or images.ndim != 2 or images.shape[1] != IMAGE_PIXELS:
-        shape = getattr(images, "shape", type(images).__name__)
-        raise ValueError(f"expected images of shape (m, {IMAGE_PIXELS}), got {shape}")
-    if images.dtype not in (np.float32, np.float64):
-        raise ValueError(f"expected float32 or float64 images, got {images.dtype}")
-    if out is not None:
-        if not isinstance(out, np.ndarray) or out.shape != images.shape:
-            shape = getattr(out, "shape", type(out).__name__)
-            raise ValueError(f"expected out of shape {images.shape} like images, got {shape}")
-        if out.dtype != images.dtype:
-            raise ValueError(f"expected out of dtype {images.dtype} like images, got {out.dtype}")
-        if not out.flags.writeable:
-            raise ValueError("expected a writeable out array, got a read-only one")
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"expected chunk to be an integer >= 1, got {chunk!r}")
-
-
-def _input_and_output(images: FloatArray, out: FloatArray | None, chunk: int) -> tuple[FloatArray, FloatArray]:
-    """Check the arrays; make ``out`` if None, and copy ``images`` if ``out`` overlaps it partly."""
-    _check_arrays(images, out, chunk)
-    if out is None:
-        return images, np.empty_like(images)
-    if out is not images and np.may_share_memory(images, out) and not _same_view(images, out):
-        return images.copy(), out
-    return images, out
-
-
-def _same_view(a: FloatArray, b: FloatArray) -> bool:
-    """True when a and b are the same elements in the same layout (so chunk-by-chunk in-place work is safe)."""
-    same_start = a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-    return bool(same_start and a.strides == b.strides and a.shape == b.shape)
 
 
 def augment_images(
@@ -282,13 +243,13 @@ def augment_images(
     """
     if not isinstance(config, AugmentConfig):
         raise ValueError(f"expected an AugmentConfig, got {type(config).__name__}")
-    images, out = _input_and_output(images, out, chunk)
+    images, out = input_and_output(images, out, chunk)
     if config.is_identity:
         np.copyto(out, images)
         return out
 
     m = images.shape[0]
-    warper = _Warper(int(min(chunk, max(m, 1))), images.dtype)
+    warper = Warper(int(min(chunk, max(m, 1))), images.dtype)
     elastic = config.elastic_alpha > 0
     if elastic:
         g = _gaussian_matrix(config.elastic_sigma)
@@ -303,114 +264,6 @@ def augment_images(
             _add_elastic(q, rng, smooth_y, smooth_x_t, scratch)
         warper.sample(images[start : start + c], q, out[start : start + c])
     return out
-
-
-def deskew_images(images: FloatArray, out: FloatArray | None = None, chunk: int = 512) -> FloatArray:
-    """Straighten each digit's slant and center its mass, as in LeCun et al.'s "deskewing".
-
-    For each image, from its intensity moments: the center of mass (m_x, m_y)
-    and the slant s = cov(x, y) / var(y). The output pixel (x, y) reads the
-    source point (x - c + s (y - c) + m_x, y - c + m_y), c = 13.5: rows are
-    shifted sideways in proportion to their height, so the principal axis
-    becomes vertical and the center of mass lands on the center. A blank image
-    stays blank. The transform is deterministic, so it is applied alike to
-    training, validation, test and user images (a model's ``preprocess``).
-
-    Args:
-        images: (m, 784) float32 or float64 in [0, 1].
-        out: where to write (may be ``images``, or a strided row view), or None.
-        chunk: images processed at once.
-
-    Returns:
-        ``out`` (or a new array): the deskewed images, (m, 784), in [0, 1].
-    """
-    images, out = _input_and_output(images, out, chunk)
-    m = images.shape[0]
-    warper = _Warper(int(min(chunk, max(m, 1))), images.dtype)
-    steps = np.arange(IMAGE_SIDE, dtype=np.float64)
-    for start in range(0, m, warper.chunk):
-        block = images[start : start + warper.chunk].reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float64)
-        total = block.sum(axis=(1, 2))
-        weight = np.where(total > 0, total, 1.0)
-        rows = block.sum(axis=2)  # (c, 28): mass of each row
-        cols = block.sum(axis=1)  # (c, 28): mass of each column
-        my = rows @ steps / weight
-        mx = cols @ steps / weight
-        var_y = (rows @ steps**2) / weight - my**2
-        cov = np.einsum("cyx,y,x->c", block, steps, steps) / weight - mx * my
-        slant = np.where(var_y > 1e-3, cov / np.maximum(var_y, 1e-3), 0.0)
-        blank = total <= 0
-        mx[blank] = my[blank] = CENTER
-        inv = np.zeros((block.shape[0], 2, 3))
-        inv[:, 0, 0] = 1.0
-        inv[:, 0, 1] = slant
-        inv[:, 0, 2] = mx - CENTER - slant * CENTER + _PAD_OFFSET
-        inv[:, 1, 1] = 1.0
-        inv[:, 1, 2] = my - CENTER + _PAD_OFFSET
-        c = block.shape[0]
-        warper.sample(images[start : start + c], warper.coordinates(inv), out[start : start + c])
-    return out
-
-
-class _Warper:
-    """Scratch buffers and the bilinear sampler for chunks of up to ``chunk`` images."""
-
-    def __init__(self, chunk: int, dtype: np.dtype[Any]) -> None:
-        self.chunk = chunk
-        self.dtype = dtype
-        self.steps = np.arange(IMAGE_SIDE, dtype=np.float64)  # output columns x and rows y, 0..27
-        self.padded = np.zeros((chunk, _PAD_SIDE, _PAD_SIDE), dtype=dtype)  # borders stay zero: the background
-        self.flat = self.padded.reshape(-1)
-        self.interior = self.padded[:, 1 : IMAGE_SIDE + 1, 1 : IMAGE_SIDE + 1]  # pixel (0, 0) at padded (1, 1)
-        self.coords = np.empty((chunk, 2, IMAGE_PIXELS), dtype=dtype)  # source x, y; then their fractions
-        self.floors = np.empty_like(self.coords)
-        self.index = np.empty((chunk, IMAGE_PIXELS), dtype=np.intp)
-        self.corners = np.empty((4, chunk, IMAGE_PIXELS), dtype=dtype)
-        self.row_starts = (np.arange(chunk) * _PAD_SIDE * _PAD_SIDE)[:, None]  # (chunk, 1)
-
-    def coordinates(self, inv: npt.NDArray[np.float64]) -> FloatArray:
-        """Padded source coordinates (c, 2, 784) of every output pixel, from (c, 2, 3) affine maps."""
-        c = inv.shape[0]
-        q = self.coords[:c]
-        # source = inv[:, :, 0] x + (inv[:, :, 1] y + inv[:, :, 2]): one broadcast sum of a column
-        # term and a row term per coordinate (no BLAS call: tiny threaded products stall on a busy machine)
-        by_column = (inv[:, :, 0, None] * self.steps).astype(self.dtype)  # (c, 2, 28)
-        by_row = (inv[:, :, 1, None] * self.steps + inv[:, :, 2, None]).astype(self.dtype)  # (c, 2, 28)
-        np.add(by_row[..., :, None], by_column[..., None, :], out=q.reshape(c, 2, IMAGE_SIDE, IMAGE_SIDE))
-        return q
-
-    def sample(self, images: FloatArray, q: FloatArray, out: FloatArray) -> None:
-        """out = images read at the coordinates q, bilinearly, with zero outside; q is overwritten."""
-        c = images.shape[0]
-        np.clip(q, 0.0, _PAD_MAX, out=q)  # outside the image everything reads the zero border
-        fl = self.floors[:c]
-        np.floor(q, out=fl)
-        q -= fl  # fractions in [0, 1)
-        fl[:, 1] *= _PAD_SIDE
-        fl[:, 0] += fl[:, 1]  # flat offset within a padded image: at most 29 * 32 + 29, exact in float32
-        idx = self.index[:c]
-        np.copyto(idx, fl[:, 0], casting="unsafe")
-        idx += self.row_starts[:c]
-
-        self.interior[:c] = images.reshape(c, IMAGE_SIDE, IMAGE_SIDE)
-        top_left, top_right, bottom_left, bottom_right = self.corners[:, :c]
-        flat = self.flat
-        # shifted views of the flat buffer give the other three corners with the same indices
-        np.take(flat, idx, out=top_left, mode="clip")
-        np.take(flat[1:], idx, out=top_right, mode="clip")
-        np.take(flat[_PAD_SIDE:], idx, out=bottom_left, mode="clip")
-        np.take(flat[_PAD_SIDE + 1 :], idx, out=bottom_right, mode="clip")
-        fx, fy = q[:, 0], q[:, 1]
-        top_right -= top_left
-        top_right *= fx
-        top_left += top_right  # top row interpolated in x
-        bottom_right -= bottom_left
-        bottom_right *= fx
-        bottom_left += bottom_right  # bottom row interpolated in x
-        bottom_left -= top_left
-        bottom_left *= fy
-        top_left += bottom_left  # then in y
-        np.clip(top_left, 0.0, 1.0, out=out)  # rounding can step an ulp outside [0, 1]
 
 
 _SPEC_KEYS = tuple(f.name for f in fields(AugmentConfig))

@@ -3,13 +3,14 @@
 Gathering an epoch's rows in shuffled order and scaling the pixels costs
 about a tenth of an epoch of the chapter-1 network, and a thread cannot
 take it off the steps: they hold the GIL between their small calls. A
-process forked at the start of ``fit`` can. The parent draws each epoch's
-permutation, as it always did, and writes it into memory shared with the
-helper; the helper gathers chunk after chunk into a ring of shared
-buffers, running up to ``slots`` chunks ahead, and the parent steps on each
-chunk once it is ready. The helper runs the same gather function the
-parent would, on the same rows, so the floats and the results are the same
-bit for bit; only who computes them changes.
+process forked when ``fit`` opens its feed can: ``feeds.Prefetched`` wraps
+a feed that gathers (uint8 pixels, or a float buffer) in a ``Prefetcher``.
+The parent draws each epoch's permutation and writes it into memory
+shared with the helper; the helper gathers chunk after chunk into a ring
+of shared buffers, running up to ``slots`` chunks ahead, and the parent
+steps on each chunk once it is ready. The helper runs the feed's own
+gather function, on the same rows, so the floats and the results are the
+same bit for bit; only who computes them changes.
 
 Between epochs the helper can also count part of the validation set: the
 parent copies the weights into shared memory, counts its own part while the

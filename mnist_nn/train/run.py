@@ -1,27 +1,28 @@
 """A training run: its configuration, network, generator, optimizer and history, and its snapshots.
 
-A run holds everything needed to continue it exactly: a model file stores it
-(``mnist_nn.models``) and ``--resume`` rebuilds it. ``Run.start`` is the one
+A run holds everything needed to continue it exactly: a snapshot after every
+epoch (``ResumeState``, the record a run file stores), which
+``mnist_nn.train.checkpoint`` saves and resumes. ``Run.start`` is the one
 place a network is built from a ``TrainConfig``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mnist_nn.config import TrainConfig
+from mnist_nn.models import ResumeState
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.costs import COSTS
 from mnist_nn.nn.layers import Layer, layer_from_spec
 from mnist_nn.nn.network import Network, build_layers
+from mnist_nn.nn.transforms import input_transform
 from mnist_nn.text import short
 from mnist_nn.train.history import History
 from mnist_nn.train.optimizers import SGD, make_optimizer
-from mnist_nn.train.transforms import input_transform
 
 
 def build_network(config: TrainConfig, rng: np.random.Generator, kind: type[Network] = Network) -> Network:
@@ -77,16 +78,6 @@ def check_network_fits(config: TrainConfig, network: Network) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A run's state at the end of an epoch: what continuing it exactly needs."""
-
-    params: list[FloatArray]
-    optimizer_state: dict[str, list[FloatArray]]
-    rng_state: dict[str, Any]
-    epochs_completed: int
-
-
 class Run:
     """A training run: its configuration and everything needed to continue it.
 
@@ -125,7 +116,7 @@ class Run:
         self.optimizer = optimizer if optimizer is not None else make_optimizer(config)
         self.best_params: list[FloatArray] | None = None
         self.best_epoch: int | None = None
-        self.snapshot: Snapshot | None = None
+        self.snapshot: ResumeState | None = None
         self.keep_last = keep_last
 
     @classmethod
@@ -222,12 +213,12 @@ class Run:
         """Epochs trained so far."""
         return len(self.history.epochs)
 
-    def take_snapshot(self) -> Snapshot:
+    def take_snapshot(self) -> ResumeState:
         """Record the current state as the last completed epoch's (see ``snapshot``)."""
         state = self.optimizer.state
-        self.snapshot = Snapshot(
+        self.snapshot = ResumeState(
             params=self.network.copy_params(),
-            optimizer_state={k: [a.copy() for a in v] for k, v in state.items()},
+            optimizer={k: [a.copy() for a in v] for k, v in state.items()},
             rng_state=dict(self.rng.bit_generator.state),
             epochs_completed=self.epochs_completed,
         )

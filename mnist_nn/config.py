@@ -123,13 +123,14 @@ def describe_data_dir() -> str:
 class TrainConfig:
     """Hyperparameters of one training run (Nielsen's chapter-1 defaults).
 
-    ``sizes`` includes the input and output layers, e.g. ``(784, 30, 10)``.
+    ``layers`` describes the network by its layers' specs, input side first,
+    e.g. ``("dense30", "dense10")`` (Nielsen's [784, 30, 10]) or ``("conv20x5",
+    "pool2", "dense100", "dense10")``; the last one gives the outputs.
+    ``mnist_nn.nn.specs`` reads them; a built network gives its ``sizes``.
     """
 
-    sizes: tuple[int, ...] = (IMAGE_PIXELS, 30, NUM_CLASSES)  # one hidden layer of 30
-    # Layers by spec, e.g. ("conv20x5", "pool2", "dense100", "dense10"); () is the dense stack
-    # of ``sizes``. When given, ``sizes`` holds the values leaving each of them.
-    layers: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ("dense30", f"dense{NUM_CLASSES}")  # one hidden layer of 30
+    inputs: int = IMAGE_PIXELS  # values per example entering the first layer: MNIST's 784 pixels
     epochs: int = 30  # passes over the 50,000 training images
     batch_size: int = 10  # examples per gradient step
     eta: float = 3.0  # learning rate; gradients are batch means
@@ -156,17 +157,12 @@ class TrainConfig:
         Raises:
             ConfigError: naming the setting, what it must be and what it got.
         """
-        sizes = self.sizes
-        if not isinstance(sizes, tuple) or len(sizes) < 2 or not all(_is_int(n) for n in sizes):
-            raise ConfigError("sizes", f"must be a tuple of at least 2 integers, got {sizes!r}")
-        if any(n < 1 for n in sizes):
-            raise ConfigError("sizes", f"must be positive, got {' '.join(map(str, sizes))}")
         if not isinstance(self.layers, tuple) or not all(isinstance(s, str) and s for s in self.layers):
             raise ConfigError("layers", f"must be a tuple of layer specs such as 'conv20x5', got {self.layers!r}")
-        if self.layers and len(self.layers) != len(sizes) - 1:
-            raise ConfigError("layers", f"must match sizes, one layer per size after the input: {self.layers!r}")
-        if self.layers and self.layers[-1] != f"dense{sizes[-1]}":
-            raise ConfigError("layers", f"must end with dense{sizes[-1]}, the outputs; got {' '.join(self.layers)}")
+        if not self.layers or not self.layers[-1].startswith("dense"):
+            got = " ".join(self.layers) or "none"
+            raise ConfigError("layers", f"must end with a dense layer, the outputs; got {got}")
+        _at_least("inputs", self.inputs, 1)
         _at_least("epochs", self.epochs, 1)
         if not _is_int(self.batch_size) or not 1 <= self.batch_size <= TRAIN_SIZE:
             raise ConfigError("batch_size", f"must be between 1 and {TRAIN_SIZE}, got {self.batch_size!r}")
@@ -197,23 +193,32 @@ class TrainConfig:
     def describe(self) -> str:
         """One line: '[784, 30, 10], sigmoid, quadratic cost, mini-batch 10, eta 3, 30 epochs, float32'.
 
-        Settings beyond those are named where they differ from the defaults.
+        A stack of dense layers shows its sizes, any other network its layer
+        specs. Settings beyond those are named where they differ from the defaults.
         """
-        shown = {"sizes", "layers", "activation", "cost", "batch_size", "eta", "epochs", "dtype", "seed"}
+        shown = {"layers", "inputs", "activation", "cost", "batch_size", "eta", "epochs", "dtype", "seed"}
         defaults = asdict(TrainConfig())
         extra = "".join(f", {k} {v}" for k, v in asdict(self).items() if k not in shown and v != defaults[k])
-        sizes = " ".join(self.layers) if self.layers else ", ".join(map(str, self.sizes))
+        sizes = dense_sizes(self.layers, self.inputs)
+        network = ", ".join(map(str, sizes)) if sizes is not None else " ".join(self.layers)
         return (
-            f"[{sizes}], {self.activation}, {self.cost} cost, mini-batch {self.batch_size}, "
+            f"[{network}], {self.activation}, {self.cost} cost, mini-batch {self.batch_size}, "
             f"eta {self.eta:g}, {self.epochs} epochs, {self.dtype}{extra}"
         )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         d = asdict(self)
-        d["sizes"] = list(self.sizes)
         d["layers"] = list(self.layers)
         return d
+
+
+def dense_sizes(layers: tuple[str, ...], inputs: int = IMAGE_PIXELS) -> tuple[int, ...] | None:
+    """(784, 30, 10) for the layers ("dense30", "dense10"): the sizes of a stack of dense layers, else None."""
+    sizes = [s[len("dense") :] for s in layers if s.startswith("dense")]
+    if len(sizes) != len(layers) or not all(n.isascii() and n.isdigit() for n in sizes):
+        return None
+    return (inputs, *map(int, sizes))
 
 
 def _is_int(value: Any) -> bool:
@@ -238,15 +243,21 @@ def config_from_dict(d: Any) -> TrainConfig:
     """The inverse of ``TrainConfig.to_dict``; raises ValueError naming what is wrong."""
     if not isinstance(d, dict):
         raise ValueError(f"expected a configuration object, got {type(d).__name__}")
-    names = {f.name for f in fields(TrainConfig)}
+    names = {f.name for f in fields(TrainConfig)} | {"sizes"}
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
     values = dict(d)
-    if "sizes" in values:
-        if not isinstance(values["sizes"], list | tuple) or not all(isinstance(n, int) for n in values["sizes"]):
-            raise ValueError(f"expected sizes as a list of integers, got {values['sizes']!r}")
-        values["sizes"] = tuple(values["sizes"])
+    # Run files of earlier versions hold "sizes" beside "layers" (empty for a stack of dense layers).
+    sizes = values.pop("sizes", None)
+    if sizes is not None:
+        if not isinstance(sizes, list | tuple) or len(sizes) < 2 or not all(_is_int(n) for n in sizes):
+            raise ValueError(f"expected sizes as a list of at least 2 integers, got {sizes!r}")
+        if "inputs" in values:
+            raise ValueError("expected sizes (earlier versions) or inputs, not both")
+        values["inputs"] = sizes[0]
+        if not values.get("layers"):
+            values["layers"] = [f"dense{n}" for n in sizes[1:]]
     if "layers" in values:
         if not isinstance(values["layers"], list | tuple) or not all(isinstance(s, str) for s in values["layers"]):
             raise ValueError(f"expected layers as a list of layer specs, got {values['layers']!r}")
@@ -263,7 +274,6 @@ def config_from_dict(d: Any) -> TrainConfig:
 
 # Nielsen's chapter-6 ReLU network, also the base of his expanded-data run.
 _CH6_RELU = TrainConfig(
-    sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
     layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
     epochs=60,
     batch_size=10,
@@ -282,7 +292,7 @@ PRESETS: dict[str, TrainConfig] = {
     "nielsen-ch1": TrainConfig(),
     # Nielsen's chapter 3 (network2): cross-entropy, L2 with lambda 5.0, scaled initialization.
     "nielsen-ch3": TrainConfig(
-        sizes=(IMAGE_PIXELS, 100, NUM_CLASSES),
+        layers=("dense100", "dense10"),
         epochs=30,
         batch_size=10,
         eta=0.5,
@@ -293,7 +303,7 @@ PRESETS: dict[str, TrainConfig] = {
     # The fastest route found here past 98.6% without augmentation: deskewed digits, one wide
     # ReLU layer, dropout of hidden neurons and input pixels, L2, momentum and a cosine schedule.
     "best": TrainConfig(
-        sizes=(IMAGE_PIXELS, 1024, NUM_CLASSES),
+        layers=("dense1024", "dense10"),
         epochs=40,
         batch_size=128,
         eta=0.1,
@@ -310,7 +320,7 @@ PRESETS: dict[str, TrainConfig] = {
     # Two hidden layers and deskewed digits, distorted afresh every epoch (shifts, small
     # rotations and scalings), past 99.2%.
     "best-augmented": TrainConfig(
-        sizes=(IMAGE_PIXELS, 800, 800, NUM_CLASSES),
+        layers=("dense800", "dense800", "dense10"),
         epochs=80,
         batch_size=128,
         eta=0.1,
@@ -328,7 +338,6 @@ PRESETS: dict[str, TrainConfig] = {
     # convolution-pool layers widened to 24 and 48 maps, with ReLU, a dense layer of 200 with
     # dropout, distortions redrawn every epoch, momentum and a cosine schedule over 25 epochs.
     "cnn": TrainConfig(
-        sizes=(IMAGE_PIXELS, 13824, 3456, 3072, 768, 200, NUM_CLASSES),
         layers=("conv24x5", "pool2", "conv48x5", "pool2", "dense200", "dense10"),
         epochs=25,
         batch_size=10,
@@ -347,7 +356,7 @@ PRESETS: dict[str, TrainConfig] = {
     # N(0, 1/n_out), biases N(0, 1), the softmax layer 0). His L2 term 0.5 lmbda sum w^2 / (n/m)
     # on a batch mean is our lambda = lmbda * m; we shuffle every epoch where he does not.
     "nielsen-ch6-shallow": TrainConfig(
-        sizes=(IMAGE_PIXELS, 100, NUM_CLASSES),
+        layers=("dense100", "dense10"),
         epochs=60,
         batch_size=10,
         eta=0.1,
@@ -355,7 +364,6 @@ PRESETS: dict[str, TrainConfig] = {
         init="fan-out",
     ),
     "nielsen-ch6-conv": TrainConfig(
-        sizes=(IMAGE_PIXELS, 11520, 2880, 100, NUM_CLASSES),
         layers=("conv20x5", "pool2", "dense100", "dense10"),
         epochs=60,
         batch_size=10,
@@ -364,7 +372,6 @@ PRESETS: dict[str, TrainConfig] = {
         init="fan-out",
     ),
     "nielsen-ch6-dbl-conv": TrainConfig(
-        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 100, NUM_CLASSES),
         layers=("conv20x5", "pool2", "conv40x5", "pool2", "dense100", "dense10"),
         epochs=60,
         batch_size=10,
@@ -378,7 +385,6 @@ PRESETS: dict[str, TrainConfig] = {
     # Two fully connected layers of 1000 whose inputs (and the softmax layer's) drop out with
     # probability 0.5, on the expanded set, 40 epochs, no L2.
     "nielsen-ch6-dropout": TrainConfig(
-        sizes=(IMAGE_PIXELS, 11520, 2880, 2560, 640, 640, 1000, 1000, 1000, 1000, NUM_CLASSES),
         layers=(
             "conv20x5",
             "pool2",

@@ -39,7 +39,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
+from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE, dense_sizes
 from mnist_nn.errors import ModelFileError, PlotError
 from mnist_nn.files import PathLike, atomic_write
 from mnist_nn.metrics import Mistake, evaluate_network, format_count
@@ -475,7 +475,10 @@ def _label(report: Mapping[str, Any]) -> str:
     preset = report.get("preset")
     config = report.get("config")
     config = config if isinstance(config, Mapping) else {}
-    sizes = config.get("sizes")
+    sizes, layers = config.get("sizes"), config.get("layers")  # reports of earlier versions hold sizes
+    if not _is_list(sizes) and isinstance(layers, list) and layers and all(isinstance(s, str) for s in layers):
+        inputs = config.get("inputs", IMAGE_PIXELS)
+        sizes = dense_sizes(tuple(layers), inputs if _is_int(inputs) else IMAGE_PIXELS) or layers
     lines = [str(preset) if preset else "custom"]
     if _is_list(sizes):
         lines.append("-".join(str(n) for n in sizes))

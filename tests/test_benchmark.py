@@ -70,7 +70,7 @@ def test_accuracy_reports_every_seed_and_a_consistent_summary(
     assert summary["min"] <= summary["mean"] <= summary["max"] and summary["min"] > 0.5
     assert summary["std"] >= 0
     assert record["summary"]["runs"] == 3 and record["preset"] == "nielsen-ch1"
-    assert record["config"]["sizes"] == [784, 30, 10] and record["train_size"] == 5_000
+    assert record["config"]["layers"] == ["dense30", "dense10"] and record["train_size"] == 5_000
 
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 3 + 1  # header, rule, a row per seed, the summary row
@@ -82,7 +82,7 @@ def test_accuracy_flags_override_the_preset(mnist_cache: Path, tmp_path: Path) -
     argv += ["--eta", "2.5", "--dtype", "float64", "--train-size", "1000", "--data-dir", str(mnist_cache)]
     record = run_json(argv, tmp_path / "a.json")
     config = record["config"]
-    assert config["sizes"] == [784, 12, 10] and config["epochs"] == 1 and config["batch_size"] == 20
+    assert config["layers"] == ["dense12", "dense10"] and config["epochs"] == 1 and config["batch_size"] == 20
     assert config["eta"] == 2.5 and config["dtype"] == "float64"
     assert record["train_size"] == 1_000 and record["seeds"] == [4]
     assert record["summary"]["test_accuracy"]["std"] is None  # one run has no spread

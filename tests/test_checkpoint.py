@@ -32,7 +32,7 @@ def _data(seed: int = 0) -> MnistData:
 
 
 def _config(epochs: int) -> TrainConfig:
-    return TrainConfig(sizes=(784, 12, 10), epochs=epochs, batch_size=10, eta=0.5, momentum=0.9, seed=3)
+    return TrainConfig(layers=("dense12", "dense10"), epochs=epochs, batch_size=10, eta=0.5, momentum=0.9, seed=3)
 
 
 def _records(run: Run) -> list[dict[str, object]]:

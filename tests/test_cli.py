@@ -61,7 +61,7 @@ def test_train_one_epoch_prints_epoch_and_test_lines_and_writes_json(
     assert lines[-1].startswith("Test: ") and lines[-1].endswith("%)") and "/ 10000 correct (" in lines[-1]
     record = json.loads(out_json.read_text())
     assert [r["epoch"] for r in record["history"]] == [1, 2]
-    assert record["config"]["sizes"] == [784, 20, 10]
+    assert record["config"]["layers"] == ["dense20", "dense10"]
     assert record["test_total"] == 10_000
     assert f"Test: {record['test_correct']} / 10000" in lines[-1]
     assert record["test_correct"] > 8_500

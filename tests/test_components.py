@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mnist_nn.config import PRESETS
+from mnist_nn.config import PRESETS, TrainConfig, config_from_dict, dense_sizes
 from mnist_nn.data import MnistData
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS, Softmax
 from mnist_nn.nn.costs import COSTS
@@ -194,7 +194,9 @@ def test_early_stopping_stops_and_the_best_epoch_is_served() -> None:
     rng = np.random.default_rng(0)
     x = rng.random((200, 6)).astype(np.float32)
     labels = rng.integers(0, 3, size=200)  # random labels: validation cannot keep improving
-    config = dataclasses.replace(PRESETS["nielsen-ch1"], sizes=(6, 20, 3), epochs=40, early_stopping=3, eta=5.0)
+    config = dataclasses.replace(
+        PRESETS["nielsen-ch1"], layers=("dense20", "dense3"), inputs=6, epochs=40, early_stopping=3, eta=5.0
+    )
     run = fit(Run.start(config), x, labels, validation=(x[:50], labels[:50]))
     history = run.history
     best = history.best()
@@ -210,7 +212,8 @@ def test_training_with_every_option_is_deterministic_and_resumable() -> None:
     labels = rng.integers(0, 4, size=120)
     config = dataclasses.replace(
         PRESETS["nielsen-ch1"],
-        sizes=(8, 16, 12, 4),
+        layers=("dense16", "dense12", "dense4"),
+        inputs=8,
         epochs=4,
         batch_size=16,
         eta=0.2,
@@ -284,3 +287,26 @@ def test_each_preset_trains_one_short_epoch(name: str, mnist: MnistData) -> None
     assert np.isfinite(record.train_cost) and all(np.isfinite(p).all() for p in run.network.params)
     if not config.layers:  # the dense presets learn within 10,000 images; chapter 6's sigmoid CNNs start slower
         assert record.validation_correct > 500, record
+
+
+# --- the configuration: a network by its layer specs --------------------------------------
+
+
+def test_a_configuration_names_its_layers_and_reads_the_sizes_of_earlier_run_files() -> None:
+    config = TrainConfig(layers=("dense100", "dense10"), epochs=2)
+    again = config_from_dict(config.to_dict())
+    assert again == config and "sizes" not in config.to_dict()
+    assert config.describe().startswith("[784, 100, 10], sigmoid, quadratic cost")
+    assert PRESETS["cnn"].describe().startswith("[conv24x5 pool2 conv48x5 pool2 dense200 dense10], relu")
+    assert dense_sizes(("conv4x5", "dense10")) is None and dense_sizes(("dense8", "dense3"), 6) == (6, 8, 3)
+    # earlier versions: sizes, with layers empty for a dense stack and given for any other network
+    legacy = {"sizes": [784, 100, 10], "layers": [], "epochs": 2}
+    assert config_from_dict(legacy) == config
+    conv = {"sizes": [784, 2304, 576, 10], "layers": ["conv4x5", "pool2", "dense10"]}
+    assert config_from_dict(conv).layers == ("conv4x5", "pool2", "dense10")
+    with pytest.raises(ValueError, match=r"sizes \(earlier versions\) or inputs, not both"):
+        config_from_dict({"sizes": [784, 10], "inputs": 784})
+    with pytest.raises(ValueError, match="expected sizes as a list of at least 2 integers"):
+        config_from_dict({"sizes": [784]})
+    with pytest.raises(ValueError, match="must end with a dense layer"):
+        TrainConfig(layers=("dense30", "pool2"))

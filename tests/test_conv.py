@@ -187,8 +187,8 @@ def test_a_cnn_learns_a_tiny_problem_through_fit() -> None:
 
 def test_train_config_layers_build_the_network_they_name() -> None:
     specs = ("conv4x5", "pool2", "dense10")
-    sizes = layer_sizes([layer_from_spec(s) for s in specs], 784)
-    run = Run.start(TrainConfig(sizes=sizes, layers=specs, activation="relu", cost="log-likelihood", epochs=1))
+    run = Run.start(TrainConfig(layers=specs, activation="relu", cost="log-likelihood", epochs=1))
     assert [layer.describe()["kind"] for layer in run.network.layers] == ["conv2d", "maxpool2d", "dense"]
-    with pytest.raises(ValueError, match="layers must end with dense10"):
-        TrainConfig(sizes=sizes, layers=("conv4x5", "pool2", "dense11"))
+    assert run.network.sizes == layer_sizes([layer_from_spec(s) for s in specs], 784) == (784, 2304, 576, 10)
+    with pytest.raises(ValueError, match="layers must end with a dense layer"):
+        TrainConfig(layers=("conv4x5", "pool2"))

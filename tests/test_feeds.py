@@ -43,9 +43,9 @@ def _pixels(n: int, seed: int = 0) -> tuple[np.ndarray[Any, Any], IntArray]:
 
 
 def _run(dtype: str, conv: bool) -> Run:
-    settings: dict[str, Any] = {"sizes": (784, 16, 10)}
+    settings: dict[str, Any] = {"layers": ("dense16", "dense10")}
     if conv:  # a first layer without a column of ones
-        settings = {"layers": ("conv4x5", "pool2", "dense10"), "sizes": (784, 2304, 576, 10), "activation": "relu"}
+        settings = {"layers": ("conv4x5", "pool2", "dense10"), "activation": "relu"}
     run = Run.start(TrainConfig(**settings, epochs=2, batch_size=7, eta=1.0, seed=5, dtype=dtype))
     run.optimizer.plan(run.network.params)
     return run
@@ -120,7 +120,7 @@ def test_a_helper_gathers_the_rows_its_feed_would(source: str) -> None:
 def test_a_run_that_changes_whole_epochs_is_fed_whole_epochs_without_a_helper() -> None:
     pixels, labels = _pixels(N, seed=4)
     for settings in ({"input_dropout": 0.2}, {"augment": "shift=1"}, {"expand": True}):
-        run = Run.start(TrainConfig(sizes=(784, 16, 10), epochs=1, batch_size=7, seed=5, **settings))
+        run = Run.start(TrainConfig(layers=("dense16", "dense10"), epochs=1, batch_size=7, seed=5, **settings))
         run.optimizer.plan(run.network.params)
         data = training_set(run.network, run.config, pixels, labels)
         with open_feed(run, data, monitor_cost=False, helper=True, count=None) as feed:

@@ -86,10 +86,12 @@ def _old_fit(run: Run, x: FloatArray, labels: IntArray) -> list[float]:
 @pytest.mark.parametrize(
     "config",
     [
-        TrainConfig(sizes=(784, 12, 10), epochs=2, batch_size=10, eta=3.0, seed=3),
-        TrainConfig(sizes=(784, 12, 10), epochs=2, batch_size=7, eta=0.5, l2=5.0, cost="cross-entropy", seed=4),
+        TrainConfig(layers=("dense12", "dense10"), epochs=2, batch_size=10, eta=3.0, seed=3),
         TrainConfig(
-            sizes=(784, 16, 8, 10),
+            layers=("dense12", "dense10"), epochs=2, batch_size=7, eta=0.5, l2=5.0, cost="cross-entropy", seed=4
+        ),
+        TrainConfig(
+            layers=("dense16", "dense8", "dense10"),
             epochs=2,
             batch_size=9,
             eta=0.1,
@@ -119,7 +121,9 @@ def test_fit_gives_the_replaced_formulations_weights_bit_for_bit(config: TrainCo
 @pytest.mark.parametrize("cost", sorted(COSTS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_running_cost_is_the_batch_by_batch_sum_to_rounding(cost: str, dtype: str) -> None:
-    config = TrainConfig(sizes=(784, 12, 10), epochs=3, batch_size=10, eta=0.5, l2=1.0, cost=cost, seed=6, dtype=dtype)
+    config = TrainConfig(
+        layers=("dense12", "dense10"), epochs=3, batch_size=10, eta=0.5, l2=1.0, cost=cost, seed=6, dtype=dtype
+    )
     pixels, labels = _pixels(205, seed=6)
     new = fit(Run.start(config), pixels, labels)
     old = Run.start(config)
@@ -286,7 +290,9 @@ def test_the_plain_port_saturates_without_a_warning() -> None:
 def test_a_preset_with_augmentation_still_trains_through_the_whole_epoch_buffer() -> None:
     pixels, labels = _pixels(60, seed=10)
     config = replace(
-        TrainConfig(sizes=(784, 8, 10), epochs=1, batch_size=10, eta=0.1), augment="shift=1", input_dropout=0.2
+        TrainConfig(layers=("dense8", "dense10"), epochs=1, batch_size=10, eta=0.1),
+        augment="shift=1",
+        input_dropout=0.2,
     )
     a = fit(Run.start(config), pixels, labels)
     b = fit(Run.start(config), as_floats(pixels), labels)
@@ -297,7 +303,7 @@ def test_a_preset_with_augmentation_still_trains_through_the_whole_epoch_buffer(
 def test_validation_pixels_are_counted_as_their_floats() -> None:
     pixels, labels = _pixels(400, seed=11)
     vpixels, vlabels = _pixels(4100, seed=12)  # more than one counting chunk, and a part of one
-    config = TrainConfig(sizes=(784, 12, 10), epochs=3, batch_size=10, eta=3.0, seed=13)
+    config = TrainConfig(layers=("dense12", "dense10"), epochs=3, batch_size=10, eta=3.0, seed=13)
     a = fit(Run.start(config), pixels, labels, validation=(vpixels, vlabels))
     b = fit(Run.start(config), pixels, labels, validation=(as_floats(vpixels), vlabels))
     assert [r.validation_correct for r in a.history.epochs] == [r.validation_correct for r in b.history.epochs]

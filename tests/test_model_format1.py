@@ -236,9 +236,10 @@ def _as_format1(path: Path, out: Path) -> None:
     arrays = _arrays(path)
     metadata = _metadata(arrays)
     old = _metadata(_arrays(FIXTURE))
+    old_keys = set(old["config"])  # the old release's configuration: sizes, no layers or inputs
     for key in ("config", "history", "epoch", "epochs_completed", "validation_correct", "test_correct", "resume"):
         old[key] = metadata[key]
-    old["config"] = {k: v for k, v in metadata["config"].items() if k in old["config"]} | {"sizes": list(SIZES)}
+    old["config"] = {k: v for k, v in metadata["config"].items() if k in old_keys} | {"sizes": list(SIZES)}
     members: dict[str, Any] = {"metadata": np.frombuffer(json.dumps(old).encode("utf-8"), dtype=np.uint8)}
     for layer in (0, 1):
         for prefix in ("", "current_"):

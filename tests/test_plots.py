@@ -113,7 +113,7 @@ def accuracy_report(preset: str, accuracies: list[float], sizes: tuple[int, ...]
     ]
     report = AccuracyReport(
         preset=preset,
-        config=TrainConfig(sizes=sizes, epochs=2),
+        config=TrainConfig(layers=tuple(f"dense{n}" for n in sizes[1:]), epochs=2),
         train_size=5_000,
         jobs=1,
         runs=runs,
@@ -248,7 +248,7 @@ def test_plot_model_of_an_unreadable_file_is_a_model_file_error(tmp_path: Path) 
 @needs_matplotlib
 @pytest.mark.real_data
 def test_plot_model_end_to_end_on_a_model_trained_for_one_epoch(mnist: MnistData, tmp_path: Path) -> None:
-    run = Run.start(TrainConfig(sizes=(784, 20, 10), epochs=1, seed=3))
+    run = Run.start(TrainConfig(layers=("dense20", "dense10"), epochs=1, seed=3))
     validation = (mnist.validation.images[:1000], mnist.validation.labels[:1000])
     fit(run, mnist.train.images[:3000], mnist.train.labels[:3000], validation=validation)
     record = run.history.epochs[-1]

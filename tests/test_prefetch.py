@@ -45,7 +45,9 @@ VALIDATION = _pixels(4321, seed=9)  # counted in chunks of 2,000 rows: 4,000 her
 
 
 def _trained(helper: bool, images: Any, labels: Any, **settings: Any) -> Run:
-    config = TrainConfig(**{"sizes": (784, 16, 10), "epochs": 3, "batch_size": 10, "eta": 1.0, "seed": 5, **settings})
+    config = TrainConfig(
+        **{"layers": ("dense16", "dense10"), "epochs": 3, "batch_size": 10, "eta": 1.0, "seed": 5, **settings}
+    )
     return fit(Run.start(config), images, labels, validation=VALIDATION, helper=helper)
 
 
@@ -66,7 +68,7 @@ def _same(a: Run, b: Run) -> None:
         (2237, {}),  # 5 chunks in a ring of 4, a partial last chunk and a partial last mini-batch
         (2000, {"dtype": "float64"}),
         (2000, {"dropout": 0.3}),  # the steps draw from the generator while the helper gathers
-        (1500, {"layers": ("conv4x5", "pool2", "dense10"), "sizes": (784, 2304, 576, 10), "activation": "relu"}),
+        (1500, {"layers": ("conv4x5", "pool2", "dense10"), "activation": "relu"}),
     ],
 )
 def test_the_helper_gives_the_same_run_bit_for_bit(n: int, settings: dict[str, Any]) -> None:
@@ -96,7 +98,7 @@ def test_a_helper_that_dies_mid_epoch_leaves_the_parent_to_gather_the_rest() -> 
             os.kill(helper.pid, signal.SIGKILL)
             killed.append(helper.pid)
 
-    config = TrainConfig(sizes=(784, 16, 10), epochs=3, batch_size=10, eta=1.0, seed=5)
+    config = TrainConfig(layers=("dense16", "dense10"), epochs=3, batch_size=10, eta=1.0, seed=5)
     run = fit(Run.start(config), pixels, labels, validation=VALIDATION, helper=True, on_progress=kill_the_helper)
     assert killed
     _same(run, _trained(False, pixels, labels))
@@ -127,7 +129,7 @@ def test_the_helper_stops_when_training_raises() -> None:
     def stop(record: EpochRecord, run: Run) -> None:
         raise KeyboardInterrupt
 
-    config = TrainConfig(sizes=(784, 16, 10), epochs=3, batch_size=10, eta=1.0, seed=5)
+    config = TrainConfig(layers=("dense16", "dense10"), epochs=3, batch_size=10, eta=1.0, seed=5)
     with pytest.raises(KeyboardInterrupt):
         fit(Run.start(config), pixels, labels, helper=True, on_epoch=stop)
     assert multiprocessing.active_children() == []

@@ -102,8 +102,8 @@ def test_a_grid_is_the_cross_product_ranked_by_validation(
     points = doc["configurations"]
     assert len(points) == 8 and doc["summary"] == {"runs": 16, "from_results": 0, "trained": 16, "failed": 0}
     assert points[1]["values"] == {"eta": 0.5, "layers": "dense10 dense10", "momentum": 0.5}
-    assert points[1]["config"]["sizes"] == [784, 10, 10] and points[1]["config"]["momentum"] == 0.5
-    assert points[7]["config"]["sizes"] == [784, 20, 10] and points[7]["config"]["eta"] == 3.0
+    assert points[1]["config"]["layers"] == ["dense10", "dense10"] and points[1]["config"]["momentum"] == 0.5
+    assert points[7]["config"]["layers"] == ["dense20", "dense10"] and points[7]["config"]["eta"] == 3.0
     validation = [p["summary"]["validation_accuracy"]["mean"] for p in points]
     ranked = [validation[i - 1] for i in doc["ranking"]]
     assert ranked == sorted(validation, reverse=True)

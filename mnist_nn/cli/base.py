@@ -83,7 +83,7 @@ class Parser(argparse.ArgumentParser):
 
 def flag_message(error: ConfigError) -> str:
     """A setting's error in the words of the command line: 'batch_size must ...' -> '--batch-size must ...'."""
-    flag = "--hidden sizes" if error.setting == "sizes" else "--" + error.setting.replace("_", "-")
+    flag = "--" + error.setting.replace("_", "-")
     return f"{flag} {error.reason}"
 
 

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mnist_nn.cli.base import EXIT_OK, Parser, command, load_model_file
-from mnist_nn.config import default_models_dir
+from mnist_nn.config import default_models_dir, dense_sizes
 from mnist_nn.errors import ModelFileError, UsageError
 from mnist_nn.metrics import format_count
 from mnist_nn.text import one_line
+from mnist_nn.train.run import layer_specs
 
 
 def build_models_parser(prog: str = "mnist-nn models") -> argparse.ArgumentParser:
@@ -55,8 +56,9 @@ def models_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn models"
             print(f"  {one_line(path.name)}  {when}  unreadable: {one_line(str(exc))}")
             continue
         meta = saved.metadata
-        layers = meta.get("config", {}).get("layers") if isinstance(meta.get("config"), dict) else None
-        network = " ".join(layers) if layers else "[" + ", ".join(map(str, saved.network.sizes)) + "]"
+        specs = layer_specs(saved.network)
+        sizes = dense_sizes(specs, saved.network.input_size)
+        network = f"[{', '.join(map(str, sizes))}]" if sizes is not None else " ".join(specs)
         correct, total = meta.get("test_correct"), meta.get("test_total")
         test = f"test {format_count(correct, total)}" if isinstance(correct, int) and isinstance(total, int) else ""
         epoch = f"epoch {meta['epoch']}" if isinstance(meta.get("epoch"), int) else ""

@@ -44,6 +44,7 @@ from mnist_nn.config import (
     TrainConfig,
     default_data_dir,
     default_models_dir,
+    dense_sizes,
 )
 from mnist_nn.data import MnistData, load_mnist
 from mnist_nn.data.download import MNIST_FILES
@@ -53,7 +54,7 @@ from mnist_nn.metrics import format_count
 from mnist_nn.models import SavedModel, load_model
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
-from mnist_nn.nn.layers import INITS, Dense, layer_from_spec
+from mnist_nn.nn.layers import INITS, layer_from_spec
 from mnist_nn.nn.network import layer_sizes
 from mnist_nn.nn.transforms import TRANSFORMS
 from mnist_nn.plots import plot_training_curves, require_matplotlib
@@ -92,7 +93,7 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
         help="start from a named configuration (default: nielsen-ch1); flags given beside it override it. "
         f"The presets: {described}",
     )
-    hidden = " ".join(map(str, d.sizes[1:-1]))
+    hidden = " ".join(spec.removeprefix("dense") for spec in d.layers[:-1])
     shape = group.add_mutually_exclusive_group()
     shape.add_argument(
         "--hidden",
@@ -312,7 +313,9 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig
     """
     changes: dict[str, Any] = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
     if args.hidden is not None:
-        changes["sizes"], changes["layers"] = (IMAGE_PIXELS, *args.hidden, NUM_CLASSES), ()
+        if any(n < 1 for n in args.hidden):
+            raise UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, args.hidden))}")
+        changes["layers"] = (*(f"dense{n}" for n in args.hidden), f"dense{NUM_CLASSES}")
     if getattr(args, "layers", None) is not None:
         changes.update(_layers(args.layers))
         changes.update(convolution_defaults(args, base))
@@ -354,17 +357,14 @@ def convolution_defaults(args: argparse.Namespace, base: TrainConfig) -> dict[st
 
 
 def _layers(specs: list[str]) -> dict[str, Any]:
-    """``sizes`` and ``layers`` for --layers; a stack of dense layers is the same as --hidden."""
+    """``layers`` for --layers, checked: specs that parse, chain and end with the ten outputs."""
     if specs[-1] != f"dense{NUM_CLASSES}":
         raise UsageError(f"--layers must end with dense{NUM_CLASSES} (one output per digit), got {specs[-1]}")
     try:
-        layers = [layer_from_spec(spec) for spec in specs]
-        sizes = layer_sizes(layers, IMAGE_PIXELS)
+        layer_sizes([layer_from_spec(spec) for spec in specs], IMAGE_PIXELS)
     except ValueError as exc:
         raise UsageError(f"--layers: {exc}") from None
-    if all(isinstance(layer, Dense) for layer in layers):
-        return {"sizes": sizes, "layers": ()}
-    return {"sizes": sizes, "layers": tuple(specs)}
+    return {"layers": tuple(specs)}
 
 
 def _resumed_run(args: argparse.Namespace, saved: SavedModel) -> Run:
@@ -408,8 +408,9 @@ def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
 
 
 def _default_model_path(config: TrainConfig) -> Path:
-    sizes = "-".join(config.layers) if config.layers else "-".join(map(str, config.sizes))
-    return default_models_dir() / f"mnist-{sizes}-seed{config.seed}.npz"
+    sizes = dense_sizes(config.layers, config.inputs)
+    network = "-".join(map(str, sizes)) if sizes is not None else "-".join(config.layers)
+    return default_models_dir() / f"mnist-{network}-seed{config.seed}.npz"
 
 
 class _StopSignals:

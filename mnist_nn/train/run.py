@@ -25,18 +25,15 @@ from mnist_nn.train.history import History
 from mnist_nn.train.optimizers import SGD, make_optimizer
 
 
-def build_network(config: TrainConfig, rng: np.random.Generator, kind: type[Network] = Network) -> Network:
+def build_network(config: TrainConfig, rng: np.random.Generator) -> Network:
     """The network ``config`` describes, its initial weights drawn from ``rng``.
 
     Raises:
         ValueError: layer specs that name no layer or do not chain.
     """
-    layers: Sequence[int] | Sequence[Layer] = config.sizes
-    if config.layers:
-        layers = [layer_from_spec(spec) for spec in config.layers]
-    return kind(
-        layers,
-        input_size=config.sizes[0],
+    return Network(
+        [layer_from_spec(spec) for spec in config.layers],
+        input_size=config.inputs,
         rng=rng,
         dtype=config.dtype,
         activation=config.activation,
@@ -46,24 +43,36 @@ def build_network(config: TrainConfig, rng: np.random.Generator, kind: type[Netw
     )
 
 
+def layer_specs(network: Network) -> tuple[str, ...]:
+    """The specs of ``network``'s layers, as a ``TrainConfig`` names them (``("dense30", "dense10")``)."""
+    return tuple(spec_of(layer) for layer in network.layers)
+
+
+def spec_of(layer: Layer) -> str:
+    """The command-line spec of a built layer: ``dense30``, ``conv20x5``, ``pool2``, ``dropout0.5``."""
+    d = layer.describe()
+    forms = {
+        "dense": lambda: f"dense{d['size']}",
+        "conv2d": lambda: f"conv{d['filters']}x{d['kernel']}",
+        "maxpool2d": lambda: f"pool{d['pool']}",
+        "dropout": lambda: f"dropout{d['rate']}",
+    }
+    return forms[d["kind"]]()
+
+
 def check_network_fits(config: TrainConfig, network: Network) -> None:
     """ValueError unless ``network`` is the one ``config`` describes.
 
-    Its sizes, dtype, layers (kinds, sizes, activations), cost and input
+    Its input size, dtype, layers (kinds, sizes, activations), cost and input
     transform are compared; the configuration's layers are built on their
     shapes only, so a configuration claiming huge layers allocates nothing.
     """
-    if tuple(network.sizes) != tuple(config.sizes) or network.dtype.name != config.dtype:
-        raise ValueError(
-            f"the network ({list(network.sizes)}, {network.dtype}) does not match its "
-            f"configuration ({list(config.sizes)}, {config.dtype})"
-        )
-    specs = config.layers or tuple(f"dense{n}" for n in config.sizes[1:])
+    _check_layers(config, network)
     try:
-        layers = [layer_from_spec(spec) for spec in specs]
-        build_layers(layers, (config.sizes[0],), activation=config.activation, cost=COSTS[config.cost])
+        layers = [layer_from_spec(spec) for spec in config.layers]
+        build_layers(layers, (config.inputs,), activation=config.activation, cost=COSTS[config.cost])
     except (KeyError, ValueError) as exc:
-        raise ValueError(f"the configuration's layers {' '.join(specs)} cannot be built: {exc}") from None
+        raise ValueError(f"the configuration's layers {' '.join(config.layers)} cannot be built: {exc}") from None
     described = [layer.describe() for layer in layers]
     if described != network.describe():
         raise ValueError(
@@ -75,6 +84,16 @@ def check_network_fits(config: TrainConfig, network: Network) -> None:
     if transform != config.preprocess:
         raise ValueError(
             f"the configuration's preprocess is {config.preprocess!r}, the network's input transform {transform!r}"
+        )
+
+
+def _check_layers(config: TrainConfig, network: Network) -> None:
+    """ValueError unless the network has the configuration's inputs, layers and dtype."""
+    specs = layer_specs(network)
+    if network.input_size != config.inputs or specs != config.layers or network.dtype.name != config.dtype:
+        raise ValueError(
+            f"the network ({network.input_size} inputs, {' '.join(specs)}, {network.dtype}) does not match its "
+            f"configuration ({config.inputs} inputs, {' '.join(config.layers)}, {config.dtype})"
         )
 
 
@@ -104,11 +123,7 @@ class Run:
         optimizer: SGD | None = None,
         keep_last: bool = False,
     ) -> None:
-        if tuple(network.sizes) != tuple(config.sizes) or network.dtype.name != config.dtype:
-            raise ValueError(
-                f"the run's network ({list(network.sizes)}, {network.dtype}) does not match its "
-                f"configuration ({list(config.sizes)}, {config.dtype})"
-            )
+        _check_layers(config, network)
         self.config = config
         self.network = network
         self.rng = rng
@@ -129,7 +144,7 @@ class Run:
     def for_network(cls, network: Network, rng: np.random.Generator, **settings: Any) -> Run:
         """A new run that trains an existing ``network`` with ``settings`` (``TrainConfig`` fields).
 
-        The configuration's description of the network (sizes, dtype, the
+        The configuration's description of the network (layers, dtype, the
         hidden layers' activation, cost, init, preprocess) is read from the
         network itself.
 
@@ -138,7 +153,8 @@ class Run:
         """
         hidden = {layer.activation.name for layer in network.layers[:-1]}
         described = {
-            "sizes": network.sizes,
+            "layers": layer_specs(network),
+            "inputs": network.input_size,
             "dtype": network.dtype.name,
             "activation": hidden.pop() if len(hidden) == 1 else network.activation.name,
             "cost": network.cost.name,

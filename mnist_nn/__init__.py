@@ -16,12 +16,13 @@ from mnist_nn._version import __version__
 from mnist_nn.config import PRESETS, TrainConfig
 from mnist_nn.data import load_data, load_data_wrapper, load_mnist, vectorized_result
 from mnist_nn.models import SavedModel, load_model, save_model
-from mnist_nn.nn.layers import Conv2D, Dense, Dropout, MaxPool2D
+from mnist_nn.nn.layers import AvgPool2D, Conv2D, Dense, Dropout, MaxPool2D
 from mnist_nn.nn.network import Network
 from mnist_nn.train import EpochRecord, History, Run, fit
 
 __all__ = [
     "PRESETS",
+    "AvgPool2D",
     "Conv2D",
     "Dense",
     "Dropout",

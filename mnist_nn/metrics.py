@@ -17,8 +17,8 @@ from mnist_nn.config import NUM_CLASSES
 from mnist_nn.nn.network import Network
 
 
-def count_correct(predictions: npt.NDArray[np.integer[Any]], labels: npt.NDArray[np.integer[Any]]) -> int:
-    """How many predictions equal their labels."""
+def count_matches(predictions: npt.NDArray[np.integer[Any]], labels: npt.NDArray[np.integer[Any]]) -> int:
+    """How many predictions equal their labels (``Network.count_correct`` predicts them first)."""
     if predictions.shape != labels.shape:
         raise ValueError(f"expected predictions of shape {labels.shape}, got {predictions.shape}")
     return int(np.count_nonzero(predictions == labels))
@@ -26,7 +26,7 @@ def count_correct(predictions: npt.NDArray[np.integer[Any]], labels: npt.NDArray
 
 def accuracy(predictions: npt.NDArray[np.integer[Any]], labels: npt.NDArray[np.integer[Any]]) -> float:
     """The fraction of predictions equal to their labels, in [0, 1]."""
-    return count_correct(predictions, labels) / max(int(labels.shape[0]), 1)
+    return count_matches(predictions, labels) / max(int(labels.shape[0]), 1)
 
 
 def confusion_matrix(
@@ -111,7 +111,7 @@ def evaluate_ensemble(
     order = wrong[np.argsort(-confidence, kind="stable")][:top]
     mistakes = [Mistake(int(i), int(y[i]), int(predicted[i]), float(probs[i, predicted[i]])) for i in order]
     return Evaluation(
-        correct=count_correct(predicted, y),
+        correct=count_matches(predicted, y),
         total=int(y.shape[0]),
         per_digit=per_digit,
         confusion=confusion.tolist(),

@@ -5,8 +5,8 @@ File format ``mnist_nn-model``, version 2
 A model file is an ordinary, uncompressed NumPy ``.npz`` archive (a zip of
 ``.npy`` members, as ``np.savez`` writes it), so ``np.load(path,
 allow_pickle=False)`` opens it. Nothing in it is pickled. The metadata lists
-the network's layers; the arrays are named per layer, each layer naming its
-own (a dense layer: ``w`` (n_in, n_out) and ``b`` (n_out,)):
+the network's layers; the arrays are named per layer, each layer declaring its
+own (``Layer.stored_arrays``; a dense layer: ``w`` (n_in, n_out) and ``b`` (n_out,)):
 
     metadata                      uint8 (k,)   UTF-8 bytes of one JSON object (below)
     layer{i}_{name}               dtype        served arrays of layer i: layer0_w, layer0_b, ...

@@ -13,8 +13,9 @@ from mnist_nn import PRESETS, Conv2D, Dense, Dropout, MaxPool2D, Network, TrainC
 from mnist_nn.cli import train_main
 from mnist_nn.errors import ConfigError
 from mnist_nn.models import load_model, save_model
-from mnist_nn.nn.layers import layer_from_description, layer_from_spec
+from mnist_nn.nn.layers import layer_from_description
 from mnist_nn.nn.network import layer_sizes
+from mnist_nn.nn.specs import layer_from_spec
 from mnist_nn.train import Run, fit
 from mnist_nn.train.expand import expand_shifts
 from mnist_nn.train.optimizers import SGD
@@ -42,7 +43,8 @@ def test_dropout_specs_and_descriptions() -> None:
 def test_dropout_in_the_step_masks_forward_and_backward_alike() -> None:
     layer = Dropout(0.25)
     layer.build((400,))
-    step = layer.plan(50, dtype=np.dtype(np.float64), dropout=0.0, ones_out=True)
+    layer.initialize(None, "normal", np.dtype(np.float64))  # no parameters: the dtype of its buffers
+    step = layer.plan(50, ones_out=True)
     x = np.random.default_rng(1).random((50, 400)) + 0.5
     step.forward(x, np.random.default_rng(2))
     kept = step.output != 0
@@ -84,7 +86,7 @@ def test_dropout_inside_a_network_passes_the_gradient_check() -> None:
     before = net.copy_params()
     optimizer = SGD()
     optimizer.plan(net.params)
-    step = Step(net, 4, optimizer, dropout=0.0, rng=np.random.default_rng(9), monitor_cost=False)
+    step = Step(net, 4, optimizer, dropout=0.0, rng=np.random.default_rng(9))
     xb = np.hstack([x, np.ones((4, 1))])
     eta = 0.3
     step(xb, xb.T, y, -eta / 4, 1.0)

@@ -71,7 +71,7 @@ def _one_fast_step(
     m = x.shape[0]
     optimizer = optimizer if optimizer is not None else SGD()
     optimizer.plan(net.params)
-    step = Step(net, m, optimizer, dropout=0.0, rng=np.random.default_rng(0), monitor_cost=False)
+    step = Step(net, m, optimizer, dropout=0.0, rng=np.random.default_rng(0))
     xb = np.ones((m, x.shape[1] + 1))
     xb[:, :-1] = x
     step(xb, xb.T, y, -eta / m, 1.0 - eta * l2 / n)
@@ -117,7 +117,7 @@ def test_dropout_mask_rate_and_scaling_and_off_at_evaluation() -> None:
     net.params[0][:-1] = 0.01
     net.params[0][-1] = 1.0  # every hidden unit active (positive) before dropout
     m = 50
-    step = Step(net, m, SGD(), dropout=p_drop, rng=np.random.default_rng(2), monitor_cost=False)
+    step = Step(net, m, SGD(), dropout=p_drop, rng=np.random.default_rng(2))
     x, y = _batch(3, m, 20, 10)
     xb = np.ones((m, 21))
     xb[:, :-1] = x

@@ -9,8 +9,9 @@ from mnist_nn import Conv2D, Dense, MaxPool2D, Network
 from mnist_nn.config import TrainConfig
 from mnist_nn.nn.activations import ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
-from mnist_nn.nn.layers import layer_from_description, layer_from_spec
+from mnist_nn.nn.layers import layer_from_description
 from mnist_nn.nn.network import layer_sizes
+from mnist_nn.nn.specs import layer_from_spec
 from mnist_nn.train import Run, fit
 from mnist_nn.train.optimizers import SGD, Momentum
 from mnist_nn.train.step import Step
@@ -126,7 +127,7 @@ def test_fast_step_is_the_textbook_update_for_a_cnn(activation: str, cost: str, 
     eta, l2, n = 0.4, 2.0, 40
     optimizer = Momentum(momentum) if momentum else SGD()
     optimizer.plan(net.params)
-    step = Step(net, 6, optimizer, dropout=0.0, rng=np.random.default_rng(0), monitor_cost=False)
+    step = Step(net, 6, optimizer, dropout=0.0, rng=np.random.default_rng(0))
     velocity = [np.zeros_like(p) for p in twin.params]
     for _ in range(2):
         step(x, x.T, y, -eta / 6, 1.0 - eta * l2 / n)

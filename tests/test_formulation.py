@@ -52,9 +52,9 @@ def _old_fit(run: Run, x: FloatArray, labels: IntArray) -> list[float]:
     x_shuf = np.ones((n, x.shape[1] + 1), network.dtype)
     y_src = network.one_hot(labels)
     y_shuf = y_src.copy()
-    full = Step(network, m, run.optimizer, dropout=config.dropout, rng=rng, monitor_cost=False)
+    full = Step(network, m, run.optimizer, dropout=config.dropout, rng=rng)
     rest = n % m
-    tail = Step(network, rest, run.optimizer, dropout=config.dropout, rng=rng, monitor_cost=False) if rest else full
+    tail = Step(network, rest, run.optimizer, dropout=config.dropout, rng=rng) if rest else full
     costs = []
     for _ in range(config.epochs):
         rate = learning_rate(run.history, eta=config.eta, schedule=config.schedule, epochs=config.epochs)
@@ -235,7 +235,7 @@ def test_the_floor_and_the_real_step_give_the_same_weights(sizes: tuple[int, ...
     FloorSGD(floor_net, x, y, 10).epoch(0.5)
     optimizer = SGD()
     optimizer.plan(step_net.params)
-    step = Step(step_net, 10, optimizer, dropout=0.0, rng=np.random.default_rng(0), monitor_cost=False)
+    step = Step(step_net, 10, optimizer, dropout=0.0, rng=np.random.default_rng(0))
     for k in range(0, 200, 10):
         step(x[k : k + 10], x[k : k + 10].T, y[k : k + 10], -0.5 / 10, 1.0)
     for got, want in zip(floor_net.params, step_net.params, strict=True):

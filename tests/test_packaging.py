@@ -6,6 +6,7 @@ CI runs them on its newest Python.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -132,3 +133,22 @@ def test_lowest_constraints_cover_pyprojects_runtime_requirements() -> None:
         "threadpoolctl",
         "distributed",
     ]
+
+
+def _functions() -> list[tuple[str, int]]:
+    """Every function of the package as ("path:name", its length in lines, decorators and docstring included)."""
+    found = []
+    for path in sorted((ROOT / "mnist_nn").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                assert node.end_lineno is not None
+                found.append((f"{path.relative_to(ROOT)}:{node.name}", node.end_lineno - first + 1))
+    return found
+
+
+def test_no_function_is_longer_than_100_lines_and_fit_reads_in_60() -> None:
+    lengths = _functions()
+    assert len(lengths) > 500
+    assert [(name, n) for name, n in lengths if n > 100] == []
+    assert dict(lengths)["mnist_nn/train/loop.py:fit"] <= 60

@@ -28,14 +28,18 @@ from typing import Any, Literal
 import numpy as np
 
 from mnist_nn.nn.activations import FloatArray
-from mnist_nn.nn.layers import Dense
+from mnist_nn.nn.layers import Layer
 from mnist_nn.nn.network import IntArray, Network
 
 
-def _dense_layers(network: Network) -> list[Dense]:
-    """The network's layers, or ValueError unless it is a stack of dense layers."""
-    layers = [layer for layer in network.layers if isinstance(layer, Dense)]
-    if len(layers) != len(network.layers):
+def _dense_layers(network: Network) -> list[Layer]:
+    """The network's layers, or ValueError unless it is a stack of dense layers.
+
+    A dense layer is one that takes its input with a column of ones (``Layer.ones_column``):
+    its weighted input is one product of that input and its one parameter array.
+    """
+    layers = network.layers
+    if not all(layer.ones_column for layer in layers):
         raise ValueError(f"the floor is written for dense networks, got {network.describe()}")
     return layers
 
@@ -62,7 +66,7 @@ class FloorSGD:
         self.layers: list[dict[str, Any]] = []
         for i, layer in enumerate(layers):
             param = layer.params[0]
-            n_out = layer.size
+            n_out = param.shape[1]
             hidden = i < last
             # The fast step's layouts: hidden layers column-major, with the next layer's ones column.
             order: Literal["C", "F"] = "F" if hidden else "C"

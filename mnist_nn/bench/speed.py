@@ -268,6 +268,28 @@ _BESIDE_THE_STEP = (
 )
 
 
+def _compared(timed: list[TrainingSpeed], gemm: list[GemmSpeed]) -> list[TrainingSpeed]:
+    """Each training timing held against GEMM of its dtype, the reference of its shape and its floor."""
+    gemm_gflops = {g.dtype: g.gflops for g in gemm}
+    reference_rate = {t.shape: t.timing.best_rate for t in timed if t.implementation == "reference"}
+    floor_seconds = {t.shape: t.epoch_seconds() for t in timed if t.implementation == "floor"}
+
+    def compare(t: TrainingSpeed) -> TrainingSpeed:
+        ceiling = gemm_gflops.get(t.shape.dtype)
+        ref = reference_rate.get(t.shape) if t.implementation == "vectorized" else None
+        floor = floor_seconds.get(t.shape) if t.implementation != "reference" else None
+        return TrainingSpeed(
+            t.implementation,
+            t.shape,
+            t.timing,
+            gemm_fraction=t.gflops / ceiling if ceiling else None,
+            speedup=t.timing.best_rate / ref if ref else None,
+            floor_ratio=t.epoch_seconds() / floor if floor else None,
+        )
+
+    return [compare(t) for t in timed]
+
+
 def speed_benchmark(
     plan: SpeedPlan | None = None, *, source: DataSource | None = None, on_step: StepCallback | None = None
 ) -> SpeedReport:
@@ -355,29 +377,12 @@ def speed_benchmark(
 
     if main_job is None and plan.main_job_epochs:  # no main-job shape among the configurations: time it anyway
         main_job = time_main_job(plan.main_job_epochs)
-    gemm_gflops = {g.dtype: g.gflops for g in gemm}
-    reference_rate = {r.shape: r.timing.best_rate for r in reference}
-    floor_seconds = {t.shape: t.epoch_seconds() for t in vectorized if t.implementation == "floor"}
-
-    def compare(t: TrainingSpeed) -> TrainingSpeed:
-        ceiling = gemm_gflops.get(t.shape.dtype)
-        ref = reference_rate.get(t.shape) if t.implementation == "vectorized" else None
-        floor = floor_seconds.get(t.shape) if t.implementation != "reference" else None
-        return TrainingSpeed(
-            t.implementation,
-            t.shape,
-            t.timing,
-            gemm_fraction=t.gflops / ceiling if ceiling else None,
-            speedup=t.timing.best_rate / ref if ref else None,
-            floor_ratio=t.epoch_seconds() / floor if floor else None,
-        )
-
     return SpeedReport(
         plan=plan,
         environment=environment_info(),
         load=load,
         gemm=gemm,
-        training=[compare(t) for t in vectorized + reference],
+        training=_compared(vectorized + reference, gemm),
         inference=inference,
         memory=memory,
         load_average=(load_before, load_after) if load_before is not None and load_after is not None else None,

@@ -25,9 +25,9 @@ from mnist_nn.bench.floor import FloorSGD, NielsenPort
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE, TrainConfig
 from mnist_nn.data import MnistData
 from mnist_nn.nn.activations import FloatArray
-from mnist_nn.nn.layers import layer_from_spec
 from mnist_nn.nn.network import IntArray, Network, layer_sizes
 from mnist_nn.nn.reference import sgd_reference
+from mnist_nn.nn.specs import layer_from_spec
 from mnist_nn.train import Run, fit
 
 SPEED_ETA = TrainConfig().eta  # the speed runs need some learning rate; it does not change the cost of a step

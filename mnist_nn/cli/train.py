@@ -54,8 +54,9 @@ from mnist_nn.metrics import format_count
 from mnist_nn.models import SavedModel, load_model
 from mnist_nn.nn.activations import HIDDEN_ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
-from mnist_nn.nn.layers import INITS, layer_from_spec
+from mnist_nn.nn.layers import INITS
 from mnist_nn.nn.network import layer_sizes
+from mnist_nn.nn.specs import layer_from_spec
 from mnist_nn.nn.transforms import TRANSFORMS
 from mnist_nn.plots import plot_training_curves, require_matplotlib
 from mnist_nn.text import one_line
@@ -81,10 +82,19 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
     Returns:
         The group, whose actions are the training flags.
     """
-    d = TrainConfig()
     group = parser.add_argument_group(
         "training", "what to train; flags not given take the --preset's values (nielsen-ch1 by default)"
     )
+    _add_network_flags(group)
+    _add_step_flags(group, seed=seed)
+    _add_regularization_flags(group)
+    _add_data_flags(group)
+    return group
+
+
+def _add_network_flags(group: argparse._ArgumentGroup) -> None:
+    """--preset, and the network: --hidden or --layers."""
+    d = TrainConfig()
     described = "; ".join(f"{name}: {preset.describe()}" for name, preset in PRESETS.items())
     group.add_argument(
         "--preset",
@@ -108,11 +118,17 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
         nargs="+",
         metavar="SPEC",
         help="the layers, input side first, each conv<F>x<K> (F feature maps of KxK kernels, stride 1, no "
-        "padding), pool<P> (PxP max-pooling) or dense<N> (N neurons), ending with dense10, e.g. "
+        "padding), pool<P> (PxP max-pooling), avgpool<P> (PxP average pooling), dropout<rate> (drops each "
+        "value entering it with probability rate in training) or dense<N> (N neurons), ending with dense10, e.g. "
         "--layers conv20x5 pool2 conv40x5 pool2 dense100 dense10 (Nielsen's chapter 6). With convolutions "
         "and no --preset, the flags not given default to --activation relu --cost log-likelihood --eta 0.03 "
         "--init he, as in the book's chapter 6 (the chapter-1 defaults leave a convolutional network at chance)",
     )
+
+
+def _add_step_flags(group: argparse._ArgumentGroup, *, seed: bool) -> None:
+    """How each step trains: epochs, mini-batch, eta, seed, dtype, activation, cost, initialization."""
+    d = TrainConfig()
     group.add_argument("--epochs", type=int, help=f"total passes over the training set (default: {d.epochs})")
     group.add_argument("--batch-size", type=int, help=f"mini-batch size (default: {d.batch_size})")
     group.add_argument("--eta", type=float, help=f"learning rate (default: {d.eta})")
@@ -143,6 +159,10 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
         f"(default: {d.init}; for --layers with convolutions, he "
         "with ReLU and scaled otherwise, since N(0, 1) weights saturate a convolutional network from the start)",
     )
+
+
+def _add_regularization_flags(group: argparse._ArgumentGroup) -> None:
+    """L2, dropout, momentum, the schedule and early stopping."""
     group.add_argument(
         "--l2",
         type=float,
@@ -177,6 +197,10 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
         metavar="N",
         help="stop after N epochs without validation improvement; the best epoch's weights are kept (default: off)",
     )
+
+
+def _add_data_flags(group: argparse._ArgumentGroup) -> None:
+    """What the images go through: the input transform, augmentation, the expanded set."""
     group.add_argument(
         "--preprocess",
         choices=["none", *sorted(TRANSFORMS)],
@@ -196,7 +220,6 @@ def add_training_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> 
         help="train on every image and its four one-pixel shifts, 250,000 images an epoch "
         "(Nielsen's expanded training set, chapter 6)",
     )
-    return group
 
 
 def _preset_name(name: str) -> str:
@@ -413,6 +436,61 @@ def _default_model_path(config: TrainConfig) -> Path:
     return default_models_dir() / f"mnist-{network}-seed{config.seed}.npz"
 
 
+class _EpochReport:
+    """What a run shows as it trains: a progress bar per epoch, a line after each, a warning at chance level."""
+
+    def __init__(self, prog: str, total: int, images: int, *, quiet: bool, bars: bool) -> None:
+        self.prog, self.total, self.images, self.quiet, self.bars = prog, total, images, quiet, bars
+        self.bar: tqdm[Any] | None = None
+
+    def new_bar(self, epoch: int) -> None:
+        """The bar of ``epoch``, when bars are shown and the run has that epoch."""
+        if self.bars and epoch <= self.total:
+            self.bar = tqdm(
+                total=self.images,
+                desc=f"Epoch {epoch}/{self.total}",
+                unit="img",
+                unit_scale=True,
+                leave=False,
+                file=sys.stderr,
+            )
+
+    def progress(self, done: int, n: int) -> None:
+        """``fit``'s progress callback: examples done of n."""
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        """Close the current bar, if any."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def epoch_done(self, record: EpochRecord, run: Run) -> None:
+        """The line after an epoch, the chance-level warning after ``CHANCE_EPOCHS``, the next epoch's bar."""
+        self.close()
+        if not self.quiet and record.validation_correct is not None and record.validation_total:
+            print(
+                f"Epoch {record.epoch}/{self.total}: validation "
+                f"{format_count(record.validation_correct, record.validation_total)}, "
+                f"cost {record.train_cost:.4f}, {record.seconds:.2f} s",
+                flush=True,
+            )
+        accuracy = record.validation_accuracy
+        if record.epoch == CHANCE_EPOCHS and accuracy is not None and accuracy < CHANCE_LEVEL and not self.quiet:
+            hint = (
+                ""
+                if dense_sizes(run.config.layers)
+                else "; convolutions train with --activation relu --cost log-likelihood"
+            )
+            print(
+                f"{self.prog}: warning: validation is at chance level ({100 * accuracy:.2f}%) after {record.epoch} "
+                f"epochs: the network is not learning; try a lower --eta, or --init scaled{hint}",
+                file=sys.stderr,
+            )
+        self.new_bar(record.epoch + 1)
+
+
 class _StopSignals:
     """SIGINT and SIGTERM during a training run, which never interrupt a save.
 
@@ -543,55 +621,16 @@ def _train(
             file=sys.stderr,
         )
 
-    total = run.config.epochs
-    bar: tqdm[Any] | None = None
     stops = _StopSignals()
-
-    def new_bar(epoch: int) -> None:
-        nonlocal bar
-        if progress and epoch <= total:
-            bar = tqdm(
-                total=len(data.train),
-                desc=f"Epoch {epoch}/{total}",
-                unit="img",
-                unit_scale=True,
-                leave=False,
-                file=sys.stderr,
-            )
-
-    def on_progress(done: int, n: int) -> None:
-        if bar is not None:
-            bar.update(done - bar.n)
+    report = _EpochReport(prog, run.config.epochs, len(data.train), quiet=args.quiet, bars=progress)
 
     def on_epoch(record: EpochRecord, run: Run) -> None:
-        nonlocal bar
-        if bar is not None:
-            bar.close()
-            bar = None
-        if not args.quiet and record.validation_correct is not None and record.validation_total:
-            print(
-                f"Epoch {record.epoch}/{total}: validation "
-                f"{format_count(record.validation_correct, record.validation_total)}, "
-                f"cost {record.train_cost:.4f}, {record.seconds:.2f} s",
-                flush=True,
-            )
-        accuracy = record.validation_accuracy
-        if record.epoch == CHANCE_EPOCHS and accuracy is not None and accuracy < CHANCE_LEVEL and not args.quiet:
-            print(
-                f"{prog}: warning: validation is at chance level ({100 * accuracy:.2f}%) after {record.epoch} "
-                "epochs: the network is not learning; try a lower --eta, or --init scaled"
-                + ("; convolutions train with --activation relu --cost log-likelihood" if run.config.layers else ""),
-                file=sys.stderr,
-            )
-        new_bar(record.epoch + 1)
-
-    def on_checkpoint(record: EpochRecord, run: Run) -> None:
-        on_epoch(record, run)
+        report.epoch_done(record, run)
         if save_path is not None and args.checkpoint_every and record.epoch % args.checkpoint_every == 0:
             with stops.held():
                 checkpoint.save_run(save_path, run, data, status="checkpoint")
 
-    new_bar(run.epochs_completed + 1)
+    report.new_bar(run.epochs_completed + 1)
     start = time.perf_counter()
     with stops.installed():
         try:
@@ -600,8 +639,8 @@ def _train(
                     run,
                     *data.train,
                     validation=data.validation,
-                    on_epoch=on_checkpoint,
-                    on_progress=on_progress,
+                    on_epoch=on_epoch,
+                    on_progress=report.progress,
                     helper=None if args.helper else False,
                 )
         except (KeyboardInterrupt, TerminatedError) as exc:  # stop, and save what was reached
@@ -612,8 +651,7 @@ def _train(
         except OSError as exc:  # a checkpoint could not be written; the earlier file is intact
             return fail(prog, f"cannot save the model to {save_path}: {exc.strerror or exc}", EXIT_FAILURE)
         finally:
-            if bar is not None:
-                bar.close()
+            report.close()
         # Training is over: a signal from here on waits for the end to be saved and reported.
         code = _finish(prog, args, run, data, save_path, time.perf_counter() - start, stops, replacing)
     if stops.pending is None or code != EXIT_OK:

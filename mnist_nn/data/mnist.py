@@ -63,8 +63,8 @@ def scale_pixels(pixels: npt.NDArray[np.uint8], out: npt.NDArray[np.floating[Any
     p / 255 correctly rounded to ``out``'s dtype, divided in that dtype
     (the pixels are cast in chunks that stay in cache: no full-size
     temporary). For float32 this equals dividing in float64 and rounding
-    to float32, as this loader always did, for each of the 256 values (the
-    tests check all of them), at 2.5 times the speed.
+    to float32 for each of the 256 values (the tests check all of them), at
+    2.5 times the speed.
     """
     np.divide(pixels, out.dtype.type(255.0), out=out, dtype=out.dtype, casting="unsafe")
 

@@ -4,7 +4,7 @@ A layer owns its parameters and its part of the work (the equations are in
 ``mnist_nn.nn.network``, BP1-BP4):
 
 - its output shape from its input shape (``build``), and the shapes of its
-  parameters, known before anything is allocated;
+  parameters, known before anything is allocated (``param_shapes``);
 - its initialization (``initialize``), drawn from the run's generator;
 - a forward pass and a backward pass for any batch (``forward``,
   ``backward``): the delta arriving from above in, its gradients and the delta
@@ -13,19 +13,24 @@ A layer owns its parameters and its part of the work (the equations are in
   (``plan``), and the step's own forward and backward on them;
 - which of its arrays L2 decays (``decayed``);
 - a JSON-ready description it can be rebuilt from (``describe`` and
-  ``layer_from_description``), and the named arrays a model file stores.
+  ``layer_from_description``), and the names and shapes under which a model
+  file stores its parameters (``stored_arrays``; ``file_arrays`` and
+  ``params_from_file`` map them for every kind).
 
-Adding a kind of layer means a class here, registered in ``LAYER_KINDS``;
-the network, the training loop and the model file work through this
-interface only.
+``Layer``'s defaults are those of a layer without parameters, so such a kind
+implements ``build``, ``forward``, ``backward``, ``plan`` and ``describe``
+only. A new kind is a class here, registered in ``LAYER_KINDS``, and a row of
+``mnist_nn.nn.specs`` for its command-line spec; the network, the training
+loop and the model file work through this interface only.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -43,41 +48,53 @@ _matmul = np.matmul  # bound once: the fast step calls it three times per layer
 INITS = ("normal", "scaled", "he", "glorot", "fan-out")
 
 
+@dataclass(frozen=True)
+class StoredArray:
+    """One array a model file stores for a layer: rows ``rows`` of ``params[param]``, in shape ``shape``.
+
+    The file names it ``layer{i}_{name}`` (``layer0_w``); the rows, reshaped
+    to ``shape``, are a view of the parameter, so writing copies nothing.
+    """
+
+    name: str
+    param: int
+    rows: slice
+    shape: Shape
+
+
 class Layer(ABC):
     """One stage of a network (see the module docstring for what it owns).
 
-    ``params`` are the arrays training updates, in the network's dtype, set by
-    ``initialize`` or ``set_params``; ``activation`` is the output activation,
-    fixed when the network is built.
+    ``params`` are the arrays training updates, in ``dtype`` (the network's),
+    set by ``initialize``; ``activation`` is the output activation, fixed
+    when the network is built. Every kind implements the abstract methods.
+    The defaults of the next group describe a layer without parameters or an
+    activation of its own (a pool, dropout), and a kind with parameters
+    overrides them; the last group maps any kind's parameters to a model
+    file's arrays, from ``stored_arrays``.
     """
 
     kind: ClassVar[str]  # the name in descriptions, e.g. "dense"
     # True when the layer wants its input with one more trailing column, all ones (Dense's
     # bias trick): whoever writes its input (the previous layer, the loop's shuffle) adds it.
     ones_column: ClassVar[bool] = False
-    # False for a layer without an activation of its own (a pool): the network gives it none.
-    activated: ClassVar[bool] = True
+    # True for a layer with an activation of its own (Dense, Conv2D), which the network fixes
+    # when it builds the layers; a pool or dropout has none.
+    activated: ClassVar[bool] = False
+    # The names under which a model file stores each of ``params`` whole (see ``stored_arrays``).
+    param_names: ClassVar[tuple[str, ...]] = ()
 
-    activation: Activation
+    activation: Activation = IDENTITY  # until the network fixes it; a layer that is not activated keeps it
     params: list[FloatArray]
+    dtype: np.dtype[Any]
     input_shape: Shape
     output_shape: Shape
+
+    # --- what every kind implements ---
 
     @abstractmethod
     def build(self, input_shape: Shape) -> Shape:
         """Remember the input shape (one example's) and return the output shape; ValueError if it does not fit."""
-
-    @abstractmethod
-    def param_shapes(self) -> list[Shape]:
-        """Shapes of ``params``, known after ``build`` and before anything is allocated."""
-
-    def macs(self) -> int:
-        """Multiply-adds per example of the forward pass, after ``build`` (a training step does about 3x as many)."""
-        return 0
-
-    @abstractmethod
-    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
-        """Draw ``params`` from ``rng`` by the named initialization (zeros when rng is None)."""
 
     @abstractmethod
     def forward(self, x: FloatArray) -> FloatArray:
@@ -94,32 +111,100 @@ class Layer(ABC):
         """
 
     @abstractmethod
-    def weights_and_biases(self, params: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray] | None:
-        """Views of the weights and biases inside this layer's ``params`` (None for a layer without)."""
+    def plan(self, m: int, *, ones_out: bool) -> LayerStep:
+        """The fast step's buffers for mini-batches of m rows, in ``dtype`` (see ``LayerStep``).
 
-    @abstractmethod
-    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
-        """Views of the arrays in a params-shaped list that L2 regularization decays (weights, not biases)."""
-
-    @abstractmethod
-    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
-        """The fast step's buffers for mini-batches of m rows in ``dtype`` (see ``LayerStep``)."""
+        ``ones_out``: the next layer wants the output with a trailing column of ones.
+        """
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description: ``layer_from_description`` rebuilds an equal layer from it."""
 
-    @abstractmethod
-    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
-        """This layer's ``params`` as the named arrays a model file stores (views where possible)."""
+    # --- what a kind with parameters overrides ---
 
-    @abstractmethod
+    def param_shapes(self) -> list[Shape]:
+        """Shapes of ``params``, known after ``build`` and before anything is allocated (none by default)."""
+        return []
+
+    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
+        """Draw ``params`` in ``dtype`` from ``rng`` by the named initialization (zeros when rng is None).
+
+        By default there is nothing to draw, and the dtype is kept for the step's buffers.
+        """
+        self.dtype = dtype
+        self.params = []
+
+    def weights_and_biases(self, params: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray] | None:
+        """Views of the weights and biases inside this layer's ``params`` (None for a layer without, the default)."""
+        return None
+
+    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
+        """Views of the arrays in a params-shaped list that L2 decays (weights, not biases; none by default)."""
+        return []
+
+    def stored_arrays(self) -> list[StoredArray]:
+        """The arrays a model file stores for this layer, known after ``build``.
+
+        By default each of ``params`` whole, under its name in ``param_names``.
+        """
+        return [
+            StoredArray(name, i, slice(None), shape)
+            for i, (name, shape) in enumerate(zip(self.param_names, self.param_shapes(), strict=True))
+        ]
+
+    def macs(self) -> int:
+        """Multiply-adds per example of the forward pass, after ``build`` (a training step does about 3x as many)."""
+        return 0
+
+    @property
+    def merges(self) -> int:
+        """Input values each output value summarizes: P^2 for a P x P pool, 1 for other layers."""
+        return 1
+
+    def connect(self, above: Layer) -> None:
+        """Called once both are built, with the layer that reads this one's output; nothing to do by default.
+
+        A convolution reads ``above.merges`` here, for the "fan-out" initialization.
+        """
+        return
+
+    def plan_dropout(self, m: int, rate: float, *, ones_out: bool) -> LayerStep | None:
+        """``plan`` with the run's dropout (``rate``, ``Step``'s ``dropout``) on this hidden layer's outputs.
+
+        Only neurons drop: None (the default) says the run's dropout does not
+        reach this kind, and ``Step`` plans it without.
+        """
+        return None
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> Layer:
+        """The inverse of ``describe``; ValueError for anything else.
+
+        By default the description's keys besides "kind" are the
+        constructor's arguments, by name.
+        """
+        names = list(inspect.signature(cls).parameters)
+        _check_keys(description, {"kind", *names})
+        return cls(**{name: description[name] for name in names})
+
+    # --- the model file's arrays, the same for every kind (from ``stored_arrays``) ---
+
+    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
+        """This layer's share of a params-shaped list as the named arrays a model file stores (views)."""
+        return {s.name: params[s.param][s.rows].reshape(s.shape) for s in self.stored_arrays()}
+
     def file_shapes(self) -> dict[str, Shape]:
         """The names and shapes of ``file_arrays``, known before anything is read."""
+        return {s.name: s.shape for s in self.stored_arrays()}
 
-    @abstractmethod
     def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
         """The inverse of ``file_arrays``: new arrays laid out like ``params``."""
+        params = [np.empty(shape, dtype=dtype) for shape in self.param_shapes()]
+        for s in self.stored_arrays():
+            rows = params[s.param][s.rows]
+            rows[...] = arrays[s.name].reshape(rows.shape)
+        return params
 
 
 class LayerStep(ABC):
@@ -213,8 +298,10 @@ class _FusedLayer(Layer):
     biases (both views). With a column of ones beside its input, the layer's
     weighted input is one matrix product, and that product's gradient carries
     BP3 in its last row. L2 decays the weights, never the biases; a model
-    file stores them apart, as ``w`` (in the layer's own ``file_shapes``) and ``b``.
+    file stores them apart, as ``w`` (in the layer's ``weights_shape``) and ``b``.
     """
+
+    activated = True
 
     @property
     @abstractmethod
@@ -226,12 +313,17 @@ class _FusedLayer(Layer):
     def fan_out(self) -> int:
         """Neurons (or feature maps)."""
 
+    @property
+    @abstractmethod
+    def weights_shape(self) -> Shape:
+        """The weights' shape in a model file: fan_in * fan_out values, in the order of the fused array's rows."""
+
     def param_shapes(self) -> list[Shape]:
         """One (fan_in + 1, fan_out) array: the weights, then the biases as the last row."""
         return [(self.fan_in + 1, self.fan_out)]
 
-    # Outputs each input value reaches, for the "fan-out" initialization (a following pool
-    # divides it; ``build_layers`` sets it).
+    # Outputs each input value reaches, for the "fan-out" initialization (0: fan_out; a
+    # convolution counts it in ``build`` and ``connect``).
     spread: int = 0
 
     def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
@@ -239,6 +331,7 @@ class _FusedLayer(Layer):
 
         Under "fan-out", a softmax output layer starts at 0, as Nielsen's ``SoftmaxLayer``.
         """
+        self.dtype = dtype
         softmax_zero = init == "fan-out" and self.activation.name == "softmax"
         if rng is None or softmax_zero:
             self.params = [np.zeros(self.param_shapes()[0], dtype=dtype)]
@@ -254,16 +347,12 @@ class _FusedLayer(Layer):
         """The weights: a contiguous view of the fused array (biases are not decayed)."""
         return [params[0][:-1]]
 
-    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
-        """``w`` in the shape ``file_shapes`` gives, and ``b`` (fan_out,)."""
-        return {"w": params[0][:-1].reshape(self.file_shapes()["w"]), "b": params[0][-1]}
-
-    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
-        """``w`` and ``b`` fused again into one (fan_in + 1, fan_out) array."""
-        p = np.empty((self.fan_in + 1, self.fan_out), dtype=dtype)
-        p[:-1] = arrays["w"].reshape(self.fan_in, self.fan_out)
-        p[-1] = arrays["b"]
-        return [p]
+    def stored_arrays(self) -> list[StoredArray]:
+        """``w``, the rows :-1 in ``weights_shape``, and ``b``, the last row, (fan_out,)."""
+        return [
+            StoredArray("w", 0, slice(None, -1), self.weights_shape),
+            StoredArray("b", 0, slice(-1, None), (self.fan_out,)),
+        ]
 
 
 class Dense(_FusedLayer):
@@ -298,14 +387,6 @@ class Dense(_FusedLayer):
     def __repr__(self) -> str:
         return f"Dense({self.size}, {self.activation_name!r})"
 
-    spec_form: ClassVar[str] = "dense<N>"
-
-    @classmethod
-    def from_spec(cls, spec: str) -> Dense | None:
-        """``dense100`` is Dense(100); None when ``spec`` is not of this form."""
-        match = re.fullmatch(r"dense([0-9]{1,9})", spec)
-        return cls(int(match.group(1))) if match else None
-
     @property
     def n_in(self) -> int:
         """Inputs per example (the input shape flattened)."""
@@ -320,6 +401,11 @@ class Dense(_FusedLayer):
     def fan_out(self) -> int:
         """size."""
         return self.size
+
+    @property
+    def weights_shape(self) -> Shape:
+        """(n_in, size)."""
+        return (self.n_in, self.size)
 
     def build(self, input_shape: Shape) -> Shape:
         """Any input shape, flattened to n_in values; the output is (size,)."""
@@ -348,9 +434,13 @@ class Dense(_FusedLayer):
         grad[-1] = delta.sum(axis=0)  # BP3
         return [grad], delta @ self.params[0][:-1].T  # BP2's product, for the layer below
 
-    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
+    def plan(self, m: int, *, ones_out: bool) -> LayerStep:
         """Buffers for m rows (see ``_DenseStep``)."""
-        return _DenseStep(self, m, dropout, ones_out)
+        return _DenseStep(self, m, 0.0, ones_out)
+
+    def plan_dropout(self, m: int, rate: float, *, ones_out: bool) -> LayerStep:
+        """Buffers for m rows, each neuron dropped with probability ``rate`` in every step."""
+        return _DenseStep(self, m, rate, ones_out)
 
     def describe(self) -> dict[str, Any]:
         """{"kind": "dense", "size": n, "activation": name}."""
@@ -366,10 +456,6 @@ class Dense(_FusedLayer):
         if not isinstance(activation, str):
             raise ValueError(f"expected a dense layer's activation to be a name, got {activation!r}")
         return cls(size, activation)
-
-    def file_shapes(self) -> dict[str, Shape]:
-        """``w`` (n_in, size) and ``b`` (size,)."""
-        return {"w": (self.n_in, self.size), "b": (self.size,)}
 
 
 def _draw_mask(mask: FloatArray, keep: float, rng: np.random.Generator) -> None:
@@ -434,7 +520,7 @@ class _DenseStep(LayerStep):
             _matmul(self.delta, self.weights_t, out=below)  # before the update changes the weights
 
 
-# --- Conv2D and MaxPool2D --------------------------------------------------------------
+# --- Conv2D and the pools --------------------------------------------------------------
 #
 # Feature maps are channel-last: one example's activations have shape (H, W, C) and
 # travel between layers flattened, as rows of H * W * C values. A 784-pixel image is
@@ -443,7 +529,7 @@ class _DenseStep(LayerStep):
 # parameter array; its gradient with respect to the input is a sum of K*K shifted slices.
 
 
-def _image_shape(input_shape: Shape, what: str) -> tuple[int, int, int]:
+def _image_shape(input_shape: Shape, layer: str) -> tuple[int, int, int]:
     """(H, W, C) of an input: a flat square image such as (784,) is (28, 28, 1)."""
     if len(input_shape) == 3:
         h, w, c = input_shape
@@ -452,13 +538,12 @@ def _image_shape(input_shape: Shape, what: str) -> tuple[int, int, int]:
         side = math.isqrt(input_shape[0])
         if side * side == input_shape[0]:
             return side, side, 1
-    raise ValueError(f"a {what} needs square images or feature maps as input, got shape {input_shape}")
+    raise ValueError(f"{layer} needs square images or feature maps as input, got shape {input_shape}")
 
 
 def _activation_name(layer: Dense | Conv2D) -> str | None:
-    """The activation a built layer has, else the one it was given (None: the network's choice)."""
-    activation = getattr(layer, "activation", None)
-    return activation.name if activation is not None else layer.activation_name
+    """The activation the network fixed, else the one the layer was given (None: the network's choice)."""
+    return layer.activation.name if layer.activation is not IDENTITY else layer.activation_name
 
 
 def _positive(value: Any, what: str) -> int:
@@ -491,29 +576,21 @@ class Conv2D(_FusedLayer):
     def __repr__(self) -> str:
         return f"Conv2D({self.filters}, {self.kernel}, {self.activation_name!r})"
 
-    spec_form: ClassVar[str] = "conv<F>x<K>"
-
-    @classmethod
-    def from_spec(cls, spec: str) -> Conv2D | None:
-        """``conv20x5`` is Conv2D(20, 5); None when ``spec`` is not of this form."""
-        match = re.fullmatch(r"conv([0-9]{1,9})x([0-9]{1,9})", spec)
-        return cls(int(match.group(1)), int(match.group(2))) if match else None
-
     def build(self, input_shape: Shape) -> Shape:
         """Output (H - K + 1, W - K + 1, F); ValueError when the kernel is larger than the input."""
-        self.image = _image_shape(tuple(input_shape), "convolution")
+        self.image = _image_shape(tuple(input_shape), "a convolution")
         h, w, _ = self.image
         k = self.kernel
         if k > h or k > w:
             raise ValueError(f"a {k}x{k} kernel is larger than its {h}x{w} input")
         self.input_shape = tuple(input_shape)
         self.output_shape = (h - k + 1, w - k + 1, self.filters)
-        self.spread = self.filters * k * k  # a pool after it divides this (``pooled_by``)
+        self.spread = self.filters * k * k  # a pool above divides this (``connect``)
         return self.output_shape
 
-    def pooled_by(self, pool: int) -> None:
-        """A P x P pool follows: each input reaches F K^2 / P^2 outputs, as Nielsen's ``ConvPoolLayer`` counts."""
-        self.spread = max(1, self.filters * self.kernel * self.kernel // (pool * pool))
+    def connect(self, above: Layer) -> None:
+        """Each input reaches F K^2 outputs, F K^2 / P^2 after a P x P pool, as Nielsen's ``ConvPoolLayer`` counts."""
+        self.spread = max(1, self.filters * self.kernel * self.kernel // above.merges)
 
     @property
     def patch_size(self) -> int:
@@ -529,6 +606,11 @@ class Conv2D(_FusedLayer):
     def fan_out(self) -> int:
         """The feature maps, F."""
         return self.filters
+
+    @property
+    def weights_shape(self) -> Shape:
+        """(K, K, C, F): kernel row, column, input channel, feature map."""
+        return (self.kernel, self.kernel, self.image[2], self.filters)
 
     def macs(self) -> int:
         """H' * W' * F * K*K*C: every output position sees one patch through every kernel."""
@@ -574,8 +656,8 @@ class Conv2D(_FusedLayer):
                 dx[:, i : i + ho, j : j + wo, :] += d6[:, :, :, i, j, :]
         return dx.reshape(m, -1)
 
-    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
-        """Buffers for m rows (see ``_ConvStep``); convolutions never drop out."""
+    def plan(self, m: int, *, ones_out: bool) -> LayerStep:
+        """Buffers for m rows (see ``_ConvStep``)."""
         return _ConvStep(self, m, ones_out)
 
     def describe(self) -> dict[str, Any]:
@@ -590,11 +672,6 @@ class Conv2D(_FusedLayer):
         if not isinstance(activation, str):
             raise ValueError(f"expected a conv2d layer's activation to be a name, got {activation!r}")
         return cls(description["filters"], description["kernel"], activation)
-
-    def file_shapes(self) -> dict[str, Shape]:
-        """``w`` (K, K, C, F): kernel row, column, input channel, feature map; and ``b`` (F,)."""
-        c, k = self.image[2], self.kernel
-        return {"w": (k, k, c, self.filters), "b": (self.filters,)}
 
 
 def _rows(out: FloatArray, n: int) -> FloatArray:
@@ -672,68 +749,29 @@ class _ConvStep(LayerStep):
             np.add(target, d, out=target)
 
 
-class _ParameterFree(Layer):
-    """A layer without parameters or an activation of its own (a pool, dropout): nothing to draw, decay or store."""
+class _Pool2D(Layer):
+    """Pooling over ``pool`` x ``pool`` blocks, stride ``pool``: input (H, W, C), output (H/P, W/P, C).
 
-    activated = False
-
-    def param_shapes(self) -> list[Shape]:
-        """None."""
-        return []
-
-    def initialize(self, rng: np.random.Generator | None, init: str, dtype: np.dtype[Any]) -> None:
-        """Nothing to draw."""
-        self.params = []
-
-    def weights_and_biases(self, params: Sequence[FloatArray]) -> None:
-        """None: the layer has no weights."""
-        return None
-
-    def decayed(self, params: Sequence[FloatArray]) -> list[FloatArray]:
-        """Nothing to decay."""
-        return []
-
-    def file_arrays(self, params: Sequence[FloatArray]) -> dict[str, FloatArray]:
-        """None."""
-        return {}
-
-    def file_shapes(self) -> dict[str, Shape]:
-        """None."""
-        return {}
-
-    def params_from_file(self, arrays: Mapping[str, FloatArray], dtype: np.dtype[Any]) -> list[FloatArray]:
-        """None."""
-        return []
-
-
-class MaxPool2D(_ParameterFree):
-    """Max-pooling over ``pool`` x ``pool`` blocks, stride ``pool``: input (H, W, C), output (H/P, W/P, C).
-
-    It has no parameters and no activation; the gradient goes to the
-    maximum of each block.
+    A pool has no parameters and no activation; ``merges`` is P^2.
     """
 
-    kind = "maxpool2d"
+    what: ClassVar[str]  # the pool in messages, e.g. "a max-pool"
 
     def __init__(self, pool: int) -> None:
         self.pool = _positive(pool, "pool size")
         self.params = []
-        self.activation = IDENTITY
 
     def __repr__(self) -> str:
-        return f"MaxPool2D({self.pool})"
+        return f"{type(self).__name__}({self.pool})"
 
-    spec_form: ClassVar[str] = "pool<P>"
-
-    @classmethod
-    def from_spec(cls, spec: str) -> MaxPool2D | None:
-        """``pool2`` is MaxPool2D(2); None when ``spec`` is not of this form."""
-        match = re.fullmatch(r"pool([0-9]{1,9})", spec)
-        return cls(int(match.group(1))) if match else None
+    @property
+    def merges(self) -> int:
+        """P^2: each output summarizes one block."""
+        return self.pool * self.pool
 
     def build(self, input_shape: Shape) -> Shape:
         """Output (H/P, W/P, C); ValueError unless P divides H and W."""
-        h, w, c = _image_shape(tuple(input_shape), "max-pool")
+        h, w, c = _image_shape(tuple(input_shape), self.what)
         p = self.pool
         if h % p or w % p:
             raise ValueError(f"a {p}x{p} pool does not divide its {h}x{w} input")
@@ -747,6 +785,21 @@ class MaxPool2D(_ParameterFree):
         h, w, c = self.image
         p = self.pool
         return x.reshape(-1, h // p, p, w // p, p, c)
+
+    def describe(self) -> dict[str, Any]:
+        """{"kind": kind, "pool": P}."""
+        return {"kind": self.kind, "pool": self.pool}
+
+
+class MaxPool2D(_Pool2D):
+    """Max-pooling over ``pool`` x ``pool`` blocks, stride ``pool``: input (H, W, C), output (H/P, W/P, C).
+
+    It has no parameters and no activation; the gradient goes to the
+    maximum of each block.
+    """
+
+    kind = "maxpool2d"
+    what = "a max-pool"
 
     def forward(self, x: FloatArray) -> FloatArray:
         """The maximum of each block, flattened to (m, H/P * W/P * C)."""
@@ -767,23 +820,71 @@ class MaxPool2D(_ParameterFree):
         dx = d.reshape(m, h // p, w // p, c, p, p).transpose(0, 1, 4, 2, 5, 3)
         return [], dx.reshape(m, -1)
 
-    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
-        """Buffers for m rows (see ``_PoolStep``)."""
-        return _PoolStep(self, m, dtype, ones_out)
+    def plan(self, m: int, *, ones_out: bool) -> LayerStep:
+        """Buffers for m rows (see ``_MaxPoolStep``)."""
+        return _MaxPoolStep(self, m, ones_out)
 
-    def describe(self) -> dict[str, Any]:
-        """{"kind": "maxpool2d", "pool": P}."""
-        return {"kind": self.kind, "pool": self.pool}
 
-    @classmethod
-    def from_description(cls, description: Mapping[str, Any]) -> MaxPool2D:
-        """The inverse of ``describe``; ValueError for anything else."""
-        _check_keys(description, {"kind", "pool"})
-        return cls(description["pool"])
+class AvgPool2D(_Pool2D):
+    """Average pooling over ``pool`` x ``pool`` blocks, stride ``pool``: input (H, W, C), output (H/P, W/P, C).
+
+    It has no parameters and no activation; each block's delta goes to its
+    P^2 values in equal shares, delta / P^2.
+    """
+
+    kind = "avgpool2d"
+    what = "an average pool"
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        """The mean of each block, flattened to (m, H/P * W/P * C)."""
+        pooled: FloatArray = self._blocks(x).mean(axis=(2, 4))
+        return pooled.reshape(x.shape[0], -1)
+
+    def backward(
+        self, x: FloatArray, a: FloatArray, delta: FloatArray, *, output: bool
+    ) -> tuple[list[FloatArray], FloatArray]:
+        """delta / P^2 to every value of its block."""
+        m = x.shape[0]
+        h, w, c = self.image
+        p = self.pool
+        share = delta.reshape(m, h // p, 1, w // p, 1, c) / self.merges
+        return [], np.broadcast_to(share, (m, h // p, p, w // p, p, c)).reshape(m, -1)
+
+    def plan(self, m: int, *, ones_out: bool) -> LayerStep:
+        """Buffers for m rows (see ``_AvgPoolStep``)."""
+        return _AvgPoolStep(self, m, ones_out)
 
 
 class _PoolStep(LayerStep):
-    """A max-pool's buffers for m rows.
+    """A pool's buffers for m rows: the output and the delta, and views of both that broadcast over each block.
+
+    ``x6`` is the input buffer as blocks (m, H/P, P, W/P, P, C); ``out6``
+    and ``delta6`` are (m, H/P, 1, W/P, 1, C), so one ufunc call reduces
+    over or spreads into every block.
+    """
+
+    def __init__(self, layer: _Pool2D, m: int, ones_out: bool) -> None:
+        h, w, c = layer.image
+        p = layer.pool
+        ho, wo = h // p, w // p
+        n_out = ho * wo * c
+        dtype = layer.dtype
+        self.block_shape = (m, ho, p, wo, p, c)
+        self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)
+        self.out_t = self.out.T
+        self.output = _rows(self.out, n_out)
+        self.out6 = self.output.reshape(m, ho, 1, wo, 1, c)
+        self.delta = np.empty((m, n_out), dtype)
+        self.delta6 = self.delta.reshape(m, ho, 1, wo, 1, c)
+        self.grads = []
+        # The views of the input buffer and of the buffer below, made at the first step that
+        # sees them (inline there: a method call costs as much as the ufunc).
+        self._input: FloatArray | None = None
+        self._below: FloatArray | None = None
+
+
+class _MaxPoolStep(_PoolStep):
+    """A max-pool's step.
 
     The backward pass sends each block's delta to every position equal to
     the block's maximum. Where several are equal the maximum is a
@@ -792,22 +893,9 @@ class _PoolStep(LayerStep):
     extra shares: the result equals routing to one maximum.
     """
 
-    def __init__(self, layer: MaxPool2D, m: int, dtype: np.dtype[Any], ones_out: bool) -> None:
-        h, w, c = layer.image
-        p = layer.pool
-        ho, wo = h // p, w // p
-        n_out = ho * wo * c
-        self.block_shape = (m, ho, p, wo, p, c)
-        self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)
-        self.out_t = self.out.T
-        self.output = _rows(self.out, n_out)
-        self.out6 = self.output.reshape(m, ho, 1, wo, 1, c)
-        self.delta = np.empty((m, n_out), dtype)
-        self.delta6 = self.delta.reshape(m, ho, 1, wo, 1, c)
+    def __init__(self, layer: MaxPool2D, m: int, ones_out: bool) -> None:
+        super().__init__(layer, m, ones_out)
         self.equal = np.empty(self.block_shape, dtype=bool)
-        self.grads = []
-        self._input: FloatArray | None = None
-        self._below: FloatArray | None = None
 
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
         """The maximum of each block into the output buffer."""
@@ -827,10 +915,34 @@ class _PoolStep(LayerStep):
         np.multiply(self.equal, self.delta6, out=self.below6)
 
 
+class _AvgPoolStep(_PoolStep):
+    """An average pool's step: the mean of each block, and delta / P^2 spread over it."""
+
+    def __init__(self, layer: AvgPool2D, m: int, ones_out: bool) -> None:
+        super().__init__(layer, m, ones_out)
+        self.share = 1.0 / layer.merges
+
+    def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
+        """The mean of each block into the output buffer."""
+        if x is not self._input:
+            self._input = x
+            self.x6 = x.reshape(self.block_shape)
+        np.mean(self.x6, axis=(2, 4), out=self.out6, keepdims=True)
+
+    def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
+        """delta below = delta / P^2 at every position of its block."""
+        if below is None:
+            return
+        if below is not self._below:
+            self._below = below
+            self.below6 = below.reshape(self.block_shape)
+        np.multiply(self.delta6, self.share, out=self.below6)
+
+
 # --- Dropout ---------------------------------------------------------------------------
 
 
-class Dropout(_ParameterFree):
+class Dropout(Layer):
     """Drops each of its inputs with probability ``rate`` in training (inverted dropout), passes them unchanged after.
 
     In the training step a kept value is scaled by 1 / (1 - rate) and a
@@ -852,18 +964,9 @@ class Dropout(_ParameterFree):
             raise ValueError(f"expected a dropout rate in [0, 1), got {rate!r}")
         self.rate = float(rate)
         self.params = []
-        self.activation = IDENTITY
 
     def __repr__(self) -> str:
         return f"Dropout({self.rate:g})"
-
-    spec_form: ClassVar[str] = "dropout<rate>"
-
-    @classmethod
-    def from_spec(cls, spec: str) -> Dropout | None:
-        """``dropout0.5`` is Dropout(0.5); None when ``spec`` is not of this form."""
-        match = re.fullmatch(r"dropout(0?\.[0-9]{1,9}|0)", spec)
-        return cls(float(match.group(1))) if match else None
 
     def build(self, input_shape: Shape) -> Shape:
         """The output has the input's shape."""
@@ -882,26 +985,21 @@ class Dropout(_ParameterFree):
         below: FloatArray = delta.copy()
         return [], below
 
-    def plan(self, m: int, *, dtype: np.dtype[Any], dropout: float, ones_out: bool) -> LayerStep:
-        """Buffers for m rows (see ``_DropoutStep``); ``dropout`` is the layer's own rate, not the run's."""
-        return _DropoutStep(self, m, dtype, ones_out)
+    def plan(self, m: int, *, ones_out: bool) -> LayerStep:
+        """Buffers for m rows (see ``_DropoutStep``), at the layer's own rate."""
+        return _DropoutStep(self, m, ones_out)
 
     def describe(self) -> dict[str, Any]:
         """{"kind": "dropout", "rate": rate}."""
         return {"kind": self.kind, "rate": self.rate}
 
-    @classmethod
-    def from_description(cls, description: Mapping[str, Any]) -> Dropout:
-        """The inverse of ``describe``; ValueError for anything else."""
-        _check_keys(description, {"kind", "rate"})
-        return cls(description["rate"])
-
 
 class _DropoutStep(LayerStep):
     """Dropout's buffers for m rows: the mask (1/keep where kept, 0 where dropped) and the output."""
 
-    def __init__(self, layer: Dropout, m: int, dtype: np.dtype[Any], ones_out: bool) -> None:
+    def __init__(self, layer: Dropout, m: int, ones_out: bool) -> None:
         n = math.prod(layer.output_shape)
+        dtype = layer.dtype
         self.keep = 1.0 - layer.rate
         self.mask = np.empty((m, n), dtype)
         self.out = np.ones((m, n + 1), dtype) if ones_out else np.empty((m, n), dtype)
@@ -923,9 +1021,7 @@ class _DropoutStep(LayerStep):
 
 # --- descriptions ----------------------------------------------------------------------
 
-LAYER_KINDS: dict[str, type[Dense] | type[Conv2D] | type[MaxPool2D] | type[Dropout]] = {
-    kind.kind: kind for kind in (Dense, Conv2D, MaxPool2D, Dropout)
-}
+LAYER_KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (Dense, Conv2D, MaxPool2D, AvgPool2D, Dropout)}
 
 
 def _check_keys(description: Mapping[str, Any], expected: set[str]) -> None:
@@ -941,16 +1037,6 @@ def _check_keys(description: Mapping[str, Any], expected: set[str]) -> None:
                 else f"unknown {', '.join(sorted(map(str, unknown)))}"
             )
         )
-
-
-def layer_from_spec(spec: str) -> Layer:
-    """The layer a command-line spec names: ``conv20x5``, ``pool2``, ``dense100``; ValueError otherwise."""
-    for kind in LAYER_KINDS.values():
-        layer = kind.from_spec(spec) if isinstance(spec, str) else None
-        if layer is not None:
-            return layer
-    forms = ", ".join(kind.spec_form for kind in LAYER_KINDS.values())
-    raise ValueError(f"unknown layer {spec!r}; expected one of the forms {forms}")
 
 
 def layer_from_description(description: Any) -> Layer:

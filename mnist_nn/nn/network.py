@@ -41,7 +41,7 @@ import numpy.typing as npt
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.nn.activations import ACTIVATIONS, Activation, FloatArray
 from mnist_nn.nn.costs import COSTS, Cost
-from mnist_nn.nn.layers import INITS, Conv2D, Dense, Layer, MaxPool2D, Shape, layer_from_description
+from mnist_nn.nn.layers import INITS, Dense, Layer, Shape, layer_from_description
 
 IntArray = npt.NDArray[np.int64]
 
@@ -117,8 +117,9 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
 
     A layer without an activation of its own gets ``activation`` when
     hidden and the cost's output activation when last; a last layer whose
-    activation differs from the cost's is refused. Nothing is allocated, so
-    a model file's description can be checked before its arrays are read.
+    activation differs from the cost's is refused. Then each layer meets the
+    one above it (``Layer.connect``). Nothing is allocated, so a model
+    file's description can be checked before its arrays are read.
     """
     if not layers:
         raise ValueError("expected at least one layer, got none")
@@ -145,8 +146,7 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
         else:
             layer.activation = _lookup(ACTIVATIONS, name or activation, "activation")
     for below, above in itertools.pairwise(layers):
-        if isinstance(below, Conv2D) and isinstance(above, MaxPool2D):
-            below.pooled_by(above.pool)
+        below.connect(above)
     return shapes
 
 
@@ -183,7 +183,7 @@ class Network:
         transform: an ``InputTransform`` applied to every input first (e.g. deskewing).
 
     Layers are drawn in order from one generator, so ``Network([784, 30, 10],
-    seed=s)`` starts from the same weights as before layers existed.
+    seed=s)`` and ``Network([Dense(30), Dense(10)], seed=s)`` start from the same weights.
     """
 
     def __init__(

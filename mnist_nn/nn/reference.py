@@ -10,60 +10,104 @@ with one-hot target y (n_out, 1), and W_l = weights[l].T of shape (n_out, n_in),
     dC/db_l = delta_l                                   (BP3)
     dC/dW_l = delta_l a_{l-1}^T                         (BP4)
 
+An average pool is a layer of fixed weights and no activation, a_l = A_l
+a_{l-1}, each row of A_l holding 1/P^2 at the P^2 inputs of one block: it
+has no gradients, and the layer below it takes A_l^T dC/da_l where BP2 has
+W_{l+1}^T delta_{l+1}.
+
 A mini-batch's gradient is the sum of its examples' gradients, and the
 update subtracts eta/m times it. The tests check the vectorized code in
 ``mnist_nn.nn`` and ``mnist_nn.train`` against this, and the benchmark
-measures how much faster they are. Only stacks of sigmoid ``Dense`` layers
-with the quadratic cost are covered: it is the reference for Nielsen's setup.
+measures how much faster they are. Covered: sigmoid ``Dense`` layers and
+``AvgPool2D`` layers with the quadratic cost, the reference for Nielsen's
+setup. It branches on the kind of each layer and never calls a layer's own
+passes, so that it checks them.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mnist_nn.nn.activations import FloatArray, sigmoid, sigmoid_prime
-from mnist_nn.nn.layers import Dense
+from mnist_nn.nn.layers import AvgPool2D, Dense
 from mnist_nn.nn.network import IntArray, Network
 
 
 def _check_covered(network: Network) -> None:
     """ValueError unless the network is one the reference covers."""
-    dense_sigmoid = all(isinstance(layer, Dense) and layer.activation.name == "sigmoid" for layer in network.layers)
-    if not dense_sigmoid or network.cost.name != "quadratic":
-        raise ValueError("the reference implementation covers sigmoid networks with the quadratic cost only")
+    covered = all(
+        isinstance(layer, AvgPool2D) or (isinstance(layer, Dense) and layer.activation.name == "sigmoid")
+        for layer in network.layers
+    )
+    if not covered or network.cost.name != "quadratic":
+        raise ValueError(
+            "the reference implementation covers sigmoid networks (dense layers and average pools) "
+            "with the quadratic cost only"
+        )
+
+
+def _pool_matrix(layer: AvgPool2D, dtype: np.dtype[Any]) -> FloatArray:
+    """A_l (n_out, n_in): 1/P^2 where output (i, j, c) averages input (i P + di, j P + dj, c), channel-last."""
+    h, w, c = layer.image
+    p = layer.pool
+    a = np.zeros(((h // p) * (w // p) * c, h * w * c), dtype=dtype)
+    for i in range(h // p):
+        for j in range(w // p):
+            for k in range(c):
+                for di in range(p):
+                    for dj in range(p):
+                        a[(i * (w // p) + j) * c + k, ((i * p + di) * w + j * p + dj) * c + k] = 1.0 / (p * p)
+    return a
 
 
 def backprop_example(network: Network, x: FloatArray, y: FloatArray) -> tuple[list[FloatArray], list[FloatArray]]:
     """Gradient of the quadratic cost for one example.
 
     Args:
-        network: a stack of sigmoid dense layers (its parameters are read, never changed).
+        network: sigmoid dense layers and average pools (its parameters are read, never changed).
         x: one input, shape (n_in,).
         y: its one-hot target, shape (n_out,).
 
     Returns:
-        ``(grad_w, grad_b)`` in the network's batch-first layout: grad_w[l]
-        of shape (n_in, n_out), grad_b[l] of shape (n_out,).
+        ``(grad_w, grad_b)`` in the network's batch-first layout, for the
+        layers with weights: grad_w[l] of shape (n_in, n_out), grad_b[l] of
+        shape (n_out,).
     """
-    weights = [w.T for w in network.weights]  # Nielsen's (n_out, n_in)
-    biases = [b.reshape(-1, 1) for b in network.biases]
+    # Each layer's matrix in Nielsen's (n_out, n_in) layout, its biases (None for a pool).
+    layers: list[tuple[FloatArray, FloatArray | None]] = []
+    dense = zip(network.weights, network.biases, strict=True)
+    for layer in network.layers:
+        if isinstance(layer, AvgPool2D):
+            layers.append((_pool_matrix(layer, network.dtype), None))
+        else:
+            weights, biases = next(dense)
+            layers.append((weights.T, biases.reshape(-1, 1)))
     activation = x.reshape(-1, 1)
     activations = [activation]
     zs = []
-    for w, b in zip(weights, biases, strict=True):
-        z = w @ activation + b
+    for w, b in layers:
+        z = w @ activation
+        if b is not None:
+            z = z + b
+            activation = sigmoid(z)
+        else:
+            activation = z
         zs.append(z)
-        activation = sigmoid(z)
         activations.append(activation)
     delta = (activations[-1] - y.reshape(-1, 1)) * sigmoid_prime(zs[-1])  # BP1
-    nabla_w = [np.zeros_like(w) for w in weights]
-    nabla_b = [np.zeros_like(b) for b in biases]
-    nabla_w[-1] = delta @ activations[-2].T  # BP4
-    nabla_b[-1] = delta  # BP3
-    for layer in range(2, len(network.sizes)):
-        delta = (weights[-layer + 1].T @ delta) * sigmoid_prime(zs[-layer])  # BP2
-        nabla_w[-layer] = delta @ activations[-layer - 1].T
-        nabla_b[-layer] = delta
+    nabla_w: list[FloatArray] = []
+    nabla_b: list[FloatArray] = []
+    for i in range(len(layers) - 1, -1, -1):
+        w, b = layers[i]
+        if b is not None:
+            nabla_w.insert(0, delta @ activations[i].T)  # BP4
+            nabla_b.insert(0, delta)  # BP3
+        if i:
+            error = w.T @ delta  # dC/da of the layer below: BP2's product (A_l^T for a pool)
+            below_is_pool = layers[i - 1][1] is None
+            delta = error if below_is_pool else error * sigmoid_prime(zs[i - 1])  # BP2 (a pool has no sigma')
     return [g.T for g in nabla_w], [g.ravel() for g in nabla_b]
 
 

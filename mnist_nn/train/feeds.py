@@ -456,7 +456,7 @@ def open_feed(run: Run, data: TrainingSet, *, monitor_cost: bool, helper: bool |
     rows = min(size * max(1, _GATHER_ROWS // size), n)  # whole mini-batches
 
     def step(m: int) -> Step:
-        return Step(network, m, run.optimizer, dropout=config.dropout, rng=run.rng, monitor_cost=monitor_cost)
+        return Step(network, m, run.optimizer, dropout=config.dropout, rng=run.rng)
 
     full = step(size)
     tail = step(n % size) if n % size else full

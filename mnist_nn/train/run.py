@@ -17,8 +17,8 @@ from mnist_nn.config import TrainConfig
 from mnist_nn.models import ResumeState
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.costs import COSTS
-from mnist_nn.nn.layers import Layer, layer_from_spec
 from mnist_nn.nn.network import Network, build_layers
+from mnist_nn.nn.specs import layer_from_spec, spec_of
 from mnist_nn.nn.transforms import input_transform
 from mnist_nn.text import short
 from mnist_nn.train.history import History
@@ -46,18 +46,6 @@ def build_network(config: TrainConfig, rng: np.random.Generator) -> Network:
 def layer_specs(network: Network) -> tuple[str, ...]:
     """The specs of ``network``'s layers, as a ``TrainConfig`` names them (``("dense30", "dense10")``)."""
     return tuple(spec_of(layer) for layer in network.layers)
-
-
-def spec_of(layer: Layer) -> str:
-    """The command-line spec of a built layer: ``dense30``, ``conv20x5``, ``pool2``, ``dropout0.5``."""
-    d = layer.describe()
-    forms = {
-        "dense": lambda: f"dense{d['size']}",
-        "conv2d": lambda: f"conv{d['filters']}x{d['kernel']}",
-        "maxpool2d": lambda: f"pool{d['pool']}",
-        "dropout": lambda: f"dropout{d['rate']}",
-    }
-    return forms[d["kind"]]()
 
 
 def check_network_fits(config: TrainConfig, network: Network) -> None:

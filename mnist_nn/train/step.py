@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.layers import Layer, LayerStep
 from mnist_nn.nn.network import Network
 from mnist_nn.train.optimizers import SGD
 
@@ -34,9 +35,9 @@ class Step:
         network: the network to train (its layers' parameters are updated in place).
         m: the mini-batch size.
         optimizer: applies each update (planned already: the step binds its updates once).
-        dropout: probability of dropping each hidden neuron (the output layer never drops).
+        dropout: probability of dropping each neuron of the hidden layers that have neurons
+            (``Layer.plan_dropout``; the output layer never drops).
         rng: draws the dropout masks.
-        monitor_cost: accepted for compatibility; the running cost is kept when a call passes ``kept``.
     """
 
     def __init__(
@@ -47,18 +48,12 @@ class Step:
         *,
         dropout: float,
         rng: np.random.Generator,
-        monitor_cost: bool,
     ) -> None:
         self.network = network
         layers = network.layers
         last = len(layers) - 1
         self.steps = [
-            layer.plan(
-                m,
-                dtype=network.dtype,
-                dropout=dropout if i < last else 0.0,
-                ones_out=i < last and layers[i + 1].ones_column,
-            )
+            _plan(layer, m, dropout if i < last else 0.0, ones_out=i < last and layers[i + 1].ones_column)
             for i, layer in enumerate(layers)
         ]
         slots, k = [], 0
@@ -83,7 +78,6 @@ class Step:
         self.optimizer = optimizer
         self.cost = network.cost
         self.rng = rng
-        self.monitor_cost = monitor_cost
         self.work = np.empty_like(self.steps[-1].output)
 
     def __call__(
@@ -122,3 +116,9 @@ class Step:
                     np.multiply(w, decay, out=w)  # w -> (1 - eta lambda / n) w
             if update is not None:
                 update()
+
+
+def _plan(layer: Layer, m: int, dropout: float, *, ones_out: bool) -> LayerStep:
+    """The layer's step for m rows, with the run's dropout where it reaches the layer (its neurons)."""
+    step = layer.plan_dropout(m, dropout, ones_out=ones_out) if dropout else None
+    return layer.plan(m, ones_out=ones_out) if step is None else step

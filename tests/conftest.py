@@ -1,8 +1,10 @@
 """Shared fixtures: synthetic IDX files and the real MNIST data from the local mirror.
 
 Real-data tests run whenever ``MNIST_NN_MIRROR`` is set (CI points it at
-``../shared/mnist``). Without it they are skipped with a reason that says so,
-except under ``CI=true``, where a missing mirror is a failure.
+``../shared/mnist``), and those on Fashion-MNIST whenever
+``MNIST_NN_FASHION_MNIST_MIRROR`` is (``../shared/fashion-mnist``). Without
+it they are skipped with a reason that says so, except under ``CI=true``,
+where a missing mirror is a failure.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ def write_synthetic_mnist(folder: Path, n_train: int = 60_000, n_test: int = 10_
         (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels), 1))
 
 
-def real_mirror() -> str:
-    """The local MNIST mirror, or skip (fail under CI=true) when none is set."""
-    mirror = os.environ.get(MIRROR_ENV, "")
+def real_mirror(variable: str = MIRROR_ENV, example: str = "../shared/mnist") -> str:
+    """The local mirror a variable names (MNIST's by default), or skip (fail under CI=true) when it is unset."""
+    mirror = os.environ.get(variable, "")
     if not mirror:
-        message = f"real MNIST needs {MIRROR_ENV} (e.g. {MIRROR_ENV}=../shared/mnist)"
+        message = f"real data needs {variable} (e.g. {variable}={example})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true but {message}")
         pytest.skip(message)

@@ -27,11 +27,13 @@ from typing import Any, NoReturn
 import tqdm
 
 from mnist_nn.config import default_models_dir, describe_data_dir
+from mnist_nn.data.datasets import DATASETS, MNIST
+from mnist_nn.data.datasets import dataset as get_dataset
 from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
 from mnist_nn.errors import ConfigError, MnistNNError, ModelFileError, OutputError, TerminatedError, UsageError
 from mnist_nn.files import check_writable, json_text, write_output
 from mnist_nn.models import SavedModel, load_model
-from mnist_nn.text import describe_os_error, one_line
+from mnist_nn.text import describe_os_error, one_line, short
 
 __all__ = [
     "EXIT_FAILURE",
@@ -225,13 +227,55 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, deadline: bool = False) -> None:
-    """Add ``--mirror`` and ``--data-dir``, and with ``deadline`` also ``--download-deadline``."""
+def dataset_name(name: str) -> str:
+    """argparse type of --dataset: a known data set's name; an unknown one is refused naming the nearest."""
+    try:
+        return get_dataset(name).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def models_dataset(models: Sequence[SavedModel], given: str | None) -> str:
+    """The data set the models were trained on (MNIST for files that do not say); ``given`` must be it.
+
+    Raises:
+        UsageError: models of different data sets, or ``given`` another one (exit 2).
+    """
+    owns = {}
+    for model in models:
+        own = model.metadata.get("dataset", MNIST.name)
+        owns[model.path] = own if isinstance(own, str) else repr(own)
+    names = sorted(set(owns.values()))
+    if len(names) > 1:
+        raise UsageError(f"the models were trained on different data sets: {', '.join(names)}")
+    own = names[0] if names else MNIST.name
+    if given is not None and given != own:
+        path = one_line(str(next(iter(owns))))
+        raise UsageError(f"--dataset {given}: {path} was trained on {own}; its answers on {given} mean nothing")
+    if own not in DATASETS:
+        raise UsageError(f"{one_line(str(next(iter(owns))))}: trained on an unknown data set {short(own)}")
+    return own
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, deadline: bool = False, dataset: bool = False) -> None:
+    """Add ``--mirror`` and ``--data-dir``, ``--download-deadline`` with ``deadline``, ``--dataset`` with ``dataset``.
+
+    ``--dataset`` defaults to None: the command decides (MNIST, or a model's or a run's own data set).
+    """
+    if dataset:
+        parser.add_argument(
+            "--dataset",
+            type=dataset_name,
+            metavar="NAME",
+            help=f"the data set: {', '.join(DATASETS)} (default: mnist); each has its own mirror variable "
+            f"({', '.join(f'${d.mirror_env}' for d in DATASETS.values())}) and its own folder in the cache",
+        )
     parser.add_argument(
         "--mirror",
         metavar="URL_OR_DIR",
-        help="try this MNIST mirror first: an http(s) or file:// URL, or a folder holding "
-        "the .gz or uncompressed IDX files (default: $MNIST_NN_MIRROR, then the public mirrors)",
+        help="try this mirror first: an http(s) or file:// URL, or a folder holding "
+        "the .gz or uncompressed IDX files (default: the data set's variable, $MNIST_NN_MIRROR for MNIST, "
+        "then the public mirrors)",
     )
     parser.add_argument(
         "--data-dir",

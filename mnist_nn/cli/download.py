@@ -1,4 +1,4 @@
-"""``mnist-nn download`` and ``scripts/download_mnist.py``: fetch, verify and cache the four MNIST files."""
+"""``mnist-nn download`` and ``scripts/download_mnist.py``: fetch, verify and cache a data set's four files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from mnist_nn.cli.base import (
     command,
 )
 from mnist_nn.config import DATA_ENV, project_root
-from mnist_nn.data.download import ensure_mnist
+from mnist_nn.data.datasets import MNIST, ensure_dataset
+from mnist_nn.data.datasets import dataset as get_dataset
 from mnist_nn.text import one_line
 
 
@@ -22,10 +23,10 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
     """Arguments of ``download_mnist.py`` / ``mnist-nn download``."""
     parser = Parser(
         prog=prog,
-        description="Download the four MNIST files, verify them against pinned SHA-256 digests "
-        "and cache them. Files already in the cache are verified and reused without any network access.",
+        description="Download the four files of MNIST (or --dataset), verify them against pinned SHA-256 "
+        "digests and cache them. Files already in the cache are verified and reused without any network access.",
     )
-    add_data_args(parser, deadline=True)
+    add_data_args(parser, deadline=True, dataset=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no report, only errors")
     return parser
 
@@ -34,7 +35,8 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
 def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
     """Entry point of ``scripts/download_mnist.py``."""
     args = build_download_parser(prog).parse_args(argv)
-    results = ensure_mnist(args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
+    data = get_dataset(args.dataset or MNIST.name)
+    results = ensure_dataset(data, args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
     if not args.quiet:
         for r in results:
             if r.source == "cache":
@@ -43,7 +45,7 @@ def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist
                 print(f"{r.name}: downloaded from {one_line(r.source)} and verified ({one_line(str(r.path))})")
         folder = results[0].path.parent if results else None
         if folder is not None:
-            print(f"MNIST is in {one_line(str(folder))}{_whose(args.data_dir)}")
+            print(f"{data.title} is in {one_line(str(folder))}{_whose(args.data_dir)}")
     return EXIT_OK
 
 

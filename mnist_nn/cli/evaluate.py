@@ -23,10 +23,12 @@ from mnist_nn.cli.base import (
     command,
     json_to_stdout,
     load_model_file,
+    models_dataset,
     show_progress,
     write_json_output,
 )
 from mnist_nn.data import Split, as_floats, load_mnist
+from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import UsageError
 from mnist_nn.metrics import Evaluation, evaluate_ensemble, evaluate_network
 from mnist_nn.text import one_line
@@ -47,7 +49,7 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument(
         "--mistakes", type=int, default=10, metavar="N", help="how many confident mistakes to list (default: 10)"
     )
-    add_data_args(parser, deadline=True)
+    add_data_args(parser, deadline=True, dataset=True)
     parser.add_argument(
         "--ensemble",
         action="store_true",
@@ -59,12 +61,23 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     return parser
 
 
-def _print_evaluation(split: str, result: Evaluation) -> None:
+def _print_evaluation(split: str, result: Evaluation, classes: Sequence[str]) -> None:
     print(f"{split.capitalize()}: {result.correct} / {result.total} correct ({100.0 * result.accuracy:.2f}%)")
     print()
-    print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
-    print()
-    print("Confusion matrix (rows: true digit, columns: predicted digit):")
+    if list(classes) == list(DIGITS):
+        print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
+        print()
+        print("Confusion matrix (rows: true digit, columns: predicted digit):")
+    else:
+        print(
+            "Per class: " + "  ".join(f"{c}: {100.0 * a:.1f}%" for c, a in zip(classes, result.per_digit, strict=True))
+        )
+        print()
+        print(
+            "Confusion matrix (rows: true class, columns: predicted class; "
+            + ", ".join(f"{i} {c}" for i, c in enumerate(classes))
+            + "):"
+        )
     print("     " + "".join(f"{d:>6}" for d in range(len(result.confusion))))
     for d, row in enumerate(result.confusion):
         print(f"{d:>5}" + "".join(f"{n:>6}" for n in row))
@@ -94,6 +107,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         dtype="uint8",
         quiet=args.quiet,
         deadline=args.download_deadline,
+        dataset=models_dataset(models, args.dataset),
     )
     pixels: Split = getattr(data, args.split)
     split = Split(as_floats(pixels.images), pixels.labels)  # only the split evaluated becomes floats (float32)
@@ -115,7 +129,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         print("  the answer of each image is the digit with the highest output probability averaged over the models")
         print()
     if len(models) == 1:
-        _print_evaluation(args.split, results[0])
+        _print_evaluation(args.split, results[0], data.classes)
     else:
         print("| model | sizes | split | correct | accuracy |")
         print("| --- | --- | --- | --- | --- |")
@@ -132,6 +146,8 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
                 {
                     "model": str(model.path),
                     "sizes": list(model.network.sizes),
+                    "dataset": data.dataset,
+                    "classes": list(data.classes),
                     "split": args.split,
                     "epoch": model.metadata.get("epoch"),
                     "correct": result.correct,

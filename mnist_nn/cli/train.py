@@ -47,7 +47,8 @@ from mnist_nn.config import (
     dense_sizes,
 )
 from mnist_nn.data import MnistData, load_mnist
-from mnist_nn.data.download import MNIST_FILES
+from mnist_nn.data.datasets import DATASETS, MNIST
+from mnist_nn.data.datasets import dataset as get_dataset
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import PathLock
 from mnist_nn.metrics import format_count
@@ -59,7 +60,7 @@ from mnist_nn.nn.network import layer_sizes
 from mnist_nn.nn.specs import layer_from_spec
 from mnist_nn.nn.transforms import TRANSFORMS
 from mnist_nn.plots import plot_training_curves, require_matplotlib
-from mnist_nn.text import one_line
+from mnist_nn.text import one_line, short
 from mnist_nn.train import checkpoint
 from mnist_nn.train.augment import parse_augment
 from mnist_nn.train.history import EpochRecord
@@ -241,7 +242,7 @@ def build_train_parser(prog: str = "train_mnist.py") -> argparse.ArgumentParser:
         "The weights of the epoch with the best validation count are the ones tested and saved.",
     )
     add_training_args(parser)
-    add_data_args(parser, deadline=True)
+    add_data_args(parser, deadline=True, dataset=True)
     parser.add_argument(
         "--save",
         type=Path,
@@ -430,10 +431,20 @@ def _check_outputs(args: argparse.Namespace, save_path: Path | None) -> None:
             check_output(path)
 
 
-def _default_model_path(config: TrainConfig) -> Path:
+def _default_model_path(config: TrainConfig, dataset: str) -> Path:
     sizes = dense_sizes(config.layers, config.inputs)
     network = "-".join(map(str, sizes)) if sizes is not None else "-".join(config.layers)
-    return default_models_dir() / f"mnist-{network}-seed{config.seed}.npz"
+    return default_models_dir() / f"{dataset}-{network}-seed{config.seed}.npz"
+
+
+def _resumed_dataset(given: str | None, saved: SavedModel) -> str:
+    """The data set a resumed run trains on: its own; a different --dataset is refused."""
+    own = saved.metadata.get("dataset", MNIST.name)
+    if not isinstance(own, str) or own not in DATASETS:
+        raise ModelFileError(one_line(f"{saved.path}: cannot resume: metadata 'dataset' is {short(own)}"))
+    if given is not None and given != own:
+        raise UsageError(f"--dataset {given}: {one_line(str(saved.path))} trains on {own}; resume it without --dataset")
+    return own
 
 
 class _EpochReport:
@@ -572,6 +583,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
     if saved is not None:
         resumed = _resumed_run(args, saved)
         config = resumed.config
+        args.dataset = _resumed_dataset(args.dataset, saved)
     else:
         base = PRESETS[args.preset or "nielsen-ch1"]
         config = config_from_args(args, base)
@@ -581,7 +593,8 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
                 f"--{name} {value:g}" if name == "eta" else f"--{name} {value}" for name, value in chosen.items()
             )
             print(f"Convolutions train with {flags} here (give a flag to choose otherwise)", file=sys.stderr)
-    save_path = _default_model_path(config) if args.save == _DEFAULT_SAVE else args.save
+    args.dataset = args.dataset or MNIST.name
+    save_path = _default_model_path(config, args.dataset) if args.save == _DEFAULT_SAVE else args.save
     if save_path is None and args.resume is not None:
         save_path = args.resume  # a resumed run goes back where it came from, unless --save says otherwise
     _check_outputs(args, save_path)
@@ -604,13 +617,19 @@ def _train(
     progress = show_progress(args.quiet)
     # The files' pixels, not floats: fit scales the training images straight into its buffer and
     # the others when they are counted, so no full-size float copy is ever made.
-    folder = args.data_dir if args.data_dir is not None else default_data_dir()
-    first_time = not all((folder / file.name).is_file() for file in MNIST_FILES)
+    dataset = get_dataset(args.dataset)
+    folder = dataset.cache_dir(args.data_dir if args.data_dir is not None else default_data_dir())
+    first_time = not all((folder / file.name).is_file() for file in dataset.files)
     data = load_mnist(
-        args.data_dir, mirror=args.mirror, dtype="uint8", quiet=args.quiet, deadline=args.download_deadline
+        args.data_dir,
+        mirror=args.mirror,
+        dtype="uint8",
+        quiet=args.quiet,
+        deadline=args.download_deadline,
+        dataset=dataset,
     )
     if first_time and not args.quiet:
-        print(f"MNIST downloaded and verified into {one_line(str(folder))}", file=sys.stderr)
+        print(f"{dataset.title} downloaded and verified into {one_line(str(folder))}", file=sys.stderr)
     run = resumed if resumed is not None else Run.start(config, keep_last=bool(args.save_last))
     if resumed is not None and not args.quiet:
         where = "back to it" if save_path == args.resume else f"to {one_line(str(save_path))}"
@@ -698,6 +717,7 @@ def _finish(
                 "test_total": test_total,
                 "train_seconds": train_seconds,
                 "config": run.config.to_dict(),
+                "dataset": data.dataset,
                 "model": str(save_path) if save_path is not None else None,
                 "version": __version__,
             },

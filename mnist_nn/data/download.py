@@ -128,7 +128,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # tells zlib to expect a gzip header and trailer
 _SLOW_FAILURE_SECONDS = 5.0  # a mirror that took this long to fail is reported in a log too, as it fails
 _CAUSE_LIMIT = 120  # characters of a network error's message quoted as the reason
-_FIX_HINT = f"download the files yourself and point {MIRROR_ENV} (or --mirror) at their folder"
+
+
+def _fix_hint(mirror_env: str) -> str:
+    return f"download the files yourself and point {mirror_env} (or --mirror) at their folder"
+
 
 DEADLINE_ENV = "MNIST_NN_DOWNLOAD_DEADLINE"
 # Seconds each mirror gets for each file. 600 s asks at least 16.5 kB/s for the largest
@@ -165,19 +169,22 @@ class FetchResult:
     data: bytes
 
 
-def mirror_list(mirror: str | None = None, mirrors: Sequence[str] | None = None) -> list[str]:
+def mirror_list(
+    mirror: str | None = None, mirrors: Sequence[str] | None = None, mirror_env: str = MIRROR_ENV
+) -> list[str]:
     """The mirrors to try, in order.
 
     Args:
-        mirror: Tried first; if ``None`` or empty, ``$MNIST_NN_MIRROR`` is used
-            when it is set and non-empty.
+        mirror: Tried first; if ``None`` or empty, ``$MNIST_NN_MIRROR`` (the variable
+            ``mirror_env`` names) is used when it is set and non-empty.
         mirrors: Tried after it; ``DEFAULT_MIRRORS`` if ``None``.
+        mirror_env: The variable of the data set's own local mirror.
 
     Returns:
         The mirrors without empty entries and without duplicates (a trailing
         ``/`` does not make a mirror different); the first occurrence wins.
     """
-    first = mirror or os.environ.get(MIRROR_ENV, "").strip()
+    first = mirror or os.environ.get(mirror_env, "").strip()
     rest = DEFAULT_MIRRORS if mirrors is None else mirrors
     result: list[str] = []
     seen: set[str] = set()
@@ -203,6 +210,7 @@ def ensure_files(
     speed_limit: float | None = None,
     speed_time: float | None = None,
     note: Callable[[str], object] | None = None,
+    mirror_env: str = MIRROR_ENV,
 ) -> list[FetchResult]:
     """Make sure each file is in the cache and verified, downloading what is missing.
 
@@ -237,6 +245,8 @@ def ensure_files(
             for 30 s); trying the next mirror"``, as soon as a mirror fails and
             another is left to try. Without it the line is written above the
             progress bar when one shows, and nowhere otherwise.
+        mirror_env: The variable of the files' own local mirror (``$MNIST_NN_MIRROR`` for
+            MNIST), read when ``mirror`` is not given and named in the errors' hints.
 
     Returns:
         One ``FetchResult`` per file, in the order of ``files``.
@@ -275,7 +285,8 @@ def ensure_files(
     except OSError as exc:
         raise _data_dir_error(exc, cache) from None
     rule = _SpeedRule(speed_limit, speed_time) if speed_limit > 0 else None
-    fetcher = _Fetcher(cache, mirror_list(mirror, mirrors), quiet, timeout, retries, backoff, deadline, rule, note)
+    urls, hint = mirror_list(mirror, mirrors, mirror_env), _fix_hint(mirror_env)
+    fetcher = _Fetcher(cache, urls, quiet, timeout, retries, backoff, deadline, rule, note, hint)
     try:
         return [fetcher.ensure(file) for file in files]
     except BaseException:
@@ -368,6 +379,7 @@ class _Fetcher:
         deadline: float,
         rule: _SpeedRule | None,
         note: Callable[[str], object] | None,
+        fix_hint: str,
     ) -> None:
         self.cache = cache
         self.mirrors = mirrors
@@ -378,6 +390,7 @@ class _Fetcher:
         self.deadline = deadline
         self.rule = rule
         self.note = note
+        self.fix_hint = fix_hint  # what to do when no mirror works
         self._session: requests.Session | None = None
         self._received = 0  # decompressed bytes of the current file from the current mirror
         self._watch: _SpeedWatch | None = None  # the low-speed rule for the current file and mirror
@@ -397,7 +410,7 @@ class _Fetcher:
         if path.is_dir():  # said now, not after a download that could never be renamed into place
             raise _folder_in_the_way(self.cache, file)
         if not self.mirrors:
-            raise DownloadError(f"cannot get {file.name}: no mirrors to try; {_FIX_HINT}")
+            raise DownloadError(f"cannot get {file.name}: no mirrors to try; {self.fix_hint}")
         failures: list[str] = []
         # A terminal gets a progress bar; logs and pipes do not.
         hidden = self.quiet or not getattr(sys.stderr, "isatty", lambda: False)()
@@ -443,7 +456,7 @@ class _Fetcher:
                         # may be minutes away.
                         bar.write(line, file=sys.stderr)
         changes = [hint for hint, needed in ((_DEADLINE_HINT, late), (_SPEED_HINT, slow)) if needed]
-        hints = ", ".join([*changes, f"or {_FIX_HINT}"]) if changes else _FIX_HINT
+        hints = ", ".join([*changes, f"or {self.fix_hint}"]) if changes else self.fix_hint
         # A cached copy that is there but failed verification is said first: on a machine that
         # had the data (a benchmark's worker), it is the problem to fix.
         stale = f" (the cached {one_line(str(path), MESSAGE_LIMIT)} failed verification)" if path.is_file() else ""

@@ -19,7 +19,6 @@ made.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,7 +31,9 @@ from mnist_nn.config import (
     TRAIN_SIZE,
     VALIDATION_SIZE,
 )
-from mnist_nn.data.download import MNIST_FILES, FetchResult, ensure_mnist
+from mnist_nn.data.datasets import MNIST, Dataset, ensure_dataset
+from mnist_nn.data.datasets import dataset as get_dataset
+from mnist_nn.data.download import FetchResult
 from mnist_nn.data.idx import parse_images, parse_labels
 from mnist_nn.errors import DataFormatError
 from mnist_nn.files import PathLike
@@ -49,12 +50,14 @@ class Split(NamedTuple):
 
 
 class MnistData(NamedTuple):
-    """The three splits of MNIST and the SHA-256 digests of the files they came from."""
+    """The three splits of a data set, the SHA-256 digests of its files, its name and its class names."""
 
     train: Split
     validation: Split
     test: Split
     digests: dict[str, str]
+    dataset: str = MNIST.name
+    classes: tuple[str, ...] = MNIST.classes
 
 
 def scale_pixels(pixels: npt.NDArray[np.uint8], out: npt.NDArray[np.floating[Any]]) -> None:
@@ -99,18 +102,21 @@ def load_mnist(
     dtype: npt.DTypeLike = np.float32,
     quiet: bool = True,
     deadline: float | None = None,
+    dataset: str | Dataset = MNIST.name,
 ) -> MnistData:
-    """Load MNIST in Nielsen's split, downloading and verifying it first if needed.
+    """Load MNIST (or another data set in its format) in Nielsen's split, downloading and verifying it first.
 
     Args:
         data_dir: the cache folder (default ``config.default_data_dir()``: ``$MNIST_NN_DATA``, a checkout's
-            ``data/`` or the per-user cache).
-        mirror: a mirror to try first (URL or local folder); ``$MNIST_NN_MIRROR`` otherwise.
+            ``data/`` or the per-user cache); a data set other than MNIST is cached in its own subfolder.
+        mirror: a mirror to try first (URL or local folder); the data set's variable otherwise
+            (``$MNIST_NN_MIRROR`` for MNIST, ``$MNIST_NN_FASHION_MNIST_MIRROR`` for Fashion-MNIST).
         dtype: float32 (default) or float64 for the images; uint8 keeps the files' pixels 0-255
             (views of the file data, no copy: see ``scale_pixels``).
         quiet: hide download progress bars.
         deadline: seconds each mirror gets for each file (else ``$MNIST_NN_DOWNLOAD_DEADLINE``
             or ``download.DEFAULT_DEADLINE``).
+        dataset: ``"mnist"``, ``"fashion-mnist"`` (see ``mnist_nn.data.datasets``) or a ``Dataset``.
 
     Returns:
         ``MnistData`` with ``train`` (50,000), ``validation`` (10,000) and ``test``
@@ -120,12 +126,13 @@ def load_mnist(
         DownloadError: a file could not be fetched and verified.
         DataDirError: the cache folder cannot be created or written.
         DataFormatError: a verified file does not parse as MNIST (a wrong pinned file).
+        ValueError: an unknown data set or dtype.
     """
+    data = dataset if isinstance(dataset, Dataset) else get_dataset(dataset)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)):
         raise ValueError(f"expected dtype float32, float64 or uint8, got {dtype}")
-    folder = Path(data_dir) if data_dir is not None else None
-    fetched = {f.name: f for f in ensure_mnist(folder, mirror=mirror, quiet=quiet, deadline=deadline)}
+    fetched = {f.name: f for f in ensure_dataset(data, data_dir, mirror=mirror, quiet=quiet, deadline=deadline)}
     train_images, train_labels = _pair(
         fetched["train-images-idx3-ubyte"],
         fetched["train-labels-idx1-ubyte"],
@@ -139,7 +146,9 @@ def load_mnist(
         train=Split(full[:TRAIN_SIZE], full_labels[:TRAIN_SIZE]),
         validation=Split(full[TRAIN_SIZE:], full_labels[TRAIN_SIZE:]),
         test=Split(test_images if pixels else as_floats(test_images, dtype), test_labels.astype(np.int64)),
-        digests={f.name: f.sha256 for f in MNIST_FILES},
+        digests={f.name: f.sha256 for f in data.files},
+        dataset=data.name,
+        classes=data.classes,
     )
 
 
@@ -147,14 +156,14 @@ ArrayPair = tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.int64]]
 
 
 def load_data(
-    data_dir: PathLike | None = None, *, mirror: str | None = None, quiet: bool = True
+    data_dir: PathLike | None = None, *, mirror: str | None = None, quiet: bool = True, dataset: str = MNIST.name
 ) -> tuple[ArrayPair, ArrayPair, ArrayPair]:
     """Nielsen's ``load_data``: ``(training_data, validation_data, test_data)``.
 
     Each is a pair ``(images, labels)``: images (n, 784) float32 in [0, 1] and
-    labels (n,) int64, with n = 50,000, 10,000 and 10,000.
+    labels (n,) int64, with n = 50,000, 10,000 and 10,000; ``dataset`` as ``load_mnist``'s.
     """
-    data = load_mnist(data_dir, mirror=mirror, quiet=quiet)
+    data = load_mnist(data_dir, mirror=mirror, quiet=quiet, dataset=dataset)
     return (
         (data.train.images, data.train.labels),
         (data.validation.images, data.validation.labels),
@@ -176,15 +185,15 @@ WrappedEval = list[tuple[npt.NDArray[np.floating[Any]], int]]
 
 
 def load_data_wrapper(
-    data_dir: PathLike | None = None, *, mirror: str | None = None, quiet: bool = True
+    data_dir: PathLike | None = None, *, mirror: str | None = None, quiet: bool = True, dataset: str = MNIST.name
 ) -> tuple[WrappedTraining, WrappedEval, WrappedEval]:
     """Nielsen's ``load_data_wrapper``: lists of ``(x, y)`` tuples.
 
     ``x`` is a (784, 1) column (a view, no copy). For training ``y`` is the
     (10, 1) one-hot ``vectorized_result``; for validation and test it is the
-    integer label.
+    integer label. ``load_data_wrapper(dataset="fashion-mnist")`` gives Fashion-MNIST.
     """
-    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = load_data(data_dir, mirror=mirror, quiet=quiet)
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = load_data(data_dir, mirror=mirror, quiet=quiet, dataset=dataset)
     training = [(x.reshape(IMAGE_PIXELS, 1), vectorized_result(int(y))) for x, y in zip(tr_x, tr_y, strict=True)]
     validation = [(x.reshape(IMAGE_PIXELS, 1), int(y)) for x, y in zip(va_x, va_y, strict=True)]
     test = [(x.reshape(IMAGE_PIXELS, 1), int(y)) for x, y in zip(te_x, te_y, strict=True)]

@@ -71,7 +71,9 @@ def save_run(path: PathLike, run: Run, data: MnistData, status: str = "complete"
         "validation_total": record.validation_total if record else None,
         "test_correct": test_correct,
         "test_total": len(data.test),
-        "mnist_sha256": data.digests,
+        "dataset": data.dataset,
+        "classes": list(data.classes),
+        "mnist_sha256": data.digests,  # the digests of the data set's files
     }
     # A file that serves the last epoch keeps the best one's weights too, so that a resume may serve either.
     best = run.best_params if rule == "last" and run.best_epoch and run.best_epoch <= done else None

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from mnist_nn.cli import download_main, evaluate_main, train_main
+from mnist_nn.cli.predict import predict_main
 from mnist_nn.data import datasets, load_data_wrapper, load_mnist
 from mnist_nn.data.datasets import DATASETS, FASHION_MNIST, MNIST, dataset
 from mnist_nn.errors import DownloadError
+from mnist_nn.images import save_digit_png
 from mnist_nn.models import load_model
 from tests.conftest import real_mirror
 
@@ -114,6 +116,16 @@ def test_train_evaluate_and_download_take_the_data_set(tmp_path: Path, capsys: p
     assert f"--dataset mnist: {model} was trained on fashion-mnist" in capsys.readouterr().err
     assert train_main([*common, "--resume", str(model), "--epochs", "2", "--dataset", "mnist"]) == 2
     assert "trains on fashion-mnist; resume it without --dataset" in capsys.readouterr().err
+
+    boot = tmp_path / "boot.png"  # the first test image, an ankle boot
+    save_digit_png(load_mnist(data_dir, dataset="fashion-mnist").test.images[0], boot)
+    answers = tmp_path / "answers.json"
+    assert predict_main([str(model), str(boot), "--json", str(answers)]) == 0
+    said = capsys.readouterr().out.splitlines()
+    (answer,) = json.loads(answers.read_text())
+    assert answer["class"] == FASHION_MNIST.classes[answer["prediction"]]
+    assert said[1].startswith(f"{boot}: {answer['prediction']} {answer['class']} (")
+    assert said[2].split()[:2] == ["T-shirt/top:", f"{100 * answer['probabilities'][0]:.1f}%"]
 
     assert download_main(["--dataset", "fashion-mnist", "--data-dir", str(data_dir)]) == 0
     assert f"Fashion-MNIST is in {data_dir / 'fashion-mnist'}" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from mnist_nn.cli.base import (
     fail,
     json_to_stdout,
     load_model_file,
+    model_classes,
     write_json_output,
 )
 from mnist_nn.config import IMAGE_SIDE
@@ -87,6 +88,8 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
                 f"cannot write into {one_line(str(args.save_prepared))}: {describe_os_error(exc)}"
             ) from None
     network = model.network
+    classes = model_classes(model)
+    digits = classes == tuple(str(k) for k in range(len(classes)))
     results: list[dict[str, Any]] = []
     saved: set[str] = set()
     failed = 0
@@ -101,8 +104,9 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
         prediction = int(np.argmax(probs))
         if not results:  # the header belongs to the answers: an error alone is one line
             print(f"Probabilities: {network.probability_kind}")
-        print(f"{one_line(str(path))}: {prediction} ({100.0 * probs[prediction]:.1f}%)")
-        print("   " + "  ".join(f"{d}: {100.0 * p:4.1f}%" for d, p in enumerate(probs)))
+        answer = f"{prediction}" if digits else f"{prediction} {classes[prediction]}"
+        print(f"{one_line(str(path))}: {answer} ({100.0 * probs[prediction]:.1f}%)")
+        print("   " + "  ".join(f"{c}: {100.0 * p:4.1f}%" for c, p in zip(classes, probs, strict=True)))
         if args.show:
             print(render_digit(digit, width=2 * IMAGE_SIDE))
         if args.save_prepared is not None:
@@ -111,7 +115,14 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
                 save_digit_png(digit, target)
             except OSError as exc:
                 raise OutputError(f"cannot write {one_line(str(target))}: {describe_os_error(exc)}") from None
-        results.append({"file": str(path), "prediction": prediction, "probabilities": [float(p) for p in probs]})
+        results.append(
+            {
+                "file": str(path),
+                "prediction": prediction,
+                "class": classes[prediction],
+                "probabilities": [float(p) for p in probs],
+            }
+        )
     if args.json is not None:
         write_json_output(args.json, results)
     return ImageError.exit_code if failed else EXIT_OK

@@ -30,6 +30,7 @@ from mnist_nn.config import default_models_dir, describe_data_dir
 from mnist_nn.data.datasets import DATASETS, MNIST
 from mnist_nn.data.datasets import dataset as get_dataset
 from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
+from mnist_nn.data.folder import is_folder
 from mnist_nn.errors import ConfigError, MnistNNError, ModelFileError, OutputError, TerminatedError, UsageError
 from mnist_nn.files import check_writable, json_text, write_output
 from mnist_nn.models import SavedModel, load_model
@@ -228,7 +229,9 @@ def _seconds(text: str) -> float:
 
 
 def dataset_name(name: str) -> str:
-    """argparse type of --dataset: a known data set's name; an unknown one is refused naming the nearest."""
+    """argparse type of --dataset: a known data set's name, or idx:DIR; an unknown one is refused naming the nearest."""
+    if is_folder(name):
+        return name
     try:
         return get_dataset(name).name
     except ValueError as exc:
@@ -261,7 +264,7 @@ def models_dataset(models: Sequence[SavedModel], given: str | None) -> str:
     if given is not None and given != own:
         path = one_line(str(next(iter(owns))))
         raise UsageError(f"--dataset {given}: {path} was trained on {own}; its answers on {given} mean nothing")
-    if own not in DATASETS:
+    if own not in DATASETS and not is_folder(own):
         raise UsageError(f"{one_line(str(next(iter(owns))))}: trained on an unknown data set {short(own)}")
     return own
 
@@ -276,8 +279,10 @@ def add_data_args(parser: argparse.ArgumentParser, *, deadline: bool = False, da
             "--dataset",
             type=dataset_name,
             metavar="NAME",
-            help=f"the data set: {', '.join(DATASETS)} (default: mnist); each has its own mirror variable "
-            f"({', '.join(f'${d.mirror_env}' for d in DATASETS.values())}) and its own folder in the cache",
+            help=f"the data set: {', '.join(DATASETS)} (default: mnist), each with its own mirror variable "
+            f"({', '.join(f'${d.mirror_env}' for d in DATASETS.values())}) and its own folder in the cache; "
+            "or idx:DIR, MNIST's four files (plain or .gz) in the folder DIR, with DIR/classes.txt naming the "
+            "classes, checked for structure only",
         )
     parser.add_argument(
         "--mirror",

@@ -16,6 +16,8 @@ from mnist_nn.cli.base import (
 from mnist_nn.config import DATA_ENV, project_root
 from mnist_nn.data.datasets import MNIST, ensure_dataset
 from mnist_nn.data.datasets import dataset as get_dataset
+from mnist_nn.data.folder import is_folder
+from mnist_nn.errors import UsageError
 from mnist_nn.text import one_line
 
 
@@ -35,6 +37,10 @@ def build_download_parser(prog: str = "download_mnist.py") -> argparse.ArgumentP
 def download_main(argv: Sequence[str] | None = None, prog: str = "download_mnist.py") -> int:
     """Entry point of ``scripts/download_mnist.py``."""
     args = build_download_parser(prog).parse_args(argv)
+    if args.dataset is not None and is_folder(args.dataset):
+        raise UsageError(
+            f"--dataset {one_line(args.dataset)}: a folder's files are read where they are; nothing to download"
+        )
     data = get_dataset(args.dataset or MNIST.name)
     results = ensure_dataset(data, args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
     if not args.quiet:

@@ -49,6 +49,7 @@ from mnist_nn.config import (
 from mnist_nn.data import MnistData, load_mnist
 from mnist_nn.data.datasets import DATASETS, MNIST
 from mnist_nn.data.datasets import dataset as get_dataset
+from mnist_nn.data.folder import is_folder
 from mnist_nn.errors import ModelFileError, PlotError, TerminatedError, TrainingError, UsageError
 from mnist_nn.files import PathLock
 from mnist_nn.metrics import format_count
@@ -440,7 +441,7 @@ def _default_model_path(config: TrainConfig, dataset: str) -> Path:
 def _resumed_dataset(given: str | None, saved: SavedModel) -> str:
     """The data set a resumed run trains on: its own; a different --dataset is refused."""
     own = saved.metadata.get("dataset", MNIST.name)
-    if not isinstance(own, str) or own not in DATASETS:
+    if not isinstance(own, str) or (own not in DATASETS and not is_folder(own)):
         raise ModelFileError(one_line(f"{saved.path}: cannot resume: metadata 'dataset' is {short(own)}"))
     if given is not None and given != own:
         raise UsageError(f"--dataset {given}: {one_line(str(saved.path))} trains on {own}; resume it without --dataset")
@@ -617,18 +618,20 @@ def _train(
     progress = show_progress(args.quiet)
     # The files' pixels, not floats: fit scales the training images straight into its buffer and
     # the others when they are counted, so no full-size float copy is ever made.
-    dataset = get_dataset(args.dataset)
-    folder = dataset.cache_dir(args.data_dir if args.data_dir is not None else default_data_dir())
-    first_time = not all((folder / file.name).is_file() for file in dataset.files)
+    dataset = None if is_folder(args.dataset) else get_dataset(args.dataset)
+    folder = dataset.cache_dir(args.data_dir or default_data_dir()) if dataset is not None else None
+    first_time = (
+        folder is not None and dataset is not None and not all((folder / file.name).is_file() for file in dataset.files)
+    )
     data = load_mnist(
         args.data_dir,
         mirror=args.mirror,
         dtype="uint8",
         quiet=args.quiet,
         deadline=args.download_deadline,
-        dataset=dataset,
+        dataset=dataset if dataset is not None else args.dataset,
     )
-    if first_time and not args.quiet:
+    if first_time and dataset is not None and not args.quiet:
         print(f"{dataset.title} downloaded and verified into {one_line(str(folder))}", file=sys.stderr)
     run = resumed if resumed is not None else Run.start(config, keep_last=bool(args.save_last))
     if resumed is not None and not args.quiet:

@@ -19,6 +19,7 @@ made.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,9 +35,11 @@ from mnist_nn.config import (
 from mnist_nn.data.datasets import MNIST, Dataset, ensure_dataset
 from mnist_nn.data.datasets import dataset as get_dataset
 from mnist_nn.data.download import FetchResult
+from mnist_nn.data.folder import FolderData, is_folder, read_folder
 from mnist_nn.data.idx import parse_images, parse_labels
 from mnist_nn.errors import DataFormatError
 from mnist_nn.files import PathLike
+from mnist_nn.text import one_line
 
 
 class Split(NamedTuple):
@@ -116,7 +119,9 @@ def load_mnist(
         quiet: hide download progress bars.
         deadline: seconds each mirror gets for each file (else ``$MNIST_NN_DOWNLOAD_DEADLINE``
             or ``download.DEFAULT_DEADLINE``).
-        dataset: ``"mnist"``, ``"fashion-mnist"`` (see ``mnist_nn.data.datasets``) or a ``Dataset``.
+        dataset: ``"mnist"``, ``"fashion-mnist"`` (see ``mnist_nn.data.datasets``), a ``Dataset``, or
+            ``"idx:DIR"``: MNIST's four files in the folder DIR (``mnist_nn.data.folder``), checked for
+            structure only and split as MNIST (the training file's last sixth validates).
 
     Returns:
         ``MnistData`` with ``train`` (50,000), ``validation`` (10,000) and ``test``
@@ -128,10 +133,12 @@ def load_mnist(
         DataFormatError: a verified file does not parse as MNIST (a wrong pinned file).
         ValueError: an unknown data set or dtype.
     """
-    data = dataset if isinstance(dataset, Dataset) else get_dataset(dataset)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)):
         raise ValueError(f"expected dtype float32, float64 or uint8, got {dtype}")
+    if isinstance(dataset, str) and is_folder(dataset):
+        return _from_folder(dataset, dtype)
+    data = dataset if isinstance(dataset, Dataset) else get_dataset(dataset)
     fetched = {f.name: f for f in ensure_dataset(data, data_dir, mirror=mirror, quiet=quiet, deadline=deadline)}
     train_images, train_labels = _pair(
         fetched["train-images-idx3-ubyte"],
@@ -139,17 +146,45 @@ def load_mnist(
         TRAIN_SIZE + VALIDATION_SIZE,
     )
     test_images, test_labels = _pair(fetched["t10k-images-idx3-ubyte"], fetched["t10k-labels-idx1-ubyte"], TEST_SIZE)
+    digests = {f.name: f.sha256 for f in data.files}
+    return _split((train_images, train_labels), (test_images, test_labels), VALIDATION_SIZE, dtype, digests, data)
+
+
+def _split(
+    train: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]],
+    test: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]],
+    validation_size: int,
+    dtype: np.dtype[Any],
+    digests: dict[str, str],
+    data: Dataset | FolderData,
+) -> MnistData:
+    """Nielsen's split: the training file's last ``validation_size`` images validate, the rest train."""
+    (train_images, train_labels), (test_images, test_labels) = train, test
+    cut = train_images.shape[0] - validation_size
     pixels = dtype == np.dtype(np.uint8)
     full = train_images if pixels else as_floats(train_images, dtype)  # both training splits are views of one array
     full_labels = train_labels.astype(np.int64)
     return MnistData(
-        train=Split(full[:TRAIN_SIZE], full_labels[:TRAIN_SIZE]),
-        validation=Split(full[TRAIN_SIZE:], full_labels[TRAIN_SIZE:]),
+        train=Split(full[:cut], full_labels[:cut]),
+        validation=Split(full[cut:], full_labels[cut:]),
         test=Split(test_images if pixels else as_floats(test_images, dtype), test_labels.astype(np.int64)),
-        digests={f.name: f.sha256 for f in data.files},
+        digests=digests,
         dataset=data.name,
         classes=data.classes,
     )
+
+
+_TOLD_UNVERIFIED: set[str] = set()  # the folders this process has said it checks for structure only
+
+
+def _from_folder(name: str, dtype: np.dtype[Any]) -> MnistData:
+    """The data set ``idx:DIR``, split as MNIST: the training file's last sixth validates (10,000 of 60,000)."""
+    folder = read_folder(name)
+    if folder.name not in _TOLD_UNVERIFIED:
+        _TOLD_UNVERIFIED.add(folder.name)
+        print(f"{one_line(folder.name)}: no pinned digests; the files are checked for structure only", file=sys.stderr)
+    validation = folder.train[0].shape[0] // 6
+    return _split(folder.train, folder.test, validation, dtype, folder.digests, folder)
 
 
 ArrayPair = tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.int64]]

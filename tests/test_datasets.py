@@ -11,6 +11,7 @@ import pytest
 
 from mnist_nn.cli import download_main, evaluate_main, train_main
 from mnist_nn.cli.predict import predict_main
+from mnist_nn.cli.show import show_main
 from mnist_nn.data import datasets, load_data_wrapper, load_mnist
 from mnist_nn.data.datasets import DATASETS, FASHION_MNIST, MNIST, dataset
 from mnist_nn.errors import DownloadError
@@ -111,6 +112,12 @@ def test_train_evaluate_and_download_take_the_data_set(tmp_path: Path, capsys: p
     out = capsys.readouterr().out
     assert f"Test: {trained['test_correct']} / 10000 correct" in out
     assert "Per class: T-shirt/top: " in out and "9 Ankle boot" in out
+
+    assert show_main(["--mistakes", str(model), "--count", "1", *common]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    label, guess = (int(part.split()[1]) for part in head.split(": ", 1)[1].split(", "))
+    names = FASHION_MNIST.classes
+    assert head.endswith(f"label {label} {names[label]}, predicted {guess} {names[guess]}  <- wrong"), head
 
     assert evaluate_main([str(model), "--dataset", "mnist", *common]) == 2
     assert f"--dataset mnist: {model} was trained on fashion-mnist" in capsys.readouterr().err

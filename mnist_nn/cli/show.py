@@ -15,8 +15,10 @@ from mnist_nn.cli.base import (
     add_data_args,
     command,
     load_model_file,
+    models_dataset,
 )
 from mnist_nn.data import Split, load_mnist
+from mnist_nn.data.datasets import DIGITS, MNIST
 from mnist_nn.errors import UsageError
 from mnist_nn.images import render_digit
 
@@ -47,7 +49,7 @@ def build_show_parser(prog: str = "mnist-nn show") -> argparse.ArgumentParser:
         help=f"show only examples this model misclassifies, from --index on ({MISTAKES_PAGE} at a time "
         "unless --count says otherwise), and how many there are",
     )
-    add_data_args(parser, deadline=True)
+    add_data_args(parser, deadline=True, dataset=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -63,8 +65,13 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
     if args.model is not None and args.mistakes is not None and args.model != args.mistakes:
         raise UsageError("give --model or --mistakes, not two different models")
     model_path = args.mistakes or args.model
-    network = load_model_file(model_path).network if model_path is not None else None
-    data = load_mnist(args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
+    model = load_model_file(model_path) if model_path is not None else None
+    network = model.network if model is not None else None
+    dataset = models_dataset([model], args.dataset) if model is not None else args.dataset or MNIST.name
+    data = load_mnist(
+        args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline, dataset=dataset
+    )
+    names = data.classes if data.classes != DIGITS else None
     split: Split = getattr(data, args.split)
     if not 0 <= args.index < len(split):
         raise UsageError(f"--index must be between 0 and {len(split) - 1} for {args.split}, got {args.index}")
@@ -77,10 +84,11 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
             predictions = predictions[predictions != split.labels[args.index :]]
     for k, i in enumerate(indices[: args.count]):
         label = int(split.labels[i])
-        head = f"{args.split} #{i}: label {label}"
+        head = f"{args.split} #{i}: label {label}" + (f" {names[label]}" if names else "")
         if predictions is not None:
             guess = int(predictions[k] if args.mistakes is not None else predictions[i - args.index])
-            head += f", predicted {guess}" + ("" if guess == label else "  <- wrong")
+            head += f", predicted {guess}" + (f" {names[guess]}" if names else "")
+            head += "" if guess == label else "  <- wrong"
         print(head)
         print(render_digit(split.images[i], width=56))
     if args.mistakes is not None:

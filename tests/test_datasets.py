@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_nn.cli import download_main, evaluate_main, train_main
+from mnist_nn.cli.benchmark import benchmark_main
 from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.show import show_main
 from mnist_nn.data import datasets, load_data_wrapper, load_mnist
@@ -140,3 +141,22 @@ def test_train_evaluate_and_download_take_the_data_set(tmp_path: Path, capsys: p
         download_main(["--dataset", "fashoin-mnist"])
     assert exit_info.value.code == 2
     assert "unknown data set 'fashoin-mnist'; did you mean fashion-mnist" in capsys.readouterr().err
+
+
+def test_benchmark_accuracy_runs_on_the_data_set_and_keeps_its_results_apart(
+    tmp_path: Path, mnist_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fashion_mirror()
+    results, report = tmp_path / "results", tmp_path / "report.json"
+    common = ["accuracy", "--quick", "--seeds", "1", "--results", str(results), "--data-dir", str(mnist_cache)]
+    assert benchmark_main([*common, "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["dataset"] == "mnist"
+    capsys.readouterr()
+    assert benchmark_main([*common, "--dataset", "fashion-mnist", "--json", str(report)]) == 0
+    fashion = json.loads(report.read_text())
+    assert fashion["dataset"] == "fashion-mnist" and fashion["from_results"] == 0  # MNIST's result is not reused
+    assert "training images of fashion-mnist; " in capsys.readouterr().out
+    assert len(list(results.glob("*.json"))) == 2
+    assert benchmark_main([*common, "--dataset", "fashion-mnist", "--json", str(report)]) == 0
+    again = json.loads(report.read_text())
+    assert again["from_results"] == 1 and again["runs"] == fashion["runs"]

@@ -124,6 +124,7 @@ class AccuracyReport:
     results: str | None = None  # the --results folder, when runs are kept
     from_results: int = 0  # runs read back from that folder rather than trained
     failures: list[dict[str, Any]] = field(default_factory=list)  # {"seed", "reason"} of each failed run
+    dataset: str = "mnist"
 
     @property
     def ensemble_accuracy(self) -> float | None:
@@ -162,6 +163,7 @@ class AccuracyReport:
             "config": config,
             "seeds": self.seeds,
             "train_size": self.train_size,
+            "dataset": self.dataset,
             "jobs": self.jobs,
             "executor": self.executor,
             "results": self.results,

@@ -1,4 +1,4 @@
-"""What several benchmarks share: where MNIST comes from and the statistics of repeated results.
+"""What several benchmarks share: where the data comes from and the statistics of repeated results.
 
 ``DataSource`` is picklable, so worker processes and subprocesses can load the
 data themselves; ``Stats`` summarizes accuracies or seconds over runs.
@@ -18,14 +18,15 @@ QUICK_TRAIN_SIZE = 5_000  # training images of a --quick run: the first 5,000
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where MNIST comes from, as ``load_mnist`` takes it (picklable, for worker processes)."""
+    """Where the data set comes from, as ``load_mnist`` takes it (picklable, for worker processes)."""
 
     data_dir: Path | None = None
     mirror: str | None = None
+    dataset: str = "mnist"  # a name of mnist_nn.data.datasets, or idx:DIR
 
     def load(self, dtype: str = "float32") -> MnistData:
         """``load_mnist`` from this source."""
-        return load_mnist(self.data_dir, mirror=self.mirror, dtype=dtype)
+        return load_mnist(self.data_dir, mirror=self.mirror, dtype=dtype, dataset=self.dataset)
 
 
 @dataclass(frozen=True)

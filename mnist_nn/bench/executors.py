@@ -71,17 +71,21 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def configuration_key(config: TrainConfig, train_size: int) -> str:
-    """16 hex digits of the SHA-256 of a configuration (its seed left out) and training size."""
+def configuration_key(config: TrainConfig, train_size: int, dataset: str = "mnist") -> str:
+    """16 hex digits of the SHA-256 of a configuration (its seed left out), training size and data set.
+
+    MNIST, the default, is left out of what is hashed, so MNIST's keys do not depend on it.
+    """
     settings = config.to_dict()
     del settings["seed"]
-    text = canonical_json({"config": settings, "train_size": train_size})
+    named = {"dataset": dataset} if dataset != "mnist" else {}
+    text = canonical_json({"config": settings, "train_size": train_size, **named})
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def run_key(task: RunTask) -> str:
-    """A stable name of one run, from its configuration, training size and seed: '<16 hex>-seed<S>'."""
-    return f"{configuration_key(task.config, task.train_size)}-seed{task.config.seed}"
+    """A stable name of one run, from its configuration, training size, data set and seed: '<16 hex>-seed<S>'."""
+    return f"{configuration_key(task.config, task.train_size, task.source.dataset)}-seed{task.config.seed}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ def task_to_json(task: RunTask) -> str:
             "train_size": task.train_size,
             "data_dir": None if source.data_dir is None else str(source.data_dir),
             "mirror": source.mirror,
+            "dataset": source.dataset,
         }
     )
 
@@ -148,14 +153,16 @@ def task_to_json(task: RunTask) -> str:
 def task_from_json(text: str) -> RunTask:
     """The inverse of ``task_to_json``; ValueError naming what is wrong."""
     doc = json.loads(text)
-    if not isinstance(doc, dict) or set(doc) != {"config", "train_size", "data_dir", "mirror"}:
-        raise ValueError("expected a task object with config, train_size, data_dir and mirror")
-    train_size, data_dir, mirror = doc["train_size"], doc["data_dir"], doc["mirror"]
+    if not isinstance(doc, dict) or set(doc) != {"config", "train_size", "data_dir", "mirror", "dataset"}:
+        raise ValueError("expected a task object with config, train_size, data_dir, mirror and dataset")
+    train_size, data_dir, mirror, dataset = doc["train_size"], doc["data_dir"], doc["mirror"], doc["dataset"]
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(f"expected dataset as a data set's name, got {dataset!r}")
     if not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1:
         raise ValueError(f"expected train_size as an integer >= 1, got {train_size!r}")
     if not all(v is None or isinstance(v, str) for v in (data_dir, mirror)):
         raise ValueError(f"expected data_dir and mirror as text or null, got {data_dir!r} and {mirror!r}")
-    source = DataSource(None if data_dir is None else Path(data_dir), mirror)
+    source = DataSource(None if data_dir is None else Path(data_dir), mirror, dataset)
     return RunTask(config_from_dict(doc["config"]), train_size, source)
 
 

@@ -95,7 +95,7 @@ class ResultsDir:
             version = doc.get("format_version")
             raise StoredResultError(f"{path}: format version {version!r}, not {RESULT_FORMAT_VERSION}")
         expected = json.loads(canonical_json(_identity(task)))
-        stored = {"config": doc.get("config"), "train_size": doc.get("train_size")}
+        stored = {key: doc.get(key) for key in expected}
         if stored != expected:
             raise StoredResultError(f"{path}: holds another configuration than the run it is named after")
         try:
@@ -130,8 +130,12 @@ class ResultsDir:
 
 
 def _identity(task: RunTask) -> dict[str, Any]:
-    """What a run's result depends on: its configuration, seed included, and its training size."""
-    return {"config": task.config.to_dict(), "train_size": task.train_size}
+    """What a run's result depends on: its configuration, seed included, its training size and its data set.
+
+    MNIST, the default, is left out, so that the names of MNIST's results do not depend on it.
+    """
+    dataset = {"dataset": task.source.dataset} if task.source.dataset != "mnist" else {}
+    return {"config": task.config.to_dict(), "train_size": task.train_size, **dataset}
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ class SweepReport:
     executor: str
     results: str | None  # the results folder
     environment: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"
 
     @property
     def ranking(self) -> list[int]:
@@ -237,6 +242,7 @@ class SweepReport:
             results=self.results,
             from_results=point.from_results,
             failures=point.failures,
+            dataset=self.dataset,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,6 +259,7 @@ class SweepReport:
             "grid": self.grid,
             "seeds": self.seeds,
             "train_size": self.train_size,
+            "dataset": self.dataset,
             "executor": self.executor,
             "results": self.results,
             "configurations": points,
@@ -365,6 +372,7 @@ def run_sweep(
         executor=executor.description,
         results=str(results.folder) if results is not None else None,
         environment=environment_info(),
+        dataset=source.dataset,
     )
 
 

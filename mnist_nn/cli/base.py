@@ -269,21 +269,26 @@ def models_dataset(models: Sequence[SavedModel], given: str | None) -> str:
     return own
 
 
+def add_dataset_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dataset NAME`` (default None: MNIST, or a model's or a run's own data set)."""
+    parser.add_argument(
+        "--dataset",
+        type=dataset_name,
+        metavar="NAME",
+        help=f"the data set: {', '.join(DATASETS)} (default: mnist), each with its own mirror variable "
+        f"({', '.join(f'${d.mirror_env}' for d in DATASETS.values())}) and its own folder in the cache; "
+        "or idx:DIR, MNIST's four files (plain or .gz) in the folder DIR, with DIR/classes.txt naming the "
+        "classes, checked for structure only",
+    )
+
+
 def add_data_args(parser: argparse.ArgumentParser, *, deadline: bool = False, dataset: bool = False) -> None:
     """Add ``--mirror`` and ``--data-dir``, ``--download-deadline`` with ``deadline``, ``--dataset`` with ``dataset``.
 
     ``--dataset`` defaults to None: the command decides (MNIST, or a model's or a run's own data set).
     """
     if dataset:
-        parser.add_argument(
-            "--dataset",
-            type=dataset_name,
-            metavar="NAME",
-            help=f"the data set: {', '.join(DATASETS)} (default: mnist), each with its own mirror variable "
-            f"({', '.join(f'${d.mirror_env}' for d in DATASETS.values())}) and its own folder in the cache; "
-            "or idx:DIR, MNIST's four files (plain or .gz) in the folder DIR, with DIR/classes.txt naming the "
-            "classes, checked for structure only",
-        )
+        add_dataset_arg(parser)
     parser.add_argument(
         "--mirror",
         metavar="URL_OR_DIR",

@@ -40,6 +40,7 @@ from mnist_nn.cli.base import (
     Parser,
     UsageError,
     add_data_args,
+    add_dataset_arg,
     check_output,
     command,
     fail,
@@ -141,6 +142,7 @@ def build_benchmark_parser(prog: str = "benchmark.py") -> argparse.ArgumentParse
         "with mnist-nn plot). Runs go to this process, --jobs local processes or a Dask --scheduler.",
     )
     add_accuracy_args(accuracy)
+    add_dataset_arg(accuracy)
     _add_common_args(
         accuracy,
         f"{QUICK_SEEDS} seeds, at most {QUICK_EPOCHS} epochs, {QUICK_TRAIN_SIZE} training images "
@@ -264,7 +266,9 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
     where = f"preset {report.preset}" if report.preset else "configuration"
     runs = report.runs
     lines = [
-        f"Accuracy of {where}: {c.describe()}; {report.train_size:,} training images; "
+        f"Accuracy of {where}: {c.describe()}; {report.train_size:,} training images"
+        + ("" if report.dataset == "mnist" else f" of {report.dataset}")
+        + "; "
         f"{seeds_text(report.seeds)}; {report.executor or plural(report.jobs, 'job')}",
         "",
         f"Counts are out of {runs[0].validation_total:,} validation and {runs[0].test_total:,} test images; "

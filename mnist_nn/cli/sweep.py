@@ -41,6 +41,7 @@ from mnist_nn.cli.base import UsageError, check_output, flag_message
 from mnist_nn.cli.tables import markdown_table, plural, seeds_text, std_text
 from mnist_nn.cli.train import add_training_args, config_from_args
 from mnist_nn.config import PRESETS, TRAIN_SIZE, TrainConfig
+from mnist_nn.data.datasets import MNIST
 from mnist_nn.errors import ConfigError
 
 DEFAULT_PRESET = "nielsen-ch1"
@@ -355,7 +356,7 @@ def run_plan(plan: AccuracyPlan, args: argparse.Namespace, prog: str, progress: 
             plan.points,
             plan.seeds,
             plan.executor,
-            source=DataSource(args.data_dir, args.mirror),
+            source=DataSource(args.data_dir, args.mirror, args.dataset or MNIST.name),
             train_size=plan.train_size,
             results=plan.results,
             preset=plan.preset,

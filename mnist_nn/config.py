@@ -351,6 +351,22 @@ PRESETS: dict[str, TrainConfig] = {
         schedule="cosine",
         augment="none,shift=2,rotate=10,scale=0.1",
     ),
+    # Fashion-MNIST (--dataset fashion-mnist): one wide ReLU layer with dropout, L2, momentum and a
+    # cosine schedule, chosen on validation (seed 1: 90.37% against 90.17% for two layers of 512 and
+    # 256 with dropout 0.2, and 88.83% for the "best" preset without deskewing).
+    "fashion-mlp": TrainConfig(
+        layers=("dense1024", "dense10"),
+        epochs=40,
+        batch_size=128,
+        eta=0.05,
+        activation="relu",
+        cost="log-likelihood",
+        init="he",
+        l2=5.0,
+        dropout=0.3,
+        momentum=0.9,
+        schedule="cosine",
+    ),
     # Nielsen's chapter 6 (network3.py, conv.py): softmax outputs with the log-likelihood cost,
     # mini-batch 10, his learning rates and epochs, and his initialization ("fan-out": weights
     # N(0, 1/n_out), biases N(0, 1), the softmax layer 0). His L2 term 0.5 lmbda sum w^2 / (n/m)

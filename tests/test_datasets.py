@@ -148,10 +148,11 @@ def test_benchmark_accuracy_runs_on_the_data_set_and_keeps_its_results_apart(
 ) -> None:
     _fashion_mirror()
     results, report = tmp_path / "results", tmp_path / "report.json"
-    common = ["accuracy", "--quick", "--seeds", "1", "--results", str(results), "--data-dir", str(mnist_cache)]
-    assert benchmark_main([*common, "--json", str(report)]) == 0
+    common = ["accuracy", "--quick", "--seeds", "1", "--results", str(results)]
+    assert benchmark_main([*common, "--data-dir", str(mnist_cache), "--json", str(report)]) == 0
     assert json.loads(report.read_text())["dataset"] == "mnist"
     capsys.readouterr()
+    common += ["--data-dir", str(tmp_path / "data")]  # the session's MNIST cache stays MNIST's alone
     assert benchmark_main([*common, "--dataset", "fashion-mnist", "--json", str(report)]) == 0
     fashion = json.loads(report.read_text())
     assert fashion["dataset"] == "fashion-mnist" and fashion["from_results"] == 0  # MNIST's result is not reused

@@ -299,9 +299,8 @@ def run_sweep(
         points: the configurations (their seeds are replaced).
         seeds: one run per seed and configuration.
         executor: where the runs go.
-        source: where the runs' processes load MNIST (None fields: their defaults).
-        train_size: train on the first this many training images.
-        results: the folder that keeps finished runs, if any.
+        source: where the runs' processes load the data set (None fields: their defaults).
+        train_size, results: train on the first this many training images; the folder keeping finished runs.
         preset, grid: for the report.
         ensemble: keep each run's test probabilities and count their average's correct answers
             per configuration (loads the test labels here; not with ``results``).

@@ -11,6 +11,7 @@ import pytest
 
 from mnist_nn.cli import download_main, evaluate_main, train_main
 from mnist_nn.cli.benchmark import benchmark_main
+from mnist_nn.cli.plot import plot_main
 from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.show import show_main
 from mnist_nn.data import datasets, load_data_wrapper, load_mnist
@@ -119,6 +120,12 @@ def test_train_evaluate_and_download_take_the_data_set(tmp_path: Path, capsys: p
     label, guess = (int(part.split()[1]) for part in head.split(": ", 1)[1].split(", "))
     names = FASHION_MNIST.classes
     assert head.endswith(f"label {label} {names[label]}, predicted {guess} {names[guess]}  <- wrong"), head
+
+    plots = tmp_path / "plots"
+    assert plot_main([str(model), "--out", str(plots), *common]) == 0
+    assert (plots / "confusion.png").is_file()
+    assert plot_main([str(model), "--out", str(plots), "--dataset", "mnist", *common]) == 2
+    capsys.readouterr()
 
     assert evaluate_main([str(model), "--dataset", "mnist", *common]) == 2
     assert f"--dataset mnist: {model} was trained on fashion-mnist" in capsys.readouterr().err

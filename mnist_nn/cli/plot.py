@@ -15,6 +15,8 @@ from mnist_nn.cli.base import (
     add_data_args,
     command,
     fail,
+    load_model_file,
+    models_dataset,
 )
 from mnist_nn.data import Split, load_mnist
 from mnist_nn.plots import load_benchmark_report, load_sweep_report, plot_benchmark, plot_model, plot_sweep
@@ -38,7 +40,7 @@ def build_plot_parser(prog: str = "mnist-nn plot") -> argparse.ArgumentParser:
     parser.add_argument(
         "--x", metavar="NAME", help="for a sweep: the swept flag along the x axis (default: the first numeric one)"
     )
-    add_data_args(parser, deadline=True)
+    add_data_args(parser, deadline=True, dataset=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or file list")
     return parser
 
@@ -70,7 +72,10 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
             docs = [load_benchmark_report(path) for path in reports]
             written.append(plot_benchmark(docs if len(docs) > 1 else docs[0], args.out / "benchmark.png"))
         if models:
-            data = load_mnist(args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline)
+            dataset = models_dataset([load_model_file(path) for path in models], args.dataset)
+            data = load_mnist(
+                args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline, dataset=dataset
+            )
             split: Split = getattr(data, args.split)
             for path in models:
                 out = args.out if len(models) == 1 else args.out / path.stem

@@ -168,3 +168,13 @@ def test_benchmark_accuracy_runs_on_the_data_set_and_keeps_its_results_apart(
     assert benchmark_main([*common, "--dataset", "fashion-mnist", "--json", str(report)]) == 0
     again = json.loads(report.read_text())
     assert again["from_results"] == 1 and again["runs"] == fashion["runs"]
+
+
+def test_a_preset_chosen_on_fashion_mnist_trains_on_it_unless_told_otherwise(tmp_path: Path, mnist_cache: Path) -> None:
+    _fashion_mirror()
+    record = tmp_path / "run.json"
+    argv = ["--preset", "fashion-mlp", "--epochs", "1", "--quiet", "--json", str(record)]
+    assert train_main([*argv, "--data-dir", str(tmp_path / "data")]) == 0
+    assert json.loads(record.read_text())["dataset"] == "fashion-mnist"
+    assert train_main([*argv, "--data-dir", str(mnist_cache), "--dataset", "mnist"]) == 0
+    assert json.loads(record.read_text())["dataset"] == "mnist"

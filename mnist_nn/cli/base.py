@@ -270,12 +270,13 @@ def models_dataset(models: Sequence[SavedModel], given: str | None) -> str:
 
 
 def add_dataset_arg(parser: argparse.ArgumentParser) -> None:
-    """Add ``--dataset NAME`` (default None: MNIST, or a model's or a run's own data set)."""
+    """Add ``--dataset NAME`` (default None: MNIST, or the data set of a preset, a model or a resumed run)."""
     parser.add_argument(
         "--dataset",
         type=dataset_name,
         metavar="NAME",
-        help=f"the data set: {', '.join(DATASETS)} (default: mnist), each with its own mirror variable "
+        help=f"the data set: {', '.join(DATASETS)} (default: mnist, or the one a --preset, model or resumed run "
+        "was trained on), each with its own mirror variable "
         f"({', '.join(f'${d.mirror_env}' for d in DATASETS.values())}) and its own folder in the cache; "
         "or idx:DIR, MNIST's four files (plain or .gz) in the folder DIR, with DIR/classes.txt naming the "
         "classes, checked for structure only",

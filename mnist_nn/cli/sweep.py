@@ -40,7 +40,7 @@ from mnist_nn.bench import (
 from mnist_nn.cli.base import UsageError, check_output, flag_message
 from mnist_nn.cli.tables import markdown_table, plural, seeds_text, std_text
 from mnist_nn.cli.train import add_training_args, config_from_args
-from mnist_nn.config import PRESETS, TRAIN_SIZE, TrainConfig
+from mnist_nn.config import PRESET_DATASETS, PRESETS, TRAIN_SIZE, TrainConfig
 from mnist_nn.data.datasets import MNIST
 from mnist_nn.errors import ConfigError
 
@@ -351,12 +351,13 @@ def run_plan(plan: AccuracyPlan, args: argparse.Namespace, prog: str, progress: 
     def warn(message: str) -> None:
         (bar.write if bar is not None else lambda m: print(m, file=sys.stderr))(f"{prog}: warning: {message}")
 
+    dataset = args.dataset or PRESET_DATASETS.get(plan.preset or "", MNIST.name)
     try:
         return run_sweep(
             plan.points,
             plan.seeds,
             plan.executor,
-            source=DataSource(args.data_dir, args.mirror, args.dataset or MNIST.name),
+            source=DataSource(args.data_dir, args.mirror, dataset),
             train_size=plan.train_size,
             results=plan.results,
             preset=plan.preset,

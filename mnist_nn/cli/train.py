@@ -40,6 +40,7 @@ from mnist_nn.cli.base import (
 from mnist_nn.config import (
     IMAGE_PIXELS,
     NUM_CLASSES,
+    PRESET_DATASETS,
     PRESETS,
     TrainConfig,
     default_data_dir,
@@ -594,7 +595,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
                 f"--{name} {value:g}" if name == "eta" else f"--{name} {value}" for name, value in chosen.items()
             )
             print(f"Convolutions train with {flags} here (give a flag to choose otherwise)", file=sys.stderr)
-    args.dataset = args.dataset or MNIST.name
+    args.dataset = args.dataset or PRESET_DATASETS.get(args.preset or "", MNIST.name)
     save_path = _default_model_path(config, args.dataset) if args.save == _DEFAULT_SAVE else args.save
     if save_path is None and args.resume is not None:
         save_path = args.resume  # a resumed run goes back where it came from, unless --save says otherwise

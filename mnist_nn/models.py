@@ -155,6 +155,16 @@ class SavedModel:
     resume: ResumeState | None
     path: Path
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names the file records, one per output (at most 40 characters, one line each);
+        the output's numbers ("0" to "9") for files that record none or something else."""
+        names = self.metadata.get("classes")
+        outputs = self.network.sizes[-1]
+        if not isinstance(names, list) or len(names) != outputs or not all(isinstance(n, str) and n for n in names):
+            return tuple(str(k) for k in range(outputs))
+        return tuple(one_line(n, 40) for n in names)
+
 
 # --- saving --------------------------------------------------------------------------
 

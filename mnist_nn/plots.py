@@ -306,7 +306,9 @@ def _confusion_array(confusion: Sequence[Sequence[int]]) -> npt.NDArray[np.int64
     return matrix.astype(np.int64)
 
 
-def plot_confusion_matrix(confusion: Sequence[Sequence[int]], path: PathLike, *, title: str = "") -> Path:
+def plot_confusion_matrix(
+    confusion: Sequence[Sequence[int]], path: PathLike, *, title: str = "", classes: Sequence[str] | None = None
+) -> Path:
     """A heat map of the confusion matrix with the count in each cell, as a 700 x 600 px PNG.
 
     Rows are the true digit and columns the predicted one, as in
@@ -318,12 +320,13 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], path: PathLike, *,
         confusion: (n, n) non-negative integer counts, n = 10 for MNIST.
         path: the PNG file to write; its folder is created if missing.
         title: a title above the matrix ("" for none).
+        classes: the name of each class, as the ticks' labels (None: the digits, numbered).
 
     Returns:
         ``path``.
 
     Raises:
-        ValueError: not a non-empty square matrix of non-negative integers.
+        ValueError: not a non-empty square matrix of non-negative integers, or a name for each class missing.
         PlotError: matplotlib is not installed.
         OSError: the file cannot be written.
     """
@@ -347,9 +350,16 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], path: PathLike, *,
     ticks = range(n) if n <= 20 else range(0, n, max(1, n // 10))
     ax.set_xticks(list(ticks))
     ax.set_yticks(list(ticks))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
-    fig.colorbar(image, ax=ax, label="share of the true digit's images")
+    what = "digit"
+    if classes is not None:
+        if len(classes) != n:
+            raise ValueError(f"expected a name for each of the {n} classes, got {len(classes)}")
+        what = "class"
+        ax.set_xticklabels([classes[k] for k in ticks], rotation=45, ha="right", fontsize=fontsize)
+        ax.set_yticklabels([classes[k] for k in ticks], fontsize=fontsize)
+    ax.set_xlabel(f"predicted {what}")
+    ax.set_ylabel(f"true {what}")
+    fig.colorbar(image, ax=ax, label=f"share of the true {what}'s images")
     if title:
         ax.set_title(title)
     return _save(fig, path)
@@ -365,8 +375,9 @@ def plot_mistakes(
     *,
     columns: int = 8,
     title: str = "",
+    classes: Sequence[str] | None = None,
 ) -> Path:
-    """A grid of misclassified digits, each captioned "true 7 / pred 2 (0.98)".
+    """A grid of misclassified digits, each captioned "true 7 / pred 2 (0.98)" (with ``classes``, by name).
 
     The image is 150 x 170 px per digit, ``min(columns, len(mistakes))``
     digits across and as many rows as needed, plus 40 px for a title.
@@ -379,13 +390,14 @@ def plot_mistakes(
         path: the PNG file to write; its folder is created if missing.
         columns: digits per row, at least 1.
         title: a title above the grid ("" for none).
+        classes: the name of each class for the captions (None: the digits).
 
     Returns:
         ``path``.
 
     Raises:
         ValueError: no mistakes, images of the wrong shape, an index outside
-            the images, or columns < 1.
+            the images, a label without a name, or columns < 1.
         PlotError: matplotlib is not installed.
         OSError: the file cannot be written.
     """
@@ -401,6 +413,8 @@ def plot_mistakes(
             raise ValueError(f"expected Mistake records, got {type(m).__name__} as mistake {i}")
         if not 0 <= m.index < pixels.shape[0]:
             raise ValueError(f"mistake {i} has index {m.index}, outside the {pixels.shape[0]} images")
+        if classes is not None and not (0 <= m.label < len(classes) and 0 <= m.predicted < len(classes)):
+            raise ValueError(f"mistake {i} has a label or prediction without a name among the {len(classes)} classes")
     top = 255.0 if pixels.dtype.kind in "iu" or float(np.nanmax(pixels)) > 1.0 else 1.0
     across = min(columns, len(mistakes))
     rows = math.ceil(len(mistakes) / across)
@@ -412,7 +426,10 @@ def plot_mistakes(
     for ax, m in zip(axes.flat, mistakes, strict=False):
         digit = pixels[m.index].reshape(IMAGE_SIDE, IMAGE_SIDE)
         ax.imshow(digit, cmap="gray_r", vmin=0.0, vmax=top, interpolation="nearest")
-        ax.set_title(f"true {m.label} / pred {m.predicted} ({m.confidence:.2f})", fontsize=8)
+        if classes is None:
+            ax.set_title(f"true {m.label} / pred {m.predicted} ({m.confidence:.2f})", fontsize=8)
+        else:
+            ax.set_title(f"{classes[m.label]}\n/ {classes[m.predicted]} ({m.confidence:.2f})", fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -819,6 +836,7 @@ def plot_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = Path(model_path).name
     on = f" on {split}" if split else ""
+    named = saved.classes if saved.classes != tuple(str(k) for k in range(len(saved.classes))) else None
     written = []
     history = saved.metadata.get("history")
     if history:
@@ -832,6 +850,7 @@ def plot_model(
             evaluation.confusion,
             out_dir / "confusion.png",
             title=f"{name}{on}: {format_count(evaluation.correct, evaluation.total)}",
+            classes=named,
         )
     )
     if evaluation.mistakes:
@@ -842,6 +861,7 @@ def plot_model(
                 evaluation.mistakes,
                 out_dir / "mistakes.png",
                 title=f"{name}{on}: the {count} most confident mistake{'s' if count > 1 else ''}",
+                classes=named,
             )
         )
     first = saved.network.layers[0]

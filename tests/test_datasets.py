@@ -106,7 +106,7 @@ def test_train_evaluate_and_download_take_the_data_set(tmp_path: Path, capsys: p
     trained = json.loads(record.read_text())
     assert trained["dataset"] == "fashion-mnist" and trained["test_total"] == 10_000
     saved = load_model(model)
-    assert saved.metadata["dataset"] == "fashion-mnist" and saved.metadata["classes"] == list(FASHION_MNIST.classes)
+    assert saved.metadata["dataset"] == "fashion-mnist" and saved.classes == FASHION_MNIST.classes
     assert saved.metadata["test_correct"] == trained["test_correct"]
     capsys.readouterr()
 

@@ -166,6 +166,18 @@ def test_mistakes_grid_is_150_by_170_pixels_per_digit(tmp_path: Path) -> None:
 
 
 @needs_matplotlib
+def test_confusion_and_mistakes_name_the_classes_when_given(tmp_path: Path) -> None:
+    names = [f"class {k}" for k in range(10)]
+    assert_png(plot_confusion_matrix(confusion(), tmp_path / "c.png", classes=names), (700, 600))
+    with pytest.raises(ValueError, match="expected a name for each of the 10 classes, got 9"):
+        plot_confusion_matrix(confusion(), tmp_path / "c9.png", classes=names[:9])
+    images = np.random.default_rng(1).random((40, 784), dtype=np.float32)
+    assert_png(plot_mistakes(images, mistakes(3), tmp_path / "m.png", classes=names), (3 * 150, 170))
+    with pytest.raises(ValueError, match="without a name among the 2 classes"):
+        plot_mistakes(images, mistakes(3), tmp_path / "m2.png", classes=names[:2])
+
+
+@needs_matplotlib
 def test_benchmark_from_one_or_several_reports(tmp_path: Path) -> None:
     one = accuracy_report("nielsen-ch1", [0.951, 0.948, 0.953])
     assert_png(plot_benchmark(one, tmp_path / "one.png"), (800, 500))

@@ -238,15 +238,6 @@ def dataset_name(name: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def model_classes(model: SavedModel) -> tuple[str, ...]:
-    """The class names a model file records, one per output; the digits for files that record none."""
-    names = model.metadata.get("classes")
-    outputs = model.network.sizes[-1]
-    if not isinstance(names, list) or len(names) != outputs or not all(isinstance(n, str) and n for n in names):
-        return tuple(str(k) for k in range(outputs))
-    return tuple(one_line(n, 40) for n in names)
-
-
 def models_dataset(models: Sequence[SavedModel], given: str | None) -> str:
     """The data set the models were trained on (MNIST for files that do not say); ``given`` must be it.
 

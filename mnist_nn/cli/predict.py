@@ -18,7 +18,6 @@ from mnist_nn.cli.base import (
     fail,
     json_to_stdout,
     load_model_file,
-    model_classes,
     write_json_output,
 )
 from mnist_nn.config import IMAGE_SIDE
@@ -88,7 +87,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
                 f"cannot write into {one_line(str(args.save_prepared))}: {describe_os_error(exc)}"
             ) from None
     network = model.network
-    classes = model_classes(model)
+    classes = model.classes
     digits = classes == tuple(str(k) for k in range(len(classes)))
     results: list[dict[str, Any]] = []
     saved: set[str] = set()

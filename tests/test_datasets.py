@@ -16,8 +16,8 @@ from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.show import show_main
 from mnist_nn.data import datasets, load_data_wrapper, load_mnist
 from mnist_nn.data.datasets import DATASETS, FASHION_MNIST, MNIST, dataset
-from mnist_nn.errors import DownloadError
-from mnist_nn.images import save_digit_png
+from mnist_nn.errors import DownloadError, ImageError
+from mnist_nn.images import preparation, save_digit_png, to_fashion_mnist, to_mnist
 from mnist_nn.models import load_model
 from tests.conftest import real_mirror
 
@@ -178,3 +178,21 @@ def test_a_preset_chosen_on_fashion_mnist_trains_on_it_unless_told_otherwise(tmp
     assert json.loads(record.read_text())["dataset"] == "fashion-mnist"
     assert train_main([*argv, "--data-dir", str(mnist_cache), "--dataset", "mnist"]) == 0
     assert json.loads(record.read_text())["dataset"] == "mnist"
+
+
+def test_a_garment_picture_is_prepared_as_fashion_mnist_was(tmp_path: Path) -> None:
+    _fashion_mirror()
+    images = load_mnist(tmp_path, dataset="fashion-mnist").validation.images[:200]
+    prepared = np.stack([to_fashion_mnist(image.reshape(28, 28)) for image in images])
+    assert prepared.shape == (200, 784) and prepared.dtype == np.float32
+    assert float(np.abs(prepared - images).mean()) < 0.1  # a Fashion-MNIST image comes back nearly as it was
+    # The same garment photographed dark on white, five times larger, off centre on a bigger page.
+    page = np.ones((200, 180))
+    page[30:170, 20:160] = np.kron(1.0 - images[0].reshape(28, 28), np.ones((5, 5)))
+    again = to_fashion_mnist(page).reshape(28, 28)
+    assert float(np.abs(again - images[0].reshape(28, 28)).mean()) < 0.1
+    rows, cols = np.flatnonzero(again.any(axis=1)), np.flatnonzero(again.any(axis=0))
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 == 28  # its longest side fills the field
+    assert preparation("fashion-mnist") is to_fashion_mnist and preparation("mnist") is to_mnist
+    with pytest.raises(ImageError, match="no garment found"):
+        to_fashion_mnist(np.ones((40, 40)))

@@ -88,13 +88,15 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             ) from None
     network = model.network
     classes = model.classes
+    dataset = model.metadata.get("dataset", "mnist")
+    dataset = dataset if isinstance(dataset, str) else "mnist"
     digits = classes == tuple(str(k) for k in range(len(classes)))
     results: list[dict[str, Any]] = []
     saved: set[str] = set()
     failed = 0
     for path in args.images:
         try:
-            digit = load_digit(path)
+            digit = load_digit(path, dataset)
         except ImageError as exc:  # report it and go on with the other images
             fail(prog, str(exc), exc.exit_code)
             failed += 1

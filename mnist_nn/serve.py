@@ -6,7 +6,7 @@ watch the network's answer change as you draw, and the JSON endpoints the
 page calls:
 
     GET  /                the page (index.html, app.js, style.css: an explicit allow-list)
-    GET  /api/model       {"name", "sizes", "test_correct", "test_total", "test_accuracy", ...}
+    GET  /api/model       {"name", "sizes", "test_correct", "test_total", "test_accuracy", "classes", ...}
     POST /api/predict     a drawing in, {"image", "probabilities", "prediction", "probability_kind"} out
 
 A drawing is one of
@@ -67,7 +67,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,7 +81,7 @@ import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_SIDE
 from mnist_nn.errors import ImageError, RequestError
-from mnist_nn.images import load_image, to_mnist
+from mnist_nn.images import load_image, preparation, to_mnist
 from mnist_nn.models import SavedModel
 from mnist_nn.nn.network import Network
 from mnist_nn.text import MESSAGE_LIMIT, first_line, json_type, one_line
@@ -117,6 +117,7 @@ PAGE_FILES: dict[str, tuple[str, str]] = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+Preparation = Callable[..., npt.NDArray[np.float32]]  # a picture to the model's input (images.preparation)
 API_MODEL = "/api/model"
 API_PREDICT = "/api/predict"
 
@@ -138,12 +139,15 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 # --- predictions -----------------------------------------------------------------------
 
 
-def predict_image(network: Network, image: npt.NDArray[np.floating[Any]]) -> dict[str, Any]:
+def predict_image(
+    network: Network, image: npt.NDArray[np.floating[Any]], prepare: Preparation = to_mnist
+) -> dict[str, Any]:
     """Classify a grayscale drawing as ``mnist-nn predict`` classifies an image file.
 
     Args:
         network: the model's network.
         image: (height, width) float grayscale in [0, 1], either polarity.
+        prepare: how a picture becomes the model's input (``images.preparation`` of its data set).
 
     Returns:
         JSON-ready ``{"image": 28 lists of 28 floats (the input given to the network),
@@ -152,7 +156,7 @@ def predict_image(network: Network, image: npt.NDArray[np.floating[Any]]) -> dic
     Raises:
         ImageError: the image is not 2-D in [0, 1], or it holds no ink.
     """
-    digit = to_mnist(image, name="drawing")  # (784,) float32
+    digit = prepare(image, name="drawing")  # (784,) float32
     probabilities = network.probabilities(digit.reshape(1, -1))[0]  # (n_out,) float64
     return {
         "image": digit.reshape(IMAGE_SIDE, IMAGE_SIDE).tolist(),
@@ -352,19 +356,19 @@ def _png_header(data_url: Any) -> tuple[int, int, int, int] | None:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), data[24], data[25]
 
 
-def predict_request(network: Network, body: Any) -> dict[str, Any]:
+def predict_request(network: Network, body: Any, prepare: Preparation = to_mnist) -> dict[str, Any]:
     """Answer a parsed ``POST /api/predict`` body (``predict_image`` of ``drawing_from_request``).
 
     Raises:
         RequestError: a malformed drawing (400) or one without ink (400).
     """
-    return _predict_drawing(network, drawing_from_request(body))
+    return _predict_drawing(network, drawing_from_request(body), prepare)
 
 
-def _predict_drawing(network: Network, image: npt.NDArray[np.float64]) -> dict[str, Any]:
+def _predict_drawing(network: Network, image: npt.NDArray[np.float64], prepare: Preparation) -> dict[str, Any]:
     """``predict_image``, with a drawing without ink refused as a RequestError (400)."""
     try:
-        return predict_image(network, image)
+        return predict_image(network, image, prepare)
     except ImageError as exc:
         raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
@@ -383,7 +387,15 @@ def model_info(model: SavedModel) -> dict[str, Any]:
         "test_total": total,
         "test_accuracy": correct / total if correct is not None and total else None,
         "probability_kind": model.network.probability_kind,
+        "dataset": model_dataset(model),
+        "classes": list(model.classes),
     }
+
+
+def model_dataset(model: SavedModel) -> str:
+    """The data set a model file says it was trained on (MNIST when it does not say)."""
+    dataset = model.metadata.get("dataset", "mnist")
+    return dataset if isinstance(dataset, str) else "mnist"
 
 
 # A header line as RFC 9112 (section 5) allows it: a name of token characters right before the colon, and a
@@ -521,6 +533,7 @@ class DrawingServer(ThreadingHTTPServer):
         if max_decoded_bytes < MAX_DRAWING_BYTES:
             raise ValueError(f"max_decoded_bytes must be at least {MAX_DRAWING_BYTES}, got {max_decoded_bytes}")
         self.model = model
+        self.prepare = preparation(model_dataset(model))
         self.model_json = json.dumps(model_info(model)).encode("utf-8")
         self.pages = _read_pages()
         self.verbose = verbose
@@ -1107,7 +1120,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.decode_budget.reserve(drawing_bytes(body), room_by):
             image = drawing_from_request(body)
             del body  # the parsed JSON takes up to 4 times the image: gone before the preprocessing's copies
-            answer = _predict_drawing(self.server.model.network, image)
+            answer = _predict_drawing(self.server.model.network, image, self.server.prepare)
             del image
         return json.dumps(answer).encode("utf-8")
 

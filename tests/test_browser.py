@@ -25,10 +25,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 import requests
 
-from mnist_nn.models import SavedModel
+from mnist_nn.cli import train_main
+from mnist_nn.data import MnistData, load_mnist
+from mnist_nn.data.datasets import FASHION_MNIST
+from mnist_nn.models import SavedModel, load_model
+from tests.conftest import real_mirror
 from tests.test_serve import TIMEOUT, running_server, train_one_epoch
 
 if TYPE_CHECKING:
@@ -276,3 +281,54 @@ def test_the_page_fits_a_phone_and_draws_with_a_finger(context: BrowserContext, 
         assert tab.errors == []
     finally:
         page.close()
+
+
+@pytest.fixture(scope="module")
+def fashion_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SavedModel, MnistData]]:
+    """The page of a network trained for one epoch on real Fashion-MNIST, with the data."""
+    mirror = real_mirror(FASHION_MNIST.mirror_env, "../shared/fashion-mnist")
+    folder = tmp_path_factory.mktemp("fashion")
+    path = folder / "fashion.npz"
+    argv = ["--dataset", "fashion-mnist", "--hidden", "30", "--epochs", "1", "--quiet"]
+    assert train_main([*argv, "--data-dir", str(folder / "data"), "--mirror", mirror, "--save", str(path)]) == 0
+    with running_server(load_model(path)) as base:
+        yield base, load_model(path), load_mnist(folder / "data", dataset="fashion-mnist")
+
+
+def test_a_fashion_model_takes_a_picture_and_names_the_classes(
+    context: BrowserContext, fashion_url: tuple[str, SavedModel, MnistData], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    url, model, data = fashion_url
+    # The first test image, an ankle boot, as a photo: dark on white, five times larger, off centre.
+    page = np.full((200, 180), 255, np.uint8)
+    page[30:170, 20:160] = np.kron(255 - np.round(255 * data.test.images[0].reshape(28, 28)), np.ones((5, 5)))
+    picture = tmp_path / "boot.png"
+    Image.fromarray(page).save(picture)
+    tab = PageUnderTest(context.new_page(), url)
+    try:
+        assert tab.page.locator("h1").text_content() == "Show a picture"
+        assert tab.page.is_visible("#file")
+        labels = tab.page.locator("#bars li span:first-child").all_text_contents()
+        assert labels == list(FASHION_MNIST.classes)
+        tab.page.set_input_files("#file", str(picture))
+        shown = tab.wait("ready")
+        body = json.loads(tab.sent[-1])
+        assert set(body) == {"png"} and body["png"].startswith("data:image/png;base64,")
+        answer = requests.post(url + "/api/predict", json=body, timeout=TIMEOUT)
+        assert answer.status_code == 200, answer.text
+        expected = answer.json()
+        assert shown["prediction"] == FASHION_MNIST.classes[expected["prediction"]]
+        assert [float(p) for p in shown["probabilities"]] == expected["probabilities"]
+        assert shown["seen"] == [round(255 * v) for row in expected["image"] for v in row]
+        # What the network saw is the boot as Fashion-MNIST shows it: light on black, filling the field.
+        seen = np.array(expected["image"])
+        assert float(np.abs(seen.ravel() - data.test.images[0]).mean()) < 0.1
+        assert requests.get(url + "/api/model", timeout=TIMEOUT).json()["classes"] == list(model.classes)
+        target = os.environ.get(SCREENSHOT_ENV)
+        if target:  # beside the drawing's picture: docs/serve-fashion.png for docs/serve.png
+            tab.page.screenshot(path=str(Path(target).with_name(Path(target).stem + "-fashion.png")))
+        assert tab.errors == []
+    finally:
+        tab.page.close()

@@ -283,6 +283,8 @@ def test_the_model_endpoint_describes_the_model(url: str, untrained: SavedModel)
         "test_total": 10000,
         "test_accuracy": 0.1234,
         "probability_kind": "normalized sigmoid outputs",
+        "dataset": "mnist",  # a file that does not say is MNIST's, its classes the digits
+        "classes": [str(d) for d in range(10)],
     }
 
 

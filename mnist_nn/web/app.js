@@ -28,6 +28,9 @@
   const kindText = document.getElementById("kind");
   const modelText = document.getElementById("model");
   const statusText = document.getElementById("status");
+  const pictureBox = document.getElementById("picture");
+  const fileInput = document.getElementById("file");
+  let classes = null; // the class names of a model that is not of digits
 
   const strokes = []; // each stroke: [{x, y}, ...] in canvas pixels
   let activePointer = null; // the one pointer that draws; other fingers are ignored
@@ -190,6 +193,60 @@
     return btoa(text);
   }
 
+  // --- a picture (models of other classes than digits: a garment is shown, not drawn) ---
+
+  async function showPicture(file) {
+    if (!file || !file.type.startsWith("image/")) {
+      fail("choose a picture: a PNG, JPEG, GIF, BMP or WebP file");
+      return;
+    }
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file);
+    } catch (error) {
+      fail(`cannot read ${file.name} as a picture`);
+      return;
+    }
+    // The picture, scaled to fit the box on white paper: what is shown is what is sent.
+    const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+    const width = Math.max(1, Math.round(bitmap.width * scale));
+    const height = Math.max(1, Math.round(bitmap.height * scale));
+    strokes.length = 0;
+    generation++;
+    ctx.fillStyle = PAPER;
+    ctx.fillRect(0, 0, pad.width, pad.height);
+    ctx.drawImage(bitmap, (pad.width - width) / 2, (pad.height - height) / 2, width, height);
+    bitmap.close();
+    clearButton.disabled = false;
+    undoButton.disabled = true;
+    document.body.dataset.state = "pending";
+    const mine = generation;
+    try {
+      const response = await fetch("api/predict", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ png: pad.toDataURL("image/png") }),
+      });
+      const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+      if (mine === generation) {
+        if (response.ok) show(answer);
+        else fail(answer.error || `HTTP ${response.status}`);
+      }
+    } catch (error) {
+      if (mine === generation) fail("cannot reach the server: is mnist-nn serve still running?");
+    }
+  }
+
+  fileInput.addEventListener("change", () => showPicture(fileInput.files[0]));
+  pad.addEventListener("dragover", (event) => {
+    if (classes) event.preventDefault();
+  });
+  pad.addEventListener("drop", (event) => {
+    if (!classes) return;
+    event.preventDefault();
+    showPicture(event.dataTransfer.files[0]);
+  });
+
   async function predict() {
     timer = null;
     if (inFlight) {
@@ -229,7 +286,7 @@
   function show(answer) {
     const p = answer.probabilities;
     const best = answer.prediction;
-    predictionText.textContent = String(best);
+    predictionText.textContent = classes ? classes[best] : String(best);
     confidenceText.textContent = `${(100 * p[best]).toFixed(1)}% sure`;
     bars.forEach((bar, d) => {
       bar.fill.style.width = `${(100 * p[d]).toFixed(1)}%`;
@@ -295,6 +352,18 @@
       modelText.textContent = `${model.name} \u00b7 ${sizes} \u00b7 ${accuracy}`;
       modelText.title = `${model.activation} hidden layers, ${model.cost} cost`;
       kindText.textContent = `Probabilities: ${model.probability_kind}.`;
+      const digits = Array.from({ length: 10 }, (_, d) => String(d));
+      if (Array.isArray(model.classes) && model.classes.join("\n") !== digits.join("\n")) {
+        classes = model.classes.map(String);
+        bars.forEach((bar, d) => {
+          bar.item.querySelector("span").textContent = classes[d] || String(d);
+        });
+        barList.setAttribute("aria-label", "Probability of each class");
+        document.querySelector("h1").textContent = "Show a picture";
+        document.title = "mnist-nn: show a picture";
+        pictureBox.hidden = false;
+        document.body.dataset.classes = "named";
+      }
     } catch (error) {
       modelText.textContent = "Cannot load the model's description.";
     }

@@ -129,6 +129,10 @@ def test_train_evaluate_and_download_take_the_data_set(tmp_path: Path, capsys: p
 
     assert evaluate_main([str(model), "--dataset", "mnist", *common]) == 2
     assert f"--dataset mnist: {model} was trained on fashion-mnist" in capsys.readouterr().err
+    real_mirror()  # MNIST too, for counting the model on it on purpose
+    assert evaluate_main([str(model), "--dataset", "mnist", "--other-dataset", *common]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Test: ") and "Per digit: 0: " in out  # MNIST's test set, whatever the count
     assert train_main([*common, "--resume", str(model), "--epochs", "2", "--dataset", "mnist"]) == 2
     assert "trains on fashion-mnist; resume it without --dataset" in capsys.readouterr().err
 

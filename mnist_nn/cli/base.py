@@ -238,11 +238,13 @@ def dataset_name(name: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def models_dataset(models: Sequence[SavedModel], given: str | None) -> str:
+def models_dataset(models: Sequence[SavedModel], given: str | None, *, other: bool = False) -> str:
     """The data set the models were trained on (MNIST for files that do not say); ``given`` must be it.
 
+    With ``other``, ``given`` may name another data set on purpose, and is what is returned.
+
     Raises:
-        UsageError: models of different data sets, or ``given`` another one (exit 2).
+        UsageError: models of different data sets, or ``given`` another one without ``other`` (exit 2).
     """
     owns = {}
     for model in models:
@@ -253,8 +255,13 @@ def models_dataset(models: Sequence[SavedModel], given: str | None) -> str:
         raise UsageError(f"the models were trained on different data sets: {', '.join(names)}")
     own = names[0] if names else MNIST.name
     if given is not None and given != own:
+        if other:
+            return given
         path = one_line(str(next(iter(owns))))
-        raise UsageError(f"--dataset {given}: {path} was trained on {own}; its answers on {given} mean nothing")
+        raise UsageError(
+            f"--dataset {given}: {path} was trained on {own}; its answers on {given} mean nothing "
+            "(--other-dataset counts them anyway)"
+        )
     if own not in DATASETS and not is_folder(own):
         raise UsageError(f"{one_line(str(next(iter(owns))))}: trained on an unknown data set {short(own)}")
     return own

@@ -51,6 +51,12 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     )
     add_data_args(parser, deadline=True, dataset=True)
     parser.add_argument(
+        "--other-dataset",
+        action="store_true",
+        help="count the models on --dataset even when they were trained on another one, on purpose (a "
+        "Fashion-MNIST model on MNIST's digits, say); without it that is refused",
+    )
+    parser.add_argument(
         "--ensemble",
         action="store_true",
         help="also count the answers of the models together: each image's digit is the one with the highest "
@@ -107,7 +113,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         dtype="uint8",
         quiet=args.quiet,
         deadline=args.download_deadline,
-        dataset=models_dataset(models, args.dataset),
+        dataset=models_dataset(models, args.dataset, other=args.other_dataset),
     )
     pixels: Split = getattr(data, args.split)
     split = Split(as_floats(pixels.images), pixels.labels)  # only the split evaluated becomes floats (float32)

@@ -156,6 +156,13 @@ class SavedModel:
     path: Path
 
     @property
+    def dataset(self) -> str:
+        """The data set the file says it was trained on: "mnist" when it does not say; a value that is no
+        name comes back as its short repr, which names no data set (the commands refuse it)."""
+        name = self.metadata.get("dataset", "mnist")
+        return name if isinstance(name, str) else short(name)
+
+    @property
     def classes(self) -> tuple[str, ...]:
         """The class names the file records, one per output (at most 40 characters, one line each);
         the output's numbers ("0" to "9") for files that record none or something else."""

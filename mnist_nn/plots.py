@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE, dense_sizes
+from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import ModelFileError, PlotError
 from mnist_nn.files import PathLike, atomic_write
 from mnist_nn.metrics import Mistake, evaluate_network, format_count
@@ -836,7 +837,7 @@ def plot_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = Path(model_path).name
     on = f" on {split}" if split else ""
-    named = saved.classes if saved.classes != tuple(str(k) for k in range(len(saved.classes))) else None
+    named = saved.classes if saved.classes != DIGITS else None
     written = []
     history = saved.metadata.get("history")
     if history:

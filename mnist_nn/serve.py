@@ -387,15 +387,9 @@ def model_info(model: SavedModel) -> dict[str, Any]:
         "test_total": total,
         "test_accuracy": correct / total if correct is not None and total else None,
         "probability_kind": model.network.probability_kind,
-        "dataset": model_dataset(model),
+        "dataset": model.dataset,
         "classes": list(model.classes),
     }
-
-
-def model_dataset(model: SavedModel) -> str:
-    """The data set a model file says it was trained on (MNIST when it does not say)."""
-    dataset = model.metadata.get("dataset", "mnist")
-    return dataset if isinstance(dataset, str) else "mnist"
 
 
 # A header line as RFC 9112 (section 5) allows it: a name of token characters right before the colon, and a
@@ -533,7 +527,7 @@ class DrawingServer(ThreadingHTTPServer):
         if max_decoded_bytes < MAX_DRAWING_BYTES:
             raise ValueError(f"max_decoded_bytes must be at least {MAX_DRAWING_BYTES}, got {max_decoded_bytes}")
         self.model = model
-        self.prepare = preparation(model_dataset(model))
+        self.prepare = preparation(model.dataset)
         self.model_json = json.dumps(model_info(model)).encode("utf-8")
         self.pages = _read_pages()
         self.verbose = verbose

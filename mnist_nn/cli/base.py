@@ -246,10 +246,7 @@ def models_dataset(models: Sequence[SavedModel], given: str | None, *, other: bo
     Raises:
         UsageError: models of different data sets, or ``given`` another one without ``other`` (exit 2).
     """
-    owns = {}
-    for model in models:
-        own = model.metadata.get("dataset", MNIST.name)
-        owns[model.path] = own if isinstance(own, str) else repr(own)
+    owns = {model.path: model.dataset for model in models}
     names = sorted(set(owns.values()))
     if len(names) > 1:
         raise UsageError(f"the models were trained on different data sets: {', '.join(names)}")

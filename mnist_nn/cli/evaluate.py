@@ -70,7 +70,7 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
 def _print_evaluation(split: str, result: Evaluation, classes: Sequence[str]) -> None:
     print(f"{split.capitalize()}: {result.correct} / {result.total} correct ({100.0 * result.accuracy:.2f}%)")
     print()
-    if list(classes) == list(DIGITS):
+    if tuple(classes) == DIGITS:
         print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
         print()
         print("Confusion matrix (rows: true digit, columns: predicted digit):")

@@ -21,6 +21,7 @@ from mnist_nn.cli.base import (
     write_json_output,
 )
 from mnist_nn.config import IMAGE_SIDE
+from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import ImageError, OutputError, UsageError
 from mnist_nn.images import load_digit, render_digit, save_digit_png
 from mnist_nn.text import describe_os_error, one_line
@@ -88,15 +89,13 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             ) from None
     network = model.network
     classes = model.classes
-    dataset = model.metadata.get("dataset", "mnist")
-    dataset = dataset if isinstance(dataset, str) else "mnist"
-    digits = classes == tuple(str(k) for k in range(len(classes)))
+    digits = classes == DIGITS
     results: list[dict[str, Any]] = []
     saved: set[str] = set()
     failed = 0
     for path in args.images:
         try:
-            digit = load_digit(path, dataset)
+            digit = load_digit(path, model.dataset)
         except ImageError as exc:  # report it and go on with the other images
             fail(prog, str(exc), exc.exit_code)
             failed += 1

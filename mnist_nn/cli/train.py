@@ -441,8 +441,8 @@ def _default_model_path(config: TrainConfig, dataset: str) -> Path:
 
 def _resumed_dataset(given: str | None, saved: SavedModel) -> str:
     """The data set a resumed run trains on: its own; a different --dataset is refused."""
-    own = saved.metadata.get("dataset", MNIST.name)
-    if not isinstance(own, str) or (own not in DATASETS and not is_folder(own)):
+    own = saved.dataset
+    if own not in DATASETS and not is_folder(own):
         raise ModelFileError(one_line(f"{saved.path}: cannot resume: metadata 'dataset' is {short(own)}"))
     if given is not None and given != own:
         raise UsageError(f"--dataset {given}: {one_line(str(saved.path))} trains on {own}; resume it without --dataset")
@@ -619,21 +619,20 @@ def _train(
     progress = show_progress(args.quiet)
     # The files' pixels, not floats: fit scales the training images straight into its buffer and
     # the others when they are counted, so no full-size float copy is ever made.
-    dataset = None if is_folder(args.dataset) else get_dataset(args.dataset)
-    folder = dataset.cache_dir(args.data_dir or default_data_dir()) if dataset is not None else None
-    first_time = (
-        folder is not None and dataset is not None and not all((folder / file.name).is_file() for file in dataset.files)
-    )
+    # A named data set's first download says where it went; a folder's files are read where they are.
+    named = None if is_folder(args.dataset) else get_dataset(args.dataset)
+    folder = named.cache_dir(args.data_dir or default_data_dir()) if named is not None else None
+    first_time = named is not None and folder is not None and not all((folder / f.name).is_file() for f in named.files)
     data = load_mnist(
         args.data_dir,
         mirror=args.mirror,
         dtype="uint8",
         quiet=args.quiet,
         deadline=args.download_deadline,
-        dataset=dataset if dataset is not None else args.dataset,
+        dataset=args.dataset,
     )
-    if first_time and dataset is not None and not args.quiet:
-        print(f"{dataset.title} downloaded and verified into {one_line(str(folder))}", file=sys.stderr)
+    if first_time and named is not None and not args.quiet:
+        print(f"{named.title} downloaded and verified into {one_line(str(folder))}", file=sys.stderr)
     run = resumed if resumed is not None else Run.start(config, keep_last=bool(args.save_last))
     if resumed is not None and not args.quiet:
         where = "back to it" if save_path == args.resume else f"to {one_line(str(save_path))}"

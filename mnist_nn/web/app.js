@@ -193,6 +193,25 @@
     return btoa(text);
   }
 
+  // Send a drawing (or a picture) to the server and show its answer, unless the page moved on
+  // (clear, undo to empty, another picture: a newer generation) while it was on its way.
+  async function ask(body, mine) {
+    try {
+      const response = await fetch("api/predict", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+      if (mine === generation) {
+        if (response.ok) show(answer);
+        else fail(answer.error || `HTTP ${response.status}`);
+      }
+    } catch (error) {
+      if (mine === generation) fail("cannot reach the server: is mnist-nn serve still running?");
+    }
+  }
+
   // --- a picture (models of other classes than digits: a garment is shown, not drawn) ---
 
   async function showPicture(file) {
@@ -220,21 +239,7 @@
     clearButton.disabled = false;
     undoButton.disabled = true;
     document.body.dataset.state = "pending";
-    const mine = generation;
-    try {
-      const response = await fetch("api/predict", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ png: pad.toDataURL("image/png") }),
-      });
-      const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-      if (mine === generation) {
-        if (response.ok) show(answer);
-        else fail(answer.error || `HTTP ${response.status}`);
-      }
-    } catch (error) {
-      if (mine === generation) fail("cannot reach the server: is mnist-nn serve still running?");
-    }
+    await ask({ png: pad.toDataURL("image/png") }, generation);
   }
 
   fileInput.addEventListener("change", () => showPicture(fileInput.files[0]));
@@ -257,18 +262,7 @@
     inFlight = true;
     const mine = generation;
     try {
-      const response = await fetch("api/predict", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ raster: raster() }),
-      });
-      const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-      if (mine === generation) {
-        if (response.ok) show(answer);
-        else fail(answer.error || `HTTP ${response.status}`);
-      }
-    } catch (error) {
-      if (mine === generation) fail("cannot reach the server: is mnist-nn serve still running?");
+      await ask({ raster: raster() }, mine);
     } finally {
       inFlight = false;
       if (again) {

@@ -25,7 +25,7 @@ FASHION_ENV = FASHION_MNIST.mirror_env
 
 
 def _fashion_mirror() -> Path:
-    return Path(real_mirror(FASHION_ENV, "../shared/fashion-mnist"))
+    return Path(real_mirror(FASHION_ENV, "../shared/fashion-mnist")).resolve()  # a relative variable works too
 
 
 def test_fashion_mnist_loads_verified_into_its_own_cache_folder(tmp_path: Path) -> None:

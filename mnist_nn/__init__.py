@@ -16,6 +16,7 @@ from mnist_nn._version import __version__
 from mnist_nn.config import PRESETS, TrainConfig
 from mnist_nn.data import load_data, load_data_wrapper, load_mnist, vectorized_result
 from mnist_nn.models import SavedModel, load_model, save_model
+from mnist_nn.nn.batchnorm import BatchNorm
 from mnist_nn.nn.layers import AvgPool2D, Conv2D, Dense, Dropout, MaxPool2D
 from mnist_nn.nn.network import Network
 from mnist_nn.train import EpochRecord, History, Run, fit
@@ -23,6 +24,7 @@ from mnist_nn.train import EpochRecord, History, Run, fit
 __all__ = [
     "PRESETS",
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dense",
     "Dropout",

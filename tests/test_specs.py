@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mnist_nn import Conv2D, Dense, Dropout, MaxPool2D, Network
+from mnist_nn import BatchNorm, Conv2D, Dense, Dropout, MaxPool2D, Network
 from mnist_nn.models import load_model, save_model
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.layers import LAYER_KINDS, AvgPool2D, Layer, LayerStep, Shape, StoredArray
@@ -30,6 +30,7 @@ from tests.test_conv import _batch, _numeric_gradient
         ("dropout0.5", Dropout(0.5), "dropout0.5"),
         ("dropout.25", Dropout(0.25), "dropout0.25"),
         ("dropout0", Dropout(0.0), "dropout0.0"),
+        ("bn", BatchNorm(), "bn"),
     ],
 )
 def test_each_form_parses_and_is_written_back(spec: str, layer: Layer, written: str) -> None:
@@ -40,7 +41,7 @@ def test_each_form_parses_and_is_written_back(spec: str, layer: Layer, written: 
 
 def test_every_kind_of_layer_has_a_spec_form() -> None:
     assert sorted(row.kind for row in SPEC_FORMS) == sorted(LAYER_KINDS)
-    assert FORMS == "dense<N>, conv<F>x<K>, pool<P>, avgpool<P>, dropout<rate>"
+    assert FORMS == "dense<N>, conv<F>x<K>, pool<P>, avgpool<P>, dropout<rate>, bn"
 
 
 @pytest.mark.parametrize("spec", ["fc100", "dense", "dense-3", "conv20", "pool2x2", "Dense30", "dropout1", 30])

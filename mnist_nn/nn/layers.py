@@ -83,6 +83,9 @@ class Layer(ABC):
     activated: ClassVar[bool] = False
     # The names under which a model file stores each of ``params`` whole (see ``stored_arrays``).
     param_names: ClassVar[tuple[str, ...]] = ()
+    # True for a layer that normalizes its input and applies the activation itself (a batch
+    # norm): the activated layer directly below it, unless given an activation, stays linear.
+    normalizes: ClassVar[bool] = False
 
     activation: Activation = IDENTITY  # until the network fixes it; a layer that is not activated keeps it
     params: list[FloatArray]
@@ -120,6 +123,11 @@ class Layer(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description: ``layer_from_description`` rebuilds an equal layer from it."""
+
+    def forward_training(self, x: FloatArray) -> FloatArray:
+        """The output as a training step computes it, without its randomness: ``forward`` but for a batch norm,
+        which normalizes with the batch's own statistics. ``Network.backprop`` uses it."""
+        return self.forward(x)
 
     # --- what a kind with parameters overrides ---
 
@@ -438,9 +446,13 @@ class Dense(_FusedLayer):
         """Buffers for m rows (see ``_DenseStep``)."""
         return _DenseStep(self, m, 0.0, ones_out)
 
-    def plan_dropout(self, m: int, rate: float, *, ones_out: bool) -> LayerStep:
-        """Buffers for m rows, each neuron dropped with probability ``rate`` in every step."""
-        return _DenseStep(self, m, rate, ones_out)
+    def plan_dropout(self, m: int, rate: float, *, ones_out: bool) -> LayerStep | None:
+        """Buffers for m rows, each neuron dropped with probability ``rate`` in every step.
+
+        A hidden layer kept linear for a batch norm above drops nothing: the
+        batch norm applies the activation, and drops after it.
+        """
+        return None if self.activation is IDENTITY else _DenseStep(self, m, rate, ones_out)
 
     def describe(self) -> dict[str, Any]:
         """{"kind": "dense", "size": n, "activation": name}."""
@@ -453,12 +465,12 @@ class Dense(_FusedLayer):
         size, activation = description["size"], description["activation"]
         if not isinstance(size, int) or isinstance(size, bool):
             raise ValueError(f"expected a dense layer's size to be an integer, got {size!r}")
-        if not isinstance(activation, str):
-            raise ValueError(f"expected a dense layer's activation to be a name, got {activation!r}")
+        if activation is not None and not isinstance(activation, str):
+            raise ValueError(f"expected a dense layer's activation to be a name or null, got {activation!r}")
         return cls(size, activation)
 
 
-def _draw_mask(mask: FloatArray, keep: float, rng: np.random.Generator) -> None:
+def draw_mask(mask: FloatArray, keep: float, rng: np.random.Generator) -> None:
     """An inverted-dropout mask in place: 1/keep with probability keep, else 0."""
     rng.random(dtype=mask.dtype, out=mask)
     np.less(mask, keep, out=mask)
@@ -504,7 +516,7 @@ class _DenseStep(LayerStep):
         _matmul(x, self.param, out=self.z)
         if self.dropout:
             self.activation.forward(self.z, out=self.pre)
-            _draw_mask(self.mask, self.keep, rng)
+            draw_mask(self.mask, self.keep, rng)
             np.multiply(self.pre, self.mask, out=self.a)
         else:
             self.activation.forward(self.z, out=self.a)
@@ -669,12 +681,12 @@ class Conv2D(_FusedLayer):
         """The inverse of ``describe``; ValueError for anything else."""
         _check_keys(description, {"kind", "filters", "kernel", "activation"})
         activation = description["activation"]
-        if not isinstance(activation, str):
-            raise ValueError(f"expected a conv2d layer's activation to be a name, got {activation!r}")
+        if activation is not None and not isinstance(activation, str):
+            raise ValueError(f"expected a conv2d layer's activation to be a name or null, got {activation!r}")
         return cls(description["filters"], description["kernel"], activation)
 
 
-def _rows(out: FloatArray, n: int) -> FloatArray:
+def output_rows(out: FloatArray, n: int) -> FloatArray:
     """The first n columns of an output buffer (all of it when it has no ones column)."""
     return out if out.shape[1] == n else out[:, :n]
 
@@ -707,7 +719,7 @@ class _ConvStep(LayerStep):
         self.z = np.empty((m * ho * wo, f), dtype)
         self.z4 = self.z.reshape(m, ho, wo, f)
         self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)
-        self.output = _rows(self.out, n_out)
+        self.output = output_rows(self.out, n_out)
         self.a4 = self.output.reshape(m, ho, wo, f)
         self.out_t = self.out.T
         self.delta = np.empty((m, n_out), dtype)
@@ -872,7 +884,7 @@ class _PoolStep(LayerStep):
         self.block_shape = (m, ho, p, wo, p, c)
         self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)
         self.out_t = self.out.T
-        self.output = _rows(self.out, n_out)
+        self.output = output_rows(self.out, n_out)
         self.out6 = self.output.reshape(m, ho, 1, wo, 1, c)
         self.delta = np.empty((m, n_out), dtype)
         self.delta6 = self.delta.reshape(m, ho, 1, wo, 1, c)
@@ -1004,14 +1016,14 @@ class _DropoutStep(LayerStep):
         self.mask = np.empty((m, n), dtype)
         self.out = np.ones((m, n + 1), dtype) if ones_out else np.empty((m, n), dtype)
         self.out_t = self.out.T
-        self.output = _rows(self.out, n)
+        self.output = output_rows(self.out, n)
         self.delta = np.empty((m, n), dtype)
         self.grads = []
 
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
         """A fresh mask from rng, then output = x * mask."""
-        _draw_mask(self.mask, self.keep, rng)
-        np.multiply(_rows(x, self.mask.shape[1]), self.mask, out=self.output)
+        draw_mask(self.mask, self.keep, rng)
+        np.multiply(output_rows(x, self.mask.shape[1]), self.mask, out=self.output)
 
     def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
         """The delta below is the delta through the same mask."""
@@ -1022,6 +1034,11 @@ class _DropoutStep(LayerStep):
 # --- descriptions ----------------------------------------------------------------------
 
 LAYER_KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (Dense, Conv2D, MaxPool2D, AvgPool2D, Dropout)}
+
+
+def register_layer_kind(kind: type[Layer]) -> None:
+    """Make a kind of layer defined in a module of its own (``mnist_nn.nn.batchnorm``) readable from descriptions."""
+    LAYER_KINDS[kind.kind] = kind
 
 
 def _check_keys(description: Mapping[str, Any], expected: set[str]) -> None:

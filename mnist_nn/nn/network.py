@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
-from mnist_nn.nn.activations import ACTIVATIONS, Activation, FloatArray
+from mnist_nn.nn.activations import ACTIVATIONS, IDENTITY, Activation, FloatArray
 from mnist_nn.nn.costs import COSTS, Cost
 from mnist_nn.nn.layers import INITS, Dense, Layer, Shape, layer_from_description
 
@@ -117,7 +117,9 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
 
     A layer without an activation of its own gets ``activation`` when
     hidden and the cost's output activation when last; a last layer whose
-    activation differs from the cost's is refused. Then each layer meets the
+    activation differs from the cost's is refused. A layer below a batch
+    norm (``Layer.normalizes``) stays linear unless it names an activation:
+    the batch norm applies it. Then each layer meets the
     one above it (``Layer.connect``). Nothing is allocated, so a model
     file's description can be checked before its arrays are read.
     """
@@ -132,11 +134,13 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
         shapes.append(shape)
         name = getattr(layer, "activation_name", None)
         last = i == len(layers) - 1
-        if not layer.activated:
+        if not layer.activated or (last and layer.normalizes):
             if last:
                 raise ValueError(f"the last layer gives the outputs, so it needs an activation: not {layer!r}")
             continue
-        if last:
+        if not last and getattr(layers[i + 1], "normalizes", False) and name is None:
+            layer.activation = IDENTITY  # the batch norm above applies it
+        elif last:
             if name is not None and name != cost.output.name:
                 raise ValueError(
                     f"the {cost.name} cost needs {cost.output.name} outputs, "
@@ -539,13 +543,24 @@ class Network:
         Returns:
             ``(grad_w, grad_b)``: lists shaped like ``weights`` and ``biases``.
         """
+        grads = self._split(self.gradients(x, y, l2, n))
+        found = [layer.weights_and_biases(g) for layer, g in zip(self.layers, grads, strict=True)]
+        pairs = [wb for wb in found if wb is not None]
+        return [w for w, _ in pairs], [b for _, b in pairs]
+
+    def gradients(self, x: npt.ArrayLike, y: npt.ArrayLike, l2: float = 0.0, n: int = 1) -> list[FloatArray]:
+        """``backprop``'s gradients laid out like ``params``: every layer's, a batch norm's too.
+
+        Each layer computes as a training step does (``Layer.forward_training``:
+        a batch norm with the batch's statistics), without dropout.
+        """
         a = self.check_images(x, "x")
         targets = np.asarray(y, dtype=self.dtype)
         if targets.shape != (a.shape[0], self.sizes[-1]):
             raise ValueError(f"expected y of shape ({a.shape[0]}, {self.sizes[-1]}), got {targets.shape}")
         activations = [a]
         for layer in self.layers:
-            activations.append(layer.forward(activations[-1]))
+            activations.append(layer.forward_training(activations[-1]))
         delta = np.empty_like(activations[-1])
         self.cost.output_delta(activations[-1], targets, delta, np.empty_like(delta))  # BP1
         grads: list[list[FloatArray]] = [[] for _ in self.layers]
@@ -557,9 +572,7 @@ class Network:
             if l2:
                 for g, w in zip(layer.decayed(grads[i]), layer.decayed(layer.params), strict=True):
                     g += (a.shape[0] * l2 / n) * w
-        found = [layer.weights_and_biases(g) for layer, g in zip(self.layers, grads, strict=True)]
-        pairs = [wb for wb in found if wb is not None]
-        return [w for w, _ in pairs], [b for _, b in pairs]
+        return [g for layer_grads in grads for g in layer_grads]
 
 
 def _layer_text(layer: Layer) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mnist_nn.nn.batchnorm import BatchNorm
 from mnist_nn.nn.layers import AvgPool2D, Conv2D, Dense, Dropout, Layer, MaxPool2D
 
 
@@ -54,9 +55,10 @@ SPEC_FORMS = (
         lambda m: Dropout(float(m[1])),
         lambda d: f"dropout{d['rate']}",
     ),
+    SpecForm("bn", "batchnorm", r"bn", lambda m: BatchNorm(), lambda d: "bn"),
 )
 
-# The forms, for messages and help: "dense<N>, conv<F>x<K>, pool<P>, avgpool<P>, dropout<rate>".
+# The forms, for messages and help: "dense<N>, conv<F>x<K>, pool<P>, avgpool<P>, dropout<rate>, bn".
 FORMS = ", ".join(row.form for row in SPEC_FORMS)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,11 @@ def _random_images(m: int, dtype: type = np.float32, seed: int = 0) -> np.ndarra
 def _blob(cx: float, cy: float, sigma: float = 1.5) -> np.ndarray:
     """A (784,) Gaussian spot centred at column cx, row cy."""
     return np.exp(-((STEPS[None, :] - cx) ** 2 + (STEPS[:, None] - cy) ** 2) / (2 * sigma**2)).reshape(784)
+
+
+def _mirrored(images: np.ndarray) -> np.ndarray:
+    """Each (784,) row mirrored left-right as a 28x28 image: column x -> 27 - x."""
+    return images.reshape(-1, 28, 28)[:, :, ::-1].reshape(-1, 784)
 
 
 def _center_of_mass(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,6 +194,68 @@ def test_elastic_displacements_average_zero_with_the_predicted_size() -> None:
     assert 0.7 * expected < rms < 1.1 * expected, (rms, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flip_one_mirrors_every_image_exactly(dtype: type) -> None:
+    images = _random_images(300, dtype)
+    config = dataclasses.replace(NONE, flip=1)
+    assert not config.is_identity
+    result = augment_images(images, np.random.default_rng(13), config, chunk=128)
+    assert result.dtype == dtype
+    np.testing.assert_array_equal(result, _mirrored(images))  # integer source points: no interpolation error
+
+
+def test_flip_of_a_half_mirrors_about_half_the_images_as_the_documented_draws_say() -> None:
+    images = _random_images(2000, np.float64)
+    config = dataclasses.replace(NONE, flip=0.5)
+    rng = np.random.default_rng(14)
+    result = augment_images(images, rng, config, chunk=700)
+    same = np.all(result == images, axis=1)
+    mirrored = np.all(result == _mirrored(images), axis=1)
+    assert np.all(same ^ mirrored)  # each output is its input or its mirror image, never both (no symmetric images)
+    assert 0.45 < mirrored.mean() < 0.55, mirrored.mean()
+    # per chunk: the (c, 6) affine draws, then one U(0, 1) per image, mirrored when below flip
+    replay = np.random.default_rng(14)
+    expected = []
+    for c in (700, 700, 600):
+        replay.uniform(-1, 1, size=(c, 6))
+        expected.append(replay.random(c) < 0.5)
+    np.testing.assert_array_equal(mirrored, np.concatenate(expected))
+    assert rng.bit_generator.state == replay.bit_generator.state
+
+
+def test_flip_composes_with_the_affine_map_mirroring_first_about_the_center() -> None:
+    images = _random_images(100, np.float64)
+    shift = AugmentConfig(shift=2, rotate=0, scale=0)
+    # in one chunk the affine draws come first, so both calls shift each image by the same amount
+    flipped = augment_images(images, np.random.default_rng(15), dataclasses.replace(shift, flip=1), chunk=100)
+    expected = augment_images(_mirrored(images), np.random.default_rng(15), shift, chunk=100)
+    np.testing.assert_allclose(flipped, expected, atol=1e-12)
+    assert not np.allclose(flipped, _mirrored(images))  # the shift did move them
+
+
+@pytest.mark.parametrize(
+    "config",
+    [AugmentConfig(shift=2, rotate=0, scale=0), AugmentConfig(shear=10, elastic_alpha=8)],
+    ids=["shift", "affine+elastic"],
+)
+def test_flip_zero_draws_nothing_more_so_existing_configs_give_the_same_images(config: AugmentConfig) -> None:
+    images = _random_images(300)
+    explicit = AugmentConfig.from_dict({**config.to_dict(), "flip": 0})
+    assert config.flip == 0.0 and explicit == config
+    rng_default, rng_explicit = np.random.default_rng(16), np.random.default_rng(16)
+    a = augment_images(images, rng_default, config, chunk=128)
+    b = augment_images(images, rng_explicit, explicit, chunk=128)
+    np.testing.assert_array_equal(a, b)
+    # the generator stream is the one without mirroring: per chunk the (c, 6) affine draws, then the
+    # elastic noise fields, and no flip decisions (test_a_pure_shift_moves_... pins the pixels to the draws)
+    replay = np.random.default_rng(16)
+    for c in (128, 128, 44):
+        replay.uniform(-1, 1, size=(c, 6))
+        if config.elastic_alpha:
+            replay.random((2 * c, 28, 28), dtype=np.float32)
+    assert rng_default.bit_generator.state == rng_explicit.bit_generator.state == replay.bit_generator.state
+
+
 # --- labels are kept -----------------------------------------------------------------------
 
 
@@ -226,12 +295,14 @@ def test_augmented_digits_are_still_recognized_by_nearest_class_means(mnist: Mni
 
 
 def test_config_round_trips_through_a_dict_and_defaults_fill_missing_keys() -> None:
-    config = AugmentConfig(shift=1, rotate=5, scale=0.2, shear=3, elastic_alpha=34, elastic_sigma=4)
+    config = AugmentConfig(shift=1, rotate=5, scale=0.2, shear=3, elastic_alpha=34, elastic_sigma=4, flip=0.5)
     d = config.to_dict()
-    assert d == {"shift": 1.0, "rotate": 5.0, "scale": 0.2, "shear": 3.0, "elastic_alpha": 34.0, "elastic_sigma": 4.0}
+    expected = {"shift": 1.0, "rotate": 5.0, "scale": 0.2, "shear": 3.0, "elastic_alpha": 34.0, "elastic_sigma": 4.0}
+    assert d == {**expected, "flip": 0.5}
     assert all(type(v) is float for v in d.values())
     assert AugmentConfig.from_dict(d) == config
     assert AugmentConfig.from_dict({"shift": 3}) == AugmentConfig(shift=3.0)
+    assert AugmentConfig.from_dict(expected).flip == 0.0  # a dict written without flip: no mirroring
 
 
 @pytest.mark.parametrize(
@@ -248,6 +319,10 @@ def test_config_round_trips_through_a_dict_and_defaults_fill_missing_keys() -> N
         ({"elastic_sigma": 30}, r"expected elastic_sigma in \(0, 28\] pixels, got 30.0"),
         ({"shift": "2"}, "expected a number for shift, got '2' \\(str\\)"),
         ({"scale": True}, r"expected a number for scale, got True \(bool\)"),
+        ({"flip": -0.1}, r"expected a finite flip in \[0, 1\] \(a probability\), got -0.1"),
+        ({"flip": 1.5}, r"expected flip in \[0, 1\] \(a probability\), got 1.5"),
+        ({"flip": float("nan")}, r"expected a finite flip in \[0, 1\] \(a probability\), got nan"),
+        ({"flip": True}, r"expected a number for flip, got True \(bool\)"),
     ],
 )
 def test_config_validation_names_the_field_expected_and_actual(kwargs: dict[str, object], message: str) -> None:
@@ -277,6 +352,9 @@ def test_from_dict_rejects_unknown_keys_and_bad_values() -> None:
         ("elastic=8", AugmentConfig(elastic_alpha=8)),
         ("Rotate = 5 , shear=10, elastic_sigma=6", AugmentConfig(rotate=5, shear=10, elastic_sigma=6)),
         ("elastic=34:4,none,shift=1", AugmentConfig(shift=1, rotate=0, scale=0)),
+        ("none,flip=0.5", dataclasses.replace(NONE, flip=0.5)),
+        ("flip=1", AugmentConfig(flip=1)),
+        ("flip=0.5,none", NONE),
     ],
 )
 def test_parse_augment_accepts_specs(spec: str, expected: AugmentConfig) -> None:
@@ -289,13 +367,18 @@ def test_parse_augment_accepts_specs(spec: str, expected: AugmentConfig) -> None
         ("", "it is empty"),
         ("shift", "unknown item 'shift'; expected KEY=VALUE, 'default', 'on', 'none' or 'off'"),
         ("shift=abc", "shift expects a number, got 'abc'"),
-        ("zoom=2", "unknown key 'zoom'; expected one of shift, rotate, scale, shear, elastic_alpha, elastic_sigma"),
+        (
+            "zoom=2",
+            "unknown key 'zoom'; expected one of shift, rotate, scale, shear, elastic_alpha, elastic_sigma, flip",
+        ),
         ("shift=1,shift=2", "shift is set twice"),
         ("elastic=34:4,elastic_sigma=3", "elastic_sigma is set twice"),
         ("shift=1,,rotate=2", "empty item between commas"),
         ("elastic=1:2:3", "elastic expects a number, got '2:3'"),
         ("shift=20", "expected shift <= 14 pixels, got 20.0"),
         ("rotate=nan", "expected a finite rotate >= 0, got nan"),
+        ("none,flip=2", "expected flip in [0, 1] (a probability), got 2.0"),
+        ("flip=1,flip=0", "flip is set twice"),
     ],
 )
 def test_parse_augment_rejects_bad_specs_with_one_line(spec: str, message: str) -> None:
@@ -303,6 +386,23 @@ def test_parse_augment_rejects_bad_specs_with_one_line(spec: str, message: str) 
         parse_augment(spec)
     text = str(error.value)
     assert text.startswith(f"bad augmentation spec {spec!r}: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "normalized"),
+    [
+        ("none,flip=0.5", "none,flip=0.5"),
+        ("default,flip=0.25", "none,shift=2,rotate=10,scale=0.1,flip=0.25"),
+        ("none,shift=2", "none,shift=2"),  # flip = 0 is left out, so specs without it read as before
+        ("elastic=34:4,flip=1", "none,shift=2,rotate=10,scale=0.1,elastic_alpha=34,elastic_sigma=4,flip=1"),
+    ],
+)
+def test_flip_spec_round_trips(spec: str, normalized: str) -> None:
+    config = parse_augment(spec)
+    assert config.to_spec() == normalized
+    assert parse_augment(config.to_spec()) == config
+    assert AugmentConfig.from_dict(config.to_dict()) == config
+    assert not config.is_identity
 
 
 def _line_image(slope: float) -> np.ndarray:

@@ -122,7 +122,9 @@ def _add_network_flags(group: argparse._ArgumentGroup) -> None:
         metavar="SPEC",
         help="the layers, input side first, each conv<F>x<K> (F feature maps of KxK kernels, stride 1, no "
         "padding), pool<P> (PxP max-pooling), avgpool<P> (PxP average pooling), dropout<rate> (drops each "
-        "value entering it with probability rate in training) or dense<N> (N neurons), ending with dense10, e.g. "
+        "value entering it with probability rate in training), bn (batch normalization: the layer below stays "
+        "linear, bn normalizes each of its features over the mini-batch and applies the activation) or "
+        "dense<N> (N neurons), ending with dense10, e.g. "
         "--layers conv20x5 pool2 conv40x5 pool2 dense100 dense10 (Nielsen's chapter 6). With convolutions "
         "and no --preset, the flags not given default to --activation relu --cost log-likelihood --eta 0.03 "
         "--init he, as in the book's chapter 6 (the chapter-1 defaults leave a convolutional network at chance)",
@@ -214,7 +216,8 @@ def _add_data_flags(group: argparse._ArgumentGroup) -> None:
         "--augment",
         metavar="SPEC",
         help="distort the training images every epoch: 'default', or keys such as "
-        "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README); 'none' turns it off",
+        "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README), and for clothes 'flip=0.5' to mirror about "
+        "half the images left-right; 'none' turns it off",
     )
     group.add_argument(
         "--expand",

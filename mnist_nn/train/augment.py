@@ -1,4 +1,4 @@
-"""Data augmentation: random affine and elastic distortions of MNIST digits, in NumPy.
+"""Data augmentation: random affine and elastic distortions and mirroring of 28x28 images, in NumPy.
 
 This module owns ``AugmentConfig`` (how strong the distortions are),
 ``parse_augment`` (the command-line spec that builds one) and
@@ -25,6 +25,12 @@ sigma, reflected at the edges) and multiplied by ``elastic_alpha``. The
 paper's setting is alpha = 34, sigma = 4; because smoothing averages the noise
 away, the resulting displacement is much smaller than alpha (about 1.4 pixels
 RMS for that setting, see ``elastic_rms``).
+
+With probability ``flip`` an image is first mirrored left-right, x -> 27 - x:
+F = diag(-1, 1) about c, so its forward transform is A F, which is A with s_x
+negated, and the sampler inverts it in the same pass at no extra cost.
+Mirroring suits Fashion-MNIST clothes, whose mirror images are the same class;
+not digits (a mirrored 7 is no digit).
 
 Speed comes from doing everything for a chunk of images at once: each source
 coordinate of the chunk is one broadcast sum of a per-column and a per-row
@@ -59,14 +65,16 @@ MAX_ROTATE = 180.0  # degrees
 MAX_SHEAR = 80.0  # degrees; tan(phi) grows without bound near 90
 MAX_ELASTIC_SIGMA = float(IMAGE_SIDE)  # beyond the image side the field is just a uniform shift
 _TRUNCATE = 4.0  # the Gaussian kernel reaches 4 sigma each way, as scipy.ndimage.gaussian_filter
+_FLIP_RANGE = "in [0, 1] (a probability)"
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """How strongly ``augment_images`` distorts each image; all zeros is the identity.
 
-    Every value is the half-width of a uniform distribution (or the elastic
-    strength) and must be finite and >= 0.
+    Every value but ``flip`` is the half-width of a uniform distribution (or
+    the elastic strength) and must be finite and >= 0; ``flip`` is a
+    probability in [0, 1].
     """
 
     shift: float = 2.0  # max translation in pixels, x and y independently, at most 14
@@ -75,6 +83,7 @@ class AugmentConfig:
     shear: float = 0.0  # max shear angle in degrees (0 = off), at most 80
     elastic_alpha: float = 0.0  # elastic strength in pixels (0 = off); Simard et al. used 34
     elastic_sigma: float = 4.0  # Gaussian sigma in pixels smoothing the elastic field, in (0, 28]
+    flip: float = 0.0  # probability of mirroring an image left-right (0 = off); for clothes, not digits
 
     def __post_init__(self) -> None:
         """Check every value and store it as a float; ValueError names the field, the range and the value."""
@@ -84,7 +93,8 @@ class AugmentConfig:
                 raise ValueError(f"expected a number for {f.name}, got {value!r} ({type(value).__name__})")
             value = float(value)
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"expected a finite {f.name} >= 0, got {value}")
+                expected = _FLIP_RANGE if f.name == "flip" else ">= 0"
+                raise ValueError(f"expected a finite {f.name} {expected}, got {value}")
             object.__setattr__(self, f.name, value)
         limits = (
             ("shift", self.shift <= MAX_SHIFT, f"<= {MAX_SHIFT:g} pixels"),
@@ -92,6 +102,7 @@ class AugmentConfig:
             ("scale", self.scale < 1, "< 1 (scale factors must stay positive)"),
             ("shear", self.shear <= MAX_SHEAR, f"<= {MAX_SHEAR:g} degrees"),
             ("elastic_sigma", 0 < self.elastic_sigma <= MAX_ELASTIC_SIGMA, f"in (0, {MAX_ELASTIC_SIGMA:g}] pixels"),
+            ("flip", self.flip <= 1, _FLIP_RANGE),
         )
         for name, ok, expected in limits:
             if not ok:
@@ -100,7 +111,7 @@ class AugmentConfig:
     @property
     def is_identity(self) -> bool:
         """True when no distortion is enabled, so ``augment_images`` copies its input exactly."""
-        return self.shift == self.rotate == self.scale == self.shear == self.elastic_alpha == 0
+        return self.shift == self.rotate == self.scale == self.shear == self.elastic_alpha == self.flip == 0
 
     def to_spec(self) -> str:
         """The spec ``parse_augment`` turns back into this config, e.g. 'none,shift=2,rotate=10'."""
@@ -159,11 +170,18 @@ def _gaussian_matrix(sigma: float, n: int = IMAGE_SIDE) -> npt.NDArray[np.float6
     return g
 
 
-def _inverse_affine(params: npt.NDArray[np.float64], config: AugmentConfig) -> npt.NDArray[np.float64]:
-    """(c, 2, 3) matrices mapping output (x, y, 1) to padded source coordinates, from (c, 6) U(-1, 1) draws."""
+def _inverse_affine(
+    params: npt.NDArray[np.float64], config: AugmentConfig, flipped: npt.NDArray[np.bool_] | None = None
+) -> npt.NDArray[np.float64]:
+    """(c, 2, 3) matrices mapping output (x, y, 1) to padded source coordinates, from (c, 6) U(-1, 1) draws.
+
+    ``flipped`` (c,) marks the images to mirror left-right (None: none).
+    """
     theta = np.deg2rad(config.rotate) * params[:, 0]
     tan_phi = np.tan(np.deg2rad(config.shear) * params[:, 1])
     scale = 1 + config.scale * params[:, 2:4]  # (c, 2): s_x, s_y
+    if flipped is not None:
+        scale[:, 0] = np.where(flipped, -scale[:, 0], scale[:, 0])  # A F = A with s_x negated
     shift = config.shift * params[:, 4:6]  # (c, 2): t_x, t_y
     cos, sin = np.cos(theta), np.sin(theta)
     # A^-1 = diag(1/s_x, 1/s_y) Sh(-phi) R(-theta), R(-theta) = [[cos, sin], [-sin, cos]]
@@ -210,18 +228,20 @@ def augment_images(
     out: FloatArray | None = None,
     chunk: int = 512,
 ) -> FloatArray:
-    """Apply a random affine (and optional elastic) distortion to each row of ``images``.
+    """Apply a random affine (and optional elastic) distortion and optional mirroring to each row of ``images``.
 
     Each image gets its own transform (see the module docstring). For each
     chunk of c images the draws are ``rng.uniform(-1, 1, (c, 6))``, whose
     columns scale rotate, shear, scale x, scale y, shift x and shift y of each
-    image, then, with elastic distortion on, ``rng.random`` for the two
-    (28, 28) noise fields of each image. So the result is a deterministic
-    function of the generator's state, ``config`` and (only when elastic is
-    on) ``chunk``. Bilinear interpolation with a zero background; the result
-    is clipped to [0, 1]. Math is done in the images' dtype. An identity
-    config (``config.is_identity``) copies the images exactly and draws
-    nothing from ``rng``.
+    image, then, only when ``config.flip`` > 0, ``rng.random(c)`` (image i is
+    mirrored when its draw is < flip), then, with elastic distortion on,
+    ``rng.random`` for the two (28, 28) noise fields of each image. So the
+    result is a deterministic function of the generator's state, ``config``
+    and (only when elastic or flip is on) ``chunk``, and flip = 0 draws the
+    same numbers as a config without mirroring. Bilinear interpolation with a
+    zero background; the result is clipped to [0, 1]. Math is done in the
+    images' dtype. An identity config (``config.is_identity``) copies the
+    images exactly and draws nothing from ``rng``.
 
     Args:
         images: (m, 784) float32 or float64 in [0, 1]; only read, unless it is ``out``.
@@ -251,6 +271,7 @@ def augment_images(
     m = images.shape[0]
     warper = Warper(int(min(chunk, max(m, 1))), images.dtype)
     elastic = config.elastic_alpha > 0
+    flip = config.flip > 0
     if elastic:
         g = _gaussian_matrix(config.elastic_sigma)
         smooth_y = (2 * config.elastic_alpha * g).astype(images.dtype)
@@ -259,7 +280,9 @@ def augment_images(
         scratch = (np.empty(n, dtype=images.dtype), np.empty(n, dtype=images.dtype))
     for start in range(0, m, warper.chunk):
         c = min(warper.chunk, m - start)
-        q = warper.coordinates(_inverse_affine(rng.uniform(-1.0, 1.0, size=(c, 6)), config))
+        params = rng.uniform(-1.0, 1.0, size=(c, 6))
+        flipped = rng.random(c) < config.flip if flip else None  # no draw at all when off: the stream is unchanged
+        q = warper.coordinates(_inverse_affine(params, config, flipped))
         if elastic:
             _add_elastic(q, rng, smooth_y, smooth_x_t, scratch)
         warper.sample(images[start : start + c], q, out[start : start + c])
@@ -267,7 +290,7 @@ def augment_images(
 
 
 _SPEC_KEYS = tuple(f.name for f in fields(AugmentConfig))
-_SPEC_RESETS = {"default": AugmentConfig(), "on": AugmentConfig(), "none": AugmentConfig(0, 0, 0, 0, 0)}
+_SPEC_RESETS = {"default": AugmentConfig(), "on": AugmentConfig(), "none": AugmentConfig(0, 0, 0, 0, 0, flip=0)}
 _SPEC_RESETS["off"] = _SPEC_RESETS["none"]
 
 
@@ -275,18 +298,19 @@ def parse_augment(spec: str) -> AugmentConfig:
     """Build an ``AugmentConfig`` from a command-line spec.
 
     A spec is a comma-separated list of items read left to right, starting
-    from the defaults (shift=2, rotate=10, scale=0.1, shear=0, elastic off):
+    from the defaults (shift=2, rotate=10, scale=0.1, shear=0, elastic off, flip=0):
 
     - ``default`` or ``on``: reset every value to its default;
     - ``none`` or ``off``: reset every value to 0 (no augmentation);
     - ``KEY=VALUE`` with KEY one of shift, rotate, scale, shear,
-      elastic_alpha, elastic_sigma: set that value;
+      elastic_alpha, elastic_sigma, flip: set that value;
     - ``elastic=ALPHA`` or ``elastic=ALPHA:SIGMA``: set elastic_alpha (and elastic_sigma).
 
     So unspecified keys keep their defaults: ``"shift=3"`` is the default
     augmentation with a 3-pixel shift, ``"none,shift=2"`` is a pure shift and
     ``"elastic=34:4"`` adds Simard's elastic distortion to the default affine
-    one. A key may be set only once.
+    one; ``"none,flip=0.5"`` mirrors about half the images (for Fashion-MNIST
+    clothes) and does nothing else. A key may be set only once.
 
     Args:
         spec: the text, e.g. ``"shift=2,rotate=10,scale=0.1,elastic=34:4"``.

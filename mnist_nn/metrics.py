@@ -63,7 +63,7 @@ class Evaluation:
 
     correct: int
     total: int
-    per_digit: list[float]  # accuracy on each true digit 0-9
+    per_digit: list[float]  # accuracy on each true class: the digits 0-9 for MNIST
     confusion: list[list[int]]  # rows: true label, columns: predicted label
     mistakes: list[Mistake]  # the most confident mistakes first
     seconds: float  # time of the forward pass over the split
@@ -80,7 +80,7 @@ class Evaluation:
 
 
 def evaluate_network(network: Network, images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10) -> Evaluation:
-    """Count, per-digit accuracy, confusion matrix and the ``top`` most confident mistakes."""
+    """Count, per-class accuracy, confusion matrix (one row per output) and the ``top`` most confident mistakes."""
     return evaluate_ensemble([network], images, labels, top)
 
 

@@ -41,8 +41,10 @@ The metadata object always has the keys of ``model_metadata_base``:
     created           UTC time of writing, ISO 8601, e.g. "2024-05-01T12:00:00+00:00"
 
 plus whatever the caller passes (training config, history, epoch,
-validation_correct, test_correct, MNIST digests, ...), stored as given. A file
-with a resume state also has
+validation_correct, test_correct, MNIST digests, ...), stored as given. Of
+those, ``classes`` (the name of each class, a list) is read back: a network
+loaded as an MNIST-format classifier has one output per name (10 without it).
+A file with a resume state also has
 
     resume            {"rng_state": numpy's ``Generator.bit_generator.state``, with every
                                     integer of magnitude 2**53 or more (PCG64's 128-bit
@@ -389,7 +391,8 @@ def load_model(path: PathLike, *, require_mnist: bool = True) -> SavedModel:
 
     Args:
         path: the ``.npz`` model file.
-        require_mnist: refuse networks without 784 inputs and 10 outputs.
+        require_mnist: refuse networks without 784 inputs and one output per class: as many as the
+            metadata's ``classes`` names, 10 (MNIST's digits) in a file that names none.
 
     Returns:
         The network (built from the metadata, holding the served weights), the
@@ -450,10 +453,8 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
     metadata = _parse_metadata(raw.tobytes())
     plan = _plan(metadata)
     sizes = plan.sizes
-    if require_mnist and (sizes[0] != IMAGE_PIXELS or sizes[-1] != NUM_CLASSES):
-        raise BadModelFileError(
-            f"expected a network with {IMAGE_PIXELS} inputs and {NUM_CLASSES} outputs for MNIST, got sizes {sizes}"
-        )
+    if require_mnist:
+        _check_inputs_and_outputs(metadata, sizes)
     resume_section = _check_resume_section(metadata["resume"]) if "resume" in metadata else None
     dtype = plan.dtype
 
@@ -514,6 +515,22 @@ def _read_archive(path: Path, archive: zipfile.ZipFile, size: int, require_mnist
         )
     network.set_params(served)
     return SavedModel(network=network, metadata=metadata, resume=resume, path=path)
+
+
+def _check_inputs_and_outputs(metadata: Mapping[str, Any], sizes: Sequence[int]) -> None:
+    """784 inputs and one output per class: as many as the metadata's ``classes`` list, else MNIST's 10."""
+    names = metadata.get("classes")
+    classes = len(names) if isinstance(names, list) else NUM_CLASSES
+    if sizes[0] == IMAGE_PIXELS and sizes[-1] == classes:
+        return
+    if classes == NUM_CLASSES:
+        raise BadModelFileError(
+            f"expected a network with {IMAGE_PIXELS} inputs and {NUM_CLASSES} outputs for MNIST, got sizes {sizes}"
+        )
+    raise BadModelFileError(
+        f"expected a network with {IMAGE_PIXELS} inputs and {classes} outputs, one per class its metadata "
+        f"names, got sizes {sizes}"
+    )
 
 
 def _read_array(

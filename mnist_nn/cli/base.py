@@ -30,7 +30,7 @@ from mnist_nn.config import default_models_dir, describe_data_dir
 from mnist_nn.data.datasets import DATASETS, MNIST
 from mnist_nn.data.datasets import dataset as get_dataset
 from mnist_nn.data.download import DEADLINE_ENV, DEFAULT_DEADLINE
-from mnist_nn.data.folder import is_folder
+from mnist_nn.data.folder import folder_classes, is_folder
 from mnist_nn.errors import ConfigError, MnistNNError, ModelFileError, OutputError, TerminatedError, UsageError
 from mnist_nn.files import check_writable, json_text, write_output
 from mnist_nn.models import SavedModel, load_model
@@ -48,7 +48,9 @@ __all__ = [
     "UsageError",
     "add_data_args",
     "check_output",
+    "check_outputs",
     "command",
+    "dataset_classes",
     "fail",
     "flag_message",
     "json_to_stdout",
@@ -264,6 +266,27 @@ def models_dataset(models: Sequence[SavedModel], given: str | None, *, other: bo
     return own
 
 
+def dataset_classes(name: str) -> tuple[str, ...]:
+    """The class names of the data set ``name`` (a known name, or idx:DIR: read from the folder, images left).
+
+    Raises:
+        ValueError: an unknown name.
+        DataFormatError: a folder that is missing, or whose classes.txt or labels are malformed.
+    """
+    return folder_classes(name) if is_folder(name) else get_dataset(name).classes
+
+
+def check_outputs(models: Sequence[SavedModel], dataset: str, classes: Sequence[str]) -> None:
+    """Refuse (UsageError) a model without one output per class of the data set it is to be counted on."""
+    for model in models:
+        outputs = model.network.sizes[-1]
+        if outputs != len(classes):
+            raise UsageError(
+                f"{one_line(str(model.path))} has {outputs} outputs, but {one_line(dataset)} has {len(classes)} "
+                "classes: its answers cannot be counted there"
+            )
+
+
 def add_dataset_arg(parser: argparse.ArgumentParser) -> None:
     """Add ``--dataset NAME`` (default None: MNIST, or the data set of a preset, a model or a resumed run)."""
     parser.add_argument(
@@ -274,7 +297,8 @@ def add_dataset_arg(parser: argparse.ArgumentParser) -> None:
         "was trained on), each with its own mirror variable "
         f"({', '.join(f'${d.mirror_env}' for d in DATASETS.values())}) and its own folder in the cache; "
         "or idx:DIR, MNIST's four files (plain or .gz) in the folder DIR, with DIR/classes.txt naming the "
-        "classes, checked for structure only",
+        "classes (2 to 256, one per line; without it the labels are the classes' numbers), checked for "
+        "structure only",
     )
 
 

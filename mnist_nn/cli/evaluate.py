@@ -20,6 +20,7 @@ from mnist_nn.cli.base import (
     Parser,
     add_data_args,
     check_output,
+    check_outputs,
     command,
     json_to_stdout,
     load_model_file,
@@ -27,6 +28,7 @@ from mnist_nn.cli.base import (
     show_progress,
     write_json_output,
 )
+from mnist_nn.config import NUM_CLASSES
 from mnist_nn.data import Split, as_floats, load_mnist
 from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import UsageError
@@ -74,6 +76,13 @@ def _print_evaluation(split: str, result: Evaluation, classes: Sequence[str]) ->
         print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
         print()
         print("Confusion matrix (rows: true digit, columns: predicted digit):")
+    elif len(classes) > NUM_CLASSES:  # a table: one line with dozens of names would not read
+        print("Per class:")
+        width = max(len(c) for c in classes)
+        for k, (c, a) in enumerate(zip(classes, result.per_digit, strict=True)):
+            print(f"{k:>5}  {c:<{width}}  {100.0 * a:5.1f}%")
+        print()
+        print("Confusion matrix (rows: true class, columns: predicted class, numbered as above):")
     else:
         print(
             "Per class: " + "  ".join(f"{c}: {100.0 * a:.1f}%" for c, a in zip(classes, result.per_digit, strict=True))
@@ -115,6 +124,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         deadline=args.download_deadline,
         dataset=models_dataset(models, args.dataset, other=args.other_dataset),
     )
+    check_outputs(models, data.dataset, data.classes)
     pixels: Split = getattr(data, args.split)
     split = Split(as_floats(pixels.images), pixels.labels)  # only the split evaluated becomes floats (float32)
     results = []

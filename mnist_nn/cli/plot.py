@@ -13,6 +13,7 @@ from mnist_nn.cli.base import (
     EXIT_USAGE,
     Parser,
     add_data_args,
+    check_outputs,
     command,
     fail,
     load_model_file,
@@ -72,10 +73,12 @@ def plot_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn plot") ->
             docs = [load_benchmark_report(path) for path in reports]
             written.append(plot_benchmark(docs if len(docs) > 1 else docs[0], args.out / "benchmark.png"))
         if models:
-            dataset = models_dataset([load_model_file(path) for path in models], args.dataset)
+            saved = [load_model_file(path) for path in models]
+            dataset = models_dataset(saved, args.dataset)
             data = load_mnist(
                 args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline, dataset=dataset
             )
+            check_outputs(saved, data.dataset, data.classes)
             split: Split = getattr(data, args.split)
             for path in models:
                 out = args.out if len(models) == 1 else args.out / path.stem

@@ -20,7 +20,7 @@ from mnist_nn.cli.base import (
     load_model_file,
     write_json_output,
 )
-from mnist_nn.config import IMAGE_SIDE
+from mnist_nn.config import IMAGE_SIDE, NUM_CLASSES
 from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import ImageError, OutputError, UsageError
 from mnist_nn.images import load_digit, render_digit, save_digit_png
@@ -106,7 +106,12 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             print(f"Probabilities: {network.probability_kind}")
         answer = f"{prediction}" if digits else f"{prediction} {classes[prediction]}"
         print(f"{one_line(str(path))}: {answer} ({100.0 * probs[prediction]:.1f}%)")
-        print("   " + "  ".join(f"{c}: {100.0 * p:4.1f}%" for c, p in zip(classes, probs, strict=True)))
+        if len(classes) <= NUM_CLASSES:
+            print("   " + "  ".join(f"{c}: {100.0 * p:4.1f}%" for c, p in zip(classes, probs, strict=True)))
+        else:  # dozens of classes: the most probable ones (--json has them all)
+            top = np.argsort(-probs, kind="stable")[:NUM_CLASSES]
+            shown = "  ".join(f"{classes[k]}: {100.0 * probs[k]:4.1f}%" for k in top)
+            print(f"   {shown}  (the {NUM_CLASSES} most probable of {len(classes)} classes)")
         if args.show:
             print(render_digit(digit, width=2 * IMAGE_SIDE))
         if args.save_prepared is not None:

@@ -13,6 +13,7 @@ from mnist_nn.cli.base import (
     EXIT_OK,
     Parser,
     add_data_args,
+    check_outputs,
     command,
     load_model_file,
     models_dataset,
@@ -71,6 +72,8 @@ def show_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn show") ->
     data = load_mnist(
         args.data_dir, mirror=args.mirror, quiet=args.quiet, deadline=args.download_deadline, dataset=dataset
     )
+    if model is not None:
+        check_outputs([model], data.dataset, data.classes)
     names = data.classes if data.classes != DIGITS else None
     split: Split = getattr(data, args.split)
     if not 0 <= args.index < len(split):

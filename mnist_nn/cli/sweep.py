@@ -37,7 +37,7 @@ from mnist_nn.bench import (
     local_executor,
     run_sweep,
 )
-from mnist_nn.cli.base import UsageError, check_output, flag_message
+from mnist_nn.cli.base import UsageError, check_output, dataset_classes, flag_message
 from mnist_nn.cli.tables import markdown_table, plural, seeds_text, std_text
 from mnist_nn.cli.train import add_training_args, config_from_args
 from mnist_nn.config import PRESET_DATASETS, PRESETS, TRAIN_SIZE, TrainConfig
@@ -192,7 +192,12 @@ def accuracy_plan(args: argparse.Namespace) -> AccuracyPlan:
     if not 1 <= train_size <= TRAIN_SIZE:
         raise UsageError(f"--train-size must be between 1 and {TRAIN_SIZE}, got {train_size}")
     grid = _parse_grid(args)
-    points = [_point(args, dict(zip(grid, combo, strict=True)), train_size) for combo in _product(grid)]
+    # The networks end with one output per class: only a folder (idx:DIR) may have other than ten.
+    dataset = getattr(args, "dataset", None) or MNIST.name
+    classes = len(dataset_classes(dataset))
+    points = [
+        _point(args, dict(zip(grid, combo, strict=True)), train_size, classes, dataset) for combo in _product(grid)
+    ]
     seen: dict[TrainConfig, SweepPoint] = {}
     for point in points:
         if point.config in seen:
@@ -298,8 +303,10 @@ def _values_text(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items()) or "(no grid)"
 
 
-def _point(args: argparse.Namespace, combo: dict[str, tuple[Any, Any]], train_size: int) -> SweepPoint:
-    """The configuration of one grid point: the command line's flags with the point's values."""
+def _point(
+    args: argparse.Namespace, combo: dict[str, tuple[Any, Any]], train_size: int, classes: int, dataset: str
+) -> SweepPoint:
+    """The configuration of one grid point: the command line's flags with the point's values (``classes`` outputs)."""
     namespace = argparse.Namespace(**vars(args))
     for name, (_, parsed) in combo.items():
         setattr(namespace, name.replace("-", "_"), parsed)
@@ -310,7 +317,7 @@ def _point(args: argparse.Namespace, combo: dict[str, tuple[Any, Any]], train_si
     values = {name: shown for name, (shown, _) in combo.items()}
     where = f"--grid {_values_text(values)}: " if values else ""
     try:
-        config = config_from_args(namespace, base)
+        config = config_from_args(namespace, base, classes=classes, dataset=dataset)
     except ConfigError as exc:
         raise UsageError(where + flag_message(exc)) from None
     except UsageError as exc:

@@ -32,6 +32,7 @@ from mnist_nn.cli.base import (
     add_data_args,
     check_output,
     command,
+    dataset_classes,
     fail,
     json_to_stdout,
     show_progress,
@@ -114,7 +115,7 @@ def _add_network_flags(group: argparse._ArgumentGroup) -> None:
         nargs="+",
         metavar="N",
         help=f"hidden layer sizes, e.g. --hidden 100 or --hidden 800 800 (default: {hidden}); "
-        "a shorthand for --layers dense100 dense10",
+        "a shorthand for --layers dense100 dense10 (the outputs: one per class of the data set, dense26 for 26)",
     )
     shape.add_argument(
         "--layers",
@@ -124,7 +125,7 @@ def _add_network_flags(group: argparse._ArgumentGroup) -> None:
         "padding), pool<P> (PxP max-pooling), avgpool<P> (PxP average pooling), dropout<rate> (drops each "
         "value entering it with probability rate in training), bn (batch normalization: the layer below stays "
         "linear, bn normalizes each of its features over the mini-batch and applies the activation) or "
-        "dense<N> (N neurons), ending with dense10, e.g. "
+        "dense<N> (N neurons), ending with dense10 (one output per class of the data set: dense26 for 26), e.g. "
         "--layers conv20x5 pool2 conv40x5 pool2 dense100 dense10 (Nielsen's chapter 6). With convolutions "
         "and no --preset, the flags not given default to --activation relu --cost log-likelihood --eta 0.03 "
         "--init he, as in the book's chapter 6 (the chapter-1 defaults leave a convolutional network at chance)",
@@ -333,21 +334,30 @@ _TRAIN_FLAGS = (
 )
 
 
-def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
+def config_from_args(
+    args: argparse.Namespace, base: TrainConfig, *, classes: int = NUM_CLASSES, dataset: str = MNIST.name
+) -> TrainConfig:
     """Apply the training flags given (``add_training_args``) to ``base``, checking their values once, up front.
+
+    The network has one output per class of ``dataset`` (``classes`` of them): --hidden ends it
+    with dense<classes>, --layers must end with it, and without either the last layer of ``base``
+    (a preset's dense10) becomes it.
 
     Raises:
         ConfigError: a value out of range (``command`` names the flag).
         UsageError: --layers or --augment that cannot work.
     """
     changes: dict[str, Any] = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
+    outputs = f"dense{classes}"
     if args.hidden is not None:
         if any(n < 1 for n in args.hidden):
             raise UsageError(f"--hidden sizes must be positive, got {' '.join(map(str, args.hidden))}")
-        changes["layers"] = (*(f"dense{n}" for n in args.hidden), f"dense{NUM_CLASSES}")
+        changes["layers"] = (*(f"dense{n}" for n in args.hidden), outputs)
     if getattr(args, "layers", None) is not None:
-        changes.update(_layers(args.layers))
+        changes.update(_layers(args.layers, classes, dataset))
         changes.update(convolution_defaults(args, base))
+    elif args.hidden is None and base.layers[-1] != outputs:
+        changes["layers"] = (*base.layers[:-1], outputs)
     if changes.get("preprocess") == "none":
         changes["preprocess"] = ""
     config = dataclasses.replace(base, **changes)  # ConfigError: ``command`` names the flag
@@ -360,8 +370,13 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig
     return config
 
 
-CHANCE_EPOCHS = 2  # after this many epochs, a validation accuracy under CHANCE_LEVEL is said to be chance
-CHANCE_LEVEL = 0.2  # guessing one of ten digits scores about 0.1
+CHANCE_EPOCHS = 2  # after this many epochs, a validation accuracy under chance_level(classes) is said to be chance
+
+
+def chance_level(classes: int) -> float:
+    """Twice what guessing one of ``classes`` scores: 0.2 for ten digits; at most 0.6 (guessing one of two: 0.5)."""
+    return min(2.0 / classes, 0.6)
+
 
 # What a network with convolutions trains with when it starts from the chapter-1 defaults, whose
 # sigmoid, quadratic cost and eta 3.0 leave it at chance level (Nielsen's chapter 6 uses these).
@@ -385,10 +400,11 @@ def convolution_defaults(args: argparse.Namespace, base: TrainConfig) -> dict[st
     return chosen
 
 
-def _layers(specs: list[str]) -> dict[str, Any]:
-    """``layers`` for --layers, checked: specs that parse, chain and end with the ten outputs."""
-    if specs[-1] != f"dense{NUM_CLASSES}":
-        raise UsageError(f"--layers must end with dense{NUM_CLASSES} (one output per digit), got {specs[-1]}")
+def _layers(specs: list[str], classes: int, dataset: str) -> dict[str, Any]:
+    """``layers`` for --layers, checked: specs that parse, chain and end with one output per class."""
+    if specs[-1] != f"dense{classes}":
+        what = f"class of {one_line(dataset)}" if is_folder(dataset) else "digit"
+        raise UsageError(f"--layers must end with dense{classes} (one output per {what}), got {specs[-1]}")
     try:
         layer_sizes([layer_from_spec(spec) for spec in specs], IMAGE_PIXELS)
     except ValueError as exc:
@@ -403,7 +419,7 @@ def _resumed_run(args: argparse.Namespace, saved: SavedModel) -> Run:
     flag is compared by the configuration it makes, not by being given.
     """
     stored = checkpoint.saved_config(saved)
-    config = config_from_args(args, stored)
+    config = config_from_args(args, stored, classes=saved.network.sizes[-1], dataset=saved.dataset)
     changed = checkpoint.changed_settings(stored, config)
     if changed:
         raise UsageError(
@@ -493,7 +509,8 @@ class _EpochReport:
                 flush=True,
             )
         accuracy = record.validation_accuracy
-        if record.epoch == CHANCE_EPOCHS and accuracy is not None and accuracy < CHANCE_LEVEL and not self.quiet:
+        chance = chance_level(run.network.sizes[-1])
+        if record.epoch == CHANCE_EPOCHS and accuracy is not None and accuracy < chance and not self.quiet:
             hint = (
                 ""
                 if dense_sizes(run.config.layers)
@@ -590,15 +607,22 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "train_mnist.py") 
         config = resumed.config
         args.dataset = _resumed_dataset(args.dataset, saved)
     else:
+        args.dataset = args.dataset or PRESET_DATASETS.get(args.preset or "", MNIST.name)
+        classes = len(dataset_classes(args.dataset))
         base = PRESETS[args.preset or "nielsen-ch1"]
-        config = config_from_args(args, base)
+        config = config_from_args(args, base, classes=classes, dataset=args.dataset)
         chosen = convolution_defaults(args, base)
         if chosen and not args.quiet:
             flags = " ".join(
                 f"--{name} {value:g}" if name == "eta" else f"--{name} {value}" for name, value in chosen.items()
             )
             print(f"Convolutions train with {flags} here (give a flag to choose otherwise)", file=sys.stderr)
-    args.dataset = args.dataset or PRESET_DATASETS.get(args.preset or "", MNIST.name)
+        if config.layers[-1] != base.layers[-1] and args.hidden is None and args.layers is None and not args.quiet:
+            print(
+                f"{one_line(args.dataset)} has {classes} classes: the network ends with {config.layers[-1]} "
+                f"in place of the preset's {base.layers[-1]} (--hidden or --layers choose otherwise)",
+                file=sys.stderr,
+            )
     save_path = _default_model_path(config, args.dataset) if args.save == _DEFAULT_SAVE else args.save
     if save_path is None and args.resume is not None:
         save_path = args.resume  # a resumed run goes back where it came from, unless --save says otherwise
@@ -637,6 +661,11 @@ def _train(
     if first_time and named is not None and not args.quiet:
         print(f"{named.title} downloaded and verified into {one_line(str(folder))}", file=sys.stderr)
     run = resumed if resumed is not None else Run.start(config, keep_last=bool(args.save_last))
+    outputs = run.network.sizes[-1]
+    if outputs != len(data.classes):  # a folder whose classes.txt changed since the run was saved
+        raise UsageError(
+            f"{one_line(data.dataset)} has {len(data.classes)} classes, but the network has {outputs} outputs"
+        )
     if resumed is not None and not args.quiet:
         where = "back to it" if save_path == args.resume else f"to {one_line(str(save_path))}"
         serves = "its last epoch (--save-last)" if run.keep_last else "its best epoch (--no-save-last)"

@@ -87,11 +87,12 @@ def parse_images(raw: bytes, name: str = "images") -> npt.NDArray[np.uint8]:
     return images.reshape(images.shape[0], IMAGE_PIXELS)
 
 
-def parse_labels(raw: bytes, name: str = "labels") -> npt.NDArray[np.uint8]:
-    """Parse an IDX label file into a (n,) uint8 array of digits 0-9."""
+def parse_labels(raw: bytes, name: str = "labels", *, digits: bool = True) -> npt.NDArray[np.uint8]:
+    """Parse an IDX label file into a (n,) uint8 array: digits 0-9, or any byte with ``digits=False``
+    (a folder's labels, checked against its own classes by ``mnist_nn.data.folder``)."""
     labels = parse_idx(raw, name, IDX_LABELS_MAGIC)
     if labels.ndim != 1:
         raise DataFormatError(f"{name}: expected labels of shape (n,), got {labels.shape}")
-    if labels.size and int(labels.max()) >= NUM_CLASSES:
+    if digits and labels.size and int(labels.max()) >= NUM_CLASSES:
         raise DataFormatError(f"{name}: label {int(labels.max())} found, expected digits 0-9")
     return labels

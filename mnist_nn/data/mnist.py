@@ -43,7 +43,8 @@ from mnist_nn.text import one_line
 
 
 class Split(NamedTuple):
-    """One split: ``images`` (n, 784) float in [0, 1] (or uint8 pixels 0-255) and ``labels`` (n,) int64 in 0-9."""
+    """One split: ``images`` (n, 784) float in [0, 1] (or uint8 pixels 0-255) and ``labels`` (n,) int64 classes
+    (0-9 for MNIST, 0 to K - 1 for a folder of K classes)."""
 
     images: npt.NDArray[Any]
     labels: npt.NDArray[np.int64]
@@ -206,11 +207,12 @@ def load_data(
     )
 
 
-def vectorized_result(j: int) -> npt.NDArray[np.float64]:
-    """A (10, 1) one-hot column with 1.0 in row ``j``, as Nielsen's training targets."""
-    if not 0 <= j < NUM_CLASSES:
-        raise ValueError(f"expected a digit 0-9, got {j}")
-    e = np.zeros((NUM_CLASSES, 1))
+def vectorized_result(j: int, classes: int = NUM_CLASSES) -> npt.NDArray[np.float64]:
+    """A (classes, 1) one-hot column with 1.0 in row ``j``, as Nielsen's training targets (10 rows for MNIST)."""
+    if not 0 <= j < classes:
+        what = "a digit" if classes == NUM_CLASSES else "a class"
+        raise ValueError(f"expected {what} 0-{classes - 1}, got {j}")
+    e = np.zeros((classes, 1))
     e[j] = 1.0
     return e
 
@@ -225,11 +227,13 @@ def load_data_wrapper(
     """Nielsen's ``load_data_wrapper``: lists of ``(x, y)`` tuples.
 
     ``x`` is a (784, 1) column (a view, no copy). For training ``y`` is the
-    (10, 1) one-hot ``vectorized_result``; for validation and test it is the
-    integer label. ``load_data_wrapper(dataset="fashion-mnist")`` gives Fashion-MNIST.
+    (10, 1) one-hot ``vectorized_result`` ((K, 1) for a folder of K classes); for validation and test it
+    is the integer label. ``load_data_wrapper(dataset="fashion-mnist")`` gives Fashion-MNIST.
     """
-    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = load_data(data_dir, mirror=mirror, quiet=quiet, dataset=dataset)
-    training = [(x.reshape(IMAGE_PIXELS, 1), vectorized_result(int(y))) for x, y in zip(tr_x, tr_y, strict=True)]
+    data = load_mnist(data_dir, mirror=mirror, quiet=quiet, dataset=dataset)
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = data.train, data.validation, data.test
+    k = len(data.classes)
+    training = [(x.reshape(IMAGE_PIXELS, 1), vectorized_result(int(y), k)) for x, y in zip(tr_x, tr_y, strict=True)]
     validation = [(x.reshape(IMAGE_PIXELS, 1), int(y)) for x, y in zip(va_x, va_y, strict=True)]
     test = [(x.reshape(IMAGE_PIXELS, 1), int(y)) for x, y in zip(te_x, te_y, strict=True)]
     return training, validation, test

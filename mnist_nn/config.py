@@ -150,6 +150,7 @@ class TrainConfig:
     preprocess: str = ""  # input transform of every image, train and test alike: "" or "deskew"
     augment: str = ""  # distortions of the training images each epoch, e.g. "shift=2,rotate=10" ("" = none)
     expand: bool = False  # train on each image and its 4 one-pixel shifts (Nielsen's expand_mnist: 250,000)
+    label_smoothing: float = 0.0  # train towards (1 - s) y + s / K, not the one-hot y (0 = off; not quadratic)
 
     def __post_init__(self) -> None:
         """Check every value once, here, so every entry point refuses the same bad value the same way.
@@ -179,6 +180,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_real(value) or not 0 <= value < 1:
                 raise ConfigError(name, f"must be in [0, 1), got {value!r}")
+        if not _is_real(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+            raise ConfigError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing!r}")
+        if self.label_smoothing and self.cost == "quadratic":
+            raise ConfigError("label_smoothing", "needs the log-likelihood or cross-entropy cost, not quadratic")
         for name in ("nesterov", "expand"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be True or False, got {getattr(self, name)!r}")

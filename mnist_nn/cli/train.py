@@ -184,6 +184,13 @@ def _add_regularization_flags(group: argparse._ArgumentGroup) -> None:
         metavar="P",
         help="drop each input pixel with probability P in training (default: 0)",
     )
+    group.add_argument(
+        "--label-smoothing",
+        type=float,
+        metavar="S",
+        help="label smoothing: train towards 1 - S + S/K for the true class and S/K for each other of the K "
+        "classes, not 1 and 0, with the log-likelihood or cross-entropy cost (default: 0, off; 0.1 is usual)",
+    )
     group.add_argument("--momentum", type=float, metavar="MU", help="momentum coefficient (default: 0, plain SGD)")
     group.add_argument(
         "--nesterov", action="store_true", default=None, help="use Nesterov's momentum instead of the classical one"
@@ -331,6 +338,7 @@ _TRAIN_FLAGS = (
     "preprocess",
     "augment",
     "expand",
+    "label_smoothing",
 )
 
 

@@ -99,7 +99,7 @@ class _OutputMinusTarget:
 
 
 class CrossEntropyCost(_OutputMinusTarget):
-    """C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)], sigmoid outputs; delta_L = a - y.
+    """C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)], sigmoid outputs; delta_L = a - y (for any y in [0, 1]).
 
     The sigmoid's derivative cancels, so saturated output neurons still learn
     fast (Nielsen, chapter 3).
@@ -116,15 +116,19 @@ class CrossEntropyCost(_OutputMinusTarget):
 
 
 class LogLikelihoodCost(_OutputMinusTarget):
-    """C = -ln a_y (the output for the true class), softmax outputs; delta_L = a - y."""
+    """C = -ln a_y (the output for the true class), softmax outputs; delta_L = a - y.
+
+    For targets that are not one-hot (label smoothing's (1 - s) y + s / K)
+    it is the cross-entropy -sum_j y_j ln a_j, whose delta_L is a - y too.
+    """
 
     name = "log-likelihood"
     output: Activation = Softmax()
 
     def fn(self, a: FloatArray, y: FloatArray) -> float:
-        """Sum over the batch of -ln a_y."""
-        picked = np.einsum("ij,ij->i", a.astype(np.float64), y)
-        return -float(np.log(np.maximum(picked, _LOG_FLOOR)).sum())
+        """Sum over the batch of -sum_j y_j ln a_j: -ln a_y for one-hot targets."""
+        logs = np.log(np.maximum(a.astype(np.float64), _LOG_FLOOR))
+        return -float(np.einsum("ij,ij->", logs, y, dtype=np.float64))
 
 
 COSTS: dict[str, Cost] = {c.name: c for c in (QuadraticCost(), CrossEntropyCost(), LogLikelihoodCost())}

@@ -461,6 +461,10 @@ def open_feed(run: Run, data: TrainingSet, *, monitor_cost: bool, helper: bool |
     full = step(size)
     tail = step(n % size) if n % size else full
     labels = network.one_hot(data.labels)
+    if config.label_smoothing:  # (1 - s) y + s / K: every class keeps a little of each target
+        smoothing = config.label_smoothing
+        np.multiply(labels, 1.0 - smoothing, out=labels)
+        np.add(labels, smoothing / labels.shape[1], out=labels)
     kept = np.empty_like(labels) if monitor_cost else None
     batching = Batching(size, rows, full, tail, labels, labels.copy(), kept)
     extra = 1 if network.layers[0].ones_column else 0

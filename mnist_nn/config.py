@@ -28,7 +28,7 @@ TEST_SIZE = 10_000  # the t10k file
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh")  # hidden layers
 COST_NAMES = ("cross-entropy", "log-likelihood", "quadratic")
 INIT_NAMES = ("normal", "scaled", "he", "glorot", "fan-out")
-SCHEDULE_NAMES = ("constant", "plateau", "cosine")
+SCHEDULE_NAMES = ("constant", "plateau", "cosine", "cosine-steps", "one-cycle")
 PREPROCESS_NAMES = ("deskew",)  # besides "", no transform
 DTYPE_NAMES = ("float32", "float64")
 
@@ -144,7 +144,7 @@ class TrainConfig:
     input_dropout: float = 0.0  # probability of dropping an input pixel in training (0 = off)
     momentum: float = 0.0  # mu of momentum SGD (0 = plain SGD)
     nesterov: bool = False  # Nesterov's momentum instead of the classical one
-    schedule: str = "constant"  # learning-rate schedule: constant, plateau (halve on a plateau) or cosine
+    schedule: str = "constant"  # constant, plateau (halve on a plateau), cosine; per step: cosine-steps, one-cycle
     schedule_patience: int = 5  # epochs without validation improvement before "plateau" halves eta
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0 = never)
     preprocess: str = ""  # input transform of every image, train and test alike: "" or "deskew"

@@ -70,7 +70,10 @@ def _check_epochs(feed: Feed, want: FloatArray, labels: IntArray, run: Run) -> N
         assert stops == [497, 994, N]
         assert np.array_equal(batching.targets, run.network.one_hot(labels[order]))
     assert batching.tail is not batching.full
-    assert feed.scales(3.5) == {batching.full: -3.5 / 7, batching.tail: -3.5 / 2}
+    steps = -(-N // 7)
+    assert feed.factors(3.5, 2.0) == [(-3.5 / 7, 1.0 - 3.5 * 2.0 / N)] * (steps - 1) + [(-3.5 / 2, 1.0 - 7.0 / N)]
+    rates = np.linspace(1.0, 2.0, steps)
+    assert feed.factors(rates, 0.0)[-1] == (-2.0 / 2, 1.0) and feed.factors(rates, 0.0)[0] == (-1.0 / 7, 1.0)
 
 
 @pytest.mark.parametrize("source", ["pixels", "floats"])

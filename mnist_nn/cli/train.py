@@ -199,7 +199,9 @@ def _add_regularization_flags(group: argparse._ArgumentGroup) -> None:
         "--schedule",
         choices=SCHEDULES,
         help="learning-rate schedule: constant, plateau (halve eta when validation stalls for "
-        "--schedule-patience epochs; stop below eta/128, as network2) or cosine (default: constant)",
+        "--schedule-patience epochs; stop below eta/128, as network2) or cosine, each epoch at one rate; or, "
+        "changing every step, cosine-steps (the cosine step by step) or one-cycle (a half cosine up from eta/25 "
+        "to eta over the first 30%% of the steps, then down to eta/250,000) (default: constant)",
     )
     group.add_argument(
         "--schedule-patience", type=int, metavar="N", help="epochs without improvement before plateau halves eta (5)"

@@ -236,10 +236,22 @@ class Batching:
     targets: FloatArray
     kept: FloatArray | None
 
-    def scales(self, rate: float) -> dict[Step, float]:
-        """Each step's -eta/m."""
-        n = self.labels.shape[0]
-        return {self.full: -rate / self.size, self.tail: -rate / (n % self.size or self.size)}
+    @property
+    def steps(self) -> int:
+        """Mini-batches an epoch."""
+        return -(-int(self.labels.shape[0]) // self.size)
+
+    def factors(self, rates: float | FloatArray, l2: float) -> list[tuple[float, float]]:
+        """Each of the epoch's steps' (-eta/m, L2's decay 1 - eta lambda / n), in order.
+
+        ``rates`` is the epoch's learning rate, or one per step.
+        """
+        n, size = self.labels.shape[0], self.size
+        sizes = [size] * (self.steps - 1) + [n % size or size]
+        if isinstance(rates, float):
+            full, tail = (-rates / size, 1.0 - rates * l2 / n), (-rates / sizes[-1], 1.0 - rates * l2 / n)
+            return [full] * (self.steps - 1) + [tail]
+        return [(-r / m, 1.0 - r * l2 / n) for r, m in zip(rates.tolist(), sizes, strict=True)]
 
     def chunks(self, source: Callable[[int, int, int], FloatArray]) -> list[Chunk]:
         """The epoch's chunks, their rows ``source(index, start, stop)``, and the views of their mini-batches."""
@@ -284,9 +296,9 @@ class Feed:
         np.take(self.batching.labels, order, axis=0, out=self.batching.targets, mode="clip")
         return self._chunks(order)
 
-    def scales(self, rate: float) -> dict[Step, float]:
-        """Each step's -eta/m for learning rate ``rate``."""
-        return self.batching.scales(rate)
+    def factors(self, rates: float | FloatArray, l2: float) -> list[tuple[float, float]]:
+        """Each step's -eta/m and L2's decay, in order (``Batching.factors``)."""
+        return self.batching.factors(rates, l2)
 
     def close(self) -> None:
         """Stop whatever the feed started (nothing, here)."""

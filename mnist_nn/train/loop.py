@@ -37,11 +37,11 @@ import numpy.typing as npt
 
 from mnist_nn.errors import NonFiniteError, TrainingError
 from mnist_nn.nn.network import Network
-from mnist_nn.train.feeds import Batching, open_feed, training_set
+from mnist_nn.train.feeds import Batching, Feed, open_feed, training_set
 from mnist_nn.train.history import EpochRecord
 from mnist_nn.train.prefetch import Prefetcher
 from mnist_nn.train.run import Run
-from mnist_nn.train.schedules import learning_rate, stalled
+from mnist_nn.train.schedules import learning_rate, stalled, step_rates
 from mnist_nn.train.validation import Validation
 
 RunCallback = Callable[[EpochRecord, Run], None]
@@ -90,12 +90,12 @@ def fit(
                 break
             start_time = time.perf_counter()
             chunks = feed.epoch(run.rng.permutation(feed.n))
-            scales, decay = feed.scales(rate), 1.0 - rate * config.l2 / feed.n
+            factors = iter(_factors(run, feed, epoch, rate))  # read across the chunks
             # Overflow (inf or NaN) is checked after the steps, with advice; NumPy's warnings would only add noise.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 for chunk in chunks:
-                    for step, xb, xb_t, yb, kept_rows in chunk.batches:
-                        step(xb, xb_t, yb, scales[step], decay, kept_rows)
+                    for (step, xb, xb_t, yb, kept_rows), (scale, decay) in zip(chunk.batches, factors, strict=False):
+                        step(xb, xb_t, yb, scale, decay, kept_rows)
                     if on_progress is not None:
                         on_progress(chunk.stop, feed.n)
             _check_weights(network, epoch, rate)
@@ -116,6 +116,13 @@ def _learning_rate(run: Run) -> float | None:
     return learning_rate(
         run.history, eta=config.eta, schedule=config.schedule, epochs=config.epochs, patience=config.schedule_patience
     )
+
+
+def _factors(run: Run, feed: Feed, epoch: int, rate: float) -> list[tuple[float, float]]:
+    """Each of the epoch's steps' -eta/m and L2's decay: eta the epoch's ``rate``, or one per step (one-cycle)."""
+    config = run.config
+    rates = step_rates(config.schedule, config.eta, epoch, config.epochs, feed.batching.steps)
+    return feed.factors(rate if rates is None else rates, config.l2)
 
 
 def _check_weights(network: Network, epoch: int, rate: float) -> None:

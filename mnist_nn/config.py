@@ -150,6 +150,7 @@ class TrainConfig:
     preprocess: str = ""  # input transform of every image, train and test alike: "" or "deskew"
     augment: str = ""  # distortions of the training images each epoch, e.g. "shift=2,rotate=10" ("" = none)
     expand: bool = False  # train on each image and its 4 one-pixel shifts (Nielsen's expand_mnist: 250,000)
+    ema: float = 0.0  # d of a moving average of the weights, a -> d a + (1 - d) w each step, validated and served
     label_smoothing: float = 0.0  # train towards (1 - s) y + s / K, not the one-hot y (0 = off; not quadratic)
 
     def __post_init__(self) -> None:
@@ -180,6 +181,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_real(value) or not 0 <= value < 1:
                 raise ConfigError(name, f"must be in [0, 1), got {value!r}")
+        if not _is_real(self.ema) or not 0 <= self.ema < 1:
+            raise ConfigError("ema", f"must be in [0, 1) (0 = off; 0.999 is usual), got {self.ema!r}")
         if not _is_real(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
             raise ConfigError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing!r}")
         if self.label_smoothing and self.cost == "quadratic":

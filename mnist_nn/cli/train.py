@@ -191,6 +191,13 @@ def _add_regularization_flags(group: argparse._ArgumentGroup) -> None:
         help="label smoothing: train towards 1 - S + S/K for the true class and S/K for each other of the K "
         "classes, not 1 and 0, with the log-likelihood or cross-entropy cost (default: 0, off; 0.1 is usual)",
     )
+    group.add_argument(
+        "--ema",
+        type=float,
+        metavar="D",
+        help="keep a moving average of the weights, a -> D a + (1 - D) w after every step, and validate, serve "
+        "and save it in place of the weights themselves (default: 0, off; 0.999 is usual)",
+    )
     group.add_argument("--momentum", type=float, metavar="MU", help="momentum coefficient (default: 0, plain SGD)")
     group.add_argument(
         "--nesterov", action="store_true", default=None, help="use Nesterov's momentum instead of the classical one"
@@ -341,6 +348,7 @@ _TRAIN_FLAGS = (
     "augment",
     "expand",
     "label_smoothing",
+    "ema",
 )
 
 

@@ -54,8 +54,9 @@ def save_run(path: PathLike, run: Run, data: MnistData, status: str = "complete"
         raise ValueError(f"expected a status among {', '.join(STATUSES)}, got {status!r}")
     snapshot = run.snapshot if run.snapshot is not None else run.take_snapshot()
     done = snapshot.epochs_completed
-    if run.keep_last or run.best_params is None:
-        served, served_epoch, rule = run.network.clone(snapshot.params), done, "last"
+    if run.keep_last or run.best_params is None:  # the last epoch's weights, or their average (``config.ema``)
+        last = snapshot.optimizer.get("average", snapshot.params)
+        served, served_epoch, rule = run.network.clone(last), done, "last"
     else:
         served, served_epoch, rule = run.network.clone(run.best_params), run.best_epoch or 0, "best"
     test_correct = count_in_chunks(served, *data.test)

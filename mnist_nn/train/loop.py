@@ -79,8 +79,8 @@ def fit(
     if (config.schedule == "plateau" or config.early_stopping) and validation is None:
         raise ValueError("the plateau schedule and early stopping need validation data")
     data = training_set(network, config, images, labels)
-    val = Validation(network, *validation) if validation is not None else None
     run.optimizer.plan(network.params)
+    val = Validation(run.evaluated(), *validation) if validation is not None else None
     run.take_snapshot()
     count = val.count_rest if val is not None and val.split else None
     with open_feed(run, data, monitor_cost=monitor_cost, helper=helper, count=count) as feed:
@@ -100,7 +100,7 @@ def fit(
                         on_progress(chunk.stop, feed.n)
             _check_weights(network, epoch, rate)
             train_cost = _train_cost(network, feed.batching, config.l2, epoch, rate)
-            correct, total = _count(val, feed.helper, epoch, rate)
+            correct, total = _count(run, val, feed.helper, epoch, rate)
             record = EpochRecord(epoch, correct, total, train_cost, time.perf_counter() - start_time, rate)
             history.epochs.append(record)
             _keep_if_best(run, record)
@@ -152,10 +152,17 @@ def _train_cost(network: Network, batching: Batching, l2: float, epoch: int, rat
     return cost
 
 
-def _count(val: Validation | None, helper: Prefetcher | None, epoch: int, rate: float) -> tuple[int | None, int | None]:
-    """(correct, total) on the validation set after ``epoch`` (Nones without one); TrainingError if it overflowed."""
+def _count(
+    run: Run, val: Validation | None, helper: Prefetcher | None, epoch: int, rate: float
+) -> tuple[int | None, int | None]:
+    """(correct, total) of the run's evaluated weights on the validation set after ``epoch`` (Nones without one).
+
+    Raises:
+        TrainingError: the outputs overflowed.
+    """
     if val is None:
         return None, None
+    run.evaluated()  # the average of the weights, brought up to date, when the run keeps one
     try:
         return val.count(helper), val.total
     except NonFiniteError:
@@ -169,5 +176,5 @@ def _keep_if_best(run: Run, record: EpochRecord) -> None:
     """Copy the weights into ``run.best_params`` if ``record``'s epoch is the best so far."""
     best = run.history.best()
     if best is not None and best.epoch == record.epoch:
-        run.best_params = run.network.copy_params()
+        run.best_params = run.evaluated().copy_params()
         run.best_epoch = record.epoch

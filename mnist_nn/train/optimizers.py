@@ -9,9 +9,12 @@ delta) and applies it in place:
     momentum     v -> mu v + g,  w -> w + v
     Nesterov     v -> mu v + g,  w -> w + mu v + g   (the look-ahead without a second gradient)
 
-where g = -eta/m grad C. An optimizer owns its state (the velocities), laid
-out like ``Network.params``, which a model file stores so that a resumed run
-continues exactly.
+where g = -eta/m grad C. Any of them can also keep an exponential moving
+average of the parameters (``average``: d, e.g. 0.999), updated after every
+step, a -> d a + (1 - d) w, which a run validates and serves in place of
+the weights themselves. An optimizer owns its state (the velocities, the
+average), laid out like ``Network.params``, which a model file stores so
+that a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -26,15 +29,25 @@ from mnist_nn.nn.activations import FloatArray
 
 
 class SGD:
-    """Plain stochastic gradient descent: w -> w + g. No state."""
+    """Plain stochastic gradient descent: w -> w + g; no state but the average, if it keeps one.
+
+    Args:
+        average: d of the moving average of the parameters, in (0, 1); 0 keeps none.
+    """
 
     name = "sgd"
 
-    def __init__(self) -> None:
+    def __init__(self, average: float = 0.0) -> None:
         self.state: dict[str, list[FloatArray]] = {}
+        self.average = average
 
     def plan(self, params: Sequence[FloatArray]) -> None:
-        """Make the state for these parameters, unless it was loaded already."""
+        """Make the state for these parameters, unless it was loaded already: the average starts at the weights."""
+        if self.average:
+            if "average" not in self.state:
+                self.state["average"] = [p.copy() for p in params]
+            self._average = self.state["average"]
+            self._difference = [np.empty_like(p) for p in params]
 
     def load_state(self, state: Mapping[str, Sequence[FloatArray]]) -> None:
         """Continue from saved state (the keys of ``state``); ValueError if it does not fit."""
@@ -46,7 +59,7 @@ class SGD:
 
     def state_keys(self) -> tuple[str, ...]:
         """The names of the state's arrays lists."""
-        return ()
+        return ("average",) if self.average else ()
 
     def apply(self, updates: Sequence[tuple[int, FloatArray, FloatArray]]) -> None:
         """param += g for each (k, param, g): k numbers the parameter array, as in ``Network.params``."""
@@ -58,10 +71,22 @@ class SGD:
 
         For plain SGD on one array it is the in-place add itself, with its arguments bound.
         """
+        if self.average:
+            return functools.partial(self._apply_and_average, updates)
         if type(self) is SGD and len(updates) == 1:
             _, param, g = updates[0]
             return functools.partial(np.add, param, g, out=param)
         return functools.partial(self.apply, updates)
+
+    def _apply_and_average(self, updates: Sequence[tuple[int, FloatArray, FloatArray]]) -> None:
+        """``apply``, then a -> a + (1 - d)(w - a) for each of the parameters just moved."""
+        self.apply(updates)
+        share = 1.0 - self.average
+        for k, param, _ in updates:
+            a, difference = self._average[k], self._difference[k]
+            np.subtract(param, a, out=difference)
+            np.multiply(difference, share, out=difference)
+            np.add(a, difference, out=a)
 
 
 class Momentum(SGD):
@@ -69,16 +94,17 @@ class Momentum(SGD):
 
     name = "momentum"
 
-    def __init__(self, mu: float) -> None:
-        super().__init__()
+    def __init__(self, mu: float, average: float = 0.0) -> None:
+        super().__init__(average)
         self.mu = mu
 
     def state_keys(self) -> tuple[str, ...]:
-        """The velocities, one array per parameter array."""
-        return ("velocity",)
+        """The velocities, one array per parameter array (and the average, if kept)."""
+        return ("velocity", *super().state_keys())
 
     def plan(self, params: Sequence[FloatArray]) -> None:
         """Zero velocities, unless loaded."""
+        super().plan(params)
         if "velocity" not in self.state:
             self.state["velocity"] = [np.zeros_like(p) for p in params]
         self._velocity = self.state["velocity"]
@@ -116,5 +142,5 @@ class Nesterov(Momentum):
 def make_optimizer(config: TrainConfig) -> SGD:
     """The optimizer a configuration asks for: momentum 0 is plain SGD, whatever ``nesterov`` says."""
     if not config.momentum:
-        return SGD()
-    return Nesterov(config.momentum) if config.nesterov else Momentum(config.momentum)
+        return SGD(config.ema)
+    return Nesterov(config.momentum, config.ema) if config.nesterov else Momentum(config.momentum, config.ema)

@@ -121,6 +121,7 @@ class Run:
         self.best_epoch: int | None = None
         self.snapshot: ResumeState | None = None
         self.keep_last = keep_last
+        self._averaged: Network | None = None
 
     @classmethod
     def start(cls, config: TrainConfig, keep_last: bool = False) -> Run:
@@ -217,6 +218,18 @@ class Run:
         """Epochs trained so far."""
         return len(self.history.epochs)
 
+    def evaluated(self) -> Network:
+        """The network validated and served: ``network``, or, when the run averages its weights
+        (``config.ema``), a network holding that average, brought up to date from the optimizer."""
+        average = self.optimizer.state.get("average")
+        if average is None:
+            return self.network
+        if self._averaged is None:
+            self._averaged = self.network.clone(average)
+        else:
+            self._averaged.set_params(average)
+        return self._averaged
+
     def take_snapshot(self) -> ResumeState:
         """Record the current state as the last completed epoch's (see ``snapshot``)."""
         state = self.optimizer.state
@@ -237,7 +250,7 @@ class Run:
         """
         last = self.keep_last if keep_last is None else keep_last
         if last or self.best_params is None or self.best_epoch is None:
-            return self.network.params, self.epochs_completed
+            return self.evaluated().params, self.epochs_completed
         return self.best_params, self.best_epoch
 
     def served_network(self, keep_last: bool | None = None) -> Network:

@@ -14,7 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from mnist_nn.config import NUM_CLASSES
+from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import Network
+from mnist_nn.tta import TTA, tta_probabilities
 
 
 def count_matches(predictions: npt.NDArray[np.integer[Any]], labels: npt.NDArray[np.integer[Any]]) -> int:
@@ -79,27 +81,38 @@ class Evaluation:
         return self.total / self.seconds if self.seconds > 0 else float("inf")
 
 
-def evaluate_network(network: Network, images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10) -> Evaluation:
-    """Count, per-class accuracy, confusion matrix (one row per output) and the ``top`` most confident mistakes."""
-    return evaluate_ensemble([network], images, labels, top)
+def _probabilities(network: Network, x: FloatArray, tta: TTA | None) -> FloatArray:
+    """The network's probabilities of x, averaged over the copies of ``tta`` if given."""
+    return network.probabilities(x) if tta is None else tta_probabilities(network, x, tta)
+
+
+def evaluate_network(
+    network: Network, images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10, tta: TTA | None = None
+) -> Evaluation:
+    """Count, per-class accuracy, confusion matrix (one row per output) and the ``top`` most confident mistakes.
+
+    With ``tta``, each image's probabilities are averaged over its copies (``mnist_nn.tta``).
+    """
+    return evaluate_ensemble([network], images, labels, top, tta)
 
 
 def evaluate_ensemble(
-    networks: Sequence[Network], images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10
+    networks: Sequence[Network], images: npt.ArrayLike, labels: npt.ArrayLike, top: int = 10, tta: TTA | None = None
 ) -> Evaluation:
     """``evaluate_network`` for the average of several networks' output probabilities.
 
-    Each network's outputs are made a distribution first (``Network.probabilities``),
-    then the distributions are averaged, and the most probable digit is the answer.
+    Each network's outputs are made a distribution first (``Network.probabilities``,
+    over the copies of ``tta`` if given), then the distributions are averaged,
+    and the most probable class is the answer.
     """
     if not networks:
         raise ValueError("expected at least one network to evaluate, got none")
     x = networks[0].check_images(images)
     y = networks[0].check_labels(labels, x.shape[0])
     start = time.perf_counter()
-    probs = networks[0].probabilities(x)
+    probs = _probabilities(networks[0], x, tta)
     for network in networks[1:]:
-        probs += network.probabilities(network.check_images(x))
+        probs += _probabilities(network, network.check_images(x), tta)
     probs /= len(networks)
     seconds = time.perf_counter() - start
     predicted = np.argmax(probs, axis=1)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from mnist_nn.cli.base import (
     EXIT_OK,
     JSON_HELP,
+    TTA_HELP,
     Parser,
     add_data_args,
     check_output,
@@ -24,6 +25,7 @@ from mnist_nn.cli.base import (
     command,
     json_to_stdout,
     load_model_file,
+    model_tta,
     models_dataset,
     show_progress,
     write_json_output,
@@ -34,6 +36,7 @@ from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import UsageError
 from mnist_nn.metrics import Evaluation, evaluate_ensemble, evaluate_network
 from mnist_nn.text import one_line
+from mnist_nn.tta import TTA
 
 
 def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
@@ -64,13 +67,16 @@ def build_evaluate_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
         help="also count the answers of the models together: each image's digit is the one with the highest "
         "output probability averaged over the models (needs at least 2 models)",
     )
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument("--json", type=Path, metavar="PATH", help=f"also write all results as JSON{JSON_HELP}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
-def _print_evaluation(split: str, result: Evaluation, classes: Sequence[str]) -> None:
+def _print_evaluation(split: str, result: Evaluation, classes: Sequence[str], tta: TTA | None) -> None:
     print(f"{split.capitalize()}: {result.correct} / {result.total} correct ({100.0 * result.accuracy:.2f}%)")
+    if tta is not None:
+        print(f"  {tta.describe()}")
     print()
     if tuple(classes) == DIGITS:
         print("Per digit: " + "  ".join(f"{d}: {100.0 * a:.1f}%" for d, a in enumerate(result.per_digit)))
@@ -135,17 +141,23 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
         disable=len(models) < 2 or not show_progress(args.quiet),
         file=sys.stderr,
     ):
-        results.append(evaluate_network(model.network, split.images, split.labels, top=args.mistakes))
+        tta = model_tta(model) if args.tta else None
+        results.append(evaluate_network(model.network, split.images, split.labels, top=args.mistakes, tta=tta))
+    ttas = [model_tta(model) for model in models] if args.tta else []
     if args.ensemble:
         if len(models) < 2:
             raise UsageError(f"--ensemble needs at least 2 models, got {len(models)}")
-        ensemble = evaluate_ensemble([m.network for m in models], split.images, split.labels, top=args.mistakes)
+        tta = TTA(mirror=all(t.mirror for t in ttas)) if args.tta else None
+        networks = [m.network for m in models]
+        ensemble = evaluate_ensemble(networks, split.images, split.labels, top=args.mistakes, tta=tta)
         head = f"{args.split.capitalize()} (ensemble of {len(models)})"
         print(f"{head}: {ensemble.correct} / {ensemble.total} correct ({100.0 * ensemble.accuracy:.2f}%)")
-        print("  the answer of each image is the digit with the highest output probability averaged over the models")
+        print("  the answer of each image is the class with the highest output probability averaged over the models")
+        if tta is not None:
+            print(f"  {tta.describe()}")
         print()
     if len(models) == 1:
-        _print_evaluation(args.split, results[0], data.classes)
+        _print_evaluation(args.split, results[0], data.classes, ttas[0] if ttas else None)
     else:
         print("| model | sizes | split | correct | accuracy |")
         print("| --- | --- | --- | --- | --- |")
@@ -174,6 +186,7 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "evaluate.py") 
                     "mistakes": [dataclasses.asdict(m) for m in result.mistakes],
                     "images_per_second": result.images_per_second,
                     "probabilities": model.network.probability_kind,
+                    "tta": model_tta(model).describe() if args.tta else None,
                 }
                 for model, result in zip(models, results, strict=True)
             ],

@@ -12,12 +12,14 @@ import numpy as np
 from mnist_nn.cli.base import (
     EXIT_OK,
     JSON_HELP,
+    TTA_HELP,
     Parser,
     check_output,
     command,
     fail,
     json_to_stdout,
     load_model_file,
+    model_tta,
     write_json_output,
 )
 from mnist_nn.config import IMAGE_SIDE, NUM_CLASSES
@@ -25,6 +27,7 @@ from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import ImageError, OutputError, UsageError
 from mnist_nn.images import load_digit, render_digit, save_digit_png
 from mnist_nn.text import describe_os_error, one_line
+from mnist_nn.tta import tta_probabilities
 
 
 def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentParser:
@@ -51,6 +54,7 @@ def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentPar
     parser.add_argument(
         "--show", action="store_true", help="print the 28x28 image the network sees for each file, as text art"
     )
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument(
         "--save-prepared",
         type=Path,
@@ -88,6 +92,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
                 f"cannot write into {one_line(str(args.save_prepared))}: {describe_os_error(exc)}"
             ) from None
     network = model.network
+    tta = model_tta(model) if args.tta else None
     classes = model.classes
     digits = classes == DIGITS
     results: list[dict[str, Any]] = []
@@ -100,10 +105,11 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             fail(prog, str(exc), exc.exit_code)
             failed += 1
             continue
-        probs = network.probabilities(digit.reshape(1, -1))[0]
+        x = digit.reshape(1, -1)
+        probs = (network.probabilities(x) if tta is None else tta_probabilities(network, x, tta))[0]
         prediction = int(np.argmax(probs))
         if not results:  # the header belongs to the answers: an error alone is one line
-            print(f"Probabilities: {network.probability_kind}")
+            print(f"Probabilities: {network.probability_kind}" + (f", {tta.describe()}" if tta is not None else ""))
         answer = f"{prediction}" if digits else f"{prediction} {classes[prediction]}"
         print(f"{one_line(str(path))}: {answer} ({100.0 * probs[prediction]:.1f}%)")
         if len(classes) <= NUM_CLASSES:
@@ -126,6 +132,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
                 "prediction": prediction,
                 "class": classes[prediction],
                 "probabilities": [float(p) for p in probs],
+                "tta": tta.describe() if tta is not None else None,
             }
         )
     if args.json is not None:

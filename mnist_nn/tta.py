@@ -1,0 +1,86 @@
+"""Test-time augmentation: a network's probabilities averaged over a few moved copies of each image.
+
+A network trained on shifted images answers a shifted copy of a test
+image about as well as the image itself, and its mistakes on the copies
+differ, so the average of the probabilities over the copies is right more
+often than one answer (a committee of one network). ``TTA`` says which
+copies: the image itself, its four one-pixel shifts (up, down, left,
+right; the pixel shifted in is background, 0), and, for a network trained
+on mirrored images (clothes), the mirror image of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from mnist_nn.config import IMAGE_SIDE
+from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.network import Network
+
+SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # (rows down, columns right): the image and its 4 shifts
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Which copies of each image a network answers: the image and its 4 one-pixel shifts, mirrored if ``mirror``."""
+
+    mirror: bool = False
+
+    @property
+    def copies(self) -> int:
+        """Copies answered per image: 5, or 10 with their mirror images."""
+        return len(SHIFTS) * (2 if self.mirror else 1)
+
+    def describe(self) -> str:
+        """One line for the output: what the probabilities were averaged over."""
+        mirrored = " and the mirror image of each" if self.mirror else ""
+        return (
+            f"with test-time augmentation: each image's probabilities averaged over {self.copies} copies, "
+            f"the image and its 4 one-pixel shifts{mirrored}"
+        )
+
+    def views(self, images: FloatArray) -> Iterator[FloatArray]:
+        """Each copy of the (m, 784) images in turn, as a new (m, 784) array (the image itself first)."""
+        square = images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+        sources = (square, square[:, :, ::-1]) if self.mirror else (square,)
+        for source in sources:
+            for down, right in SHIFTS:
+                yield _shifted(source, down, right).reshape(images.shape)
+
+
+def _shifted(square: FloatArray, down: int, right: int) -> FloatArray:
+    """(m, 28, 28) images moved ``down`` rows and ``right`` columns (each -1, 0 or 1), background shifted in."""
+    out = np.zeros_like(square)
+    rows, columns = _span(down), _span(right)
+    out[:, rows[0], columns[0]] = square[:, rows[1], columns[1]]
+    return out
+
+
+def _span(offset: int) -> tuple[slice, slice]:
+    """(target, source) slices of one axis moved by ``offset``."""
+    if offset > 0:
+        return slice(offset, None), slice(None, -offset)
+    if offset < 0:
+        return slice(None, offset), slice(-offset, None)
+    return slice(None), slice(None)
+
+
+def tta_probabilities(network: Network, images: npt.ArrayLike, tta: TTA) -> FloatArray:
+    """(m, n_out) probabilities of the (m, 784) images, each the mean over its copies (``Network.probabilities``).
+
+    Raises:
+        ValueError: images that are not (m, 784) floats, or a network whose inputs are not 28x28 images.
+    """
+    if network.input_size != IMAGE_SIDE * IMAGE_SIDE:
+        raise ValueError(f"test-time augmentation moves 28x28 images; this network takes {network.input_size} inputs")
+    x = network.check_images(images)
+    total: FloatArray | None = None
+    for view in tta.views(x):
+        probs = network.probabilities(view)
+        total = probs if total is None else total + probs
+    assert total is not None
+    return total / tta.copies

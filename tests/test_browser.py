@@ -332,3 +332,31 @@ def test_a_fashion_model_takes_a_picture_and_names_the_classes(
         assert tab.errors == []
     finally:
         tab.page.close()
+
+
+def test_a_model_of_26_classes_gets_a_bar_for_each(context: BrowserContext, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mnist_nn.models import save_model
+    from mnist_nn.nn import Network
+
+    names = [chr(ord("a") + k) for k in range(26)]
+    path = tmp_path / "letters.npz"
+    save_model(path, Network([784, 26], seed=3, cost="log-likelihood"), {"dataset": "idx:letters", "classes": names})
+    picture = tmp_path / "mark.png"
+    image = np.full((60, 60), 255, np.uint8)
+    image[10:50, 25:35] = 0
+    Image.fromarray(image).save(picture)
+    with running_server(load_model(path)) as url:
+        tab = PageUnderTest(context.new_page(), url)
+        try:
+            assert tab.page.locator("#bars li span:first-child").all_text_contents() == names
+            tab.page.set_input_files("#file", str(picture))
+            shown = tab.wait("ready")
+            expected = requests.post(url + "/api/predict", json=json.loads(tab.sent[-1]), timeout=TIMEOUT).json()
+            assert len(shown["probabilities"]) == 26
+            assert [float(p) for p in shown["probabilities"]] == expected["probabilities"]
+            assert shown["prediction"] == names[expected["prediction"]]
+            assert tab.errors == []
+        finally:
+            tab.page.close()

@@ -42,7 +42,10 @@
   let answers = 0;
 
   const bars = [];
-  for (let d = 0; d < 10; d++) {
+  for (let d = 0; d < 10; d++) addBar(d);
+
+  // One bar per class: the digits' 10 until the model says how many classes it has.
+  function addBar(d) {
     const item = document.createElement("li");
     item.dataset.digit = String(d);
     const label = document.createElement("span");
@@ -57,6 +60,14 @@
     item.append(label, track, value);
     barList.appendChild(item);
     bars.push({ item, fill, value });
+  }
+
+  function setBars(names) {
+    while (bars.length < names.length) addBar(bars.length);
+    bars.splice(names.length).forEach((bar) => bar.item.remove());
+    bars.forEach((bar, d) => {
+      bar.item.querySelector("span").textContent = names[d];
+    });
   }
 
   // --- drawing ---
@@ -349,9 +360,7 @@
       const digits = Array.from({ length: 10 }, (_, d) => String(d));
       if (Array.isArray(model.classes) && model.classes.join("\n") !== digits.join("\n")) {
         classes = model.classes.map(String);
-        bars.forEach((bar, d) => {
-          bar.item.querySelector("span").textContent = classes[d] || String(d);
-        });
+        setBars(classes);
         barList.setAttribute("aria-label", "Probability of each class");
         document.querySelector("h1").textContent = "Show a picture";
         document.title = "mnist-nn: show a picture";

@@ -159,7 +159,7 @@ def _number(value: Any, what: str, ok: Any, expected: str) -> float:
 
 
 class _BatchNormStep(LayerStep):
-    """A batch norm's buffers for m rows: xhat and y as (N, C), N = m * positions, and the output.
+    """A batch norm's buffers for m rows: xhat as (N, C), N = m * positions, and the output.
 
     The sums over the N rows are products with a vector of ones, which
     BLAS does in one pass per feature. The output buffer may carry a ones
@@ -180,8 +180,8 @@ class _BatchNormStep(LayerStep):
         self.activation = layer.activation
         self.ones = np.ones(self.n, dtype)
         self.xhat = np.empty((self.n, c), dtype)
-        self.y = np.empty((self.n, c), dtype)
-        self.work = np.empty((self.n, c), dtype)
+        self.xhat3 = self.xhat.reshape(m, positions, c)
+        self.work3 = np.empty((m, positions, c), dtype)
         self.sums = np.empty(c, dtype)
         self.mean = np.empty(c, dtype)
         self.inv = np.empty(c, dtype)
@@ -189,11 +189,9 @@ class _BatchNormStep(LayerStep):
         self.out_t = self.out.T
         self.output = output_rows(self.out, n_out)
         self.a3 = self.output.reshape(m, positions, c)
-        self.y3 = self.y.reshape(m, positions, c)
         self.delta = np.empty((m, n_out), dtype)
         self.delta2 = self.delta.reshape(self.n, c)
         self.delta3 = self.delta.reshape(m, positions, c)
-        self.work3 = self.work.reshape(m, positions, c)
         self.grad = np.empty_like(self.scale_shift)
         self.grads = [self.grad, np.zeros_like(self.running)]
         # Inverted dropout after the activation, as a dense layer's (see ``_DenseStep``).
@@ -208,21 +206,20 @@ class _BatchNormStep(LayerStep):
         if x is not self._input:
             self._input = x
             self.x2 = np.reshape(x, (self.n, -1), copy=False)  # a view, or ValueError
-        x2, n = self.x2, self.n
-        np.matmul(self.ones, x2, out=self.sums)
+        n = self.n
+        np.matmul(self.ones, self.x2, out=self.sums)
         np.multiply(self.sums, 1.0 / n, out=self.mean)
-        np.subtract(x2, self.mean, out=self.xhat)
-        np.multiply(self.xhat, self.xhat, out=self.y)
-        np.matmul(self.ones, self.y, out=self.sums)
+        np.subtract(self.x2, self.mean, out=self.xhat)
+        np.einsum("ij,ij->j", self.xhat, self.xhat, out=self.sums)  # no (N, C) temporary
         np.multiply(self.sums, 1.0 / n, out=self.inv)  # the batch's variance, for now
         self._update_running()
         np.add(self.inv, self.eps, out=self.inv)
         np.sqrt(self.inv, out=self.inv)
         np.divide(1.0, self.inv, out=self.inv)
         np.multiply(self.xhat, self.inv, out=self.xhat)
-        np.multiply(self.xhat, self.scale_shift[0], out=self.y)
-        np.add(self.y, self.scale_shift[1], out=self.y)
-        self.activation.forward(self.y3, out=self.pre3)
+        np.multiply(self.xhat3, self.scale_shift[0], out=self.pre3)
+        np.add(self.pre3, self.scale_shift[1], out=self.pre3)
+        self.activation.forward(self.pre3, out=self.pre3)
         if self.keep < 1.0:
             draw_mask(self.mask3, self.keep, rng)
             np.multiply(self.pre3, self.mask3, out=self.a3)
@@ -235,24 +232,27 @@ class _BatchNormStep(LayerStep):
         running[1] += (k * self.unbias) * self.inv
 
     def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
-        """The activation's factor (and dropout's mask), the gradients of gamma and beta, and dC/dx below."""
+        """The activation's factor (and dropout's mask), the gradients of gamma and beta, and dC/dx below.
+
+        dC/dx = a delta + b xhat + c per feature, a = gamma / sqrt(var + eps),
+        b = -a dC/dgamma / N and c = -a dC/dbeta / N: three passes, the last two in place.
+        """
         self.activation.scale_by_derivative(self.pre3, self.delta3, self.work3)
         if self.keep < 1.0:
             np.multiply(self.delta3, self.mask3, out=self.delta3)
         d_gamma, d_beta = self.grad
         np.matmul(self.ones, self.delta2, out=d_beta)
-        np.multiply(self.delta2, self.xhat, out=self.work)
-        np.matmul(self.ones, self.work, out=d_gamma)
+        np.einsum("ij,ij->j", self.delta2, self.xhat, out=d_gamma)
         if below is None:
             return
         if below is not self._below:
             self._below = below
             self.below2 = np.reshape(below, (self.n, -1), copy=False)
-        n = self.n
-        np.multiply(self.xhat, d_gamma * (1.0 / n), out=self.work)
-        np.add(self.work, d_beta * (1.0 / n), out=self.work)
-        np.subtract(self.delta2, self.work, out=self.below2)
-        np.multiply(self.below2, self.scale_shift[0] * self.inv, out=self.below2)
+        a = self.scale_shift[0] * self.inv
+        np.multiply(self.xhat, a * d_gamma * (-1.0 / self.n), out=self.below2)
+        np.add(self.below2, a * d_beta * (-1.0 / self.n), out=self.below2)
+        np.multiply(self.delta2, a, out=self.delta2)  # delta is spent: the gradients are taken
+        np.add(self.below2, self.delta2, out=self.below2)
 
 
 register_layer_kind(BatchNorm)

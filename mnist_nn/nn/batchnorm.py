@@ -161,8 +161,9 @@ def _number(value: Any, what: str, ok: Any, expected: str) -> float:
 class _BatchNormStep(LayerStep):
     """A batch norm's buffers for m rows: xhat as (N, C), N = m * positions, and the output.
 
-    The sums over the N rows are products with a vector of ones, which
-    BLAS does in one pass per feature. The output buffer may carry a ones
+    The sums over the N rows are products with a vector of ones (BLAS),
+    and the sums of products einsum's, which needs no (N, C) temporary. The
+    output buffer may carry a ones
     column for a dense layer above; its values are written through a
     (m, positions, C) view, which splitting each row makes without a copy.
     """

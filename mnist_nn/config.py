@@ -282,7 +282,7 @@ def config_from_dict(d: Any) -> TrainConfig:
 
 # The data set each preset was chosen on where it is not MNIST: a run of the preset trains on it
 # unless --dataset names another.
-PRESET_DATASETS: dict[str, str] = {"fashion-mlp": "fashion-mnist"}
+PRESET_DATASETS: dict[str, str] = {"fashion-mlp": "fashion-mnist", "fashion-cnn": "fashion-mnist"}
 
 
 # Nielsen's chapter-6 ReLU network, also the base of his expanded-data run.
@@ -379,6 +379,27 @@ PRESETS: dict[str, TrainConfig] = {
         dropout=0.3,
         momentum=0.9,
         schedule="cosine",
+    ),
+    # Fashion-MNIST: a 5x5 and two 3x3 convolutions, each batch-normalized, two pools, a dense layer of
+    # 256 normalized and dropped out, mirrored clothes, label smoothing; chosen on validation (seed 1, 20
+    # epochs): 93.30% against 92.54% for one 5x5 convolution in place of the two 3x3 ones, 93.30% without
+    # label smoothing, 93.09% with one-cycle (eta 0.1) and weights averaged (--ema 0.999); with 15 epochs
+    # and the single convolution, dropout 0.5 gave 92.54% against 92.37% for 0.3, mirroring 92.50%, and
+    # mirroring with 2-pixel shifts 92.17%.
+    "fashion-cnn": TrainConfig(
+        layers=("conv32x5", "bn", "pool2", "conv64x3", "bn", "conv64x3", "bn", "pool2", "dense256", "bn", "dense10"),
+        epochs=20,
+        batch_size=64,
+        eta=0.05,
+        activation="relu",
+        cost="log-likelihood",
+        init="he",
+        l2=25.0,
+        dropout=0.5,
+        momentum=0.9,
+        schedule="cosine",
+        augment="none,flip=0.5",
+        label_smoothing=0.1,
     ),
     # Nielsen's chapter 6 (network3.py, conv.py): softmax outputs with the log-likelihood cost,
     # mini-batch 10, his learning rates and epochs, and his initialization ("fan-out": weights

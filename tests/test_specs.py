@@ -41,7 +41,7 @@ def test_each_form_parses_and_is_written_back(spec: str, layer: Layer, written: 
 
 def test_every_kind_of_layer_has_a_spec_form() -> None:
     assert sorted(row.kind for row in SPEC_FORMS) == sorted(LAYER_KINDS)
-    assert FORMS == "dense<N>, conv<F>x<K>, pool<P>, avgpool<P>, dropout<rate>, bn"
+    assert FORMS == "dense<N>, conv<F>x<K>[p<P>], pool<P>, avgpool<P>, dropout<rate>, bn"
 
 
 @pytest.mark.parametrize("spec", ["fc100", "dense", "dense-3", "conv20", "pool2x2", "Dense30", "dropout1", 30])

@@ -121,8 +121,9 @@ def _add_network_flags(group: argparse._ArgumentGroup) -> None:
         "--layers",
         nargs="+",
         metavar="SPEC",
-        help="the layers, input side first, each conv<F>x<K> (F feature maps of KxK kernels, stride 1, no "
-        "padding), pool<P> (PxP max-pooling), avgpool<P> (PxP average pooling), dropout<rate> (drops each "
+        help="the layers, input side first, each conv<F>x<K>[p<P>] (F feature maps of KxK kernels, stride 1, "
+        "P rows and columns of zeros around the input: none by default, p1 keeps a 3x3's maps the input's size), "
+        "pool<P> (PxP max-pooling), avgpool<P> (PxP average pooling), dropout<rate> (drops each "
         "value entering it with probability rate in training), bn (batch normalization: the layer below stays "
         "linear, bn normalizes each of its features over the mini-batch and applies the activation) or "
         "dense<N> (N neurons), ending with dense10 (one output per class of the data set: dense26 for 26), e.g. "

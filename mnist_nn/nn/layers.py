@@ -565,33 +565,46 @@ def _positive(value: Any, what: str) -> int:
 
 
 class Conv2D(_FusedLayer):
-    """``filters`` feature maps of ``kernel`` x ``kernel`` kernels, stride 1, no padding.
+    """``filters`` feature maps of ``kernel`` x ``kernel`` kernels, stride 1, ``padding`` zeros around the input.
 
-    Input (H, W, C), output (H - K + 1, W - K + 1, F). Its weights, shape
-    (K, K, C, F) in a model file, decay under L2; its biases (F,) do not.
+    Input (H, W, C), output (H + 2P - K + 1, W + 2P - K + 1, F): without
+    padding (P = 0) the maps shrink by K - 1; with P = (K - 1) / 2 they keep
+    the input's size ("same" padding). Its weights, shape (K, K, C, F) in a
+    model file, decay under L2; its biases (F,) do not.
 
     Args:
         filters: feature maps F.
         kernel: side K of each kernel.
         activation: a name from ``ACTIVATIONS``, or None for the network's hidden activation.
+        padding: P, the rows and columns of zeros added on each side of the input, 0 <= P < K.
     """
 
     kind = "conv2d"
 
-    def __init__(self, filters: int, kernel: int, activation: str | None = None) -> None:
+    def __init__(self, filters: int, kernel: int, activation: str | None = None, padding: int = 0) -> None:
         _check_activation(activation, output=False)
         self.filters = _positive(filters, "number of feature maps")
         self.kernel = _positive(kernel, "kernel size")
+        if isinstance(padding, bool) or not isinstance(padding, int | np.integer) or not 0 <= padding < self.kernel:
+            raise ValueError(f"expected a padding from 0 to {self.kernel - 1} (less than the kernel), got {padding!r}")
+        self.padding = int(padding)
         self.activation_name = activation
         self.params = []
 
     def __repr__(self) -> str:
-        return f"Conv2D({self.filters}, {self.kernel}, {self.activation_name!r})"
+        padding = f", padding={self.padding}" if self.padding else ""
+        return f"Conv2D({self.filters}, {self.kernel}, {self.activation_name!r}{padding})"
+
+    @property
+    def padded(self) -> tuple[int, int, int]:
+        """(H + 2P, W + 2P, C): the input with its border of zeros."""
+        h, w, c = self.image
+        return h + 2 * self.padding, w + 2 * self.padding, c
 
     def build(self, input_shape: Shape) -> Shape:
-        """Output (H - K + 1, W - K + 1, F); ValueError when the kernel is larger than the input."""
+        """Output (H + 2P - K + 1, W + 2P - K + 1, F); ValueError when the kernel is larger than the padded input."""
         self.image = _image_shape(tuple(input_shape), "a convolution")
-        h, w, _ = self.image
+        h, w, _ = self.padded
         k = self.kernel
         if k > h or k > w:
             raise ValueError(f"a {k}x{k} kernel is larger than its {h}x{w} input")
@@ -629,10 +642,14 @@ class Conv2D(_FusedLayer):
         return math.prod(self.output_shape) * self.patch_size
 
     def _patches(self, x: FloatArray) -> FloatArray:
-        """im2col: (m * H' * W', K*K*C) patches of a batch of flattened inputs, in (K, K, C) order."""
+        """im2col: (m * H' * W', K*K*C) patches of a batch of flattened inputs (padded first), in (K, K, C) order."""
         h, w, c = self.image
+        p = self.padding
+        images = x.reshape(-1, h, w, c)
+        if p:
+            images = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
         windows = np.lib.stride_tricks.sliding_window_view(
-            x.reshape(-1, h, w, c), (self.kernel, self.kernel), axis=(1, 2)
+            images, (self.kernel, self.kernel), axis=(1, 2)
         )  # (m, H', W', C, K, K), a view
         patches: FloatArray = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, self.patch_size)
         return patches
@@ -657,33 +674,38 @@ class Conv2D(_FusedLayer):
         return [grad], self._col2im(d @ self.params[0][:-1].T, m)
 
     def _col2im(self, d_patches: FloatArray, m: int) -> FloatArray:
-        """The gradient with respect to the input: each kernel offset's share added at its shifted slice."""
-        h, w, c = self.image
-        k = self.kernel
+        """The gradient with respect to the input: each kernel offset's share added at its shifted slice.
+
+        With padding, the shares land on the padded input, and its border (zeros, not inputs) is dropped.
+        """
+        h, w, c = self.padded
+        k, p = self.kernel, self.padding
         ho, wo, _ = self.output_shape
         d6 = d_patches.reshape(m, ho, wo, k, k, c)
         dx = np.zeros((m, h, w, c), dtype=d_patches.dtype)
         for i in range(k):
             for j in range(k):
                 dx[:, i : i + ho, j : j + wo, :] += d6[:, :, :, i, j, :]
-        return dx.reshape(m, -1)
+        return dx[:, p : h - p, p : w - p, :].reshape(m, -1)
 
     def plan(self, m: int, *, ones_out: bool) -> LayerStep:
         """Buffers for m rows (see ``_ConvStep``)."""
         return _ConvStep(self, m, ones_out)
 
     def describe(self) -> dict[str, Any]:
-        """{"kind": "conv2d", "filters": F, "kernel": K, "activation": name}."""
-        return {"kind": self.kind, "filters": self.filters, "kernel": self.kernel, "activation": _activation_name(self)}
+        """{"kind": "conv2d", "filters": F, "kernel": K, "activation": name}, and "padding": P when P > 0."""
+        described = {"kind": self.kind, "filters": self.filters, "kernel": self.kernel}
+        described["activation"] = _activation_name(self)
+        return described | ({"padding": self.padding} if self.padding else {})
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any]) -> Conv2D:
         """The inverse of ``describe``; ValueError for anything else."""
-        _check_keys(description, {"kind", "filters", "kernel", "activation"})
+        _check_keys(description, {"kind", "filters", "kernel", "activation"} | ({"padding"} & set(description)))
         activation = description["activation"]
         if activation is not None and not isinstance(activation, str):
             raise ValueError(f"expected a conv2d layer's activation to be a name or null, got {activation!r}")
-        return cls(description["filters"], description["kernel"], activation)
+        return cls(description["filters"], description["kernel"], activation, description.get("padding", 0))
 
 
 def output_rows(out: FloatArray, n: int) -> FloatArray:
@@ -700,8 +722,8 @@ class _ConvStep(LayerStep):
     """
 
     def __init__(self, layer: Conv2D, m: int, ones_out: bool) -> None:
-        h, w, c = layer.image
-        k, f = layer.kernel, layer.filters
+        h, w, c = layer.padded
+        k, f, p = layer.kernel, layer.filters, layer.padding
         ho, wo, _ = layer.output_shape
         param = layer.params[0]
         dtype = param.dtype
@@ -709,7 +731,8 @@ class _ConvStep(LayerStep):
         self.param = param
         self.weights_t = param[:-1].T  # (F, C*K*K)
         self.activation = layer.activation
-        self.image = np.empty((m, h, w, c), dtype)
+        self.image = np.zeros((m, h, w, c), dtype)  # its border (with padding) stays 0
+        self.interior = self.image[:, p : h - p, p : w - p, :]  # where each batch is copied
         windows = np.lib.stride_tricks.sliding_window_view(self.image, (k, k), axis=(1, 2))
         # (m, H', W', K, K, C): each patch in (K, K, C) order, so runs of C values are contiguous.
         self.windows = windows.transpose(0, 1, 2, 4, 5, 3)
@@ -731,13 +754,15 @@ class _ConvStep(LayerStep):
         self.d_patches = np.empty((m * ho * wo, layer.patch_size), dtype)
         d6 = self.d_patches.reshape(m, ho, wo, k, k, c)
         self.shifts = [(i, j, d6[:, :, :, i, j, :]) for i in range(k) for j in range(k)]
-        self.sizes = (m, h, w, c, ho, wo)
+        self.pad, self.out_size = p, (ho, wo)
+        # With padding the shares of the delta below land on a padded buffer, whose interior is the delta below.
+        self.padded_below = np.empty((m, h, w, c), dtype) if p else None
         self._below: FloatArray | None = None
         self._slices: list[tuple[FloatArray, FloatArray]] = []
 
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
         """Copy x into the image buffer, im2col, one product, the activation."""
-        np.copyto(self.image, x.reshape(self.image.shape))
+        np.copyto(self.interior, x.reshape(self.interior.shape))
         np.copyto(self.patch_view, self.windows)
         _matmul(self.patches, self.param, out=self.z)
         self.activation.forward(self.z4, out=self.a4)
@@ -751,14 +776,18 @@ class _ConvStep(LayerStep):
             return
         _matmul(self.delta2, self.weights_t, out=self.d_patches)
         if below is not self._below:  # the slices of the buffer below, made once
-            m, h, w, c, ho, wo = self.sizes
-            below4 = below.reshape(m, h, w, c)
+            ho, wo = self.out_size
+            below4 = below.reshape(self.interior.shape)
             self._below = below
-            self._below4 = below4
-            self._slices = [(below4[:, i : i + ho, j : j + wo, :], d) for i, j, d in self.shifts]
+            self._below4 = below4 if self.padded_below is None else self.padded_below
+            self._slices = [(self._below4[:, i : i + ho, j : j + wo, :], d) for i, j, d in self.shifts]
+            self._interior_below = below4
         self._below4.fill(0.0)
         for target, d in self._slices:
             np.add(target, d, out=target)
+        if self.padded_below is not None:
+            p = self.pad
+            np.copyto(self._interior_below, self.padded_below[:, p:-p, p:-p, :])
 
 
 class _Pool2D(Layer):

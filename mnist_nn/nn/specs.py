@@ -1,7 +1,7 @@
 """The command-line syntax of layers: one spec per layer, such as ``conv20x5``, ``pool2`` or ``dense100``.
 
 ``SPEC_FORMS`` is the table, one row per form: the form as ``--help`` and
-error messages show it (``conv<F>x<K>``), the layer kind it builds, the
+error messages show it (``conv<F>x<K>[p<P>]``), the layer kind it builds, the
 regular expression a spec matches in full (the arguments in its groups),
 the layer a match names, and the way back, a layer's spec from its
 description. ``layer_from_spec`` parses a spec; ``spec_of`` writes one. A
@@ -24,7 +24,7 @@ from mnist_nn.nn.layers import AvgPool2D, Conv2D, Dense, Dropout, Layer, MaxPool
 class SpecForm:
     """One form of layer spec (see the module docstring)."""
 
-    form: str  # as help and messages show it, e.g. "conv<F>x<K>"
+    form: str  # as help and messages show it, e.g. "conv<F>x<K>[p<P>]"
     kind: str  # the kind it builds, a key of ``LAYER_KINDS``
     pattern: str  # the whole spec, its arguments in groups
     layer: Callable[[re.Match[str]], Layer]  # the layer a matching spec names
@@ -34,11 +34,11 @@ class SpecForm:
 SPEC_FORMS = (
     SpecForm("dense<N>", "dense", r"dense([0-9]{1,9})", lambda m: Dense(int(m[1])), lambda d: f"dense{d['size']}"),
     SpecForm(
-        "conv<F>x<K>",
+        "conv<F>x<K>[p<P>]",
         "conv2d",
-        r"conv([0-9]{1,9})x([0-9]{1,9})",
-        lambda m: Conv2D(int(m[1]), int(m[2])),
-        lambda d: f"conv{d['filters']}x{d['kernel']}",
+        r"conv([0-9]{1,9})x([0-9]{1,9})(?:p([0-9]{1,9}))?",
+        lambda m: Conv2D(int(m[1]), int(m[2]), padding=int(m[3] or 0)),
+        lambda d: f"conv{d['filters']}x{d['kernel']}" + (f"p{d['padding']}" if d.get("padding") else ""),
     ),
     SpecForm("pool<P>", "maxpool2d", r"pool([0-9]{1,9})", lambda m: MaxPool2D(int(m[1])), lambda d: f"pool{d['pool']}"),
     SpecForm(
@@ -58,12 +58,12 @@ SPEC_FORMS = (
     SpecForm("bn", "batchnorm", r"bn", lambda m: BatchNorm(), lambda d: "bn"),
 )
 
-# The forms, for messages and help: "dense<N>, conv<F>x<K>, pool<P>, avgpool<P>, dropout<rate>, bn".
+# The forms, for messages and help: "dense<N>, conv<F>x<K>[p<P>], pool<P>, avgpool<P>, dropout<rate>, bn".
 FORMS = ", ".join(row.form for row in SPEC_FORMS)
 
 
 def layer_from_spec(spec: str) -> Layer:
-    """The layer a command-line spec names: ``conv20x5``, ``pool2``, ``avgpool2``, ``dropout0.5``, ``dense100``.
+    """The layer a command-line spec names: ``conv20x5``, ``conv32x3p1``, ``pool2``, ``dropout0.5``, ``dense100``.
 
     Raises:
         ValueError: a spec of no form, or of a form whose values no layer takes (``conv0x5``).

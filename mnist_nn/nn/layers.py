@@ -592,8 +592,9 @@ class Conv2D(_FusedLayer):
         self.params = []
 
     def __repr__(self) -> str:
-        padding = f", padding={self.padding}" if self.padding else ""
-        return f"Conv2D({self.filters}, {self.kernel}, {self.activation_name!r}{padding})"
+        if self.padding:
+            return f"Conv2D({self.filters}, {self.kernel}, padding={self.padding}, activation={self.activation_name!r})"
+        return f"Conv2D({self.filters}, {self.kernel}, {self.activation_name!r})"
 
     @property
     def padded(self) -> tuple[int, int, int]:

@@ -576,10 +576,14 @@ class Network:
 
 
 def _layer_text(layer: Layer) -> str:
-    """A layer's repr with the activation the network chose for it, ``Dense(30, 'sigmoid')`` for ``Dense(30)``."""
+    """A layer's repr with the activation the network chose for it: ``Dense(30, 'sigmoid')`` for ``Dense(30)``,
+    ``Conv2D(32, 3, activation='identity', padding=1)`` below a batch norm, ``BatchNorm('relu')``."""
     text = repr(layer)
-    if layer.activated and getattr(layer, "activation_name", "") is None and text.endswith(", None)"):
-        text = f"{text.removesuffix('None)')}{layer.activation.name!r})"
+    if layer.activated and getattr(layer, "activation_name", "") is None:
+        if text.endswith("None)"):
+            text = f"{text.removesuffix('None)')}{layer.activation.name!r})"
+        elif text.endswith("()"):
+            text = f"{text.removesuffix(')')}{layer.activation.name!r})"
     return text
 
 

@@ -125,8 +125,10 @@ class Layer(ABC):
         """A JSON-ready description: ``layer_from_description`` rebuilds an equal layer from it."""
 
     def forward_training(self, x: FloatArray) -> FloatArray:
-        """The output as a training step computes it, without its randomness: ``forward`` but for a batch norm,
-        which normalizes with the batch's own statistics. ``Network.backprop`` uses it."""
+        """The output as a training step computes it, without its randomness (``Network.backprop`` uses it).
+
+        ``forward``, but for a batch norm, which normalizes with the batch's own statistics.
+        """
         return self.forward(x)
 
     # --- what a kind with parameters overrides ---

@@ -576,8 +576,10 @@ class Network:
 
 
 def _layer_text(layer: Layer) -> str:
-    """A layer's repr with the activation the network chose for it: ``Dense(30, 'sigmoid')`` for ``Dense(30)``,
-    ``Conv2D(32, 3, activation='identity', padding=1)`` below a batch norm, ``BatchNorm('relu')``."""
+    """A layer's repr with the activation the network chose for it: ``Dense(30, 'sigmoid')`` for ``Dense(30)``.
+
+    Also ``Conv2D(32, 3, padding=1, activation='identity')`` below a batch norm, and ``BatchNorm('relu')``.
+    """
     text = repr(layer)
     if layer.activated and getattr(layer, "activation_name", "") is None:
         if text.endswith("None)"):

@@ -219,8 +219,11 @@ class Run:
         return len(self.history.epochs)
 
     def evaluated(self) -> Network:
-        """The network validated and served: ``network``, or, when the run averages its weights
-        (``config.ema``), a network holding that average, brought up to date from the optimizer."""
+        """The network validated and served: ``network``, or the average of its weights.
+
+        When the run averages its weights (``config.ema``), a network holding
+        that average, brought up to date from the optimizer's state.
+        """
         average = self.optimizer.state.get("average")
         if average is None:
             return self.network

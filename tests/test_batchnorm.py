@@ -11,7 +11,7 @@ import pytest
 from mnist_nn import BatchNorm, Conv2D, Dense, MaxPool2D, Network
 from mnist_nn.config import TrainConfig
 from mnist_nn.models import load_model, save_model
-from mnist_nn.nn.activations import ACTIVATIONS, IDENTITY
+from mnist_nn.nn.activations import IDENTITY
 from mnist_nn.nn.layers import layer_from_description
 from mnist_nn.nn.specs import layer_from_spec, spec_of
 from mnist_nn.train import Run, fit
@@ -19,7 +19,7 @@ from mnist_nn.train.checkpoint import resume_run, save_run
 from mnist_nn.train.optimizers import Momentum
 from mnist_nn.train.step import Step
 from tests.test_checkpoint import _data, _records
-from tests.test_conv import _batch, _numeric_gradient_of
+from tests.test_conv import _batch, _numeric_gradient_of, bars, check_layer_gradients
 
 
 def _bn_cnn(activation: str = "relu", cost: str = "log-likelihood", dtype: type = np.float64) -> Network:
@@ -42,24 +42,10 @@ def _training_cost(net: Network, x: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.mark.parametrize("shape", [(4, 4, 3), (6,)])
 def test_batch_norm_alone_passes_the_gradient_check(shape: tuple[int, ...]) -> None:
-    # C = sum(a * r) for a fixed random r: dC/da = r; the batch's statistics depend on x,
-    # so the delta below has the two terms of the mean and the variance besides the direct one.
-    layer = BatchNorm()
-    layer.build(shape)
-    layer.initialize(None, "glorot", np.dtype(np.float64))
-    layer.activation = ACTIVATIONS["tanh"]
-    layer.params[0][...] = np.random.default_rng(3).uniform(0.5, 1.5, layer.params[0].shape)
+    # The batch's statistics depend on x, so the delta below has the two terms of the mean and the
+    # variance besides the direct one; the running averages do not change the output in training.
     x = np.random.default_rng(4).standard_normal((5, int(np.prod(shape))))
-    r = np.random.default_rng(5).standard_normal(x.shape)
-    grads, dx = layer.backward(x, layer.forward_training(x), r, output=False)
-
-    def total() -> float:
-        return float(np.sum(layer.forward_training(x) * r))
-
-    numeric = _numeric_gradient_of([layer.params[0], x], total)
-    np.testing.assert_allclose(grads[0], numeric[0], rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(dx, numeric[1], rtol=1e-5, atol=1e-8)
-    np.testing.assert_array_equal(grads[1], 0.0)  # the running averages are not trained
+    check_layer_gradients(BatchNorm(), shape, x)
 
 
 @pytest.mark.parametrize(("activation", "cost"), [("relu", "log-likelihood"), ("tanh", "cross-entropy")])
@@ -155,16 +141,7 @@ def test_a_model_file_keeps_the_running_averages(tmp_path: Path) -> None:
 
 
 def test_a_cnn_with_batch_norms_learns_a_tiny_problem_with_dropout_after_its_dense_norm() -> None:
-    rng = np.random.default_rng(9)
-    images = np.zeros((200, 8, 8))
-    labels = rng.integers(0, 2, size=200)
-    for k, label in enumerate(labels):
-        where = rng.integers(1, 7)
-        if label:
-            images[k, :, where] = 1.0
-        else:
-            images[k, where, :] = 1.0
-    x = (images + 0.1 * rng.random(images.shape)).reshape(200, 64).astype(np.float32)
+    x, labels = bars()
     layers = [Conv2D(4, 3), BatchNorm(), MaxPool2D(2), Dense(8), BatchNorm(), Dense(2)]
     net = Network(layers, input_size=64, activation="relu", cost="log-likelihood", init="he")
     fit(Run.for_network(net, np.random.default_rng(1), epochs=5, batch_size=10, eta=0.1, dropout=0.2), x, labels)

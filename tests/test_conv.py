@@ -9,7 +9,7 @@ from mnist_nn import Conv2D, Dense, MaxPool2D, Network
 from mnist_nn.config import TrainConfig
 from mnist_nn.nn.activations import ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
-from mnist_nn.nn.layers import layer_from_description
+from mnist_nn.nn.layers import Layer, layer_from_description
 from mnist_nn.nn.network import layer_sizes
 from mnist_nn.nn.specs import layer_from_spec
 from mnist_nn.train import Run, fit
@@ -66,25 +66,32 @@ def test_cnn_gradients_match_finite_differences(activation: str, cost: str, l2: 
         np.testing.assert_allclose(gb, numeric[-1], rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("layer", [Conv2D(3, 3, "tanh"), MaxPool2D(2)])
-def test_each_new_layer_alone_passes_the_gradient_check(layer: Conv2D | MaxPool2D) -> None:
-    # The layer alone on 6x6 feature maps of 2 channels; C = sum(a * r) for a fixed random r,
-    # so dC/da = r, and both the parameter gradients and the delta passed below are checked.
-    layer.build((6, 6, 2))
+def check_layer_gradients(layer: Layer, shape: tuple[int, ...], x: np.ndarray) -> None:
+    """A layer alone, built on ``shape`` with tanh for an activation of its own, against finite differences.
+
+    C = sum(a * r) for a fixed random r, so dC/da = r: every parameter
+    gradient and the delta passed below are checked, the output computed as
+    training computes it (``forward_training``).
+    """
+    layer.build(shape)
     layer.initialize(np.random.default_rng(3), "glorot", np.dtype(np.float64))
     if layer.activated:
         layer.activation = ACTIVATIONS["tanh"]
-    x = np.random.default_rng(4).random((4, 72))
-    r = np.random.default_rng(5).standard_normal(layer.forward(x).shape)
-    grads, dx = layer.backward(x, layer.forward(x), r, output=False)
+    r = np.random.default_rng(5).standard_normal(layer.forward_training(x).shape)
+    grads, dx = layer.backward(x, layer.forward_training(x), r, output=False)
 
     def total() -> float:
-        return float(np.sum(layer.forward(x) * r))
+        return float(np.sum(layer.forward_training(x) * r))
 
     for g, numeric in zip(grads, _numeric_gradient_of(layer.params, total), strict=True):
         np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-8)
     (numeric_dx,) = _numeric_gradient_of([x], total)
     np.testing.assert_allclose(dx, numeric_dx, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("layer", [Conv2D(3, 3, "tanh"), MaxPool2D(2)])
+def test_each_new_layer_alone_passes_the_gradient_check(layer: Conv2D | MaxPool2D) -> None:
+    check_layer_gradients(layer, (6, 6, 2), np.random.default_rng(4).random((4, 72)))
 
 
 def test_im2col_convolution_equals_a_plain_loop_over_positions() -> None:
@@ -168,8 +175,8 @@ def test_bad_layer_specs_are_refused(specs: list[str], message: str) -> None:
         layer_sizes([layer_from_spec(s) for s in specs], 784)
 
 
-def test_a_cnn_learns_a_tiny_problem_through_fit() -> None:
-    # Vertical against horizontal bars on 8x8 images: a convolution sees it at once.
+def bars() -> tuple[np.ndarray, np.ndarray]:
+    """200 8x8 images of a vertical (label 1) or horizontal (label 0) bar with noise, (200, 64) float32, and labels."""
     rng = np.random.default_rng(9)
     images = np.zeros((200, 8, 8))
     labels = rng.integers(0, 2, size=200)
@@ -179,7 +186,12 @@ def test_a_cnn_learns_a_tiny_problem_through_fit() -> None:
             images[k, :, where] = 1.0
         else:
             images[k, where, :] = 1.0
-    x = (images + 0.1 * rng.random(images.shape)).reshape(200, 64).astype(np.float32)
+    return (images + 0.1 * rng.random(images.shape)).reshape(200, 64).astype(np.float32), labels
+
+
+def test_a_cnn_learns_a_tiny_problem_through_fit() -> None:
+    # Vertical against horizontal bars on 8x8 images: a convolution sees it at once.
+    x, labels = bars()
     net = Network([Conv2D(4, 3), MaxPool2D(2), Dense(2)], input_size=64, activation="relu", cost="log-likelihood")
     run = fit(Run.for_network(net, np.random.default_rng(1), epochs=5, batch_size=10, eta=0.1), x, labels)
     assert net.count_correct(x, labels) >= 195, run.history.epochs

@@ -11,7 +11,7 @@ from mnist_nn.nn.layers import layer_from_description
 from mnist_nn.nn.specs import layer_from_spec, spec_of
 from mnist_nn.train.optimizers import Momentum
 from mnist_nn.train.step import Step
-from tests.test_conv import _batch, _numeric_gradient_of
+from tests.test_conv import _batch, check_layer_gradients
 
 
 def test_same_padding_keeps_the_size_and_equals_a_loop_over_a_zero_bordered_image() -> None:
@@ -36,20 +36,7 @@ def test_same_padding_keeps_the_size_and_equals_a_loop_over_a_zero_bordered_imag
 
 @pytest.mark.parametrize("padding", [1, 2])
 def test_a_padded_convolution_passes_the_gradient_check(padding: int) -> None:
-    layer = Conv2D(3, 3, "tanh", padding=padding)
-    layer.build((5, 5, 2))
-    layer.initialize(np.random.default_rng(3), "glorot", np.dtype(np.float64))
-    layer.activation = ACTIVATIONS["tanh"]
-    x = np.random.default_rng(4).random((4, 50))
-    r = np.random.default_rng(5).standard_normal(layer.forward(x).shape)
-    grads, dx = layer.backward(x, layer.forward(x), r, output=False)
-
-    def total() -> float:
-        return float(np.sum(layer.forward(x) * r))
-
-    numeric = _numeric_gradient_of([layer.params[0], x], total)
-    np.testing.assert_allclose(grads[0], numeric[0], rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(dx, numeric[1], rtol=1e-5, atol=1e-8)
+    check_layer_gradients(Conv2D(3, 3, padding=padding), (5, 5, 2), np.random.default_rng(4).random((4, 50)))
 
 
 def _padded_cnn() -> Network:

@@ -57,7 +57,8 @@ def test_fashion_mnist_never_reads_mnists_mirror(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv(MNIST.mirror_env, real_mirror())
     monkeypatch.delenv(FASHION_ENV, raising=False)
     offline = dataclasses.replace(FASHION_MNIST, mirrors=(), system_copy=None)
-    with pytest.raises(DownloadError, match=f"no mirrors to try; .*point {FASHION_ENV} \\(or --mirror\\)"):
+    hint = f"point {FASHION_ENV} \\(or --mirror\\) at their folder \\(\\${MNIST.mirror_env} is MNIST's mirror only\\)$"
+    with pytest.raises(DownloadError, match=f"no mirrors to try; .*{hint}"):
         load_mnist(tmp_path, dataset=offline)
     assert not (tmp_path / "fashion-mnist").exists()
 

@@ -131,7 +131,11 @@ _CAUSE_LIMIT = 120  # characters of a network error's message quoted as the reas
 
 
 def _fix_hint(mirror_env: str) -> str:
-    return f"download the files yourself and point {mirror_env} (or --mirror) at their folder"
+    """What to do when no mirror worked; says so when MNIST's variable is set for another data set, which ignores it."""
+    hint = f"download the files yourself and point {mirror_env} (or --mirror) at their folder"
+    if mirror_env != MIRROR_ENV and os.environ.get(MIRROR_ENV):
+        hint += f" (${MIRROR_ENV} is MNIST's mirror only)"
+    return hint
 
 
 DEADLINE_ENV = "MNIST_NN_DOWNLOAD_DEADLINE"

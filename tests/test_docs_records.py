@@ -109,18 +109,20 @@ def speed_block(path: Path) -> str:
         f"Written by `python scripts/benchmark.py speed --json {path.relative_to(ROOT)}`.",
         "",
         "| network | mini-batch | dtype | s per epoch | GFLOP/s | of GEMM | time over the floor "
-        "| speed-up over the reference |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| speed-up over the reference | time over PyTorch's |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    what = {"vectorized": "", "reference": " (the per-example reference)", "pytorch": " (PyTorch, plain SGD)"}
     for entry in record["training"]:
-        if entry["implementation"] not in ("vectorized", "reference"):
+        if entry["implementation"] not in what:
             continue
-        name = _network(entry) + (" (the per-example reference)" if entry["implementation"] == "reference" else "")
+        name = _network(entry) + what[entry["implementation"]]
         over = f"{entry['floor_ratio']:.2f}x" if entry["floor_ratio"] is not None else ""
         speedup = f"{entry['speedup']:.1f}x" if entry["speedup"] is not None else ""
+        pytorch = f"{entry['pytorch_ratio']:.2f}x" if entry.get("pytorch_ratio") is not None else ""
         lines.append(
             f"| {name} | {entry['batch_size']} | {entry['dtype']} | {entry['epoch_seconds_best']:.3f} | "
-            f"{entry['gflops']:.1f} | {100 * entry['gemm_fraction']:.0f}% | {over} | {speedup} |"
+            f"{entry['gflops']:.1f} | {100 * entry['gemm_fraction']:.0f}% | {over} | {speedup} | {pytorch} |"
         )
     job = record["main_job_summary"]
     shape = job["shape"]

@@ -2,8 +2,9 @@
 
 ``speed_benchmark`` makes the measurements of ``mnist_nn.bench.timings``
 (training epochs beside the floor of their math, a plain NumPy port of
-Nielsen's network and the per-example reference, inference, GEMM, the data
-load) and of ``mnist_nn.bench.memory`` (first the peak memory, then the main
+Nielsen's network and the per-example reference, and, given an interpreter
+with PyTorch, PyTorch's epoch of each convolutional shape; inference, GEMM,
+the data load) and of ``mnist_nn.bench.memory`` (first the peak memory, then the main
 job's own epoch); it returns a report with a ``to_dict()`` for JSON, whose
 ``main_job_summary`` sets the main job beside its floor. Nothing here prints or reads argv
 (``mnist_nn.cli.benchmark`` does).
@@ -19,6 +20,7 @@ from typing import Any
 from mnist_nn.bench.common import QUICK_TRAIN_SIZE, DataSource
 from mnist_nn.bench.machine import environment_info
 from mnist_nn.bench.memory import MainJobTiming, MemoryRun, measure_main_job, measure_peak_memory
+from mnist_nn.bench.pytorch import measure_pytorch
 from mnist_nn.bench.timings import (
     REFERENCE_BATCH_SIZE,
     GemmSpeed,
@@ -36,6 +38,7 @@ from mnist_nn.bench.timings import (
     measure_training,
 )
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
+from mnist_nn.data import MnistData
 from mnist_nn.data.download import ensure_mnist
 
 GEMM_CEILING = 1.0  # a training step's fraction of the large GEMM's GFLOP/s cannot exceed this
@@ -68,6 +71,7 @@ class SpeedPlan:
     gemm_dtypes: tuple[str, ...] = ("float32", "float64")
     memory_epochs: int | None = None  # epochs of the memory run (None: the trainer's default); 0 skips it
     main_job_epochs: tuple[int, int] | None = (2, 12)  # the main job's epoch is the difference of these runs
+    pytorch: str | None = None  # an interpreter with PyTorch: its epoch of each convolutional shape, beside ours
 
     @classmethod
     def quick(cls) -> SpeedPlan:
@@ -117,6 +121,7 @@ class SpeedPlan:
             1  # data load
             + (len(self.gemm_dtypes) if self.gemm_size else 0)
             + len(self.shapes)
+            + (sum(1 for s in self.shapes if s.layers) if self.pytorch else 0)
             + 3 * sum(1 for s in self.shapes if not s.layers)  # the floor and the two plain ports of dense shapes
             + (1 if self.main_job_epochs else 0)
             + (len(self.reference_dtypes) if self.reference_size else 0)
@@ -273,11 +278,13 @@ def _compared(timed: list[TrainingSpeed], gemm: list[GemmSpeed]) -> list[Trainin
     gemm_gflops = {g.dtype: g.gflops for g in gemm}
     reference_rate = {t.shape: t.timing.best_rate for t in timed if t.implementation == "reference"}
     floor_seconds = {t.shape: t.epoch_seconds() for t in timed if t.implementation == "floor"}
+    pytorch_seconds = {t.shape: t.epoch_seconds() for t in timed if t.implementation == "pytorch"}
 
     def compare(t: TrainingSpeed) -> TrainingSpeed:
         ceiling = gemm_gflops.get(t.shape.dtype)
         ref = reference_rate.get(t.shape) if t.implementation == "vectorized" else None
         floor = floor_seconds.get(t.shape) if t.implementation != "reference" else None
+        pytorch = pytorch_seconds.get(t.shape) if t.implementation == "vectorized" else None
         return TrainingSpeed(
             t.implementation,
             t.shape,
@@ -285,9 +292,27 @@ def _compared(timed: list[TrainingSpeed], gemm: list[GemmSpeed]) -> list[Trainin
             gemm_fraction=t.gflops / ceiling if ceiling else None,
             speedup=t.timing.best_rate / ref if ref else None,
             floor_ratio=t.epoch_seconds() / floor if floor else None,
+            pytorch_ratio=t.epoch_seconds() / pytorch if pytorch else None,
         )
 
     return [compare(t) for t in timed]
+
+
+def _measure_shape(
+    plan: SpeedPlan, shape: TrainingShape, data: MnistData, step: Callable[[str], None]
+) -> list[TrainingSpeed]:
+    """The step of one shape, and beside it PyTorch's (convolutional shapes) or the floor and the ports (dense)."""
+    step(f"training {shape.label}")
+    rows = [measure_training(shape, data, plan.train_size, plan.repeats)]
+    if plan.pytorch and shape.layers:
+        step(f"PyTorch {shape.label}")
+        rows.append(measure_pytorch(plan.pytorch, shape, plan.train_size, plan.repeats))
+    for what, measure in () if shape.layers else _BESIDE_THE_STEP:
+        step(f"{what} {shape.label}")
+        timed = measure(shape, data, plan.train_size, plan.repeats)
+        if timed is not None:
+            rows.append(timed)
+    return rows
 
 
 def speed_benchmark(
@@ -353,13 +378,7 @@ def speed_benchmark(
 
     for shape in plan.shapes:
         # The step, its floor and the plain port side by side, so that drift on the machine hits all three.
-        step(f"training {shape.label}")
-        vectorized.append(measure_training(shape, data, plan.train_size, plan.repeats))
-        for what, measure in () if shape.layers else _BESIDE_THE_STEP:  # the floor and the ports: dense only
-            step(f"{what} {shape.label}")
-            timed = measure(shape, data, plan.train_size, plan.repeats)
-            if timed is not None:
-                vectorized.append(timed)
+        vectorized += _measure_shape(plan, shape, data, step)
         if shape == MAIN_JOB_SHAPE and plan.main_job_epochs and main_job is None:
             main_job = time_main_job(plan.main_job_epochs)
     reference = []

@@ -170,15 +170,18 @@ class TrainingSpeed:
     so 6 * P per example, at the best rate. ``gemm_fraction`` divides it by
     the large matrix product's GFLOP/s in the same dtype; ``speedup`` is the
     best rate over the reference's for the same shape (None where there is none);
-    ``floor_ratio`` the best time per epoch over the floor's for the same shape.
+    ``floor_ratio`` the best time per epoch over the floor's for the same shape;
+    ``pytorch_ratio`` the best time per epoch over PyTorch's (``mnist_nn.bench.pytorch``).
     """
 
-    implementation: str  # "vectorized", "floor", "plain port", "plain port, his lists" or "reference"
+    # "vectorized", "floor", "plain port", "plain port, his lists", "reference" or "pytorch"
+    implementation: str
     shape: TrainingShape
     timing: Timing
     gemm_fraction: float | None = None
     speedup: float | None = None
     floor_ratio: float | None = None
+    pytorch_ratio: float | None = None
 
     @property
     def gflops(self) -> float:
@@ -203,6 +206,7 @@ class TrainingSpeed:
             "gemm_fraction": self.gemm_fraction,
             "speedup": self.speedup,
             "floor_ratio": self.floor_ratio,
+            "pytorch_ratio": self.pytorch_ratio,
             "timing": self.timing.to_dict(),
         }
 

@@ -32,6 +32,7 @@ from mnist_nn.bench import (
     TrainingShape,
     speed_benchmark,
 )
+from mnist_nn.bench.pytorch import default_interpreter
 from mnist_nn.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -209,6 +210,14 @@ def build_benchmark_parser(prog: str = "benchmark.py") -> argparse.ArgumentParse
         help="epochs of the training run whose peak memory is measured, 0 to skip (default: the trainer's "
         f"default, a full run; --quick: {q.memory_epochs})",
     )
+    speed.add_argument(
+        "--pytorch",
+        metavar="PYTHON",
+        help="also time PyTorch's CPU training of each convolutional configuration (same network, mini-batch "
+        "and threads, plain SGD, random images) with the interpreter PYTHON, one that can import torch, and "
+        "give each one's time over PyTorch's; PyTorch is never a dependency of mnist-nn, so a scratch "
+        "environment of its own will do (default: this interpreter when it can import torch, else none)",
+    )
     _add_common_args(speed, "two small configurations, 1 repeat, tiny subsets (flags given explicitly win)")
     return parser
 
@@ -230,6 +239,7 @@ def _speed_plan(args: argparse.Namespace) -> SpeedPlan:
         gemm_size=_given(args.gemm_size, base.gemm_size),
         memory_epochs=_given(args.memory_epochs, base.memory_epochs),
         main_job_epochs=base.main_job_epochs,
+        pytorch=args.pytorch or default_interpreter(),
     )
     checks = [
         (plan.repeats >= 1, f"--repeats must be at least 1, got {plan.repeats}"),
@@ -462,6 +472,7 @@ def format_speed(report: SpeedReport) -> list[str]:
             _optional(t.gemm_fraction, ".1%") + (" (!)" if (t.gemm_fraction or 0) > GEMM_CEILING else ""),
             _optional(t.floor_ratio, ".2f") + ("x" if t.floor_ratio is not None else ""),
             _optional(t.speedup, ".1f") + ("x" if t.speedup is not None else ""),
+            _optional(t.pytorch_ratio, ".2f") + ("x" if t.pytorch_ratio is not None else ""),
         ]
         for t in report.training
     ]
@@ -478,8 +489,9 @@ def format_speed(report: SpeedReport) -> list[str]:
         "of GEMM",
         "time over the floor",
         "speed-up vs reference",
+        "time over PyTorch's",
     ]
-    lines += markdown_table(header, rows, "lrrlrrrrrrrr")
+    lines += markdown_table(header, rows, "lrrlrrrrrrrrr")
     lines += [f"\nWarning: {warning}" for warning in report.warnings()]
     lines += _main_job_lines(report)
     lines += ["", f"## Inference (count_correct on the 10,000 test images, best and median of {plan.repeats})", ""]

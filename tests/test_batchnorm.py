@@ -87,8 +87,8 @@ def test_the_fast_step_is_the_textbook_update_and_keeps_the_running_averages() -
             v *= mu
             v -= eta / 6 * g
             p += v
-        for layer, want in zip([la for la in twin.layers if isinstance(la, BatchNorm)], expected, strict=True):
-            layer.params[1][...] = want
+        for layer, running in zip([la for la in twin.layers if isinstance(la, BatchNorm)], expected, strict=True):
+            layer.params[1][...] = running
     for got, want in zip(net.params, twin.params, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
@@ -126,7 +126,7 @@ def test_descriptions_specs_and_bad_arguments() -> None:
     assert layer_from_description({"kind": "batchnorm", "momentum": 0.01, "eps": 1e-3}).describe()["momentum"] == 0.01
     for bad in ({"momentum": 0.0}, {"momentum": 1.5}, {"eps": -1.0}, {"momentum": float("nan")}, {"eps": True}):
         with pytest.raises(ValueError, match="batch norm"):
-            BatchNorm(**bad)  # type: ignore[arg-type]
+            BatchNorm(**bad)
 
 
 def test_a_model_file_keeps_the_running_averages(tmp_path: Path) -> None:

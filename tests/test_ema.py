@@ -63,7 +63,7 @@ def test_the_best_epoch_kept_is_the_averages(tmp_path: Path) -> None:
 
 def test_a_resumed_averaging_run_continues_as_if_never_stopped(tmp_path: Path) -> None:
     data = _data()
-    conv = {"layers": ("conv4x5", "bn", "pool2", "dense12", "dense10"), "activation": "relu"}
+    conv: dict[str, object] = {"layers": ("conv4x5", "bn", "pool2", "dense12", "dense10"), "activation": "relu"}
     conv |= {"cost": "log-likelihood", "init": "he", "eta": 0.05}
     straight = fit(Run.start(_config(3, **conv)), *data.train, validation=data.validation, helper=False)
     first = fit(Run.start(_config(2, **conv)), *data.train, validation=data.validation, helper=False)

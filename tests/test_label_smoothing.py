@@ -15,7 +15,8 @@ from tests.test_checkpoint import _data
 
 
 def _soft(y: np.ndarray, s: float) -> np.ndarray:
-    return (1 - s) * y + s / y.shape[1]
+    soft: np.ndarray = (1 - s) * y + s / y.shape[1]
+    return soft
 
 
 @pytest.mark.parametrize("cost", ["log-likelihood", "cross-entropy"])

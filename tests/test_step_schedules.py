@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +29,9 @@ def test_one_cycle_warms_up_for_30_percent_of_the_steps_then_anneals() -> None:
     assert int(np.argmax(rates)) == 300
     assert np.all(np.diff(rates[:301]) > 0) and np.all(np.diff(rates[300:]) < 0)
     assert rates[-1] == pytest.approx(0.5 / 25e4, rel=0.05, abs=1e-5)
-    np.testing.assert_allclose(rates, step_rates("one-cycle", 0.5, 1, 1, 1000))  # epochs only cut it
+    whole = step_rates("one-cycle", 0.5, 1, 1, 1000)
+    assert whole is not None
+    np.testing.assert_allclose(rates, whole)  # epochs only cut it
 
 
 def test_cosine_steps_is_the_cosine_schedule_step_by_step() -> None:
@@ -43,9 +47,11 @@ def test_every_step_of_a_run_gets_its_own_rate(monkeypatch: pytest.MonkeyPatch) 
     seen: list[tuple[float, float]] = []
     call = Step.__call__
 
-    def spy(self: Step, xb: np.ndarray, xb_t: np.ndarray, yb: np.ndarray, scale: float, decay: float, *rest: object):  # type: ignore[no-untyped-def]
+    def spy(
+        self: Step, xb: np.ndarray, xb_t: np.ndarray, yb: np.ndarray, scale: float, decay: float, kept: Any = None
+    ) -> None:
         seen.append((scale, decay))
-        return call(self, xb, xb_t, yb, scale, decay, *rest)  # type: ignore[arg-type]
+        call(self, xb, xb_t, yb, scale, decay, kept)
 
     monkeypatch.setattr(Step, "__call__", spy)
     run = fit(Run.start(config), *data.train, validation=data.validation, helper=False)
@@ -80,7 +86,7 @@ class _StopError(Exception):
     pass
 
 
-def _stop_after(epochs: int):  # type: ignore[no-untyped-def]
+def _stop_after(epochs: int) -> Callable[[object, Run], None]:
     def on_epoch(record: object, run: Run) -> None:
         if len(run.history.epochs) == epochs:
             raise _StopError

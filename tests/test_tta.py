@@ -35,7 +35,8 @@ def _moved(images: np.ndarray, down: int, right: int, mirror: bool = False) -> n
 def _expected(network: Network, images: np.ndarray, mirror: bool) -> np.ndarray:
     moves = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
     copies = [_moved(images, d, r, m) for m in ([False, True] if mirror else [False]) for d, r in moves]
-    return np.mean([network.probabilities(c) for c in copies], axis=0)
+    mean: np.ndarray = np.mean([network.probabilities(c) for c in copies], axis=0)
+    return mean
 
 
 @pytest.mark.parametrize("mirror", [False, True])

@@ -158,6 +158,14 @@ def _number(value: Any, what: str, ok: Any, expected: str) -> float:
     return float(value)
 
 
+def _columns_view(buffer: FloatArray, n: int) -> FloatArray:
+    """A buffer of the step's (m, features) rows as (n, C), a view; ValueError if that would be a copy."""
+    columns = buffer.reshape(n, -1)
+    if not np.may_share_memory(columns, buffer):  # a copy would be written and lost
+        raise ValueError(f"a batch norm's buffer of shape {buffer.shape} is not contiguous")
+    return columns
+
+
 class _BatchNormStep(LayerStep):
     """A batch norm's buffers for m rows: xhat as (N, C), N = m * positions, and the output.
 
@@ -206,7 +214,7 @@ class _BatchNormStep(LayerStep):
         """Normalize with the batch's statistics, update the running ones, scale, shift, activate (and drop)."""
         if x is not self._input:
             self._input = x
-            self.x2 = np.reshape(x, (self.n, -1), copy=False)  # a view, or ValueError
+            self.x2 = _columns_view(x, self.n)
         n = self.n
         np.matmul(self.ones, self.x2, out=self.sums)
         np.multiply(self.sums, 1.0 / n, out=self.mean)
@@ -248,7 +256,7 @@ class _BatchNormStep(LayerStep):
             return
         if below is not self._below:
             self._below = below
-            self.below2 = np.reshape(below, (self.n, -1), copy=False)
+            self.below2 = _columns_view(below, self.n)
         a = self.scale_shift[0] * self.inv
         np.multiply(self.xhat, a * d_gamma * (-1.0 / self.n), out=self.below2)
         np.add(self.below2, a * d_beta * (-1.0 / self.n), out=self.below2)

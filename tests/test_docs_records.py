@@ -102,21 +102,22 @@ def speed_block(path: Path) -> str:
     record = _record(path)
     env = record["environment"]
     blas = env["blas"][0]
+    pytorch = " --pytorch PYTHON" if record["plan"].get("pytorch") else ""
     lines = [
         f"{env['date']}: {env['cpu']}, {env['usable_cpus']} CPUs; NumPy {env['numpy']} with OpenBLAS "
         f"{'.'.join(blas['version'].split('.')[:3])} using its {blas['architecture']} kernels on {blas['num_threads']} "
         f"threads; Python {env['python']}; load average {record['load_average'][0]:.2f} at the start. "
-        f"Written by `python scripts/benchmark.py speed --json {path.relative_to(ROOT)}`.",
+        f"Written by `python scripts/benchmark.py speed{pytorch} --json {path.relative_to(ROOT)}`.",
         "",
         "| network | mini-batch | dtype | s per epoch | GFLOP/s | of GEMM | time over the floor "
         "| speed-up over the reference | time over PyTorch's |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    what = {"vectorized": "", "reference": " (the per-example reference)", "pytorch": " (PyTorch, plain SGD)"}
+    what = {"vectorized": "", "reference": " (the per-example reference)", "pytorch": " (PyTorch {}, plain SGD)"}
     for entry in record["training"]:
         if entry["implementation"] not in what:
             continue
-        name = _network(entry) + what[entry["implementation"]]
+        name = _network(entry) + what[entry["implementation"]].format(entry.get("version"))
         over = f"{entry['floor_ratio']:.2f}x" if entry["floor_ratio"] is not None else ""
         speedup = f"{entry['speedup']:.1f}x" if entry["speedup"] is not None else ""
         pytorch = f"{entry['pytorch_ratio']:.2f}x" if entry.get("pytorch_ratio") is not None else ""

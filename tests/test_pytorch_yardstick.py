@@ -73,7 +73,7 @@ def test_the_benchmark_passes_the_shape_and_reads_the_epochs(tmp_path: Path) -> 
         "print(json.dumps({'seconds': [9.0, 2.0, 3.0, 2.5], 'images': 5000, 'torch': '0', 'threads': 2}))"
     )
     row = measure_pytorch(_interpreter(tmp_path, answer), SHAPE, 5000, 3, threads=2)
-    assert row.implementation == "pytorch" and row.timing == Timing(5000, (2.0, 3.0, 2.5))
+    assert row.implementation == "pytorch" and row.timing == Timing(5000, (2.0, 3.0, 2.5)) and row.version == "0"
     args = json.loads((tmp_path / "python.args").read_text())
     assert args == [
         *("--layers", "conv20x5", "pool2", "dense10", "--batch-size", "64"),

@@ -80,4 +80,4 @@ def measure_pytorch(
             raise ValueError(f"expected {repeats + 1} epochs of {train_size} images, got {lines[-1]}")
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchmarkError(one_line(f"PyTorch's timing with {interpreter} failed: {exc}")) from None
-    return TrainingSpeed("pytorch", shape, Timing(train_size, seconds[1:]))
+    return TrainingSpeed("pytorch", shape, Timing(train_size, seconds[1:]), version=str(result.get("torch", "")))

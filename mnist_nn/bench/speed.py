@@ -293,6 +293,7 @@ def _compared(timed: list[TrainingSpeed], gemm: list[GemmSpeed]) -> list[Trainin
             speedup=t.timing.best_rate / ref if ref else None,
             floor_ratio=t.epoch_seconds() / floor if floor else None,
             pytorch_ratio=t.epoch_seconds() / pytorch if pytorch else None,
+            version=t.version,
         )
 
     return [compare(t) for t in timed]

@@ -182,6 +182,7 @@ class TrainingSpeed:
     speedup: float | None = None
     floor_ratio: float | None = None
     pytorch_ratio: float | None = None
+    version: str | None = None  # of the implementation, where it is not this package (PyTorch's)
 
     @property
     def gflops(self) -> float:
@@ -207,6 +208,7 @@ class TrainingSpeed:
             "speedup": self.speedup,
             "floor_ratio": self.floor_ratio,
             "pytorch_ratio": self.pytorch_ratio,
+            "version": self.version,
             "timing": self.timing.to_dict(),
         }
 

@@ -940,13 +940,29 @@ class _MaxPoolStep(_PoolStep):
     def __init__(self, layer: MaxPool2D, m: int, ones_out: bool) -> None:
         super().__init__(layer, m, ones_out)
         self.equal = np.empty(self.block_shape, dtype=bool)
+        m, ho, _, wo, _, c = self.block_shape
+        self.out4 = self.out6.reshape(m, ho, wo, c)  # a view: only axes of length 1 go
 
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
-        """The maximum of each block into the output buffer."""
+        """The maximum of each block into the output buffer, as elementwise maxima of its P^2 strided corners.
+
+        P^2 - 1 ``np.maximum`` calls over strided views take about a third
+        of the time of one ``np.max`` reducing the block axes, and give the
+        same values (a maximum is exact).
+        """
         if x is not self._input:
             self._input = x
             self.x6 = x.reshape(self.block_shape)
-        np.max(self.x6, axis=(2, 4), out=self.out6, keepdims=True)
+            m, ho, p, wo, _, c = self.block_shape
+            x4 = x.reshape(m, ho * p, wo * p, c)
+            self.corners = [x4[:, i::p, j::p] for i in range(p) for j in range(p)]
+        corners, out4 = self.corners, self.out4
+        if len(corners) == 1:
+            np.copyto(out4, corners[0])
+            return
+        np.maximum(corners[0], corners[1], out=out4)
+        for corner in corners[2:]:
+            np.maximum(out4, corner, out=out4)
 
     def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
         """delta below = delta where the input equals its block's maximum, else 0."""

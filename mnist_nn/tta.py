@@ -20,6 +20,7 @@ import numpy.typing as npt
 from mnist_nn.config import IMAGE_SIDE
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import Network
+from mnist_nn.nn.transforms import shift_into
 
 SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # (rows down, columns right): the image and its 4 shifts
 
@@ -49,24 +50,9 @@ class TTA:
         sources = (square, square[:, :, ::-1]) if self.mirror else (square,)
         for source in sources:
             for down, right in SHIFTS:
-                yield _shifted(source, down, right).reshape(images.shape)
-
-
-def _shifted(square: FloatArray, down: int, right: int) -> FloatArray:
-    """(m, 28, 28) images moved ``down`` rows and ``right`` columns (each -1, 0 or 1), background shifted in."""
-    out = np.zeros_like(square)
-    rows, columns = _span(down), _span(right)
-    out[:, rows[0], columns[0]] = square[:, rows[1], columns[1]]
-    return out
-
-
-def _span(offset: int) -> tuple[slice, slice]:
-    """(target, source) slices of one axis moved by ``offset``."""
-    if offset > 0:
-        return slice(offset, None), slice(None, -offset)
-    if offset < 0:
-        return slice(None, offset), slice(-offset, None)
-    return slice(None), slice(None)
+                view = np.empty_like(source)
+                shift_into(source, view, down, right)
+                yield view.reshape(images.shape)
 
 
 def tta_probabilities(network: Network, images: npt.ArrayLike, tta: TTA) -> FloatArray:

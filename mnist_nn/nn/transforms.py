@@ -72,6 +72,20 @@ def _deskew(images: FloatArray) -> FloatArray:
 TRANSFORMS: dict[str, InputTransform] = {"deskew": InputTransform("deskew", _deskew)}
 
 
+def shift_into(source: FloatArray, target: FloatArray, down: int, right: int) -> None:
+    """(n, 28, 28) images moved ``down`` rows and ``right`` columns into ``target``, background (0) moved in.
+
+    target[r, c] = source[r - down, c - right] where that is inside the image; the
+    row or column that moves in from the edge is written 0. Nielsen's expanded
+    training set (``mnist_nn.train.expand``) and test-time augmentation
+    (``mnist_nn.tta``) move their images with it.
+    """
+    side = source.shape[-1]
+    rows, columns = slice(max(down, 0), side + min(down, 0)), slice(max(right, 0), side + min(right, 0))
+    target[...] = 0.0
+    target[:, rows, columns] = source[:, max(-down, 0) : side + min(-down, 0), max(-right, 0) : side + min(-right, 0)]
+
+
 def input_transform(name: str) -> InputTransform | None:
     """The transform called ``name``, or None for ""; raises ValueError for unknown names."""
     if not name:

@@ -14,6 +14,7 @@ import numpy as np
 from mnist_nn.config import IMAGE_SIDE
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray
+from mnist_nn.nn.transforms import shift_into
 
 SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (rows, columns): up, down, left, right
 EXPANSION = 1 + len(SHIFTS)
@@ -34,9 +35,5 @@ def expand_shifts(images: FloatArray, labels: IntArray) -> tuple[FloatArray, Int
     out[:n] = images
     src = images.reshape(n, side, side)
     for k, (dr, dc) in enumerate(SHIFTS, start=1):
-        dst = out[k * n : (k + 1) * n].reshape(n, side, side)
-        # dst[r, c] = src[r - dr, c - dc] where that is inside the image, 0 elsewhere.
-        dst[:, max(dr, 0) : side + min(dr, 0), max(dc, 0) : side + min(dc, 0)] = src[
-            :, max(-dr, 0) : side + min(-dr, 0), max(-dc, 0) : side + min(-dc, 0)
-        ]
+        shift_into(src, out[k * n : (k + 1) * n].reshape(n, side, side), dr, dc)
     return out, np.tile(labels, EXPANSION)

@@ -270,6 +270,43 @@ def test_the_deadline_is_one_line_naming_itself_and_how_to_allow_more(server: Mi
     assert "--download-deadline" in message and "MNIST_NN_DOWNLOAD_DEADLINE" in message
 
 
+def test_the_deadline_waits_for_the_progress_bar_to_release_its_locks(
+    server: Mirrors, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each bar update here takes 0.15 s inside tqdm's lock, so the 0.5 s deadline's timer fires during
+    # one. Raising there would leave the lock taken (tqdm's lock includes one that forked processes share).
+    from tqdm import tqdm
+
+    sample = make_sample(size=5000)
+    server.route(f"/m1/{sample.name}", Reply(sample.payload, trickle=0.05))  # uncompressed: each byte counts
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar is drawn
+    started, finished = [], []
+
+    def slow_update(bar: Any, n: float = 1) -> None:
+        started.append(n)
+        with bar.get_lock():
+            time.sleep(0.15)
+        finished.append(n)
+
+    monkeypatch.setattr(tqdm, "update", slow_update)
+    start = time.monotonic()
+    message = fails([sample], data_dir, [server.url("m1")], deadline=0.5)
+
+    assert time.monotonic() - start < 2
+    assert "still incomplete after the 0.5 s download deadline" in message
+    assert started and len(finished) == len(started)  # no update was cut short
+    taken = threading.Event()
+
+    def take() -> None:
+        with tqdm.get_lock():  # type: ignore[no-untyped-call]
+            taken.set()
+
+    other = threading.Thread(target=take, daemon=True)  # left waiting, should the lock never come free
+    other.start()
+    other.join(timeout=5)
+    assert taken.is_set()  # free for another thread: nothing left it taken
+
+
 def test_a_trickled_status_line_and_headers_meet_the_deadline_too(server: Mirrors, data_dir: Path) -> None:
     sample = make_sample()
     server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05, trickle_head=True))

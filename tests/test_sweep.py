@@ -188,6 +188,39 @@ def test_a_failed_run_is_reported_with_its_reason_and_the_others_go_on(
     assert sum(line.startswith("Failed: eta=1e+30 seed ") for line in out.splitlines()) == 2
 
 
+def test_forked_workers_do_not_wait_on_a_progress_bar_lock_their_parent_left_taken(
+    mnist_cache: Path, tmp_path: Path
+) -> None:
+    # tqdm's lock includes a multiprocessing lock that forked children share. Here the parent takes it
+    # and never gives it back (as an exception between its two locks would leave it); the workers must
+    # download (their cache fails verification), so each makes a progress bar.
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in mnist_cache.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    labels = data / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\x09")
+    empty = tmp_path / "mirror"
+    empty.mkdir()
+    argv = ["accuracy", *TINY, "--seeds", "2", "--jobs", "2", "--data-dir", str(data), "--mirror", str(empty)]
+    code = (
+        "import sys\n"
+        "from tqdm.std import TqdmDefaultWriteLock\n"
+        "from mnist_nn.bench import executors\n"
+        "from mnist_nn.cli.benchmark import benchmark_main\n"
+        "executors._preload = lambda tasks: None\n"  # no bar here: the parent stays single-threaded and forks
+        "assert executors.start_method() == 'fork'\n"
+        "TqdmDefaultWriteLock.create_mp_lock()\n"
+        "TqdmDefaultWriteLock.mp_lock.acquire()\n"
+        f"sys.exit(benchmark_main({argv!r}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "every run failed: seed 1: cannot get t10k-labels-idx1-ubyte" in done.stderr
+
+
 def test_a_worker_whose_data_fails_verification_fails_its_runs_with_the_reason(
     mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -224,6 +224,19 @@ def start_method() -> str:
     return "fork"
 
 
+def _start_worker() -> None:
+    """In a new worker process: one BLAS thread, and progress bars with a lock of this process's own.
+
+    tqdm's default lock includes a ``multiprocessing`` lock shared with the
+    parent; a forked worker would wait forever on it if the parent took it
+    and never gave it back (an exception between its two locks).
+    """
+    limit_blas_threads()
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 def _preload(tasks: Sequence[RunTask]) -> None:
     """Load the tasks' MNIST here before forking, when they all use the same (else each worker loads its own)."""
     wanted = {(task.source, task.config.dtype) for task in tasks}
@@ -261,13 +274,14 @@ class LocalProcesses:
         method = start_method()
         if method == "fork":
             _preload(tasks)
+            method = start_method()  # a download while preloading may have started a thread (tqdm's monitor)
         executor: ProcessPoolExecutor | None = None
         try:
             with single_blas_thread_env():
                 executor = ProcessPoolExecutor(
                     max_workers=min(self.jobs, len(tasks)),
                     mp_context=multiprocessing.get_context(method),
-                    initializer=limit_blas_threads,
+                    initializer=_start_worker,
                 )
                 futures: dict[Future[Outcome], int] = {executor.submit(execute_task, t): i for i, t in enumerate(tasks)}
             for future in as_completed(futures):

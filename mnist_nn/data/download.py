@@ -399,6 +399,7 @@ class _Fetcher:
         self._received = 0  # decompressed bytes of the current file from the current mirror
         self._watch: _SpeedWatch | None = None  # the low-speed rule for the current file and mirror
         self._timed = False  # whether a timer signal applies the rule, rather than each arriving chunk
+        self._shield = _Shield()  # holds the timer's interruption back while the progress bar holds its locks
 
     def close(self) -> None:
         """Release the HTTP session's connections, if one was opened."""
@@ -435,7 +436,7 @@ class _Fetcher:
                 ends = started + self.deadline
                 self._watch = None if self.rule is None else _SpeedWatch(self.rule, started)
                 try:
-                    with _alarm(ends, self._watch) as timed:
+                    with _alarm(ends, self._watch, self._shield) as timed:
                         self._timed = timed
                         data = self._fetch(mirror, file, bar, ends)
                 except _DeadlinePassed:
@@ -474,7 +475,8 @@ class _Fetcher:
     def _advance(self, bar: tqdm[NoReturn], size: int) -> None:
         """Count ``size`` more decompressed bytes of the current file, on the bar too."""
         self._received += size
-        bar.update(size)
+        with self._shield:
+            bar.update(size)
 
     def _arrived(self, size: int) -> None:
         """Count ``size`` more bytes from the mirror; without the timer, apply the low-speed rule here."""
@@ -533,7 +535,8 @@ class _Fetcher:
 
     def _store(self, file: MnistFile, bar: tqdm[NoReturn], read: Callable[[Payload], None], ends: float) -> bytes:
         """Stream one source through a ``Payload`` into a temp file; verify; rename into place."""
-        bar.reset(total=file.size)
+        with self._shield:
+            bar.reset(total=file.size)
         self._received = 0
         verified: list[bytes] = []
 
@@ -830,14 +833,37 @@ class _Stalled(BaseException):
         self.reason = reason
 
 
+class _Shield:
+    """While entered, ``_alarm`` holds its interruption back (for a millisecond at a time) instead of raising.
+
+    The progress bar takes tqdm's locks, one of them a ``multiprocessing``
+    lock that forked processes share: an exception raised between taking and
+    releasing it would leave it taken for good, and a process forked later
+    (a benchmark's worker) would wait on it forever.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def __enter__(self) -> None:
+        self.active = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.active = False
+
+
+_HOLD_BACK = 1e-3  # seconds the timer waits again while a shield is up
+
+
 @contextlib.contextmanager
-def _alarm(ends: float, watch: _SpeedWatch | None = None) -> Iterator[bool]:
+def _alarm(ends: float, watch: _SpeedWatch | None = None, shield: _Shield | None = None) -> Iterator[bool]:
     """Interrupt the main thread wherever it waits when a mirror's time is up or it has stalled; yield whether it can.
 
     Raises ``_DeadlinePassed`` once ``time.monotonic()`` passes ``ends``, and
     ``_Stalled`` once ``watch`` says the mirror is under its speed limit, by a
     ``SIGALRM`` timer set for the deadline or the watch's next check, whichever
-    comes first. Another thread, or a system without ``setitimer``, gets nothing
+    comes first; while ``shield`` is entered, the timer tries again a
+    millisecond later. Another thread, or a system without ``setitimer``, gets nothing
     here (``False``) and relies on the checks as data arrives. An interval timer
     set by the caller is restored afterwards, less the time spent here.
     """
@@ -852,6 +878,9 @@ def _alarm(ends: float, watch: _SpeedWatch | None = None) -> Iterator[bool]:
 
     def expire(signum: int, frame: FrameType | None) -> None:
         if not armed:
+            return
+        if shield is not None and shield.active:
+            signal.setitimer(signal.ITIMER_REAL, _HOLD_BACK)
             return
         now = time.monotonic()
         if now >= ends:

@@ -298,7 +298,7 @@ def test_config_round_trips_through_a_dict_and_defaults_fill_missing_keys() -> N
     config = AugmentConfig(shift=1, rotate=5, scale=0.2, shear=3, elastic_alpha=34, elastic_sigma=4, flip=0.5)
     d = config.to_dict()
     expected = {"shift": 1.0, "rotate": 5.0, "scale": 0.2, "shear": 3.0, "elastic_alpha": 34.0, "elastic_sigma": 4.0}
-    assert d == {**expected, "flip": 0.5}
+    assert d == {**expected, "flip": 0.5, "erase": 0.0}
     assert all(type(v) is float for v in d.values())
     assert AugmentConfig.from_dict(d) == config
     assert AugmentConfig.from_dict({"shift": 3}) == AugmentConfig(shift=3.0)
@@ -355,6 +355,7 @@ def test_from_dict_rejects_unknown_keys_and_bad_values() -> None:
         ("none,flip=0.5", dataclasses.replace(NONE, flip=0.5)),
         ("flip=1", AugmentConfig(flip=1)),
         ("flip=0.5,none", NONE),
+        ("none,erase=0.5", dataclasses.replace(NONE, erase=0.5)),
     ],
 )
 def test_parse_augment_accepts_specs(spec: str, expected: AugmentConfig) -> None:
@@ -369,7 +370,8 @@ def test_parse_augment_accepts_specs(spec: str, expected: AugmentConfig) -> None
         ("shift=abc", "shift expects a number, got 'abc'"),
         (
             "zoom=2",
-            "unknown key 'zoom'; expected one of shift, rotate, scale, shear, elastic_alpha, elastic_sigma, flip",
+            "unknown key 'zoom'; expected one of shift, rotate, scale, shear, elastic_alpha, elastic_sigma, flip, "
+            "erase",
         ),
         ("shift=1,shift=2", "shift is set twice"),
         ("elastic=34:4,elastic_sigma=3", "elastic_sigma is set twice"),
@@ -379,6 +381,8 @@ def test_parse_augment_accepts_specs(spec: str, expected: AugmentConfig) -> None
         ("rotate=nan", "expected a finite rotate >= 0, got nan"),
         ("none,flip=2", "expected flip in [0, 1] (a probability), got 2.0"),
         ("flip=1,flip=0", "flip is set twice"),
+        ("erase=1.5", "expected erase in [0, 1] (a probability), got 1.5"),
+        ("erase=-1", "expected a finite erase in [0, 1] (a probability), got -1.0"),
     ],
 )
 def test_parse_augment_rejects_bad_specs_with_one_line(spec: str, message: str) -> None:
@@ -395,6 +399,7 @@ def test_parse_augment_rejects_bad_specs_with_one_line(spec: str, message: str) 
         ("default,flip=0.25", "none,shift=2,rotate=10,scale=0.1,flip=0.25"),
         ("none,shift=2", "none,shift=2"),  # flip = 0 is left out, so specs without it read as before
         ("elastic=34:4,flip=1", "none,shift=2,rotate=10,scale=0.1,elastic_alpha=34,elastic_sigma=4,flip=1"),
+        ("none,flip=0.5,erase=0.25", "none,flip=0.5,erase=0.25"),
     ],
 )
 def test_flip_spec_round_trips(spec: str, normalized: str) -> None:

@@ -32,6 +32,9 @@ negated, and the sampler inverts it in the same pass at no extra cost.
 Mirroring suits Fashion-MNIST clothes, whose mirror images are the same class;
 not digits (a mirrored 7 is no digit).
 
+With probability ``erase``, after the distortions, one random rectangle of the
+image becomes noise (random erasing, ``mnist_nn.train.erase``).
+
 Speed comes from doing everything for a chunk of images at once: each source
 coordinate of the chunk is one broadcast sum of a per-column and a per-row
 term, the Gaussian smoothing is two stacked products with a (28, 28) band
@@ -59,22 +62,24 @@ import numpy.typing as npt
 from mnist_nn.config import IMAGE_PIXELS, IMAGE_SIDE
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.warp import CENTER, PAD_OFFSET, Warper, input_and_output
+from mnist_nn.train.erase import erase_rectangles
 
 MAX_SHIFT = IMAGE_SIDE / 2  # 14 pixels: half the image
 MAX_ROTATE = 180.0  # degrees
 MAX_SHEAR = 80.0  # degrees; tan(phi) grows without bound near 90
 MAX_ELASTIC_SIGMA = float(IMAGE_SIDE)  # beyond the image side the field is just a uniform shift
 _TRUNCATE = 4.0  # the Gaussian kernel reaches 4 sigma each way, as scipy.ndimage.gaussian_filter
-_FLIP_RANGE = "in [0, 1] (a probability)"
+_PROBABILITY = "in [0, 1] (a probability)"
+_PROBABILITIES = ("flip", "erase")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """How strongly ``augment_images`` distorts each image; all zeros is the identity.
 
-    Every value but ``flip`` is the half-width of a uniform distribution (or
-    the elastic strength) and must be finite and >= 0; ``flip`` is a
-    probability in [0, 1].
+    Every value but ``flip`` and ``erase`` is the half-width of a uniform
+    distribution (or the elastic strength) and must be finite and >= 0;
+    ``flip`` and ``erase`` are probabilities in [0, 1].
     """
 
     shift: float = 2.0  # max translation in pixels, x and y independently, at most 14
@@ -84,6 +89,7 @@ class AugmentConfig:
     elastic_alpha: float = 0.0  # elastic strength in pixels (0 = off); Simard et al. used 34
     elastic_sigma: float = 4.0  # Gaussian sigma in pixels smoothing the elastic field, in (0, 28]
     flip: float = 0.0  # probability of mirroring an image left-right (0 = off); for clothes, not digits
+    erase: float = 0.0  # probability of replacing a random rectangle by noise (0 = off)
 
     def __post_init__(self) -> None:
         """Check every value and store it as a float; ValueError names the field, the range and the value."""
@@ -93,7 +99,7 @@ class AugmentConfig:
                 raise ValueError(f"expected a number for {f.name}, got {value!r} ({type(value).__name__})")
             value = float(value)
             if not math.isfinite(value) or value < 0:
-                expected = _FLIP_RANGE if f.name == "flip" else ">= 0"
+                expected = _PROBABILITY if f.name in _PROBABILITIES else ">= 0"
                 raise ValueError(f"expected a finite {f.name} {expected}, got {value}")
             object.__setattr__(self, f.name, value)
         limits = (
@@ -102,7 +108,8 @@ class AugmentConfig:
             ("scale", self.scale < 1, "< 1 (scale factors must stay positive)"),
             ("shear", self.shear <= MAX_SHEAR, f"<= {MAX_SHEAR:g} degrees"),
             ("elastic_sigma", 0 < self.elastic_sigma <= MAX_ELASTIC_SIGMA, f"in (0, {MAX_ELASTIC_SIGMA:g}] pixels"),
-            ("flip", self.flip <= 1, _FLIP_RANGE),
+            ("flip", self.flip <= 1, _PROBABILITY),
+            ("erase", self.erase <= 1, _PROBABILITY),
         )
         for name, ok, expected in limits:
             if not ok:
@@ -111,7 +118,7 @@ class AugmentConfig:
     @property
     def is_identity(self) -> bool:
         """True when no distortion is enabled, so ``augment_images`` copies its input exactly."""
-        return self.shift == self.rotate == self.scale == self.shear == self.elastic_alpha == self.flip == 0
+        return all(getattr(self, f.name) == 0 for f in fields(self) if f.name != "elastic_sigma")
 
     def to_spec(self) -> str:
         """The spec ``parse_augment`` turns back into this config, e.g. 'none,shift=2,rotate=10'."""
@@ -228,17 +235,18 @@ def augment_images(
     out: FloatArray | None = None,
     chunk: int = 512,
 ) -> FloatArray:
-    """Apply a random affine (and optional elastic) distortion and optional mirroring to each row of ``images``.
+    """Apply a random affine (and optional elastic) distortion, mirroring and erasing to each row of ``images``.
 
     Each image gets its own transform (see the module docstring). For each
     chunk of c images the draws are ``rng.uniform(-1, 1, (c, 6))``, whose
     columns scale rotate, shear, scale x, scale y, shift x and shift y of each
     image, then, only when ``config.flip`` > 0, ``rng.random(c)`` (image i is
     mirrored when its draw is < flip), then, with elastic distortion on,
-    ``rng.random`` for the two (28, 28) noise fields of each image. So the
+    ``rng.random`` for the two (28, 28) noise fields of each image, then,
+    only when ``config.erase`` > 0, the draws of ``erase_rectangles``. So the
     result is a deterministic function of the generator's state, ``config``
-    and (only when elastic or flip is on) ``chunk``, and flip = 0 draws the
-    same numbers as a config without mirroring. Bilinear interpolation with a
+    and (only when elastic, flip or erase is on) ``chunk``, and flip = 0 and
+    erase = 0 draw the same numbers as a config without them. Bilinear interpolation with a
     zero background; the result is clipped to [0, 1]. Math is done in the
     images' dtype. An identity config (``config.is_identity``) copies the
     images exactly and draws nothing from ``rng``.
@@ -286,11 +294,13 @@ def augment_images(
         if elastic:
             _add_elastic(q, rng, smooth_y, smooth_x_t, scratch)
         warper.sample(images[start : start + c], q, out[start : start + c])
+        if config.erase:
+            erase_rectangles(out[start : start + c], rng, config.erase)
     return out
 
 
 _SPEC_KEYS = tuple(f.name for f in fields(AugmentConfig))
-_SPEC_RESETS = {"default": AugmentConfig(), "on": AugmentConfig(), "none": AugmentConfig(0, 0, 0, 0, 0, flip=0)}
+_SPEC_RESETS = {"default": AugmentConfig(), "on": AugmentConfig(), "none": AugmentConfig(0, 0, 0, 0, 0)}
 _SPEC_RESETS["off"] = _SPEC_RESETS["none"]
 
 
@@ -298,19 +308,21 @@ def parse_augment(spec: str) -> AugmentConfig:
     """Build an ``AugmentConfig`` from a command-line spec.
 
     A spec is a comma-separated list of items read left to right, starting
-    from the defaults (shift=2, rotate=10, scale=0.1, shear=0, elastic off, flip=0):
+    from the defaults (shift=2, rotate=10, scale=0.1, shear=0, elastic off, flip=0,
+    erase=0):
 
     - ``default`` or ``on``: reset every value to its default;
     - ``none`` or ``off``: reset every value to 0 (no augmentation);
     - ``KEY=VALUE`` with KEY one of shift, rotate, scale, shear,
-      elastic_alpha, elastic_sigma, flip: set that value;
+      elastic_alpha, elastic_sigma, flip, erase: set that value;
     - ``elastic=ALPHA`` or ``elastic=ALPHA:SIGMA``: set elastic_alpha (and elastic_sigma).
 
     So unspecified keys keep their defaults: ``"shift=3"`` is the default
     augmentation with a 3-pixel shift, ``"none,shift=2"`` is a pure shift and
     ``"elastic=34:4"`` adds Simard's elastic distortion to the default affine
     one; ``"none,flip=0.5"`` mirrors about half the images (for Fashion-MNIST
-    clothes) and does nothing else. A key may be set only once.
+    clothes) and does nothing else; ``"erase=0.5"`` adds random erasing to
+    about half the images. A key may be set only once.
 
     Args:
         spec: the text, e.g. ``"shift=2,rotate=10,scale=0.1,elastic=34:4"``.

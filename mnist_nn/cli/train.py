@@ -234,8 +234,9 @@ def _add_data_flags(group: argparse._ArgumentGroup) -> None:
         "--augment",
         metavar="SPEC",
         help="distort the training images every epoch: 'default', or keys such as "
-        "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README), and for clothes 'flip=0.5' to mirror about "
-        "half the images left-right; 'none' turns it off",
+        "'shift=2,rotate=10,scale=0.1,elastic=8:4' (see README), for clothes 'flip=0.5' to mirror about "
+        "half the images left-right, and 'erase=0.5' to replace a random rectangle of about half the images "
+        "by noise; 'none' turns it off",
     )
     group.add_argument(
         "--expand",

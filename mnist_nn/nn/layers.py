@@ -736,12 +736,21 @@ class _ConvStep(LayerStep):
         self.activation = layer.activation
         self.image = np.zeros((m, h, w, c), dtype)  # its border (with padding) stays 0
         self.interior = self.image[:, p : h - p, p : w - p, :]  # where each batch is copied
-        windows = np.lib.stride_tricks.sliding_window_view(self.image, (k, k), axis=(1, 2))
-        # (m, H', W', K, K, C): each patch in (K, K, C) order, so runs of C values are contiguous.
-        self.windows = windows.transpose(0, 1, 2, 4, 5, 3)
-        self.patches = np.ones((m * ho * wo, layer.patch_size + 1), dtype)
-        self.patches_t = self.patches.T
-        self.patch_view = self.patches[:, :-1].reshape(m, ho, wo, k, k, c)
+        windows = np.lib.stride_tricks.sliding_window_view(self.image, (k, k), axis=(1, 2))  # (m, H', W', C, K, K)
+        if c == 1:
+            # One channel: a patch row would be copied one value at a time, so the patches are kept
+            # transposed, (K*K + 1, m*H'*W'), each row a copy in runs of W' values; the products read
+            # them through a transposed view, which BLAS takes as it is.
+            self.patches_t = np.ones((layer.patch_size + 1, m * ho * wo), dtype)
+            self.patches = self.patches_t.T
+            self.patch_view = self.patches_t[:-1].reshape(k, k, m, ho, wo)
+            self.windows = windows[:, :, :, 0].transpose(3, 4, 0, 1, 2)
+        else:
+            # (m, H', W', K, K, C): each patch in (K, K, C) order, so runs of C values are contiguous.
+            self.windows = windows.transpose(0, 1, 2, 4, 5, 3)
+            self.patches = np.ones((m * ho * wo, layer.patch_size + 1), dtype)
+            self.patches_t = self.patches.T
+            self.patch_view = self.patches[:, :-1].reshape(m, ho, wo, k, k, c)
         self.z = np.empty((m * ho * wo, f), dtype)
         self.z4 = self.z.reshape(m, ho, wo, f)
         self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)

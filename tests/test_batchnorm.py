@@ -117,6 +117,44 @@ def test_the_layer_below_a_batch_norm_stays_linear_unless_it_names_an_activation
         Network([Dense(4), BatchNorm()], input_size=64)
 
 
+def test_a_convolution_pooled_then_normalized_stays_linear_and_its_step_sends_a_tie_to_one_maximum() -> None:
+    # conv pool bn: the pool commutes with the norm's increasing map, so the convolution stays linear.
+    # Over the blank top half every window gives the bias alone: each pooled block there is a 4-way tie,
+    # which the step routes to the first maximum, as the textbook (MaxPool2D.backward) does.
+    def build() -> Network:
+        layers = [Conv2D(3, 3), MaxPool2D(2), BatchNorm(), Dense(4), BatchNorm(), Dense(3)]
+        net = Network(layers, input_size=64, dtype=np.float64, activation="relu", cost="log-likelihood", seed=3)
+        net.params[0][-1] = [0.3, -0.2, 0.1]  # the biases, which the tied blocks take
+        return net
+
+    net, twin = build(), build()
+    assert [layer.activation.name for layer in net.layers] == [
+        "identity",
+        "identity",
+        "relu",
+        "identity",
+        "relu",
+        "softmax",
+    ]
+    pool = net.layers[1]
+    assert isinstance(pool, MaxPool2D) and pool.first_maximum_only
+    x, y = _batch(8, 6, 64, 3)
+    x[:, :32] = 0.0
+    eta = 0.5
+    optimizer = Momentum(0.0)
+    optimizer.plan(net.params)
+    step = Step(net, 6, optimizer, dropout=0.0, rng=np.random.default_rng(0))
+    for _ in range(2):
+        step(x, x.T, y, -eta / 6, 1.0)
+        for p, g in zip(twin.params, twin.gradients(x, y), strict=True):
+            p -= eta / 6 * g
+        for layer, mine in zip(twin.layers, net.layers, strict=True):
+            if isinstance(layer, BatchNorm):
+                layer.params[1][...] = mine.params[1]  # the running averages, checked elsewhere
+    for got, want in zip(net.params, twin.params, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
 def test_descriptions_specs_and_bad_arguments() -> None:
     net = _bn_cnn()
     rebuilt = Network.from_description(net.describe(), input_size=64, activation="relu", cost="log-likelihood")

@@ -84,7 +84,8 @@ class Layer(ABC):
     # The names under which a model file stores each of ``params`` whole (see ``stored_arrays``).
     param_names: ClassVar[tuple[str, ...]] = ()
     # True for a layer that normalizes its input and applies the activation itself (a batch
-    # norm): the activated layer directly below it, unless given an activation, stays linear.
+    # norm): the activated layer below it (directly, or through pools and dropout), unless given an
+    # activation, stays linear.
     normalizes: ClassVar[bool] = False
 
     activation: Activation = IDENTITY  # until the network fixes it; a layer that is not activated keeps it
@@ -176,6 +177,13 @@ class Layer(ABC):
         """Called once both are built, with the layer that reads this one's output; nothing to do by default.
 
         A convolution reads ``above.merges`` here, for the "fan-out" initialization.
+        """
+        return
+
+    def connect_below(self, below: Layer) -> None:
+        """Called once both are built, with the layer whose output this one reads; nothing to do by default.
+
+        A max-pool reads ``below.activation`` here (see ``_MaxPoolStep``).
         """
         return
 
@@ -853,6 +861,11 @@ class MaxPool2D(_Pool2D):
 
     kind = "maxpool2d"
     what = "a max-pool"
+    first_maximum_only = False  # whether the step routes each block's delta to its first maximum alone
+
+    def connect_below(self, below: Layer) -> None:
+        """Below a linear layer, tied maxima are not cancelled below, so the step routes to the first only."""
+        self.first_maximum_only = below.activation is IDENTITY
 
     def forward(self, x: FloatArray) -> FloatArray:
         """The maximum of each block, flattened to (m, H/P * W/P * C)."""
@@ -939,17 +952,25 @@ class _PoolStep(LayerStep):
 class _MaxPoolStep(_PoolStep):
     """A max-pool's step.
 
-    The backward pass sends each block's delta to every position equal to
-    the block's maximum. Where several are equal the maximum is a
-    saturated or zero activation (ReLU's 0, a sigmoid's or tanh's 1 in
-    float precision), whose derivative is 0, so the layer below cancels the
-    extra shares: the result equals routing to one maximum.
+    Above an activation, the backward pass sends each block's delta to every
+    position equal to the block's maximum. Where the tie is at a saturated
+    or zero activation (ReLU's 0, a sigmoid's or tanh's 1 in float
+    precision) the derivative below is 0 and cancels the extra shares, as
+    routing to one maximum would; a ReLU tied at a positive value (a
+    convolution's positive bias over a blank area) keeps them, where the
+    reference (``MaxPool2D.backward``) routes to the first maximum. Above a
+    linear layer (``MaxPool2D.first_maximum_only``) each block's delta goes
+    to its first maximum only, as in the reference.
     """
 
     def __init__(self, layer: MaxPool2D, m: int, ones_out: bool) -> None:
         super().__init__(layer, m, ones_out)
         self.equal = np.empty(self.block_shape, dtype=bool)
-        m, ho, _, wo, _, c = self.block_shape
+        m, ho, p, wo, _, c = self.block_shape
+        # Below a linear layer (conv pool bn) the ties are real, e.g. a convolution's bias over a blank
+        # area: each block's corners of ``equal``, and which blocks have had a maximum so far.
+        corners = [self.equal[:, :, i, :, j, :] for i in range(p) for j in range(p)]
+        self.first = (corners, np.empty((m, ho, wo, c), bool)) if layer.first_maximum_only and p > 1 else None
         self.out4 = self.out6.reshape(m, ho, wo, c)  # a view: only axes of length 1 go
 
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
@@ -974,13 +995,20 @@ class _MaxPoolStep(_PoolStep):
             np.maximum(out4, corner, out=out4)
 
     def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
-        """delta below = delta where the input equals its block's maximum, else 0."""
+        """delta below = delta where the input equals its block's maximum (the first one only, if asked), else 0."""
         if below is None:
             return
         if below is not self._below:
             self._below = below
             self.below6 = below.reshape(self.block_shape)
         np.equal(self.x6, self.out6, out=self.equal)
+        if self.first is not None:
+            corners, seen = self.first
+            np.copyto(seen, corners[0])
+            for corner in corners[1:-1]:
+                np.greater(corner, seen, out=corner)  # a maximum, and no earlier one
+                np.logical_or(seen, corner, out=seen)
+            np.greater(corners[-1], seen, out=corners[-1])
         np.multiply(self.equal, self.delta6, out=self.below6)
 
 

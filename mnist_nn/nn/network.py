@@ -118,9 +118,12 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
     A layer without an activation of its own gets ``activation`` when
     hidden and the cost's output activation when last; a last layer whose
     activation differs from the cost's is refused. A layer below a batch
-    norm (``Layer.normalizes``) stays linear unless it names an activation:
-    the batch norm applies it. Then each layer meets the
-    one above it (``Layer.connect``). Nothing is allocated, so a model
+    norm (``Layer.normalizes``), directly or through pools and dropout,
+    stays linear unless it names an activation: the batch norm applies it
+    (a max-pool commutes with a batch norm's increasing map, so ``conv pool
+    bn`` is ``conv bn pool`` with statistics over a quarter of the values).
+    Then each layer meets the one above it (``Layer.connect``) and the one
+    below it (``Layer.connect_below``). Nothing is allocated, so a model
     file's description can be checked before its arrays are read.
     """
     if not layers:
@@ -138,7 +141,7 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
             if last:
                 raise ValueError(f"the last layer gives the outputs, so it needs an activation: not {layer!r}")
             continue
-        if not last and getattr(layers[i + 1], "normalizes", False) and name is None:
+        if not last and _normalized_above(layers, i) and name is None:
             layer.activation = IDENTITY  # the batch norm above applies it
         elif last:
             if name is not None and name != cost.output.name:
@@ -151,7 +154,16 @@ def build_layers(layers: Sequence[Layer], input_shape: Shape, *, activation: str
             layer.activation = _lookup(ACTIVATIONS, name or activation, "activation")
     for below, above in itertools.pairwise(layers):
         below.connect(above)
+        above.connect_below(below)
     return shapes
+
+
+def _normalized_above(layers: Sequence[Layer], i: int) -> bool:
+    """Whether the next activated layer above layer i normalizes (a batch norm), past pools and dropout."""
+    for above in layers[i + 1 :]:
+        if above.activated:
+            return bool(getattr(above, "normalizes", False))
+    return False
 
 
 def layer_sizes(layers: Sequence[Layer], input_size: int, *, cost: str = "log-likelihood") -> tuple[int, ...]:

@@ -3,10 +3,10 @@
 Run with the Python of an environment where the project is installed (CI's ``.venv``): it
 reads the installed metadata, which is what pip reads too. ``python .ci/lowest_constraints.py``
 prints one ``name==X`` line for each ``name>=X`` floor among the runtime dependencies and the
-runtime extras (images, plot, bench, distributed): the file ``pip install -c FILE`` takes.
+runtime extras (images, plot, bench, export, distributed): the file ``pip install -c FILE`` takes.
 ``python .ci/lowest_constraints.py --python`` prints the lowest Python that
-``requires-python`` allows (``3.10``). The test tools (pytest, hypothesis, playwright, the
-linters) stay at their newest: their floors are not what a user of the package depends on.
+``requires-python`` allows (``3.10``). The test tools (pytest, hypothesis, ONNX Runtime,
+playwright, the linters) stay at their newest: their floors are not what a user of the package depends on.
 
 Every runtime requirement must have a plain ``>=`` floor, and every extra must be known here
 as runtime or tooling, so that a new requirement cannot slip past the lowest-versions run.
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 DISTRIBUTION = "mnist-nn"
-RUNTIME_EXTRAS = ("images", "plot", "bench", "distributed")  # extras a user installs to use the package
+RUNTIME_EXTRAS = ("images", "plot", "bench", "export", "distributed")  # extras a user installs to use the package
 TOOL_EXTRAS = ("test", "browser", "lint", "docs", "dev")  # extras for developing and checking it
 
 _REQUIREMENT = re.compile(

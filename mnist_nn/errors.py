@@ -90,6 +90,13 @@ class PlotError(MnistNNError):
     exit_code = 2  # a missing optional dependency: the command cannot be used as given
 
 
+class ExportError(MnistNNError):
+    """A model cannot be exported to ONNX (a part with no ONNX export) or run as ONNX, or the package
+    that does it (onnx, onnxruntime) is not installed; the message says which and what to install."""
+
+    exit_code = 2  # a model or a missing optional dependency: the command cannot be used as given
+
+
 class RequestError(MnistNNError):
     """A request the drawing server refuses: an HTTP status and a one-line reason for the client.
 

@@ -1,7 +1,7 @@
 """The command line: ``mnist-nn`` and its subcommands, and the scripts' entry points.
 
 One module per command (``download``, ``train``, ``evaluate``, ``benchmark``,
-``predict``, ``serve``, ``show``, ``plot``), the ``mnist-nn`` dispatcher in
+``predict``, ``serve``, ``show``, ``plot``, ``export``), the ``mnist-nn`` dispatcher in
 ``main`` and what they all share in ``base``: the parser, the common flags and
 ``command``, the one place that turns the package's errors into a message and
 an exit code. Only this package prints results or reads argv; nothing else in

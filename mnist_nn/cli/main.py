@@ -14,6 +14,7 @@ from mnist_nn.cli.base import (
 )
 from mnist_nn.cli.download import download_main
 from mnist_nn.cli.evaluate import evaluate_main
+from mnist_nn.cli.export import export_main
 from mnist_nn.cli.models import models_main
 from mnist_nn.cli.plot import plot_main
 from mnist_nn.cli.predict import predict_main
@@ -39,6 +40,7 @@ SUBCOMMANDS: dict[str, tuple[MainFunction, str]] = {
     "serve": (serve_main, "draw digits in the browser and watch the model classify them as you draw"),
     "show": (show_main, "show MNIST digits in the terminal, with a model's predictions or mistakes"),
     "plot": (plot_main, "draw training curves, confusion matrices, mistakes and benchmark charts"),
+    "export": (export_main, "write a saved model as an ONNX file, for ONNX Runtime and other frameworks"),
 }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from mnist_nn.cli.base import (
     EXIT_OK,
@@ -25,6 +27,7 @@ from mnist_nn.cli.base import (
 from mnist_nn.config import IMAGE_SIDE, NUM_CLASSES
 from mnist_nn.data.datasets import DIGITS
 from mnist_nn.errors import ImageError, OutputError, UsageError
+from mnist_nn.export import load_onnx
 from mnist_nn.images import load_digit, render_digit, save_digit_png
 from mnist_nn.text import describe_os_error, one_line
 from mnist_nn.tta import tta_probabilities
@@ -43,7 +46,13 @@ def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentPar
         "its paper's background removed and everything but the digit's strokes set aside (needs the 'images' "
         "extra's SciPy); --show prints the 28x28 image the network sees, so you can see why an answer is wrong.",
     )
-    parser.add_argument("model", type=Path, metavar="MODEL", help="a model file written by train --save")
+    parser.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL",
+        help="a model file written by train --save, or an ONNX file (.onnx) written by export, which "
+        "ONNX Runtime runs (pip install onnxruntime); the images are prepared here either way",
+    )
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (.png, .jpg, .npy, ...)")
     parser.add_argument(
         "--json",
@@ -54,7 +63,7 @@ def build_predict_parser(prog: str = "mnist-nn predict") -> argparse.ArgumentPar
     parser.add_argument(
         "--show", action="store_true", help="print the 28x28 image the network sees for each file, as text art"
     )
-    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
+    parser.add_argument("--tta", action="store_true", help=f"{TTA_HELP} (a .npz model file only)")
     parser.add_argument(
         "--save-prepared",
         type=Path,
@@ -76,12 +85,44 @@ def _prepared_path(folder: Path, image: Path, taken: set[str]) -> Path:
     return folder / name
 
 
+@dataclass(frozen=True)
+class _Answerer:
+    """What predict needs of a model: its classes, its data set, its probabilities and how they are made."""
+
+    classes: tuple[str, ...]
+    dataset: str
+    kind: str  # after "Probabilities: "
+    probabilities: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.floating[Any]]]
+    tta: str | None = None  # what --tta averaged over, for --json
+
+
+def _answerer(path: Path, tta: bool) -> _Answerer:
+    """The model at ``path``: an ONNX file (``.onnx``) in ONNX Runtime, else a model file, with ``--tta``'s copies."""
+    if path.suffix.lower() == ".onnx":
+        if tta:
+            raise UsageError("--tta needs a model file (.npz); an ONNX model answers each image as it is")
+        onnx = load_onnx(path)
+        return _Answerer(onnx.classes, onnx.dataset, f"{onnx.probability_kind}, by {onnx.runtime}", onnx.probabilities)
+    model = load_model_file(path)
+    network = model.network
+    if not tta:
+        return _Answerer(model.classes, model.dataset, network.probability_kind, network.probabilities)
+    copies = model_tta(model)
+    return _Answerer(
+        model.classes,
+        model.dataset,
+        f"{network.probability_kind}, {copies.describe()}",
+        lambda x: tta_probabilities(network, x, copies),
+        copies.describe(),
+    )
+
+
 @command
 def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predict") -> int:
     """Entry point of ``mnist-nn predict``."""
     args = build_predict_parser(prog).parse_args(argv)
     json_to_stdout(args.json)
-    model = load_model_file(args.model)
+    model = _answerer(args.model, args.tta)
     if args.json is not None:
         check_output(args.json)
     if args.save_prepared is not None:
@@ -91,8 +132,6 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             raise UsageError(
                 f"cannot write into {one_line(str(args.save_prepared))}: {describe_os_error(exc)}"
             ) from None
-    network = model.network
-    tta = model_tta(model) if args.tta else None
     classes = model.classes
     digits = classes == DIGITS
     results: list[dict[str, Any]] = []
@@ -106,10 +145,10 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
             failed += 1
             continue
         x = digit.reshape(1, -1)
-        probs = (network.probabilities(x) if tta is None else tta_probabilities(network, x, tta))[0]
+        probs = model.probabilities(x)[0]
         prediction = int(np.argmax(probs))
         if not results:  # the header belongs to the answers: an error alone is one line
-            print(f"Probabilities: {network.probability_kind}" + (f", {tta.describe()}" if tta is not None else ""))
+            print(f"Probabilities: {model.kind}")
         answer = f"{prediction}" if digits else f"{prediction} {classes[prediction]}"
         print(f"{one_line(str(path))}: {answer} ({100.0 * probs[prediction]:.1f}%)")
         if len(classes) <= NUM_CLASSES:
@@ -132,7 +171,7 @@ def predict_main(argv: Sequence[str] | None = None, prog: str = "mnist-nn predic
                 "prediction": prediction,
                 "class": classes[prediction],
                 "probabilities": [float(p) for p in probs],
-                "tta": tta.describe() if tta is not None else None,
+                "tta": model.tta,
             }
         )
     if args.json is not None:

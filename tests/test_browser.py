@@ -125,7 +125,7 @@ def url(mnist_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 class PageUnderTest:
     """A page opened on the server, recording its console errors and the drawings it sent."""
 
-    def __init__(self, page: Page, url: str) -> None:
+    def __init__(self, page: Page, url: str, address: str | None = None) -> None:
         self.page = page
         self.url = url
         self.errors: list[str] = []
@@ -134,7 +134,7 @@ class PageUnderTest:
         page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.on("request", self._record)
-        page.goto(url + "/")
+        page.goto(address or url + "/")  # another address: the page exported by mnist-nn export --html
         # Locators, not wait_for_function: the page's CSP forbids the eval that the latter uses.
         page.locator("body[data-state=empty]").wait_for(timeout=WAIT_MS)
         page.locator("#model", has_text="test accuracy").wait_for(timeout=WAIT_MS)

@@ -6,6 +6,10 @@
 // prepares them exactly as `mnist-nn predict` prepares an image file and answers
 // with the probabilities and the 28x28 image the network was given.
 //
+// The single-file page of `mnist-nn export --html` runs this script too, after
+// standalone.js, which defines window.mnistNN: the model in the page, answering
+// as the server does. Whichever answers is the page's backend.
+//
 // <body data-state> says where the page is: loading, empty, pending (the drawing
 // changed, its answer is not shown yet), ready or error. Tests wait on it.
 "use strict";
@@ -31,6 +35,7 @@
   const pictureBox = document.getElementById("picture");
   const fileInput = document.getElementById("file");
   let classes = null; // the class names of a model that is not of digits
+  const backend = window.mnistNN || serverBackend();
 
   const strokes = []; // each stroke: [{x, y}, ...] in canvas pixels
   let activePointer = null; // the one pointer that draws; other fingers are ignored
@@ -181,9 +186,7 @@
     if (timer === null) timer = setTimeout(predict, DEBOUNCE_MS);
   }
 
-  // The canvas as the server's compact raster: one gray level (0-255) a pixel, row by row, in
-  // base64. 105 KB for 280x280, where a JSON array of numbers is 300 KB and costs the server
-  // five times the CPU.
+  // The canvas as gray levels: one (0-255) a pixel, row by row.
   function raster() {
     if (!painted) paint();
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
@@ -191,7 +194,7 @@
     for (let i = 0, j = 0; i < levels.length; i++, j += 4) {
       levels[i] = Math.round(0.299 * data[j] + 0.587 * data[j + 1] + 0.114 * data[j + 2]);
     }
-    return { width, height, levels: toBase64(levels) };
+    return { width, height, levels };
   }
 
   function toBase64(bytes) {
@@ -204,22 +207,42 @@
     return btoa(text);
   }
 
-  // Send a drawing (or a picture) to the server and show its answer, unless the page moved on
-  // (clear, undo to empty, another picture: a newer generation) while it was on its way.
-  async function ask(body, mine) {
-    try {
-      const response = await fetch("api/predict", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-      });
-      const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-      if (mine === generation) {
-        if (response.ok) show(answer);
-        else fail(answer.error || `HTTP ${response.status}`);
+  // The server's API as the page's backend: each method answers what /api/model or
+  // /api/predict answers, or fails with the message to show.
+  function serverBackend() {
+    async function predict(body) {
+      let response;
+      try {
+        response = await fetch("api/predict", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+      } catch (error) {
+        throw new Error("cannot reach the server: is mnist-nn serve still running?");
       }
+      const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+      if (!response.ok || answer.error) throw new Error(answer.error || `HTTP ${response.status}`);
+      return answer;
+    }
+    return {
+      model: async () => (await fetch("api/model")).json(),
+      // The compact raster: the levels in base64, 105 KB for 280x280, where a JSON array of
+      // numbers is 300 KB and costs the server five times the CPU.
+      drawing: (raster) =>
+        predict({ raster: { width: raster.width, height: raster.height, levels: toBase64(raster.levels) } }),
+      picture: (canvas) => predict({ png: canvas.toDataURL("image/png") }),
+    };
+  }
+
+  // Ask the backend about a drawing (or a picture) and show its answer, unless the page moved on
+  // (clear, undo to empty, another picture: a newer generation) while it was on its way.
+  async function ask(question, mine) {
+    try {
+      const answer = await question();
+      if (mine === generation) show(answer);
     } catch (error) {
-      if (mine === generation) fail("cannot reach the server: is mnist-nn serve still running?");
+      if (mine === generation) fail(error.message);
     }
   }
 
@@ -250,7 +273,7 @@
     clearButton.disabled = false;
     undoButton.disabled = true;
     document.body.dataset.state = "pending";
-    await ask({ png: pad.toDataURL("image/png") }, generation);
+    await ask(() => backend.picture(pad), generation);
   }
 
   fileInput.addEventListener("change", () => showPicture(fileInput.files[0]));
@@ -273,7 +296,8 @@
     inFlight = true;
     const mine = generation;
     try {
-      await ask({ raster: raster() }, mine);
+      const drawing = raster();
+      await ask(() => backend.drawing(drawing), mine);
     } finally {
       inFlight = false;
       if (again) {
@@ -346,8 +370,7 @@
 
   async function loadModel() {
     try {
-      const response = await fetch("api/model");
-      const model = await response.json();
+      const model = await backend.model();
       const sizes = `[${model.sizes.join(", ")}]`;
       const accuracy =
         model.test_accuracy === null

@@ -7,6 +7,7 @@ import pytest
 
 from mnist_nn import Conv2D, Dense, MaxPool2D, Network
 from mnist_nn.config import TrainConfig
+from mnist_nn.nn import layers as layers_module
 from mnist_nn.nn.activations import ACTIVATIONS
 from mnist_nn.nn.costs import COSTS
 from mnist_nn.nn.layers import Layer, layer_from_description
@@ -127,7 +128,12 @@ def test_max_pool_takes_block_maxima_and_routes_the_gradient_to_them() -> None:
 
 @pytest.mark.parametrize(("activation", "cost"), [("sigmoid", "quadratic"), ("relu", "log-likelihood")])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_fast_step_is_the_textbook_update_for_a_cnn(activation: str, cost: str, momentum: float) -> None:
+@pytest.mark.parametrize("blocked", [False, True], ids=["one-product", "per-offset"])
+def test_fast_step_is_the_textbook_update_for_a_cnn(
+    activation: str, cost: str, momentum: float, blocked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delta below a convolution as one product, or one per kernel offset (the step of many rows).
+    monkeypatch.setattr(layers_module, "BLOCKED_SHARES_ROWS", 1 if blocked else 10**9)
     net = _small_cnn(activation, cost)
     twin = _small_cnn(activation, cost)
     x, y = _batch(8, 6, 64, 3)

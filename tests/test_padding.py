@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mnist_nn import BatchNorm, Conv2D, Dense, MaxPool2D, Network
+from mnist_nn.nn import layers as layers_module
 from mnist_nn.nn.activations import ACTIVATIONS
 from mnist_nn.nn.layers import layer_from_description
 from mnist_nn.nn.specs import layer_from_spec, spec_of
@@ -45,7 +46,11 @@ def _padded_cnn() -> Network:
     return Network(layers, input_size=64, dtype=np.float64, activation="relu", cost="log-likelihood", init="he")
 
 
-def test_the_fast_step_of_padded_convolutions_is_the_textbook_update() -> None:
+@pytest.mark.parametrize("blocked", [False, True], ids=["one-product", "per-offset"])
+def test_the_fast_step_of_padded_convolutions_is_the_textbook_update(
+    blocked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(layers_module, "BLOCKED_SHARES_ROWS", 1 if blocked else 10**9)
     net, twin = _padded_cnn(), _padded_cnn()
     x, y = _batch(8, 6, 64, 3)
     optimizer = Momentum(0.9)

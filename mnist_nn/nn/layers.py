@@ -42,6 +42,9 @@ from mnist_nn.nn.activations import ACTIVATIONS, IDENTITY, Activation, FloatArra
 Shape = tuple[int, ...]
 
 _matmul = np.matmul  # bound once: the fast step calls it three times per layer
+# A convolution's step with at least this many patch rows (m * H' * W') takes the delta below one
+# kernel offset at a time (see ``_ConvStep``): 4,096 at chapter 6's second layer at mini-batch 64.
+BLOCKED_SHARES_ROWS = 2048
 
 # Initializations by name: "normal" is Nielsen's chapter 1 (weights and biases N(0, 1)),
 # "fan-out" his chapter 6 (network3.py: weights N(0, 1/n_out), biases N(0, 1), a softmax layer 0).
@@ -771,9 +774,20 @@ class _ConvStep(LayerStep):
         self.work = np.empty((m, ho, wo, f), dtype)
         self.grad = np.empty_like(param)
         self.grads = [self.grad]
-        self.d_patches = np.empty((m * ho * wo, layer.patch_size), dtype)
-        d6 = self.d_patches.reshape(m, ho, wo, k, k, c)
-        self.shifts = [(i, j, d6[:, :, :, i, j, :]) for i in range(k) for j in range(k)]
+        # The delta below: each kernel offset's share of it, added at its shifted slice. Many rows
+        # take each offset's share as its own product, (m*H'*W', F) @ (F, C), small enough to stay
+        # in cache for its addition; few take all the shares as one product, then add its slices.
+        self.blocked = m * ho * wo >= BLOCKED_SHARES_ROWS
+        if self.blocked:
+            self.d_patches = np.empty((m * ho * wo, c), dtype)
+            d6 = self.d_patches.reshape(m, ho, wo, 1, 1, c)
+            kernels = param[:-1].reshape(k, k, c, f)
+            self.shifts = [(i, j, kernels[i, j].T) for i in range(k) for j in range(k)]  # (F, C) views
+        else:
+            self.d_patches = np.empty((m * ho * wo, layer.patch_size), dtype)
+            d6 = self.d_patches.reshape(m, ho, wo, k, k, c)
+            self.shifts = [(i, j, d6[:, :, :, i, j, :]) for i in range(k) for j in range(k)]
+        self.d4 = d6[:, :, :, 0, 0, :]
         self.pad, self.out_size = p, (ho, wo)
         # With padding the shares of the delta below land on a padded buffer, whose interior is the delta below.
         self.padded_below = np.empty((m, h, w, c), dtype) if p else None
@@ -794,7 +808,6 @@ class _ConvStep(LayerStep):
         _matmul(self.patches_t, self.delta2, out=self.grad)
         if below is None:
             return
-        _matmul(self.delta2, self.weights_t, out=self.d_patches)
         if below is not self._below:  # the slices of the buffer below, made once
             ho, wo = self.out_size
             below4 = below.reshape(self.interior.shape)
@@ -803,8 +816,15 @@ class _ConvStep(LayerStep):
             self._slices = [(self._below4[:, i : i + ho, j : j + wo, :], d) for i, j, d in self.shifts]
             self._interior_below = below4
         self._below4.fill(0.0)
-        for target, d in self._slices:
-            np.add(target, d, out=target)
+        if self.blocked:
+            delta2, share, d4 = self.delta2, self.d_patches, self.d4
+            for target, kernel_t in self._slices:
+                _matmul(delta2, kernel_t, out=share)
+                np.add(target, d4, out=target)
+        else:
+            _matmul(self.delta2, self.weights_t, out=self.d_patches)
+            for target, d in self._slices:
+                np.add(target, d, out=target)
         if self.padded_below is not None:
             p = self.pad
             np.copyto(self._interior_below, self.padded_below[:, p:-p, p:-p, :])

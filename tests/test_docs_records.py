@@ -84,7 +84,7 @@ def test_the_readmes_headline_table_reads_as_the_records() -> None:
         assert f"| {_duration(summary['seconds']['mean'])} |" in row, row
 
 
-# The performance page: one block per speed record (docs/records/speed/<BLAS kernel>.json, written by
+# The performance page: one block per speed record (docs/records/speed/<BLAS kernel>[-<CPU maker>].json, written by
 # `python scripts/benchmark.py speed --json ...`), between an opening and a closing comment. Each block
 # must equal the one made here from its record; `python tests/test_docs_records.py` rewrites them.
 PERFORMANCE = ROOT / "docs" / "performance.md"
@@ -184,7 +184,9 @@ def test_the_performance_page_has_one_block_per_speed_record() -> None:
 def test_the_performance_page_reads_as_the_speed_record(path: Path) -> None:
     record = _record(path)
     assert record["action"] == "speed" and record["plan"]["train_size"] == 50_000
-    assert path.stem == record["environment"]["blas"][0]["architecture"].lower()
+    kernel, _, maker = path.stem.partition("-")
+    assert kernel == record["environment"]["blas"][0]["architecture"].lower()
+    assert maker in record["environment"]["cpu"].lower()
     body = _blocks(PERFORMANCE.read_text()).get(str(path.relative_to(ROOT)))
     assert body == speed_block(path), "run `python tests/test_docs_records.py` to rewrite the page's block"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -211,3 +213,34 @@ def test_train_config_layers_build_the_network_they_name() -> None:
     assert run.network.sizes == layer_sizes([layer_from_spec(s) for s in specs], 784) == (784, 2304, 576, 10)
     with pytest.raises(ValueError, match="layers must end with a dense layer"):
         TrainConfig(layers=("conv4x5", "pool2"))
+
+
+def test_a_convolutional_network_evaluates_in_passes_of_bounded_patches() -> None:
+    from mnist_nn.nn import network as network_module
+
+    specs = ("conv20x5", "pool2", "conv40x5", "bn", "pool2", "dense100", "dense10")
+    net = Network([layer_from_spec(s) for s in specs], seed=3, dtype=np.float32, activation="relu", init="he")
+    patch_bytes = 8 * 8 * 500 * 4  # conv40x5's patches of one image, the largest
+    assert net.eval_rows == network_module.EVAL_SCRATCH_BYTES // patch_bytes < 2000
+    assert Network([784, 30, 10], seed=3).eval_rows == network_module.EVAL_CHUNK  # no patches: one pass
+    x = np.random.default_rng(4).random((3 * net.eval_rows + 7, 784), dtype=np.float32)
+    seen: list[int] = []
+    conv, dense = net.layers[0], net.layers[-2]
+
+    def counted(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def counting(a: np.ndarray) -> np.ndarray:
+            seen.append(a.shape[0])
+            return forward(a)
+
+        return counting
+
+    for layer in (conv, dense):
+        layer.forward = counted(layer.forward)  # type: ignore[method-assign,assignment]
+    chunked = net.feedforward(x)
+    assert seen == [net.eval_rows] * 3 + [7] + [x.shape[0]]  # the dense layers above take the chunk at once
+    for layer in (conv, dense):
+        del layer.forward
+    whole = x
+    for layer in net.layers:
+        whole = layer.forward(whole)
+    np.testing.assert_array_equal(chunked, whole)

@@ -171,6 +171,10 @@ class Layer(ABC):
         """Multiply-adds per example of the forward pass, after ``build`` (a training step does about 3x as many)."""
         return 0
 
+    def scratch_per_row(self) -> int:
+        """Values of the temporary that ``forward`` makes per input row beyond its output (0: none worth bounding)."""
+        return 0
+
     @property
     def merges(self) -> int:
         """Input values each output value summarizes: P^2 for a P x P pool, 1 for other layers."""
@@ -654,6 +658,10 @@ class Conv2D(_FusedLayer):
     def macs(self) -> int:
         """H' * W' * F * K*K*C: every output position sees one patch through every kernel."""
         return math.prod(self.output_shape) * self.patch_size
+
+    def scratch_per_row(self) -> int:
+        """H' * W' * K*K*C: the patches of one image, which ``forward`` copies out."""
+        return math.prod(self.output_shape[:2]) * self.patch_size
 
     def _patches(self, x: FloatArray) -> FloatArray:
         """im2col: (m * H' * W', K*K*C) patches of a batch of flattened inputs (padded first), in (K, K, C) order."""

@@ -46,6 +46,9 @@ from mnist_nn.nn.layers import INITS, Dense, Layer, Shape, layer_from_descriptio
 IntArray = npt.NDArray[np.int64]
 
 EVAL_CHUNK = 10_000  # rows per forward pass when evaluating large sets
+# At most this many bytes of a layer's temporary per forward pass (a convolution's patches): a few MB
+# stay in cache and are reused by the allocator, where 10,000 images' patches (a GB) are new memory.
+EVAL_SCRATCH_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -407,9 +410,32 @@ class Network:
             out[start : start + EVAL_CHUNK] = self._forward(a[start : start + EVAL_CHUNK])
         return out
 
+    @property
+    def eval_rows(self) -> int:
+        """Rows per pass through the layers up to the last convolution: ``EVAL_CHUNK``, fewer where its patches
+        would pass ``EVAL_SCRATCH_BYTES``."""
+        values = max(layer.scratch_per_row() for layer in self.layers)
+        return max(1, min(EVAL_CHUNK, EVAL_SCRATCH_BYTES // max(values * self.dtype.itemsize, 1)))
+
     def _forward(self, a: FloatArray) -> FloatArray:
-        """Forward pass of one chunk, no checks."""
-        for layer in self.layers:
+        """Forward pass of one chunk, no checks.
+
+        The layers up to the last one with a large temporary (a convolution's
+        patches) take ``eval_rows`` rows at a time; the layers above take the
+        whole chunk at once, so their products, and their rounding, do not
+        depend on ``eval_rows``.
+        """
+        split = max((i + 1 for i, layer in enumerate(self.layers) if layer.scratch_per_row()), default=0)
+        rows = self.eval_rows
+        if split and a.shape[0] > rows:
+            parts = [self._forward_through(a[k : k + rows], self.layers[:split]) for k in range(0, a.shape[0], rows)]
+            return self._forward_through(np.concatenate(parts), self.layers[split:])
+        return self._forward_through(a, self.layers)
+
+    @staticmethod
+    def _forward_through(a: FloatArray, layers: Sequence[Layer]) -> FloatArray:
+        """``a`` through ``layers``."""
+        for layer in layers:
             a = layer.forward(a)
         return a
 

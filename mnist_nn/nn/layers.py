@@ -985,8 +985,9 @@ class _MaxPoolStep(_PoolStep):
     or zero activation (ReLU's 0, a sigmoid's or tanh's 1 in float
     precision) the derivative below is 0 and cancels the extra shares, as
     routing to one maximum would; a ReLU tied at a positive value (a
-    convolution's positive bias over a blank area) keeps them, where the
-    reference (``MaxPool2D.backward``) routes to the first maximum. Above a
+    convolution's positive bias over a blank area) keeps them, as Theano's
+    max-pool gradient (which Nielsen's ``network3.py`` trains with) does, where
+    the reference (``MaxPool2D.backward``) routes to the first maximum. Above a
     linear layer (``MaxPool2D.first_maximum_only``) each block's delta goes
     to its first maximum only, as in the reference.
     """

@@ -269,6 +269,7 @@ class _Noise(Dropout):
         ("missing folder", ("does not exist",)),
         ("output is a folder", ("is a directory",)),
         ("output is the model", ("is the model file itself",)),
+        ("output is standard output", ("not written to standard output",)),
         ("no output", ("--onnx OUT.onnx",)),
         ("unknown layer", ("layer 1 (noise) has no ONNX export",)),
     ],
@@ -288,6 +289,7 @@ def test_export_refuses_what_it_cannot_do_in_one_line(
         "missing folder": [str(model), "--onnx", str(tmp_path / "no" / "m.onnx")],
         "output is a folder": [str(model), "--onnx", str(tmp_path)],
         "output is the model": [str(model), "--onnx", str(model)],
+        "output is standard output": [str(model), "--onnx", "-"],
         "no output": [str(model)],
         "unknown layer": [str(tmp_path / "noise.npz"), "--onnx", str(out)],
     }[case]
@@ -295,9 +297,11 @@ def test_export_refuses_what_it_cannot_do_in_one_line(
     monkeypatch.setitem(LAYER_KINDS, "noise", _Noise)
     save_model(tmp_path / "noise.npz", Network([_Noise(0.1), Dense(10)]))
     before = model.read_bytes()
+    monkeypatch.chdir(tmp_path)
 
     assert main(["export", *args]) == 2
     _one_error_line(capsys, *words)
+    assert not (tmp_path / "-").exists()
     assert not out.exists() and not (tmp_path / "no").exists()
     assert model.read_bytes() == before
 

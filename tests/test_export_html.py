@@ -462,6 +462,7 @@ class _Noise(Dropout):
         ("missing folder", ("--html", "does not exist")),
         ("output is a folder", ("--html", "is a directory")),
         ("output is the model", ("--html", "is the model file itself")),
+        ("output is standard output", ("--html -", "not written to standard output")),
         ("one file for both", ("--onnx and --html name the same file",)),
         ("no output", ("--onnx OUT.onnx", "--html OUT.html")),
         ("unknown layer", ("layer 1 (noise) has no single-file page",)),
@@ -485,13 +486,16 @@ def test_export_refuses_bad_input_in_one_line(
         "missing folder": [str(model), "--html", str(tmp_path / "no" / "m.html")],
         "output is a folder": [str(model), "--html", str(tmp_path)],
         "output is the model": [str(model), "--html", str(model)],
+        "output is standard output": [str(model), "--html", "-"],
         "one file for both": [str(model), "--html", str(out), "--onnx", str(tmp_path / "." / "m.html")],
         "no output": [str(model)],
         "unknown layer": [str(tmp_path / "noise.npz"), "--html", str(out), "--onnx", str(tmp_path / "m.onnx")],
     }[case]
     before = model.read_bytes()
+    monkeypatch.chdir(tmp_path)
 
     assert main(["export", *args]) == 2
+    assert not (tmp_path / "-").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     for word in words:

@@ -45,8 +45,10 @@ def build_export_parser(prog: str = "mnist-nn export") -> argparse.ArgumentParse
 
 
 def _check_target(flag: str, path: Path, model: Path) -> None:
-    """Refuse (UsageError, one line) an output that is a folder, in a missing folder, or the model itself."""
+    """Refuse (UsageError, one line) an output that is -, a folder, in a missing folder, or the model itself."""
     where = f"{flag} {one_line(str(path))}"
+    if str(path) == "-":
+        raise UsageError(f"{where}: the export is not written to standard output; name the file to write")
     if path.is_dir():
         raise UsageError(f"{where}: is a directory, expected the .{flag[2:]} file to write")
     folder = path.parent

@@ -16,6 +16,7 @@ writes the screenshot to that path, which is how the README's picture is made.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -92,26 +93,28 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(scope="module")
-def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Chromium with a fresh profile, able to take touch input."""
+@contextlib.contextmanager
+def launched_chromium(profile: Path, **options: Any) -> Iterator[BrowserContext]:
+    """Debian's Chromium, headless, with a fresh profile in ``profile``; a desktop viewport unless ``options`` say."""
     _require_browser()
     from playwright.sync_api import sync_playwright
 
+    settings: dict[str, Any] = {"viewport": DESKTOP, "device_scale_factor": 1, **options}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            tmp_path_factory.mktemp("chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport=DESKTOP,
-            device_scale_factor=1,
-            has_touch=True,
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, **settings
         )
         try:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    """Chromium with a fresh profile, able to take touch input."""
+    with launched_chromium(tmp_path_factory.mktemp("chromium-profile"), has_touch=True) as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

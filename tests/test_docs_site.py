@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _require_browser
+from tests.test_browser import WAIT_MS, launched_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_ENV = "MNIST_NN_SITE_SCREENSHOT"
@@ -80,35 +80,23 @@ def test_the_api_reference_lists_what_the_package_exports(site: Path) -> None:
 def test_the_home_page_opens_in_chromium_with_its_navigation_and_search(
     served: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            tmp_path_factory.mktemp("chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800},
-            device_scale_factor=1,
-        )
-        try:
-            page = browser.new_page()
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(served + "/")
-            page.locator("h1", has_text="mnist_nn").wait_for(timeout=WAIT_MS)
-            navigation = " ".join(page.locator("nav.md-nav--primary").first.inner_text().split())
-            order = ["Getting started", "Tutorial: the book", "Chapter 1", "User guide", "Results", "API reference"]
-            places = [navigation.find(title) for title in order]
-            assert -1 not in places and places == sorted(places), navigation
-            assert page.locator("input.md-search__input").count() == 1
-            copy = page.locator(":is(button.md-clipboard, button.md-code__button)")  # by Material's version
-            copy.first.wait_for(state="attached", timeout=WAIT_MS)
-            shot = os.environ.get(SCREENSHOT_ENV)
-            if shot:
-                page.screenshot(path=shot)
-        finally:
-            browser.close()
+    with launched_chromium(
+        tmp_path_factory.mktemp("chromium-profile"), viewport={"width": 1280, "height": 800}
+    ) as browser:
+        page = browser.new_page()
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(served + "/")
+        page.locator("h1", has_text="mnist_nn").wait_for(timeout=WAIT_MS)
+        navigation = " ".join(page.locator("nav.md-nav--primary").first.inner_text().split())
+        order = ["Getting started", "Tutorial: the book", "Chapter 1", "User guide", "Results", "API reference"]
+        places = [navigation.find(title) for title in order]
+        assert -1 not in places and places == sorted(places), navigation
+        assert page.locator("input.md-search__input").count() == 1
+        copy = page.locator(":is(button.md-clipboard, button.md-code__button)")  # by Material's version
+        copy.first.wait_for(state="attached", timeout=WAIT_MS)
+        shot = os.environ.get(SCREENSHOT_ENV)
+        if shot:
+            page.screenshot(path=shot)
     assert errors == []

@@ -41,13 +41,10 @@ from mnist_nn.nn.transforms import TRANSFORMS
 from mnist_nn.train import Run, fit
 from tests.photos import mnist_photo, photograph, stroke_digit
 from tests.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    DESKTOP,
     READ_PAGE,
     WAIT_MS,
     PageUnderTest,
-    _require_browser,
+    launched_chromium,
 )
 from tests.test_serve import running_server
 
@@ -93,22 +90,8 @@ def three() -> list[list[tuple[float, float]]]:
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """Chromium with a fresh profile, as test_browser.py starts it."""
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            tmp_path_factory.mktemp("chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport=DESKTOP,
-            device_scale_factor=1,
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium(tmp_path_factory.mktemp("chromium-profile")) as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

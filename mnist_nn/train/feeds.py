@@ -28,6 +28,7 @@ run's feed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,18 +42,21 @@ from mnist_nn.config import TrainConfig
 from mnist_nn.data import as_floats, scale_pixels
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray, Network
-from mnist_nn.train import prefetch
+from mnist_nn.train import prefetch, split
 from mnist_nn.train.augment import AugmentConfig, augment_images, parse_augment
 from mnist_nn.train.expand import expand_shifts
 from mnist_nn.train.prefetch import Count, Prefetcher
 from mnist_nn.train.run import Run
+from mnist_nn.train.split import SplitStep
 from mnist_nn.train.step import Step
+
+Stepper = Step | SplitStep  # a mini-batch's step: in one thread, or its halves in two
 
 _SHUFFLE_CHUNK = 2048  # rows gathered at a time when a whole epoch is shuffled; small enough to stay in cache
 _GATHER_ROWS = 500  # rows per chunk: ~100 progress reports a 50,000-image epoch
 
 # A mini-batch ready to step on: its step, x (m, n_in [+ 1]), x.T, one-hot y (m, n_out), kept rows (m, n_out) or None.
-Batch = tuple[Step, FloatArray, FloatArray, FloatArray, FloatArray | None]
+Batch = tuple[Stepper, FloatArray, FloatArray, FloatArray, FloatArray | None]
 
 
 def check_pixels(network: Network, pixels: npt.NDArray[np.uint8], what: str) -> None:
@@ -230,8 +234,8 @@ class Batching:
 
     size: int
     rows: int
-    full: Step
-    tail: Step
+    full: Stepper
+    tail: Stepper
     labels: FloatArray
     targets: FloatArray
     kept: FloatArray | None
@@ -301,7 +305,13 @@ class Feed:
         return self.batching.factors(rates, l2)
 
     def close(self) -> None:
-        """Stop whatever the feed started (nothing, here)."""
+        """Stop whatever the feed started: the steps' threads, if they split."""
+        self.batching.full.close()
+        self.batching.tail.close()
+
+    def stepping(self) -> contextlib.AbstractContextManager[None]:
+        """Where an epoch's steps run: BLAS on one thread while steps split across two (``split``)."""
+        return split.one_thread_blas(isinstance(self.batching.full, SplitStep))
 
     def __enter__(self) -> Feed:
         return self
@@ -442,8 +452,11 @@ class Prefetched(Feed):
         return self.prefetcher
 
     def close(self) -> None:
-        """Stop the helper."""
-        self.prefetcher.close()
+        """Stop the helper and the steps' threads."""
+        try:
+            self.prefetcher.close()
+        finally:
+            super().close()
 
     def _start(self, order: IntArray) -> None:
         self.prefetcher.start_epoch(order)
@@ -467,8 +480,9 @@ def open_feed(run: Run, data: TrainingSet, *, monitor_cost: bool, helper: bool |
     size = config.batch_size
     rows = min(size * max(1, _GATHER_ROWS // size), n)  # whole mini-batches
 
-    def step(m: int) -> Step:
-        return Step(network, m, run.optimizer, dropout=config.dropout, rng=run.rng)
+    def step(m: int) -> Stepper:
+        kind = SplitStep if split.wanted(network, m) else Step
+        return kind(network, m, run.optimizer, dropout=config.dropout, rng=run.rng)
 
     full = step(size)
     tail = step(n % size) if n % size else full

@@ -92,7 +92,7 @@ def fit(
             chunks = feed.epoch(run.rng.permutation(feed.n))
             factors = iter(_factors(run, feed, epoch, rate))  # read across the chunks
             # Overflow (inf or NaN) is checked after the steps, with advice; NumPy's warnings would only add noise.
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"), feed.stepping():
                 for chunk in chunks:
                     for (step, xb, xb_t, yb, kept_rows), (scale, decay) in zip(chunk.batches, factors, strict=False):
                         step(xb, xb_t, yb, scale, decay, kept_rows)

@@ -68,12 +68,16 @@ class Step:
                 self.steps[i - 1].out_t if i else None,  # None: the batch's own transpose
                 self.steps[i - 1].delta if i else None,
                 i == last,
-                layers[i].decayed(layers[i].params),
-                optimizer.bind(list(zip(slots[i], layers[i].params, self.steps[i].grads, strict=True)))
-                if layers[i].params
-                else None,
             )
             for i in range(last, -1, -1)
+        ]
+        self.updates = [
+            (
+                layers[i].decayed(layers[i].params),
+                optimizer.bind(list(zip(slots[i], layers[i].params, self.steps[i].grads, strict=True))),
+            )
+            for i in range(last, -1, -1)
+            if layers[i].params
         ]
         self.optimizer = optimizer
         self.cost = network.cost
@@ -96,6 +100,17 @@ class Step:
         given, is this batch's (m, n_out) rows of the epoch's cost buffer:
         BP1 leaves in it what ``Cost.running_cost`` sums at the epoch's end.
         """
+        self.gradients(xb, xb_t, yb, scale, kept)
+        self.apply(decay)
+
+    def gradients(
+        self, xb: FloatArray, xb_t: FloatArray, yb: FloatArray, scale: float, kept: FloatArray | None = None
+    ) -> None:
+        """The forward pass, BP1 and the backward pass: each layer's update (scale * grad) in its step's grads.
+
+        The parameters do not move until ``apply``; each layer's backward pass
+        reads its own weights only, so the updates may wait for the whole pass.
+        """
         rng = self.rng
         x = xb
         for forward, out in self.forwards:
@@ -109,13 +124,19 @@ class Step:
         # Scaling delta_L by -eta/m once scales every delta below it (BP2 is linear),
         # so each gradient product below is already the update.
         np.multiply(top.delta, scale, out=top.delta)
-        for backward, x_t, below, output, decayed, update in self.backwards:
+        for backward, x_t, below, output in self.backwards:
             backward(xb_t if x_t is None else x_t, below, output)
+
+    def apply(self, decay: float) -> None:
+        """L2's decay w -> decay * w, then the optimizer's update from the grads, layer by layer."""
+        for decayed, update in self.updates:
             if decay != 1.0:
                 for w in decayed:
                     np.multiply(w, decay, out=w)  # w -> (1 - eta lambda / n) w
-            if update is not None:
-                update()
+            update()
+
+    def close(self) -> None:
+        """Nothing to release (``SplitStep`` ends a thread here)."""
 
 
 def _plan(layer: Layer, m: int, dropout: float, *, ones_out: bool) -> LayerStep:

@@ -12,13 +12,14 @@ one-thread step's bit for bit, and a split run repeats itself bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-import threadpoolctl
+import threadpoolctl  # type: ignore[import-untyped]
 
 from mnist_nn.config import PRESETS
 from mnist_nn.data import MnistData
@@ -110,7 +111,7 @@ def test_which_networks_split() -> None:
     conv, dense = _network(CNN), _network(["dense30", "dense10"])
     with_bn = _network(["conv6x5", "bn", "pool2", "dense10"])
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        assert split.wanted(conv, 64) is (len(split.os.sched_getaffinity(0)) >= 2)
+        assert split.wanted(conv, 64) is (len(os.sched_getaffinity(0)) >= 2)
         assert not split.wanted(conv, split.MIN_ROWS - 1)
         assert not split.wanted(dense, 64)  # the chapter-1 step stays as it is
         assert not split.wanted(with_bn, 64)  # a batch norm's statistics span the whole batch

@@ -3,7 +3,7 @@
 Run with the Python of an environment where the project is installed (CI's ``.venv``): it
 reads the installed metadata, which is what pip reads too. ``python .ci/lowest_constraints.py``
 prints one ``name==X`` line for each ``name>=X`` floor among the runtime dependencies and the
-runtime extras (images, plot, bench, export, distributed): the file ``pip install -c FILE`` takes.
+runtime extras (images, plot, bench, fast, export, distributed): the file ``pip install -c FILE`` takes.
 ``python .ci/lowest_constraints.py --python`` prints the lowest Python that
 ``requires-python`` allows (``3.10``). The test tools (pytest, hypothesis, ONNX Runtime,
 playwright, the linters) stay at their newest: their floors are not what a user of the package depends on.
@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from importlib import metadata
 
 DISTRIBUTION = "mnist-nn"
-RUNTIME_EXTRAS = ("images", "plot", "bench", "export", "distributed")  # extras a user installs to use the package
+# The extras a user installs to use the package.
+RUNTIME_EXTRAS = ("images", "plot", "bench", "fast", "export", "distributed")
 TOOL_EXTRAS = ("test", "browser", "lint", "docs", "dev")  # extras for developing and checking it
 
 _REQUIREMENT = re.compile(

@@ -69,7 +69,7 @@ def test_running_the_tests_needs_no_linter_or_browser_driver() -> None:
     names = {re.split(r"[^A-Za-z0-9_.-]", r, maxsplit=1)[0].lower() for r in extras["test"]}
     tools = {"mypy", "ruff", "import-linter", "playwright", "types-requests", "types-tqdm", "mkdocs", "mkdocstrings"}
     assert names.isdisjoint(tools)
-    assert "mnist-nn[images,plot,bench,export]" in extras["test"]  # the runtime extras' floors, stated once
+    assert "mnist-nn[images,plot,bench,export,fast]" in extras["test"]  # the runtime extras' floors, stated once
     # CI runs the Dask tests too, and builds the documentation site.
     assert extras["dev"] == ["mnist-nn[test,browser,lint,docs,distributed]"]
 

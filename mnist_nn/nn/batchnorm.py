@@ -29,6 +29,7 @@ wherever they go (the best epoch's copy, the model file, a resumed run).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -137,12 +138,12 @@ class BatchNorm(Layer):
         return [np.stack([d_gamma, d_beta]), np.zeros_like(self.params[1])], dx.reshape(x.shape[0], -1)
 
     def plan(self, m: int, *, ones_out: bool) -> LayerStep:
-        """Buffers for m rows (see ``_BatchNormStep``)."""
-        return _BatchNormStep(self, m, 0.0, ones_out)
+        """Buffers for m rows (see ``BatchNormStep``)."""
+        return BatchNormStep(self, m, 0.0, ones_out)
 
     def plan_dropout(self, m: int, rate: float, *, ones_out: bool) -> LayerStep | None:
         """The run's dropout on the outputs, after the activation, for a dense layer's features only."""
-        return _BatchNormStep(self, m, rate, ones_out) if len(self.input_shape) == 1 else None
+        return BatchNormStep(self, m, rate, ones_out) if len(self.input_shape) == 1 else None
 
     def describe(self) -> dict[str, Any]:
         """{"kind": "batchnorm", "momentum": momentum, "eps": eps}."""
@@ -166,7 +167,7 @@ def _columns_view(buffer: FloatArray, n: int) -> FloatArray:
     return columns
 
 
-class _BatchNormStep(LayerStep):
+class BatchNormStep(LayerStep):
     """A batch norm's buffers for m rows: xhat as (N, C), N = m * positions, and the output.
 
     The sums over the N rows are products with a vector of ones (BLAS),
@@ -184,7 +185,6 @@ class _BatchNormStep(LayerStep):
         self.n = m * positions
         self.scale_shift, self.running = layer.params
         self.momentum = layer.momentum
-        self.unbias = self.n / max(self.n - 1, 1)
         self.eps = layer.eps
         self.activation = layer.activation
         self.ones = np.ones(self.n, dtype)
@@ -209,19 +209,31 @@ class _BatchNormStep(LayerStep):
         self.mask3 = np.empty((m, positions, c), dtype) if dropout else self.a3
         self._input: FloatArray | None = None
         self._below: FloatArray | None = None
+        # A step that splits its mini-batch in two (``mnist_nn.train.split``) steps each half with a batch
+        # norm step of its own and sets these: ``total``, the N of the whole batch; ``exchange``, which adds
+        # the other half's sums (over its rows) into this half's, in place; ``keeps_running``, False in the
+        # half that leaves the running averages to the other.
+        self.total = self.n
+        self.exchange: Callable[[FloatArray], None] | None = None
+        self.keeps_running = True
 
     def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
         """Normalize with the batch's statistics, update the running ones, scale, shift, activate (and drop)."""
         if x is not self._input:
             self._input = x
             self.x2 = _columns_view(x, self.n)
-        n = self.n
+        n, exchange = self.total, self.exchange
         np.matmul(self.ones, self.x2, out=self.sums)
+        if exchange is not None:
+            exchange(self.sums)
         np.multiply(self.sums, 1.0 / n, out=self.mean)
         np.subtract(self.x2, self.mean, out=self.xhat)
         np.einsum("ij,ij->j", self.xhat, self.xhat, out=self.sums)  # no (N, C) temporary
+        if exchange is not None:
+            exchange(self.sums)
         np.multiply(self.sums, 1.0 / n, out=self.inv)  # the batch's variance, for now
-        self._update_running()
+        if self.keeps_running:
+            self._update_running()
         np.add(self.inv, self.eps, out=self.inv)
         np.sqrt(self.inv, out=self.inv)
         np.divide(1.0, self.inv, out=self.inv)
@@ -238,7 +250,7 @@ class _BatchNormStep(LayerStep):
         running, k = self.running, self.momentum
         np.multiply(running, 1.0 - k, out=running)
         running[0] += k * self.mean
-        running[1] += (k * self.unbias) * self.inv
+        running[1] += (k * (self.total / max(self.total - 1, 1))) * self.inv
 
     def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
         """The activation's factor (and dropout's mask), the gradients of gamma and beta, and dC/dx below.
@@ -252,14 +264,16 @@ class _BatchNormStep(LayerStep):
         d_gamma, d_beta = self.grad
         np.matmul(self.ones, self.delta2, out=d_beta)
         np.einsum("ij,ij->j", self.delta2, self.xhat, out=d_gamma)
+        if self.exchange is not None:
+            self.exchange(self.grad)  # both halves' gradients, which the delta below needs
         if below is None:
             return
         if below is not self._below:
             self._below = below
             self.below2 = _columns_view(below, self.n)
         a = self.scale_shift[0] * self.inv
-        np.multiply(self.xhat, a * d_gamma * (-1.0 / self.n), out=self.below2)
-        np.add(self.below2, a * d_beta * (-1.0 / self.n), out=self.below2)
+        np.multiply(self.xhat, a * d_gamma * (-1.0 / self.total), out=self.below2)
+        np.add(self.below2, a * d_beta * (-1.0 / self.total), out=self.below2)
         np.multiply(self.delta2, a, out=self.delta2)  # delta is spent: the gradients are taken
         np.add(self.below2, self.delta2, out=self.below2)
 

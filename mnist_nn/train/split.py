@@ -16,14 +16,16 @@ only change is the order of the sums over the mini-batch: the weights
 agree with the one-thread step's within float32 rounding
 (``tests/test_split.py`` says by how much). Dropout masks are the same bit for bit: each half's draw is
 its rows of the whole batch's draw, made from the run's generator in the
-same order (``_Draws``). A batch norm's statistics span the whole
-mini-batch, so networks with one step in one thread.
+same order (``_Draws``). A batch norm's statistics and gradients span the
+whole mini-batch: each half's batch norm adds the other's sums into its
+own at a barrier (``_Exchange``), and only the first half updates the
+running averages.
 
 Used when it can help and cannot change a run's meaning (``wanted``): the
-network has a convolution and no batch norm, the mini-batch has at least
+network has a convolution, the mini-batch has at least
 ``MIN_ROWS`` rows, the process may use two CPUs, BLAS runs more than one
 thread (a caller that limited it to one wants one core), and threadpoolctl
-(the ``bench`` extra) is there to hold BLAS to one thread while the halves run
+(the ``fast`` extra) is there to hold BLAS to one thread while the halves run
 (``one_thread_blas``).
 """
 
@@ -40,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mnist_nn.nn.activations import FloatArray
+from mnist_nn.nn.batchnorm import BatchNormStep
 from mnist_nn.nn.layers import Conv2D
 from mnist_nn.nn.network import Network
 from mnist_nn.train.optimizers import SGD
@@ -49,7 +52,7 @@ MIN_ROWS = 8  # smaller mini-batches step in one thread: halves of 3 rows gain l
 
 
 def _threadpoolctl() -> ModuleType | None:
-    """threadpoolctl if installed (the ``bench`` extra), imported by name: it is optional and untyped."""
+    """threadpoolctl if installed (the ``fast`` extra), imported by name: it is optional and untyped."""
     try:
         return importlib.import_module("threadpoolctl")
     except ImportError:
@@ -67,7 +70,7 @@ def _blas_threads() -> int:
 
 def wanted(network: Network, m: int) -> bool:
     """Whether ``network``'s steps on m rows split across two threads (see the module docstring)."""
-    if m < MIN_ROWS or any(layer.normalizes for layer in network.layers):
+    if m < MIN_ROWS:
         return False
     if not any(isinstance(layer, Conv2D) for layer in network.layers):
         return False
@@ -175,6 +178,37 @@ class _Worker:
         self.thread.join()
 
 
+class _Exchange:
+    """Sums over both halves' rows for a pair of batch norm steps, each half's sums added into the other's.
+
+    ``half(i)`` is half i's ``BatchNormStep.exchange``: it leaves its
+    values (at most ``size`` of them) in a slot, waits at the barrier for
+    the other half's, and adds them; a + b and b + a are the same float, so
+    both halves hold the same totals. Calls alternate between two pairs of
+    slots, so one barrier a call is enough: a half cannot overwrite a slot
+    before the other has read it.
+    """
+
+    def __init__(self, barrier: threading.Barrier, size: int, dtype: np.dtype[Any]) -> None:
+        self.barrier = barrier
+        self.slots = np.empty((2, 2, size), dtype)  # [parity, half]
+        self.calls = [0, 0]
+
+    def half(self, i: int) -> Callable[[FloatArray], None]:
+        """Half i's exchange."""
+
+        def exchange(values: FloatArray) -> None:
+            flat = values.reshape(-1)  # a view: the step's sums and gradients are contiguous
+            parity = self.calls[i] % 2
+            self.calls[i] += 1
+            mine, theirs = self.slots[parity, i, : flat.size], self.slots[parity, 1 - i, : flat.size]
+            np.copyto(mine, flat)
+            self.barrier.wait()
+            np.add(flat, theirs, out=flat)
+
+        return exchange
+
+
 class SplitStep:
     """One SGD step for ``network`` on mini-batches of m rows, its halves in two threads (``Step``'s interface).
 
@@ -205,11 +239,18 @@ class SplitStep:
             for size, half_rng in zip((m1, m - m1), self.rngs, strict=True)
         )
         self.first, self.second = first, second
-        self.sums = [
-            (g1, g2)
-            for s1, s2 in zip(first.steps, second.steps, strict=True)
-            for g1, g2 in zip(s1.grads, s2.grads, strict=True)
-        ]
+        self.barrier = threading.Barrier(2)
+        self.exchanges: list[_Exchange] = []
+        self.sums: list[tuple[FloatArray, FloatArray]] = []
+        for s1, s2 in zip(first.steps, second.steps, strict=True):
+            if isinstance(s1, BatchNormStep) and isinstance(s2, BatchNormStep):
+                # Statistics and gradients over the whole batch: each half adds in the other's sums.
+                exchange = _Exchange(self.barrier, s1.grad.size, s1.grad.dtype)
+                self.exchanges.append(exchange)
+                for half, bn in enumerate((s1, s2)):
+                    bn.total, bn.exchange, bn.keeps_running = m * (bn.n // len(bn.delta)), exchange.half(half), not half
+            else:
+                self.sums += zip(s1.grads, s2.grads, strict=True)
         self.worker = _Worker()
 
     def __call__(
@@ -228,14 +269,41 @@ class SplitStep:
             half_rng.k = 0
         second = self.second
         kept2 = None if kept is None else kept[r2]
-        self.worker.start(lambda: second.gradients(xb[r2], xb_t[:, r2], yb[r2], scale, kept2))
+        self.worker.start(lambda: self._second_half(second, xb[r2], xb_t[:, r2], yb[r2], scale, kept2))
         try:
             self.first.gradients(xb[r1], xb_t[:, r1], yb[r1], scale, None if kept is None else kept[r1])
-        finally:
+        except threading.BrokenBarrierError:  # the second half failed: its error is the one to raise
+            self._reset()
             self.worker.join()
+            raise
+        except BaseException:
+            self.barrier.abort()  # the second half may be waiting for this one's sums
+            with contextlib.suppress(BaseException):
+                self.worker.join()
+            self._reset()
+            raise
+        self.worker.join()
         for g1, g2 in self.sums:
             np.add(g1, g2, out=g1)
         self.first.apply(decay)
+
+    def _second_half(
+        self, second: Step, xb: FloatArray, xb_t: FloatArray, yb: FloatArray, scale: float, kept: FloatArray | None
+    ) -> None:
+        """The second half's gradients (in the worker); on an error, release the first half from the barrier."""
+        try:
+            second.gradients(xb, xb_t, yb, scale, kept)
+        except threading.BrokenBarrierError:
+            raise
+        except BaseException:
+            self.barrier.abort()
+            raise
+
+    def _reset(self) -> None:
+        """After a failed step: the barrier whole again and the exchanges back in step, for the next one."""
+        self.barrier.reset()
+        for exchange in self.exchanges:
+            exchange.calls = [0, 0]
 
     def close(self) -> None:
         """End the second thread."""

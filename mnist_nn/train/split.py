@@ -5,9 +5,7 @@ products, but the copies, activations and pools between them run on one
 core, and its spinning worker slows them down. Two threads that each step
 on half of the mini-batch, with BLAS on one thread, keep both cores busy
 through every call: NumPy and BLAS release the GIL for the work itself.
-The chapter-6 network's step at mini-batch 64 took 0.49x the time of the
-one-thread-per-step path, at mini-batch 10 the `cnn` preset's 0.47x
-(``docs/performance.md`` has the figures and the command).
+``docs/performance.md`` ("Both cores in one step") has the figures.
 
 What each half computes is what the whole step computes for its rows: the
 same forward pass, BP1 with the batch's -eta/m, and BP2 on its rows.

@@ -223,3 +223,40 @@ def test_open_feed_splits_the_steps_it_is_told_to(monkeypatch: pytest.MonkeyPatc
         assert isinstance(feed.batching.full, SplitStep) and isinstance(feed.batching.tail, Step)
         assert len(_split_threads()) == 1
     assert not _split_threads()
+
+
+def test_a_validation_count_splits_where_the_steps_do_and_counts_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunks after ``split`` are counted in a thread; the count equals the one-thread count."""
+    from mnist_nn.train import validation
+
+    net = _network(CNN)
+    rng = np.random.default_rng(4)
+    pixels = (rng.integers(0, 256, (5000, 784)) * (rng.random((5000, 784)) < 0.2)).astype(np.uint8)
+    labels = rng.integers(0, 10, 5000)
+    monkeypatch.setattr(validation, "wanted", lambda network, m: True)
+    val = validation.Validation(net, pixels, labels)
+    assert val.images_rest is not None and val.split == 4000  # chunks of 2,000: two here, one in the thread
+    want = int(np.count_nonzero(net.predict(pixels.astype(np.float32) / 255) == labels))
+    threads: list[str] = []
+    counted = validation._count_pixels
+
+    def spy(*args: Any) -> int:
+        threads.append(threading.current_thread().name)
+        return counted(*args)
+
+    monkeypatch.setattr(validation, "_count_pixels", spy)
+    assert val.count() == want
+    assert sorted(threads) == ["MainThread", "mnist_nn-split-count"]
+
+    def broken(network: Network, pixels: Any, labels: Any, buffer: Any) -> int:
+        if threading.current_thread().name != "MainThread":
+            raise RuntimeError("the thread's count failed")
+        return counted(network, pixels, labels, buffer)
+
+    monkeypatch.setattr(validation, "_count_pixels", broken)
+    with pytest.raises(RuntimeError, match="thread's count failed"):
+        val.count()
+    monkeypatch.setattr(validation, "wanted", lambda network, m: False)
+    assert validation.Validation(net, pixels, labels).images_rest is None

@@ -8,10 +8,14 @@ held beside the pixels the caller keeps. ``Validation`` is the one object
 ``fit`` counts with: alone, or with the helper process of the run's feed
 (``mnist_nn.train.prefetch``) counting the second half of the chunks while
 this process counts the first; both count the same chunks as a count here
-alone, so the count is the same either way.
+alone, so the count is the same either way. Where a convolutional
+network's steps split across two threads (``mnist_nn.train.split``), a
+thread counts that second half instead, with BLAS on one thread.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +26,7 @@ from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import IntArray, Network
 from mnist_nn.train.feeds import check_pixels, prepared_images
 from mnist_nn.train.prefetch import Prefetcher
+from mnist_nn.train.split import one_thread_blas, wanted
 
 _COUNT_ROWS = 2000  # pixels scaled and counted at a time: a float copy of 6 MB, not 31 MB
 
@@ -83,6 +88,9 @@ class Validation:
         self.labels = network.check_labels(labels, self.total, "validation labels")
         chunks = -(-self.total // _COUNT_ROWS)
         self.split = _COUNT_ROWS * -(-chunks // 2) if self.pixels is not None and chunks > 1 else 0
+        # Where a convolutional network's steps split across two threads, so does its count (a thread
+        # counts the chunks from ``split`` on into a buffer of its own), unless the helper process counts.
+        self.images_rest = np.empty_like(self.images) if self.split and wanted(network, _COUNT_ROWS) else None
 
     def count(self, helper: Prefetcher | None = None) -> int:
         """How many of the validation images the network gets right; ``helper`` counts a part, where it can.
@@ -93,7 +101,7 @@ class Validation:
         if self.pixels is None:
             return self.network.count_correct(self.images, self.labels, prepared=True)
         if helper is None or not self.split or not helper.start_count(self.network.params):
-            return self._count(0, self.total)
+            return self._count(0, self.total) if self.images_rest is None else self._count_in_two_threads()
         mine = self._count(0, self.split)
         theirs = helper.finish_count()
         if theirs is None or theirs < 0:  # the helper died or overflowed: its part is counted (or raised) here
@@ -110,6 +118,32 @@ class Validation:
             return self._count(self.split, self.total)
         except NonFiniteError:
             return -1
+
+    def _count_in_two_threads(self) -> int:
+        """The chunks before ``split`` counted here and those after in a thread, at once, BLAS on one thread each.
+
+        Each chunk is the same as in a count in one thread; only BLAS's threads differ.
+        """
+        assert self.pixels is not None and self.images_rest is not None
+        pixels, labels, buffer = self.pixels[self.split :], self.labels[self.split :], self.images_rest
+        rest: list[int | BaseException] = []
+
+        def count_rest() -> None:
+            try:
+                rest.append(_count_pixels(self.network, pixels, labels, buffer))
+            except BaseException as error:  # raised here, after this thread's part
+                rest.append(error)
+
+        thread = threading.Thread(target=count_rest, name="mnist_nn-split-count", daemon=True)
+        with one_thread_blas(True):
+            thread.start()
+            try:
+                mine = self._count(0, self.split)
+            finally:
+                thread.join()
+        if isinstance(rest[0], BaseException):
+            raise rest[0]
+        return mine + rest[0]
 
     def _count(self, start: int, stop: int) -> int:
         """The count of pixels start:stop (checked once, when this was made), a chunk at a time into the one buffer."""

@@ -221,6 +221,11 @@ def test_open_feed_splits_the_steps_it_is_told_to(monkeypatch: pytest.MonkeyPatc
     run.optimizer.plan(run.network.params)
     with feeds.open_feed(run, data, monitor_cost=True, helper=False, count=None) as feed:
         assert isinstance(feed.batching.full, SplitStep) and isinstance(feed.batching.tail, Step)
+        assert not _split_threads()  # none yet: a helper process may still be forked
+        for chunk in feed.epoch(np.arange(25)):
+            with feed.stepping():
+                for step, xb, xb_t, yb, kept in chunk.batches:
+                    step(xb, xb_t, yb, -0.001, 1.0, kept)
         assert len(_split_threads()) == 1
     assert not _split_threads()
 

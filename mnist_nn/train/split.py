@@ -249,7 +249,9 @@ class SplitStep:
                     bn.total, bn.exchange, bn.keeps_running = m * (bn.n // len(bn.delta)), exchange.half(half), not half
             else:
                 self.sums += zip(s1.grads, s2.grads, strict=True)
-        self.worker = _Worker()
+        # Started at the first step: a feed may fork its helper process after planning its steps, and a
+        # process should not fork while another of its threads runs.
+        self.worker: _Worker | None = None
 
     def __call__(
         self,
@@ -267,6 +269,8 @@ class SplitStep:
             half_rng.k = 0
         second = self.second
         kept2 = None if kept is None else kept[r2]
+        if self.worker is None:
+            self.worker = _Worker()
         self.worker.start(lambda: self._second_half(second, xb[r2], xb_t[:, r2], yb[r2], scale, kept2))
         try:
             self.first.gradients(xb[r1], xb_t[:, r1], yb[r1], scale, None if kept is None else kept[r1])
@@ -304,5 +308,6 @@ class SplitStep:
             exchange.calls = [0, 0]
 
     def close(self) -> None:
-        """End the second thread."""
-        self.worker.close()
+        """End the second thread, if it started."""
+        if self.worker is not None:
+            self.worker.close()

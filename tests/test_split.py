@@ -154,7 +154,7 @@ def test_which_networks_split() -> None:
 
 
 def test_without_threadpoolctl_steps_stay_in_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(split, "_threadpoolctl", lambda: None)
+    monkeypatch.setattr(split, "threadpoolctl_module", lambda: None)
     assert not split.wanted(_network(CNN), 64)
     before = threadpoolctl.threadpool_info()[0]["num_threads"]
     with split.one_thread_blas(True):  # nothing to limit with: nothing changes

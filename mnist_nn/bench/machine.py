@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib
 import os
 import platform
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,18 +21,11 @@ import numpy as np
 from mnist_nn._version import __version__
 from mnist_nn.config import TRAIN_SIZE
 from mnist_nn.train import prefetch
+from mnist_nn.train.split import threadpoolctl_module
 
 # Variables that the common BLAS builds read when they load: set to 1 in the
 # environment of worker processes, before numpy is imported there.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _threadpoolctl() -> ModuleType | None:
-    """threadpoolctl if installed: it is optional, so it is imported by name, untyped."""
-    try:
-        return importlib.import_module("threadpoolctl")
-    except ImportError:
-        return None
 
 
 def blas_info() -> list[dict[str, Any]]:
@@ -46,7 +37,7 @@ def blas_info() -> list[dict[str, Any]]:
     ``filepath``); without it, NumPy's build configuration, which knows the
     library and its build options but not the threads it runs with.
     """
-    tpc = _threadpoolctl()
+    tpc = threadpoolctl_module()
     if tpc is not None:
         return [dict(entry) for entry in tpc.threadpool_info() if entry.get("user_api") == "blas"]
     try:
@@ -138,7 +129,7 @@ def one_blas_thread() -> Iterator[None]:
     products down rather than up, so a benchmark's runs in this process use
     one, as its worker processes do.
     """
-    tpc = _threadpoolctl()
+    tpc = threadpoolctl_module()
     if tpc is None:
         yield
         return
@@ -148,7 +139,7 @@ def one_blas_thread() -> Iterator[None]:
 
 def can_limit_blas_threads() -> bool:
     """Whether ``limit_blas_threads`` works in a running process (threadpoolctl is installed)."""
-    return _threadpoolctl() is not None
+    return threadpoolctl_module() is not None
 
 
 def limit_blas_threads() -> None:
@@ -157,6 +148,6 @@ def limit_blas_threads() -> None:
     A no-op without threadpoolctl. The limit stays in force for the rest of
     the process: the limiter is never exited.
     """
-    tpc = _threadpoolctl()
+    tpc = threadpoolctl_module()
     if tpc is not None:
         tpc.threadpool_limits(limits=1)

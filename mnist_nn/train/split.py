@@ -49,8 +49,8 @@ from mnist_nn.train.step import Step
 MIN_ROWS = 8  # smaller mini-batches step in one thread: halves of 3 rows gain less than the handover costs
 
 
-def _threadpoolctl() -> ModuleType | None:
-    """threadpoolctl if installed (the ``fast`` extra), imported by name: it is optional and untyped."""
+def threadpoolctl_module() -> ModuleType | None:
+    """threadpoolctl if installed (the ``fast`` and ``bench`` extras), imported by name: it is optional and untyped."""
     try:
         return importlib.import_module("threadpoolctl")
     except ImportError:
@@ -59,7 +59,7 @@ def _threadpoolctl() -> ModuleType | None:
 
 def _blas_threads() -> int:
     """The threads of the first BLAS library NumPy loaded, as threadpoolctl reads them (1 without it)."""
-    tpc = _threadpoolctl()
+    tpc = threadpoolctl_module()
     if tpc is None:
         return 1
     infos = [info for info in tpc.threadpool_info() if info.get("user_api") == "blas"]
@@ -80,7 +80,7 @@ def wanted(network: Network, m: int) -> bool:
 @contextlib.contextmanager
 def one_thread_blas(active: bool) -> Iterator[None]:
     """BLAS on one thread while the block runs, if ``active``; otherwise nothing changes."""
-    tpc = _threadpoolctl() if active else None
+    tpc = threadpoolctl_module() if active else None
     if tpc is None:
         yield
         return

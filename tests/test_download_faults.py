@@ -307,6 +307,41 @@ def test_the_deadline_waits_for_the_progress_bar_to_release_its_locks(
     assert taken.is_set()  # free for another thread: nothing left it taken
 
 
+def test_the_deadline_never_cuts_the_removal_of_a_temporary_file_short(
+    server: Mirrors, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mirror's bytes fail verification, and removing the temporary file then takes 0.4 s, past the
+    # 0.2 s deadline: an interruption inside the removal would leave the .part file in the cache.
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}.gz", Reply(bytes(len(sample.payload))))
+    unlink = Path.unlink
+    removing: list[str] = []
+
+    def slow_unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name.endswith(".part"):
+            removing.append(path.name)
+            time.sleep(0.4)
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", slow_unlink)
+    message = fails([sample], data_dir, [server.url("m1")], deadline=0.2)
+
+    assert removing  # the removal ran, and took past the deadline
+    assert "checksum mismatch" in message  # the mirror's own failure, not a deadline cut into its cleanup
+
+
+def test_a_deadline_ends_the_wait_between_retries(server: Mirrors, data_dir: Path) -> None:
+    sample = make_sample()
+    server.route(f"/m1/{sample.name}.gz", Reply(b"busy", 503))
+
+    start = time.monotonic()
+    message = fails([sample], data_dir, [server.url("m1")], deadline=0.5, retries=3, backoff=5.0)
+
+    assert time.monotonic() - start < 2  # not the 5 s wait before the first retry
+    assert "0.5 s download deadline" in message
+    assert server.count(f"/m1/{sample.name}.gz") == 1
+
+
 def test_a_trickled_status_line_and_headers_meet_the_deadline_too(server: Mirrors, data_dir: Path) -> None:
     sample = make_sample()
     server.route(f"/m1/{sample.name}.gz", Reply(sample.gz, trickle=0.05, trickle_head=True))

@@ -27,8 +27,10 @@ reported as it fails, with what comes next, through the caller's ``note`` callba
 or else on stderr: above the progress bar on a terminal, and in a log (unless
 ``quiet``) when it stalled, ran out of time or took ``_SLOW_FAILURE_SECONDS``.
 In the main thread a timer signal (``SIGALRM``) applies the deadline and the rule
-wherever the transfer waits, even on a mirror trickling one byte at a time;
-elsewhere both are checked as data arrives.
+wherever the transfer waits (connecting, reading, backing off), even on a mirror
+trickling one byte at a time, and only there: the code that writes, cleans up
+and draws the progress bar is never cut short. Elsewhere both are checked as data
+arrives.
 A cache folder that cannot be written (a file in its place, read-only, full, a
 folder where a data file belongs) raises ``DataDirError``, which says what to do.
 """
@@ -399,7 +401,7 @@ class _Fetcher:
         self._received = 0  # decompressed bytes of the current file from the current mirror
         self._watch: _SpeedWatch | None = None  # the low-speed rule for the current file and mirror
         self._timed = False  # whether a timer signal applies the rule, rather than each arriving chunk
-        self._shield = _Shield()  # holds the timer's interruption back while the progress bar holds its locks
+        self._waiting = _Window()  # open while the transfer waits: the only place the timer interrupts
 
     def close(self) -> None:
         """Release the HTTP session's connections, if one was opened."""
@@ -436,7 +438,7 @@ class _Fetcher:
                 ends = started + self.deadline
                 self._watch = None if self.rule is None else _SpeedWatch(self.rule, started)
                 try:
-                    with _alarm(ends, self._watch, self._shield) as timed:
+                    with _alarm(ends, self._watch, self._waiting) as timed:
                         self._timed = timed
                         data = self._fetch(mirror, file, bar, ends)
                 except _DeadlinePassed:
@@ -475,8 +477,7 @@ class _Fetcher:
     def _advance(self, bar: tqdm[NoReturn], size: int) -> None:
         """Count ``size`` more decompressed bytes of the current file, on the bar too."""
         self._received += size
-        with self._shield:
-            bar.update(size)
+        bar.update(size)
 
     def _arrived(self, size: int) -> None:
         """Count ``size`` more bytes from the mirror; without the timer, apply the low-speed rule here."""
@@ -530,19 +531,19 @@ class _Fetcher:
                         break  # this mirror may serve the uncompressed file instead
                     if not failure.retry or attempt >= self.retries:
                         raise
-                time.sleep(self.backoff * 2**attempt)
+                with self._waiting:
+                    time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable: the uncompressed name's 404 is raised above")
 
     def _store(self, file: MnistFile, bar: tqdm[NoReturn], read: Callable[[Payload], None], ends: float) -> bytes:
         """Stream one source through a ``Payload`` into a temp file; verify; rename into place."""
-        with self._shield:
-            bar.reset(total=file.size)
+        bar.reset(total=file.size)
         self._received = 0
         verified: list[bytes] = []
 
         def write(out: IO[bytes]) -> None:
             progress = functools.partial(self._advance, bar)
-            payload = Payload(file, out, progress, ends, self.deadline, arrived=self._arrived)
+            payload = Payload(file, out, progress, ends, self.deadline, arrived=self._arrived, waiting=self._waiting)
             read(payload)
             verified.append(payload.finish())  # raises unless size and digest match
 
@@ -567,12 +568,15 @@ class Payload:
         deadline: float = DEFAULT_DEADLINE,
         *,
         arrived: Callable[[int], object] | None = None,
+        waiting: contextlib.AbstractContextManager[object] | None = None,
     ) -> None:
         """Take ``file``'s bytes into ``out``, calling ``progress(n)`` per decompressed chunk.
 
         ``ends`` is the ``time.monotonic()`` by which the last byte must have
         arrived; ``deadline`` is the number of seconds that was, for the message.
         ``arrived(n)``, if given, is called with the size of each chunk fed, as fetched.
+        ``waiting``, if given, is the context the readers enter while they wait for
+        the source (``self.waiting``, a reusable no-op by default).
         """
         self._file = file
         self._out = out
@@ -580,6 +584,7 @@ class Payload:
         self._ends = ends
         self._deadline = deadline
         self._arrived = arrived
+        self.waiting = contextlib.nullcontext() if waiting is None else waiting
         self._hash = hashlib.sha256()
         self._chunks: list[bytes] = []
         self._size = 0  # decompressed bytes so far
@@ -684,13 +689,15 @@ def _read_verified(path: Path, file: MnistFile) -> bytes | None:
 def _read_local(source: Path, payload: Payload) -> None:
     """Feed a local file to ``payload``; only errors reading it are the mirror's."""
     try:
-        f = source.open("rb")
+        with payload.waiting:
+            f = source.open("rb")
     except OSError as exc:
         raise MirrorError(f"cannot read {source.name}: {exc.strerror or exc}") from exc
     with f:
         while True:
             try:
-                chunk = f.read(_CHUNK)
+                with payload.waiting:
+                    chunk = f.read(_CHUNK)
             except OSError as exc:
                 raise MirrorError(f"cannot read {source.name}: {exc.strerror or exc}") from exc
             if not chunk:
@@ -703,9 +710,11 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
     import requests  # loaded already by the session
 
     try:
-        with session.get(url, stream=True, timeout=timeout) as response:
+        with payload.waiting:
+            response = session.get(url, stream=True, timeout=timeout)
+        with response:
             response.raise_for_status()
-            for chunk in _body(response):
+            for chunk in _body(response, payload.waiting):
                 payload.feed(chunk)
             # urllib3 1.x does not notice a body cut short, so count the wire bytes here.
             length = response.headers.get("Content-Length", "")
@@ -736,8 +745,10 @@ def _read_http(session: requests.Session, url: str, timeout: tuple[float, float]
         raise MirrorError(f"connection failed: {_root_cause(exc)}", retry=True) from exc
 
 
-def _body(response: requests.Response) -> Iterator[bytes]:
+def _body(response: requests.Response, waiting: contextlib.AbstractContextManager[object]) -> Iterator[bytes]:
     """The response's body as it arrives, each chunk what the connection holds (at most ``_CHUNK`` bytes).
+
+    Each read is made inside ``waiting``.
 
     ``iter_content`` waits for whole chunks, which hides how fast a slow mirror
     sends; ``read1`` does not. Content-Encoding is undone a bounded chunk at a
@@ -748,7 +759,11 @@ def _body(response: requests.Response) -> Iterator[bytes]:
 
     raw = response.raw
     try:
-        while chunk := raw.read1(_CHUNK, decode_content=True):
+        while True:
+            with waiting:
+                chunk = raw.read1(_CHUNK, decode_content=True)
+            if not chunk:
+                return
             yield chunk
     except ProtocolError as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc
@@ -833,37 +848,38 @@ class _Stalled(BaseException):
         self.reason = reason
 
 
-class _Shield:
-    """While entered, ``_alarm`` holds its interruption back (for a millisecond at a time) instead of raising.
+class _Window:
+    """Entered around each wait for a mirror (connecting, reading, backing off): the only place ``_alarm`` interrupts.
 
-    The progress bar takes tqdm's locks, one of them a ``multiprocessing``
-    lock that forked processes share: an exception raised between taking and
-    releasing it would leave it taken for good, and a process forked later
-    (a benchmark's worker) would wait on it forever.
+    Outside it the timer holds its interruption back, a millisecond at a time:
+    an exception raised anywhere else could cut short the removal of a
+    temporary file, or leave one of the progress bar's locks taken (one of them
+    a ``multiprocessing`` lock that forked processes share, so a benchmark's
+    worker forked later would wait on it forever).
     """
 
     def __init__(self) -> None:
-        self.active = False
+        self.open = False
 
     def __enter__(self) -> None:
-        self.active = True
+        self.open = True
 
     def __exit__(self, *exc: object) -> None:
-        self.active = False
+        self.open = False
 
 
-_HOLD_BACK = 1e-3  # seconds the timer waits again while a shield is up
+_HOLD_BACK = 1e-3  # seconds the timer waits again while the window is shut
 
 
 @contextlib.contextmanager
-def _alarm(ends: float, watch: _SpeedWatch | None = None, shield: _Shield | None = None) -> Iterator[bool]:
+def _alarm(ends: float, watch: _SpeedWatch | None = None, window: _Window | None = None) -> Iterator[bool]:
     """Interrupt the main thread wherever it waits when a mirror's time is up or it has stalled; yield whether it can.
 
     Raises ``_DeadlinePassed`` once ``time.monotonic()`` passes ``ends``, and
     ``_Stalled`` once ``watch`` says the mirror is under its speed limit, by a
     ``SIGALRM`` timer set for the deadline or the watch's next check, whichever
-    comes first; while ``shield`` is entered, the timer tries again a
-    millisecond later. Another thread, or a system without ``setitimer``, gets nothing
+    comes first; while ``window`` (if given) is not entered, the timer tries
+    again a millisecond later. Another thread, or a system without ``setitimer``, gets nothing
     here (``False``) and relies on the checks as data arrives. An interval timer
     set by the caller is restored afterwards, less the time spent here.
     """
@@ -879,7 +895,7 @@ def _alarm(ends: float, watch: _SpeedWatch | None = None, shield: _Shield | None
     def expire(signum: int, frame: FrameType | None) -> None:
         if not armed:
             return
-        if shield is not None and shield.active:
+        if window is not None and not window.open:
             signal.setitimer(signal.ITIMER_REAL, _HOLD_BACK)
             return
         now = time.monotonic()

@@ -106,6 +106,36 @@ def test_accuracy_counts_do_not_depend_on_the_number_of_processes(
     assert parallel["jobs"] == 2
 
 
+def test_all_cores_runs_each_seed_as_train_mnist_does(
+    mnist_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_nn.bench.machine import blas_threads
+    from mnist_nn.train import feeds, split
+
+    answers: list[bool] = []
+    original = split.wanted
+
+    def wanted(network: Any, m: int) -> bool:
+        answers.append(original(network, m))
+        return answers[-1]
+
+    monkeypatch.setattr(feeds.split, "wanted", wanted)
+    argv = ["accuracy", "--quick", "--seed-list", "2", "--layers", "conv4x5", "pool2", "dense10"]
+    argv += ["--batch-size", "16", "--data-dir", str(mnist_cache)]
+    alone = run_json([*argv, "--all-cores"], tmp_path / "alone.json")
+    assert alone["executor"] == "1 job on every core" and alone["jobs"] == 1
+    [run] = alone["runs"]
+    assert run["blas_threads"] == blas_threads()  # not held to one
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = blas_threads() or 1
+    expected = usable >= 2 and threads >= 2 and split.threadpoolctl_module() is not None
+    assert answers and set(answers) == {expected}  # split wherever train_mnist.py would split
+    answers.clear()
+    one = run_json([*argv, "--jobs", "1"], tmp_path / "one.json")
+    assert one["runs"][0]["blas_threads"] == 1 and answers and not any(answers)  # never split
+    assert run_benchmark([*argv, "--all-cores", "--jobs", "2"]) == 2
+
+
 def test_workers_are_forked_only_while_this_process_runs_no_other_thread() -> None:
     code = "from mnist_nn.bench.executors import start_method; print(start_method())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -28,6 +28,7 @@ from mnist_nn.bench import (
     DaskScheduler,
     DataSource,
     Executor,
+    InProcess,
     ResultsDir,
     RunTask,
     SeedResult,
@@ -123,6 +124,13 @@ def add_accuracy_args(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="J",
         help="runs at once, each in its own process with one BLAS thread (default: 1, in this process)",
+    )
+    where.add_argument(
+        "--all-cores",
+        action="store_true",
+        help="one run at a time in this process on every core it may use, as train_mnist.py runs it (a "
+        "convolutional network steps on both cores of a two-core machine): times as a user sees them, and "
+        "counts a few images apart from the one-thread runs of --jobs, as between two BLAS thread counts",
     )
     where.add_argument(
         "--scheduler",
@@ -225,6 +233,10 @@ def accuracy_plan(args: argparse.Namespace) -> AccuracyPlan:
 
 def _executor(args: argparse.Namespace) -> tuple[Executor, int]:
     """--jobs (local processes) or --scheduler (a Dask cluster), and the jobs figure for the report."""
+    if args.all_cores:
+        if args.jobs is not None or args.scheduler is not None:
+            raise UsageError("--all-cores runs one seed at a time in this process: leave out --jobs and --scheduler")
+        return InProcess(all_cores=True), 1
     if args.scheduler is not None:
         if args.jobs is not None:
             raise UsageError(

@@ -110,7 +110,7 @@ def test_all_cores_runs_each_seed_as_train_mnist_does(
     mnist_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mnist_nn.bench.machine import blas_threads
-    from mnist_nn.train import feeds, split
+    from mnist_nn.train import split
 
     answers: list[bool] = []
     original = split.wanted
@@ -119,7 +119,7 @@ def test_all_cores_runs_each_seed_as_train_mnist_does(
         answers.append(original(network, m))
         return answers[-1]
 
-    monkeypatch.setattr(feeds.split, "wanted", wanted)
+    monkeypatch.setattr(split, "wanted", wanted)
     argv = ["accuracy", "--quick", "--seed-list", "2", "--layers", "conv4x5", "pool2", "dense10"]
     argv += ["--batch-size", "16", "--data-dir", str(mnist_cache)]
     alone = run_json([*argv, "--all-cores"], tmp_path / "alone.json")

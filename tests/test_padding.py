@@ -46,11 +46,12 @@ def _padded_cnn() -> Network:
     return Network(layers, input_size=64, dtype=np.float64, activation="relu", cost="log-likelihood", init="he")
 
 
-@pytest.mark.parametrize("blocked", [False, True], ids=["one-product", "per-offset"])
+@pytest.mark.parametrize("mode", ["one-product", "per-offset", "winograd"])
 def test_the_fast_step_of_padded_convolutions_is_the_textbook_update(
-    blocked: bool, monkeypatch: pytest.MonkeyPatch
+    mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(layers_module, "BLOCKED_SHARES_ROWS", 1 if blocked else 10**9)
+    monkeypatch.setattr(layers_module, "BLOCKED_SHARES_ROWS", 1 if mode == "per-offset" else 10**9)
+    monkeypatch.setattr(layers_module, "WINOGRAD_MIN_CHANNELS", 1 if mode == "winograd" else 10**9)
     net, twin = _padded_cnn(), _padded_cnn()
     x, y = _batch(8, 6, 64, 3)
     optimizer = Momentum(0.9)

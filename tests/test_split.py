@@ -32,6 +32,8 @@ from mnist_nn.train.step import Step
 
 CNN = ["conv6x5", "pool2", "conv8x3", "pool2", "dense30", "dense10"]
 CNN_BN = ["conv6x5", "bn", "pool2", "conv8x3", "bn", "pool2", "dense30", "bn", "dense10"]
+# Its second convolution steps by Winograd's F(2x2, 3x3) (32 channels, 14x14 maps).
+PADDED = ["conv32x3p1", "pool2", "conv8x3p1", "bn", "pool2", "dense30", "bn", "dense10"]
 
 
 def _network(specs: list[str], dtype: str = "float32") -> Network:
@@ -53,7 +55,7 @@ def _split_threads() -> list[threading.Thread]:
 
 @pytest.mark.parametrize("m", [8, 11, 64])
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
-@pytest.mark.parametrize("specs", [CNN, CNN_BN], ids=["cnn", "cnn-bn"])
+@pytest.mark.parametrize("specs", [CNN, CNN_BN, PADDED], ids=["cnn", "cnn-bn", "padded"])
 def test_a_split_step_moves_the_weights_as_the_one_thread_step_within_rounding(
     m: int, dropout: float, specs: list[str]
 ) -> None:

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from mnist_nn.errors import NonFiniteError
 from mnist_nn.nn.activations import ACTIVATIONS, IDENTITY, Activation, FloatArray
+from mnist_nn.nn.winograd import Tiles, TilesBackward, kernels_gradient, transform_kernels
 
 Shape = tuple[int, ...]
 
@@ -45,6 +46,9 @@ _matmul = np.matmul  # bound once: the fast step calls it three times per layer
 # A convolution's step with at least this many patch rows (m * H' * W') takes the delta below one
 # kernel offset at a time (see ``_ConvStep``): 4,096 at chapter 6's second layer at mini-batch 64.
 BLOCKED_SHARES_ROWS = 2048
+# A 3x3 convolution's step with an even output and at least this many input channels computes by
+# Winograd's F(2x2, 3x3) (see ``_WinogradConvStep``); with fewer, im2col's copies are cheap.
+WINOGRAD_MIN_CHANNELS = 32
 
 # Initializations by name: "normal" is Nielsen's chapter 1 (weights and biases N(0, 1)),
 # "fan-out" his chapter 6 (network3.py: weights N(0, 1/n_out), biases N(0, 1), a softmax layer 0).
@@ -711,7 +715,10 @@ class Conv2D(_FusedLayer):
         return dx[:, p : h - p, p : w - p, :].reshape(m, -1)
 
     def plan(self, m: int, *, ones_out: bool) -> LayerStep:
-        """Buffers for m rows (see ``_ConvStep``)."""
+        """Buffers for m rows (see ``_WinogradConvStep`` for the 3x3 kernels it takes, else ``_ConvStep``)."""
+        ho, wo, _ = self.output_shape
+        if self.kernel == 3 and ho % 2 == 0 and wo % 2 == 0 and self.image[2] >= WINOGRAD_MIN_CHANNELS:
+            return _WinogradConvStep(self, m, ones_out)
         return _ConvStep(self, m, ones_out)
 
     def describe(self) -> dict[str, Any]:
@@ -836,6 +843,66 @@ class _ConvStep(LayerStep):
         if self.padded_below is not None:
             p = self.pad
             np.copyto(self._interior_below, self.padded_below[:, p:-p, p:-p, :])
+
+
+class _WinogradConvStep(LayerStep):
+    """A 3x3 convolution's step by F(2x2, 3x3) (``mnist_nn.nn.winograd``): 16 products where im2col has 36.
+
+    The input is copied into the tiles' padded image buffer; the
+    kernels are transformed at each step (they change at every update), and
+    the transformed input, the products and their gradients are buffers of
+    the step. The update is the textbook one up to rounding.
+    """
+
+    def __init__(self, layer: Conv2D, m: int, ones_out: bool) -> None:
+        c, f = layer.image[2], layer.filters
+        ho, wo, _ = layer.output_shape
+        param = layer.params[0]
+        dtype = param.dtype
+        n_out = ho * wo * f
+        self.param = param
+        self.kernels = param[:-1].reshape(3, 3, c, f)
+        self.activation = layer.activation
+        self.tiles = Tiles(m, layer.image, layer.padding, f, dtype)
+        self.back = TilesBackward(self.tiles)
+        self.u = np.empty((16, c, f), dtype)  # the transformed kernels
+        self.u_t = self.u.transpose(0, 2, 1)
+        self.v_t = self.tiles.v.transpose(0, 2, 1)
+        self.d_u = np.empty((16, c, f), dtype)
+        self.out = np.ones((m, n_out + 1), dtype) if ones_out else np.empty((m, n_out), dtype)
+        self.output = output_rows(self.out, n_out)
+        self.a4 = self.output.reshape(m, ho, wo, f)
+        self.a_tiled = self.tiles.tiled(self.output)
+        self.out_t = self.out.T
+        self.delta = np.empty((m, n_out), dtype)
+        self.delta4 = self.delta.reshape(m, ho, wo, f)
+        self.delta2 = self.delta.reshape(m * ho * wo, f)
+        self.work = np.empty((m, ho, wo, f), dtype)
+        self.grad = np.empty_like(param)
+        self.grads = [self.grad]
+        self.grad_kernels = self.grad[:-1].reshape(3, 3, c, f)
+
+    def forward(self, x: FloatArray, rng: np.random.Generator) -> None:
+        """Copy x into the tiles' image; V = B^T d B, M = V @ U, z = A^T M A + b; the activation."""
+        self.tiles.load(x)
+        transform_kernels(self.kernels, self.u)
+        self.tiles.transform_input()
+        _matmul(self.tiles.v, self.u, out=self.tiles.products)
+        self.tiles.transform_output(self.param[-1])
+        self.activation.forward(self.tiles.z, out=self.a_tiled)  # back in the maps' order
+
+    def backward(self, x_t: FloatArray, below: FloatArray | None, output: bool) -> None:
+        """BP2's derivative factor; dM = A dY A^T; the kernels' gradient G^T (V^T dM) G; the delta below."""
+        if not output:
+            self.activation.scale_by_derivative(self.a4, self.delta4, self.work)
+        back = self.back
+        back.transform_delta(self.delta)
+        _matmul(self.v_t, back.d_products, out=self.d_u)
+        kernels_gradient(self.d_u, self.grad_kernels)
+        np.sum(self.delta2, axis=0, out=self.grad[-1])
+        if below is not None:
+            _matmul(back.d_products, self.u_t, out=back.d_v)
+            back.delta_below(below)
 
 
 class _Pool2D(Layer):

@@ -63,7 +63,8 @@ def fit(
 
     Args:
         run: trained in place; a run that has trained some epochs continues from the next one.
-        images, labels: (n, n_in) floats in [0, 1] or uint8 pixels (kept as pixels); (n,) class labels.
+        images: (n, n_in) floats in [0, 1] or uint8 pixels (kept as pixels).
+        labels: (n,) class labels.
         validation: ``(images, labels)`` counted after every epoch; the best epoch's weights go to ``run.best_params``.
         monitor_cost: record each epoch's mean cost over its mini-batches, as trained.
         on_epoch: ``on_epoch(record, run)`` after each epoch, once the best weights and the snapshot are updated.

@@ -21,6 +21,7 @@ from mnist_nn.config import IMAGE_SIDE
 from mnist_nn.nn.activations import FloatArray
 from mnist_nn.nn.network import Network
 from mnist_nn.nn.transforms import shift_into
+from mnist_nn.train.augment import parse_augment
 
 SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # (rows down, columns right): the image and its 4 shifts
 
@@ -30,6 +31,18 @@ class TTA:
     """Which copies of each image a network answers: the image and its 4 one-pixel shifts, mirrored if ``mirror``."""
 
     mirror: bool = False
+
+    @classmethod
+    def for_training(cls, augment: str | None) -> TTA:
+        """The copies for a network trained with the ``--augment`` spec ``augment``: mirrored ones when it mirrored.
+
+        An unreadable spec gives the unmirrored copies (the model file's own check says so where it matters).
+        """
+        try:
+            mirror = bool(augment) and parse_augment(augment or "").flip > 0
+        except ValueError:
+            mirror = False
+        return cls(mirror=mirror)
 
     @property
     def copies(self) -> int:

@@ -20,9 +20,13 @@ import numpy as np
 import pytest
 
 from mnist_nn.bench import BLAS_THREAD_VARIABLES, Stats, TrainingShape, executors, single_blas_thread_env
-from mnist_nn.bench.accuracy import ensemble_count
+from mnist_nn.bench.accuracy import ensemble_count, train_seed
 from mnist_nn.bench.machine import helper_info
 from mnist_nn.cli.benchmark import benchmark_main
+from mnist_nn.config import PRESETS
+from mnist_nn.data import MnistData
+from mnist_nn.train import Run, fit
+from mnist_nn.tta import TTA, tta_probabilities
 
 COUNT_FIELDS = (
     "seed",
@@ -361,6 +365,53 @@ def test_accuracy_ensemble_is_reported_beside_the_mean(
     # Without --ensemble there is none.
     plain = run_json(["accuracy", "--quick", "--seeds", "1", "--data-dir", str(mnist_cache)], tmp_path / "p.json")
     assert plain["summary"]["ensemble"] is None
+
+
+def test_accuracy_tta_counts_each_run_and_the_ensemble_without_changing_their_training(
+    mnist_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["accuracy", "--quick", "--seeds", "2", "--augment", "none,shift=1", "--data-dir", str(mnist_cache)]
+    plain = run_json([*argv, "--ensemble"], tmp_path / "plain.json")
+    tta = run_json([*argv, "--ensemble", "--tta"], tmp_path / "tta.json")
+    for a, b in zip(plain["runs"], tta["runs"], strict=True):
+        assert {k: v for k, v in b.items() if "tta" not in k and k != "seconds"} == {
+            k: v for k, v in a.items() if k != "seconds"
+        }  # the same training and served weights
+        assert 5_000 < b["validation_correct_tta"] <= 10_000 and 5_000 < b["test_correct_tta"] <= 10_000
+        assert b["test_accuracy_tta"] == b["test_correct_tta"] / 10_000
+        assert "test_correct_tta" not in a
+    summary = tta["summary"]
+    counts = [r["test_correct_tta"] / 10_000 for r in tta["runs"]]
+    assert summary["test_accuracy_tta"]["mean"] == pytest.approx(sum(counts) / 2)
+    assert summary["ensemble"]["test_correct"] == plain["summary"]["ensemble"]["test_correct"]
+    k = summary["ensemble"]["tta_test_correct"]
+    assert 5_000 < k <= 10_000 and "test_accuracy_tta" not in plain["summary"]
+    assert "tta_test_correct" not in plain["summary"]["ensemble"]
+    assert benchmark_main([*argv, "--ensemble", "--tta"]) == 0
+    out = capsys.readouterr().out
+    assert "| validation with TTA | test with TTA |" in out
+    assert "averaged over 5 copies, the image and its 4 one-pixel shifts;" in out  # no mirror without flip=
+    assert f"with TTA {k} / 10000 ({k / 100:.2f}%)" in out
+
+
+def test_a_run_tested_with_tta_counts_its_served_weights_on_their_copies(mnist: MnistData) -> None:
+    config = dataclasses.replace(PRESETS["fashion-mlp"], epochs=2, augment="none,flip=0.5", seed=4)
+    result = train_seed(config, mnist, 2_000, keep_probabilities=True, tta=True)
+    run = Run.start(config)
+    fit(
+        run,
+        mnist.train.images[:2_000],
+        mnist.train.labels[:2_000],
+        validation=(mnist.validation.images, mnist.validation.labels),
+        monitor_cost=False,
+    )
+    served = run.served_network()
+    copies = TTA(mirror=True)  # the configuration mirrors, so its copies do too
+    for split, count in ((mnist.validation, result.validation_correct_tta), (mnist.test, result.test_correct_tta)):
+        expected = np.argmax(tta_probabilities(served, split.images, copies), axis=1) == split.labels
+        assert count == int(np.count_nonzero(expected))
+    assert result.test_probabilities_tta is not None and result.test_probabilities_tta.shape == (10_000, 10)
+    assert result.test_correct == served.count_correct(*mnist.test)
 
 
 def test_ensemble_count_takes_the_most_probable_class_of_the_average() -> None:

@@ -7,6 +7,7 @@ Runs are tiny (one epoch on a few hundred images) and go through
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -167,6 +168,11 @@ def test_one_configuration_keeps_the_accuracy_report_and_counts_its_stored_runs(
     doc = run_json(argv, tmp_path / "b.json")
     assert doc["from_results"] == 2 and [r["seed"] for r in doc["runs"]] == [1, 2]
     assert "Runs: 2 (2 read back from" in capsys.readouterr().out
+    # Counts with test-time augmentation are kept under names of their own, and read back as well.
+    tta = run_json([*argv, "--tta"], tmp_path / "c.json")
+    assert tta["from_results"] == 0 and all(isinstance(r["test_correct_tta"], int) for r in tta["runs"])
+    assert len(list((tmp_path / "r").glob("run-*-seed*-tta.json"))) == 2
+    assert run_json([*argv, "--tta"], tmp_path / "d.json")["runs"] == tta["runs"]
 
 
 def test_a_failed_run_is_reported_with_its_reason_and_the_others_go_on(
@@ -270,6 +276,8 @@ def test_a_dask_task_and_its_outcome_travel_as_json_text_and_come_back_equal() -
     text = task_to_json(task)
     assert json.loads(text)["train_size"] == 1234
     assert task_from_json(text) == task
+    with_tta = dataclasses.replace(task, tta=True)
+    assert task_from_json(task_to_json(with_tta)) == with_tta and "tta" not in json.loads(text)
     result = SeedResult(
         seed=3, served_epoch=2, validation_correct=9000, test_correct=8990, last_epoch=3,
         last_validation_correct=8995, last_test_correct=8980, validation_total=10000,

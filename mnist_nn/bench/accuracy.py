@@ -24,6 +24,7 @@ from mnist_nn.bench.machine import blas_threads
 from mnist_nn.config import TRAIN_SIZE, TrainConfig
 from mnist_nn.data import MnistData
 from mnist_nn.train import Run, fit
+from mnist_nn.tta import TTA, tta_probabilities
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class SeedResult:
     blas_threads: int | None  # what the process that ran it used, when known
     # The served weights' output probabilities on the test set, kept for an ensemble.
     test_probabilities: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+    # The served weights' counts with test-time augmentation (``mnist_nn.tta``), when asked.
+    validation_correct_tta: int | None = None
+    test_correct_tta: int | None = None
+    # Their test probabilities with test-time augmentation, kept for an ensemble.
+    test_probabilities_tta: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
     @property
     def test_accuracy(self) -> float:
@@ -54,10 +60,25 @@ class SeedResult:
         """validation_correct / validation_total, in [0, 1]."""
         return self.validation_correct / self.validation_total
 
+    @property
+    def test_accuracy_tta(self) -> float | None:
+        """test_correct_tta / test_total, when test-time augmentation was asked for."""
+        return None if self.test_correct_tta is None else self.test_correct_tta / self.test_total
+
+    @property
+    def validation_accuracy_tta(self) -> float | None:
+        """validation_correct_tta / validation_total, when test-time augmentation was asked for."""
+        return None if self.validation_correct_tta is None else self.validation_correct_tta / self.validation_total
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, accuracies included (the probabilities left out)."""
+        """A JSON-ready dict, accuracies included (the probabilities left out, the TTA counts only when asked)."""
         d = asdict(self)
-        del d["test_probabilities"]
+        del d["test_probabilities"], d["test_probabilities_tta"]
+        if self.test_correct_tta is None:
+            del d["validation_correct_tta"], d["test_correct_tta"]
+        else:
+            d["test_accuracy_tta"] = self.test_accuracy_tta
+            d["validation_accuracy_tta"] = self.validation_accuracy_tta
         d["test_accuracy"] = self.test_accuracy
         d["validation_accuracy"] = self.validation_accuracy
         return d
@@ -83,6 +104,21 @@ class SeedResult:
         threads = d.get("blas_threads")
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)):
             raise ValueError(f"expected blas_threads as an integer or null, got {threads!r}")
+        tta: dict[str, int | None] = {}
+        for name in ("validation_correct_tta", "test_correct_tta"):
+            value = d.get(name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"expected {name} as an integer >= 0 or absent, got {value!r}")
+            tta[name] = value
+        if (tta["validation_correct_tta"] is None) != (tta["test_correct_tta"] is None):
+            raise ValueError("expected validation_correct_tta and test_correct_tta both or neither")
+        for count, total in (
+            ("validation_correct_tta", "validation_total"),
+            ("test_correct_tta", "test_total"),
+        ):
+            value = tta[count]
+            if value is not None and value > values[total]:
+                raise ValueError(f"expected {count} <= {total}, got {value} and {values[total]}")
         for count, total in (
             ("validation_correct", "validation_total"),
             ("last_validation_correct", "validation_total"),
@@ -93,7 +129,13 @@ class SeedResult:
                 raise ValueError(f"expected {count} <= {total} > 0, got {values[count]} and {values[total]}")
         if not 1 <= values["served_epoch"] <= values["last_epoch"]:
             raise ValueError(f"expected 1 <= served_epoch <= last_epoch, got {values['served_epoch']}")
-        return cls(**values, seconds=float(seconds), blas_threads=threads)
+        return cls(
+            **values,
+            seconds=float(seconds),
+            blas_threads=threads,
+            validation_correct_tta=tta["validation_correct_tta"],
+            test_correct_tta=tta["test_correct_tta"],
+        )
 
 
 _COUNT_FIELDS = (
@@ -125,6 +167,22 @@ class AccuracyReport:
     from_results: int = 0  # runs read back from that folder rather than trained
     failures: list[dict[str, Any]] = field(default_factory=list)  # {"seed", "reason"} of each failed run
     dataset: str = "mnist"
+    ensemble_tta_correct: int | None = None  # the same with test-time augmentation, when asked
+
+    @property
+    def tta(self) -> bool:
+        """Whether the runs were also tested with test-time augmentation."""
+        return all(r.test_correct_tta is not None for r in self.runs)
+
+    @property
+    def test_accuracy_tta(self) -> Stats | None:
+        """Test accuracy of the served weights with test-time augmentation over the runs, when asked."""
+        return Stats.of([r.test_accuracy_tta or 0.0 for r in self.runs]) if self.tta else None
+
+    @property
+    def validation_accuracy_tta(self) -> Stats | None:
+        """Validation accuracy of the served weights with test-time augmentation over the runs, when asked."""
+        return Stats.of([r.validation_accuracy_tta or 0.0 for r in self.runs]) if self.tta else None
 
     @property
     def ensemble_accuracy(self) -> float | None:
@@ -154,7 +212,7 @@ class AccuracyReport:
         return [r.seed for r in self.runs]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+        """A JSON-ready dict (the TTA figures only when asked)."""
         config = self.config.to_dict()
         del config["seed"]  # each run has its own
         return {
@@ -181,9 +239,27 @@ class AccuracyReport:
                     "networks": len(self.runs),
                     "test_correct": self.ensemble_correct,
                     "test_accuracy": self.ensemble_accuracy,
+                    **self._ensemble_tta(),
                 },
+                **self._tta_summary(),
             },
             "environment": self.environment,
+        }
+
+    def _tta_summary(self) -> dict[str, Any]:
+        """The summary's TTA accuracies, when asked."""
+        test, validation = self.test_accuracy_tta, self.validation_accuracy_tta
+        if test is None or validation is None:
+            return {}
+        return {"test_accuracy_tta": asdict(test), "validation_accuracy_tta": asdict(validation)}
+
+    def _ensemble_tta(self) -> dict[str, Any]:
+        """The ensemble's count with test-time augmentation, when asked."""
+        if self.ensemble_tta_correct is None:
+            return {}
+        return {
+            "tta_test_correct": self.ensemble_tta_correct,
+            "tta_test_accuracy": self.ensemble_tta_correct / self.runs[0].test_total,
         }
 
 
@@ -193,6 +269,7 @@ def train_seed(
     train_size: int = TRAIN_SIZE,
     on_epoch: Callable[[], None] | None = None,
     keep_probabilities: bool = False,
+    tta: bool = False,
 ) -> SeedResult:
     """Train ``config`` on the first ``train_size`` training images and count what it gets right.
 
@@ -202,6 +279,8 @@ def train_seed(
         train_size: how many of the training images to train on.
         on_epoch: called after every epoch.
         keep_probabilities: keep the served weights' test output probabilities (for an ensemble).
+        tta: also count the served weights' validation and test answers with test-time augmentation
+            (the copies ``TTA.for_training`` gives for the configuration's augmentation).
 
     Returns:
         The served and last epochs' validation and test counts.
@@ -221,6 +300,16 @@ def train_seed(
     best, last = run.history.best(), run.history.epochs[-1]
     assert best is not None and best.validation_correct is not None and best.validation_total is not None
     assert last.validation_correct is not None
+    tta_counts: dict[str, Any] = {}
+    if tta:
+        copies = TTA.for_training(config.augment)
+        validation_probs = tta_probabilities(served, data.validation.images, copies)
+        test_probs = tta_probabilities(served, data.test.images, copies).astype(np.float32)
+        tta_counts = {
+            "validation_correct_tta": _count(validation_probs, data.validation.labels),
+            "test_correct_tta": _count(test_probs, data.test.labels),
+            "test_probabilities_tta": test_probs if keep_probabilities else None,
+        }
     return SeedResult(
         seed=config.seed,
         served_epoch=best.epoch,
@@ -234,12 +323,17 @@ def train_seed(
         seconds=seconds,
         blas_threads=blas_threads(),
         test_probabilities=served.probabilities(data.test.images).astype(np.float32) if keep_probabilities else None,
+        **tta_counts,
     )
+
+
+def _count(probabilities: npt.NDArray[np.floating[Any]], labels: npt.ArrayLike) -> int:
+    """How many rows' most probable class is their label."""
+    return int(np.count_nonzero(np.argmax(probabilities, axis=1) == np.asarray(labels)))
 
 
 def ensemble_count(probabilities: Sequence[npt.NDArray[np.float32] | None], labels: npt.ArrayLike) -> int:
     """How many labels the averaged probabilities' most probable class gets right."""
     if not probabilities or any(p is None for p in probabilities):
         raise ValueError("expected every run's test probabilities for the ensemble")
-    mean = np.mean([p for p in probabilities if p is not None], axis=0)
-    return int(np.count_nonzero(np.argmax(mean, axis=1) == np.asarray(labels)))
+    return _count(np.mean([p for p in probabilities if p is not None], axis=0), labels)

@@ -65,6 +65,7 @@ class RunTask:
     train_size: int  # train on the first this many training images
     source: DataSource  # where the worker finds MNIST (None fields: the worker's own defaults)
     keep_probabilities: bool = False  # return the test output probabilities (for an ensemble)
+    tta: bool = False  # also count with test-time augmentation
 
 
 def canonical_json(obj: Any) -> str:
@@ -85,8 +86,12 @@ def configuration_key(config: TrainConfig, train_size: int, dataset: str = "mnis
 
 
 def run_key(task: RunTask) -> str:
-    """A stable name of one run, from its configuration, training size, data set and seed: '<16 hex>-seed<S>'."""
-    return f"{configuration_key(task.config, task.train_size, task.source.dataset)}-seed{task.config.seed}"
+    """A stable name of one run, from its configuration, training size, data set and seed: '<16 hex>-seed<S>'.
+
+    A run also tested with test-time augmentation ends in '-tta'.
+    """
+    key = f"{configuration_key(task.config, task.train_size, task.source.dataset)}-seed{task.config.seed}"
+    return f"{key}-tta" if task.tta else key
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,9 @@ def _execute(task: RunTask, on_epoch: EpochDone | None = None) -> Outcome:
     """Load the data and train; a package error (a failed verification, a diverged run) is a failure."""
     try:
         data = _load(task.source, task.config.dtype)
-        return train_seed(task.config, data, task.train_size, on_epoch, keep_probabilities=task.keep_probabilities)
+        return train_seed(
+            task.config, data, task.train_size, on_epoch, keep_probabilities=task.keep_probabilities, tta=task.tta
+        )
     except MnistNNError as exc:
         return TaskFailure(f"{exc} (on {socket.gethostname()})")
 
@@ -147,6 +154,7 @@ def task_to_json(task: RunTask) -> str:
             "data_dir": None if source.data_dir is None else str(source.data_dir),
             "mirror": source.mirror,
             "dataset": source.dataset,
+            **({"tta": True} if task.tta else {}),
         }
     )
 
@@ -154,8 +162,11 @@ def task_to_json(task: RunTask) -> str:
 def task_from_json(text: str) -> RunTask:
     """The inverse of ``task_to_json``; ValueError naming what is wrong."""
     doc = json.loads(text)
-    if not isinstance(doc, dict) or set(doc) != {"config", "train_size", "data_dir", "mirror", "dataset"}:
-        raise ValueError("expected a task object with config, train_size, data_dir, mirror and dataset")
+    if not isinstance(doc, dict) or set(doc) - {"tta"} != {"config", "train_size", "data_dir", "mirror", "dataset"}:
+        raise ValueError("expected a task object with config, train_size, data_dir, mirror, dataset and maybe tta")
+    tta = doc.get("tta", False)
+    if not isinstance(tta, bool):
+        raise ValueError(f"expected tta as true or false, got {tta!r}")
     train_size, data_dir, mirror, dataset = doc["train_size"], doc["data_dir"], doc["mirror"], doc["dataset"]
     if not isinstance(dataset, str) or not dataset:
         raise ValueError(f"expected dataset as a data set's name, got {dataset!r}")
@@ -164,7 +175,7 @@ def task_from_json(text: str) -> RunTask:
     if not all(v is None or isinstance(v, str) for v in (data_dir, mirror)):
         raise ValueError(f"expected data_dir and mirror as text or null, got {data_dir!r} and {mirror!r}")
     source = DataSource(None if data_dir is None else Path(data_dir), mirror, dataset)
-    return RunTask(config_from_dict(doc["config"]), train_size, source)
+    return RunTask(config_from_dict(doc["config"]), train_size, source, tta=tta)
 
 
 def outcome_to_json(outcome: Outcome) -> str:

@@ -104,6 +104,8 @@ class ResultsDir:
             raise StoredResultError(f"{path}: {exc}") from None
         if result.seed != task.config.seed:
             raise StoredResultError(f"{path}: holds seed {result.seed}, not {task.config.seed}")
+        if task.tta and result.test_correct_tta is None:
+            raise StoredResultError(f"{path}: holds no counts with test-time augmentation")
         return result
 
     def save(self, task: RunTask, result: SeedResult) -> Path:
@@ -135,7 +137,8 @@ def _identity(task: RunTask) -> dict[str, Any]:
     MNIST, the default, is left out, so that the names of MNIST's results do not depend on it.
     """
     dataset = {"dataset": task.source.dataset} if task.source.dataset != "mnist" else {}
-    return {"config": task.config.to_dict(), "train_size": task.train_size, **dataset}
+    tta = {"tta": True} if task.tta else {}
+    return {"config": task.config.to_dict(), "train_size": task.train_size, **dataset, **tta}
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class PointReport:
     failures: list[dict[str, Any]]  # {"seed", "reason"}
     from_results: int  # runs read back from the results folder
     ensemble_correct: int | None = None
+    ensemble_tta_correct: int | None = None  # with test-time augmentation, when asked
 
     @property
     def test_accuracy(self) -> Stats | None:
@@ -238,6 +242,7 @@ class SweepReport:
             runs=point.runs,
             environment=self.environment,
             ensemble_correct=point.ensemble_correct,
+            ensemble_tta_correct=point.ensemble_tta_correct,
             executor=self.executor,
             results=self.results,
             from_results=point.from_results,
@@ -284,6 +289,7 @@ def run_sweep(
     preset: str | None = None,
     grid: Mapping[str, Sequence[Any]] | None = None,
     ensemble: bool = False,
+    tta: bool = False,
     on_run: RunDone | None = None,
     on_epoch: Callable[[], None] | None = None,
     warn: Warn | None = None,
@@ -304,6 +310,8 @@ def run_sweep(
         preset, grid: for the report.
         ensemble: keep each run's test probabilities and count their average's correct answers
             per configuration (loads the test labels here; not with ``results``).
+        tta: also count each run's validation and test answers with test-time augmentation (and its
+            ensemble's, with ``ensemble``).
         on_run: called as each run finishes or is read back.
         on_epoch: called after each epoch, if the executor tells epochs.
         warn: called with one line for each stored file that cannot be used.
@@ -319,7 +327,7 @@ def run_sweep(
         raise ValueError("an ensemble needs every run's output probabilities, which the results folder does not keep")
     source = source if source is not None else DataSource()
     tasks = [
-        RunTask(replace(p.config, seed=seed), train_size, source, keep_probabilities=ensemble)
+        RunTask(replace(p.config, seed=seed), train_size, source, keep_probabilities=ensemble, tta=tta)
         for p in points
         for seed in seeds
     ]
@@ -358,10 +366,13 @@ def run_sweep(
             for i in mine
             if isinstance(o := outcomes[i], TaskFailure)
         ]
-        ensemble_correct = None
+        ensemble_correct = ensemble_tta_correct = None
         if labels is not None and runs and not failures:
             ensemble_correct = ensemble_count([r.test_probabilities for r in runs], labels)
-        reports.append(PointReport(point, runs, failures, sum(stored[i] for i in mine), ensemble_correct))
+            if tta:
+                ensemble_tta_correct = ensemble_count([r.test_probabilities_tta for r in runs], labels)
+        stored_runs = sum(stored[i] for i in mine)
+        reports.append(PointReport(point, runs, failures, stored_runs, ensemble_correct, ensemble_tta_correct))
     return SweepReport(
         preset=preset,
         grid={name: list(values) for name, values in (grid or {}).items()},
@@ -392,6 +403,7 @@ def accuracy_benchmark(
     preset: str | None = None,
     on_epochs: Callable[[int], None] | None = None,
     ensemble: bool = False,
+    tta: bool = False,
 ) -> AccuracyReport:
     """Train ``config`` once per seed and report every run's counts and their spread.
 
@@ -413,6 +425,7 @@ def accuracy_benchmark(
             (after each epoch with one job, after each run with several).
         ensemble: also count the test images that the average of the runs'
             output probabilities (their served weights') gets right.
+        tta: also count each run's (and the ensemble's) answers with test-time augmentation.
 
     Returns:
         The ``AccuracyReport``, runs in the order of ``seeds``.
@@ -440,6 +453,7 @@ def accuracy_benchmark(
         train_size=train_size,
         preset=preset,
         ensemble=ensemble,
+        tta=tta,
         on_run=on_run,
         on_epoch=tick,
     )

@@ -35,7 +35,6 @@ from mnist_nn.errors import ConfigError, MnistNNError, ModelFileError, OutputErr
 from mnist_nn.files import check_writable, json_text, write_output
 from mnist_nn.models import SavedModel, load_model
 from mnist_nn.text import describe_os_error, one_line, short
-from mnist_nn.train.augment import parse_augment
 from mnist_nn.tta import TTA
 
 __all__ = [
@@ -368,8 +367,4 @@ def model_tta(model: SavedModel) -> TTA:
     """The copies ``--tta`` answers for ``model``: mirrored ones too when its training mirrored images."""
     config = model.metadata.get("config")
     spec = config.get("augment") if isinstance(config, dict) else None
-    try:
-        mirror = bool(spec) and isinstance(spec, str) and parse_augment(spec).flip > 0
-    except ValueError:  # an unreadable spec: the model file's own check says so where it matters
-        mirror = False
-    return TTA(mirror=mirror)
+    return TTA.for_training(spec if isinstance(spec, str) else None)

@@ -62,6 +62,7 @@ from mnist_nn.cli.sweep import (
 from mnist_nn.cli.tables import markdown_table, plural, seeds_text, std_text
 from mnist_nn.config import IMAGE_PIXELS, NUM_CLASSES, TRAIN_SIZE
 from mnist_nn.errors import MnistNNError, OutputError
+from mnist_nn.tta import TTA
 
 DTYPES = ("float32", "float64")
 
@@ -285,6 +286,7 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
         "test counts are of the served weights (the best validation epoch's).",
         "",
     ]
+    tta = report.tta
     rows = [
         [
             str(r.seed),
@@ -292,6 +294,7 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
             str(r.validation_correct),
             str(r.test_correct),
             f"{100 * r.test_accuracy:.2f}",
+            *([str(r.validation_correct_tta), str(r.test_correct_tta)] if tta else []),
             str(r.last_validation_correct),
             str(r.last_test_correct),
             f"{r.seconds:.2f}",
@@ -300,8 +303,8 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
     ]
     t = report.test_accuracy
 
-    def mean_sd(counts: Sequence[int]) -> str:
-        stats = Stats.of([float(n) for n in counts])
+    def mean_sd(counts: Sequence[int | None]) -> str:
+        stats = Stats.of([float(n or 0) for n in counts])
         return f"{stats.mean:.1f} ± {std_text(stats.std, digits=1)}"
 
     rows.append(
@@ -311,6 +314,11 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
             mean_sd([r.validation_correct for r in runs]),
             mean_sd([r.test_correct for r in runs]),
             f"{100 * t.mean:.2f} ± {std_text(t.std, 100)} (min {100 * t.min:.2f}, max {100 * t.max:.2f})",
+            *(
+                [mean_sd([r.validation_correct_tta for r in runs]), mean_sd([r.test_correct_tta for r in runs])]
+                if tta
+                else []
+            ),
             mean_sd([r.last_validation_correct for r in runs]),
             mean_sd([r.last_test_correct for r in runs]),
             f"{report.seconds.mean:.2f}",
@@ -322,20 +330,34 @@ def format_accuracy(report: AccuracyReport) -> list[str]:
         "validation",
         "test",
         "test %",
+        *(["validation with TTA", "test with TTA"] if tta else []),
         f"last epoch ({c.epochs}) validation",
         "last epoch test",
         "seconds",
     ]
-    table = markdown_table(header, rows, "rrrrrrrr")
-    if report.ensemble_correct is None:
-        return lines + table
-    ensemble = (
-        f"Test (ensemble of {len(runs)}): {report.ensemble_correct} / {runs[0].test_total} correct "
-        f"({100 * (report.ensemble_accuracy or 0.0):.2f}%), "
-        f"from the averaged output probabilities of the served weights; "
-        f"the runs' mean is {100 * t.mean:.2f}%"
-    )
-    return [*lines, *table, "", ensemble]
+    table = markdown_table(header, rows, "r" * len(header))
+    notes = []
+    t_tta = report.test_accuracy_tta
+    if t_tta is not None:
+        copies = TTA.for_training(c.augment)
+        notes.append(
+            f"TTA: the served weights {copies.describe()}; test mean {100 * t_tta.mean:.2f}% "
+            f"± {std_text(t_tta.std, 100)} (min {100 * t_tta.min:.2f}, max {100 * t_tta.max:.2f})."
+        )
+    if report.ensemble_correct is not None:
+        with_tta = (
+            f"; with TTA {report.ensemble_tta_correct} / {runs[0].test_total} "
+            f"({100 * report.ensemble_tta_correct / runs[0].test_total:.2f}%)"
+            if report.ensemble_tta_correct is not None
+            else ""
+        )
+        notes.append(
+            f"Test (ensemble of {len(runs)}): {report.ensemble_correct} / {runs[0].test_total} correct "
+            f"({100 * (report.ensemble_accuracy or 0.0):.2f}%), "
+            f"from the averaged output probabilities of the served weights{with_tta}; "
+            f"the runs' mean is {100 * t.mean:.2f}%"
+        )
+    return lines + table + [line for note in notes for line in ("", note)]
 
 
 def _blas_lines(environment: dict[str, Any]) -> list[str]:

@@ -118,6 +118,14 @@ def add_accuracy_args(parser: argparse.ArgumentParser) -> None:
         help="also test the ensemble of the runs: the average of their output probabilities "
         "(each run's served weights), reported beside their mean (one configuration, local runs, no --results)",
     )
+    runs.add_argument(
+        "--tta",
+        action="store_true",
+        help="also count each run's validation and test answers with test-time augmentation, each image's "
+        "probabilities averaged over it and its 4 one-pixel shifts (and the mirror image of each for a "
+        "configuration that mirrors, --augment flip=), and with --ensemble the ensemble's too; kept in "
+        "--results under names of their own",
+    )
     where = parser.add_argument_group("where the runs go")
     where.add_argument(
         "--jobs",
@@ -382,6 +390,7 @@ def run_plan(plan: AccuracyPlan, args: argparse.Namespace, prog: str, progress: 
             preset=plan.preset,
             grid=plan.grid,
             ensemble=args.ensemble,
+            tta=args.tta,
             on_run=on_run,
             on_epoch=on_epoch,
             warn=warn,

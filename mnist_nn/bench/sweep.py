@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+import numpy.typing as npt
+
 from mnist_nn._version import __version__
 from mnist_nn.bench.accuracy import AccuracyReport, SeedResult, ensemble_count
 from mnist_nn.bench.common import DataSource, Stats
@@ -333,21 +335,13 @@ def run_sweep(
     ]
     outcomes: list[SeedResult | TaskFailure | None] = [None] * len(tasks)
     stored = [False] * len(tasks)
-    todo: list[int] = []
-    for i, task in enumerate(tasks):
-        result = None
-        if results is not None:
-            try:
-                result = results.load(task)
-            except StoredResultError as exc:
-                if warn is not None:
-                    warn(f"{exc}; running it again")
-        if result is None:
-            todo.append(i)
-            continue
-        outcomes[i], stored[i] = result, True
-        if on_run is not None:
-            on_run(task, result, True)
+    if results is not None:
+        for i, task in enumerate(tasks):
+            outcomes[i] = _read_back(results, task, warn)
+            stored[i] = outcomes[i] is not None
+            if on_run is not None and isinstance(result := outcomes[i], SeedResult):
+                on_run(task, result, True)
+    todo = [i for i, done in enumerate(stored) if not done]
     with contextlib.closing(executor.run([tasks[i] for i in todo], on_epoch)) as finished:
         for j, outcome in finished:
             i = todo[j]
@@ -366,13 +360,9 @@ def run_sweep(
             for i in mine
             if isinstance(o := outcomes[i], TaskFailure)
         ]
-        ensemble_correct = ensemble_tta_correct = None
-        if labels is not None and runs and not failures:
-            ensemble_correct = ensemble_count([r.test_probabilities for r in runs], labels)
-            if tta:
-                ensemble_tta_correct = ensemble_count([r.test_probabilities_tta for r in runs], labels)
-        stored_runs = sum(stored[i] for i in mine)
-        reports.append(PointReport(point, runs, failures, stored_runs, ensemble_correct, ensemble_tta_correct))
+        whole = labels is not None and runs and not failures
+        ensembles = _ensemble_counts(runs, labels, tta) if whole and labels is not None else (None, None)
+        reports.append(PointReport(point, runs, failures, sum(stored[i] for i in mine), *ensembles))
     return SweepReport(
         preset=preset,
         grid={name: list(values) for name, values in (grid or {}).items()},
@@ -384,6 +374,22 @@ def run_sweep(
         environment=environment_info(),
         dataset=source.dataset,
     )
+
+
+def _read_back(results: ResultsDir, task: RunTask, warn: Warn | None) -> SeedResult | None:
+    """``task``'s stored result, or None: there is none, or it cannot be used (said through ``warn``)."""
+    try:
+        return results.load(task)
+    except StoredResultError as exc:
+        if warn is not None:
+            warn(f"{exc}; running it again")
+        return None
+
+
+def _ensemble_counts(runs: Sequence[SeedResult], labels: npt.ArrayLike, tta: bool) -> tuple[int | None, int | None]:
+    """The test images the runs' averaged probabilities get right, and with test-time augmentation when ``tta``."""
+    with_tta = ensemble_count([r.test_probabilities_tta for r in runs], labels) if tta else None
+    return ensemble_count([r.test_probabilities for r in runs], labels), with_tta
 
 
 def local_executor(jobs: int) -> Executor:

@@ -69,8 +69,7 @@ def fit(
         monitor_cost: record each epoch's mean cost over its mini-batches, as trained.
         on_epoch: ``on_epoch(record, run)`` after each epoch, once the best weights and the snapshot are updated.
         on_progress: ``on_progress(examples_done, n)`` about 100 times an epoch.
-        helper: gather the chunks, and count part of the validation set, in a helper process (``prefetch.plan``:
-            None where it helps, True always on Linux, False never; whole-epoch feeds never); same results.
+        helper: gather chunks and count validation in a helper process (``prefetch.plan``: None where it helps).
 
     Raises:
         ValueError: data that does not fit the network, or a batch larger than the data.

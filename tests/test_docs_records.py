@@ -203,3 +203,33 @@ def _write_speed_blocks() -> None:
 
 if __name__ == "__main__":
     _write_speed_blocks()
+
+
+# The ablation table of the results page: each row names the `benchmark.py accuracy ... --json` command of its
+# record (in docs/records/ or docs/records/ablation/) and gives the record's validation accuracy over its
+# seeds, without and with test-time augmentation where the record has it; every ablation record has its row.
+ABLATIONS = sorted((ROOT / "docs" / "records" / "ablation").glob("*.json"))
+_ABLATION = re.compile(r"^## Ablation, on validation\n(?P<body>.*?)(?=^## |\Z)", re.S | re.M)
+
+
+def _ablation_rows() -> list[str]:
+    section = _ABLATION.search(RESULTS.read_text())
+    assert section is not None, "the results page has no section 'Ablation, on validation'"
+    return [line for line in section["body"].splitlines() if line.startswith("| ") and "--json docs/records/" in line]
+
+
+def test_the_ablation_table_reads_as_its_records() -> None:
+    rows = _ablation_rows()
+    named = [re.search(r"--json (docs/records/\S+\.json)`", row) for row in rows]
+    paths = [ROOT / match[1] for match in named if match is not None]
+    assert len(paths) == len(rows) and set(ABLATIONS) <= set(paths) and ABLATIONS
+    for row, path in zip(rows, paths, strict=True):
+        record = _record(path)
+        summary = record["summary"]
+        assert record["action"] == "accuracy" and len(record["runs"]) >= 2 and not record["failures"], path
+        validation = summary["validation_accuracy"]
+        assert f"| {_percent(validation['mean'])}% ± {_percent(validation['std'])} |" in row, (path, row)
+        with_tta = summary.get("validation_accuracy_tta")
+        cell = f"| {_percent(with_tta['mean'])}% ± {_percent(with_tta['std'])} |" if with_tta else "| |"
+        assert cell in row, (path, row)
+        assert f"| {', '.join(map(str, record['seeds']))} |" in row, (path, row)

@@ -124,8 +124,8 @@ def test_all_cores_runs_each_seed_as_train_mnist_does(
         return answers[-1]
 
     monkeypatch.setattr(split, "wanted", wanted)
-    argv = ["accuracy", "--quick", "--seed-list", "2", "--layers", "conv4x5", "pool2", "dense10"]
-    argv += ["--batch-size", "16", "--data-dir", str(mnist_cache)]
+    argv = ["accuracy", "--quick", "--seed-list", "2", "--layers", "conv4x5", "pool2", "dense10", "--epochs", "1"]
+    argv += ["--batch-size", "16", "--train-size", "1000", "--data-dir", str(mnist_cache)]
     alone = run_json([*argv, "--all-cores"], tmp_path / "alone.json")
     assert alone["executor"] == "1 job on every core" and alone["jobs"] == 1
     [run] = alone["runs"]
@@ -395,7 +395,9 @@ def test_accuracy_tta_counts_each_run_and_the_ensemble_without_changing_their_tr
 
 
 def test_a_run_tested_with_tta_counts_its_served_weights_on_their_copies(mnist: MnistData) -> None:
-    config = dataclasses.replace(PRESETS["fashion-mlp"], epochs=2, augment="none,flip=0.5", seed=4)
+    config = dataclasses.replace(
+        PRESETS["fashion-mlp"], layers=("dense64", "dense10"), epochs=2, augment="none,flip=0.5", seed=4
+    )
     result = train_seed(config, mnist, 2_000, keep_probabilities=True, tta=True)
     run = Run.start(config)
     fit(

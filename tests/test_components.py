@@ -275,7 +275,7 @@ def test_bad_component_options_are_refused() -> None:
 def test_each_preset_trains_one_short_epoch(name: str, mnist: MnistData) -> None:
     config = dataclasses.replace(PRESETS[name], epochs=1)
     # Convolutional presets take a shorter epoch: what is checked is that they build and train.
-    n = 2_000 if config.layers else 10_000
+    n = 1_000 if config.layers else 10_000
     run = fit(
         Run.start(config),
         mnist.train.images[:n],

@@ -179,9 +179,9 @@ def _fit(mnist: MnistData, monkeypatch: pytest.MonkeyPatch, *, splits: bool, lim
         before = threadpoolctl.threadpool_info()[0]["num_threads"]
         fit(
             run,
-            mnist.train.images[:3000],
-            mnist.train.labels[:3000],
-            validation=(mnist.validation.images[:2000], mnist.validation.labels[:2000]),
+            mnist.train.images[:2000],
+            mnist.train.labels[:2000],
+            validation=(mnist.validation.images[:1000], mnist.validation.labels[:1000]),
             on_progress=progress,
         )
         assert threadpoolctl.threadpool_info()[0]["num_threads"] == before  # restored after the epochs
@@ -192,7 +192,7 @@ def _fit(mnist: MnistData, monkeypatch: pytest.MonkeyPatch, *, splits: bool, lim
 def test_a_split_run_repeats_itself_and_ends_where_the_one_thread_runs_do(
     mnist: MnistData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two epochs of the ``cnn`` preset on 3,000 images: split twice, then one-thread with 2 and with 1 BLAS threads.
+    """Two epochs of the ``cnn`` preset on 2,000 images: split twice, then one-thread with 2 and with 1 BLAS threads.
 
     The one-thread step's own results change with the BLAS threads (the
     products sum in another order); the split run's counts must be as close
@@ -211,7 +211,7 @@ def test_a_split_run_repeats_itself_and_ends_where_the_one_thread_runs_do(
     spread = max(abs(x - y) for x, y in zip(counts[1], counts[2], strict=True))
     for got, want in zip(counts[0], counts[1], strict=True):
         assert abs(got - want) <= spread + 10, counts
-    assert min(counts[0]) > 1600, counts  # it learned: 80% of 2,000 after one epoch on 3,000 images
+    assert min(counts[0]) > 800, counts  # it learned: 80% of 1,000 after one epoch on 2,000 images
     assert not _split_threads()
 
 

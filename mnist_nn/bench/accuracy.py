@@ -23,6 +23,7 @@ from mnist_nn.bench.common import Stats
 from mnist_nn.bench.machine import blas_threads
 from mnist_nn.config import TRAIN_SIZE, TrainConfig
 from mnist_nn.data import MnistData
+from mnist_nn.metrics import count_matches
 from mnist_nn.train import Run, fit
 from mnist_nn.tta import TTA, tta_probabilities
 
@@ -329,7 +330,7 @@ def train_seed(
 
 def _count(probabilities: npt.NDArray[np.floating[Any]], labels: npt.ArrayLike) -> int:
     """How many rows' most probable class is their label."""
-    return int(np.count_nonzero(np.argmax(probabilities, axis=1) == np.asarray(labels)))
+    return count_matches(np.argmax(probabilities, axis=1), np.asarray(labels))
 
 
 def ensemble_count(probabilities: Sequence[npt.NDArray[np.float32] | None], labels: npt.ArrayLike) -> int:

@@ -32,6 +32,17 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
+def write_idx_pair(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, *, compress: bool) -> None:
+    """Write images (n, 28, 28) and labels (n,) as ``prefix``'s two IDX files in MNIST's names, gzip or plain."""
+    for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+        payload = idx_bytes(array)
+        name = f"{prefix}-{kind}-ubyte"
+        if compress:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(payload, 1))
+        else:
+            (folder / name).write_bytes(payload)
+
+
 def write_synthetic_mnist(folder: Path, n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> None:
     """Write four gzip IDX files in MNIST's names with random content of the given sizes."""
     rng = np.random.default_rng(seed)
@@ -39,8 +50,7 @@ def write_synthetic_mnist(folder: Path, n_train: int = 60_000, n_test: int = 10_
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images), 1))
-        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels), 1))
+        write_idx_pair(folder, prefix, images, labels, compress=True)
 
 
 def real_mirror(variable: str = MIRROR_ENV, example: str = "../shared/mnist") -> str:

@@ -178,18 +178,8 @@ def test_benchmark_accuracy_runs_on_the_data_set_and_keeps_its_results_apart(
 def test_a_preset_chosen_on_fashion_mnist_trains_on_it_unless_told_otherwise(tmp_path: Path, mnist_cache: Path) -> None:
     _fashion_mirror()
     record = tmp_path / "run.json"
-    argv = [
-        "--preset",
-        "fashion-mlp",
-        "--layers",
-        "dense32",
-        "dense10",
-        "--epochs",
-        "1",
-        "--quiet",
-        "--json",
-        str(record),
-    ]
+    argv = ["--preset", "fashion-mlp", "--layers", "dense32", "dense10", "--epochs", "1", "--quiet"]
+    argv += ["--json", str(record)]
     assert train_main([*argv, "--data-dir", str(tmp_path / "data")]) == 0
     assert json.loads(record.read_text())["dataset"] == "fashion-mnist"
     assert train_main([*argv, "--data-dir", str(mnist_cache), "--dataset", "mnist"]) == 0

@@ -201,10 +201,6 @@ def _write_speed_blocks() -> None:
     PERFORMANCE.write_text(_BLOCK.sub(block, PERFORMANCE.read_text()))
 
 
-if __name__ == "__main__":
-    _write_speed_blocks()
-
-
 # The ablation table of the results page: each row names the `benchmark.py accuracy ... --json` command of its
 # record (in docs/records/ or docs/records/ablation/) and gives the record's validation accuracy over its
 # seeds, without and with test-time augmentation where the record has it; every ablation record has its row.
@@ -233,3 +229,7 @@ def test_the_ablation_table_reads_as_its_records() -> None:
         cell = f"| {_percent(with_tta['mean'])}% ± {_percent(with_tta['std'])} |" if with_tta else "| |"
         assert cell in row, (path, row)
         assert f"| {', '.join(map(str, record['seeds']))} |" in row, (path, row)
+
+
+if __name__ == "__main__":
+    _write_speed_blocks()

@@ -26,7 +26,7 @@ from mnist_nn.train import Run, fit
 from mnist_nn.train.checkpoint import resume_run, save_run
 from mnist_nn.train.history import EpochRecord
 from mnist_nn.tta import TTA, tta_probabilities
-from tests.conftest import idx_bytes
+from tests.conftest import write_idx_pair
 from tests.test_app import _mnist_png
 
 pytestmark = pytest.mark.real_data
@@ -66,23 +66,20 @@ def test_a_resumed_cnn_plus_run_equals_an_uninterrupted_one(mnist: MnistData, tm
         np.testing.assert_array_equal(got, want)
 
 
-def _real_folder(mnist: MnistData, folder: Path, n_train: int = 6_000, n_test: int = 1_000) -> str:
+def _real_folder(cache: Path, folder: Path, n_train: int = 6_000, n_test: int = 1_000) -> str:
     """The first real MNIST images as a data set of MNIST's four files (5,000 train, 1,000 validate, 1,000 test)."""
+    raw = load_mnist(cache, dtype=np.uint8)
     folder.mkdir()
-    images = {"train": mnist.train.images[:n_train], "t10k": mnist.test.images[:n_test]}
-    labels = {"train": mnist.train.labels[:n_train], "t10k": mnist.test.labels[:n_test]}
-    for prefix in ("train", "t10k"):
-        pixels = np.rint(images[prefix] * 255).astype(np.uint8).reshape(-1, 28, 28)
-        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(pixels))
-        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels[prefix].astype(np.uint8)))
+    for prefix, split, n in (("train", raw.train, n_train), ("t10k", raw.test, n_test)):
+        write_idx_pair(folder, prefix, split.images[:n].reshape(-1, 28, 28), split.labels[:n], compress=False)
     return f"idx:{folder}"
 
 
 def test_a_cnn_plus_model_checkpoints_resumes_evaluates_predicts_shows_and_plots(
-    mnist: MnistData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mnist_cache: Path, mnist: MnistData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("matplotlib", reason="plot comes with the plot extra")
-    dataset = _real_folder(mnist, tmp_path / "digits")
+    dataset = _real_folder(mnist_cache, tmp_path / "digits")
     test = load_mnist(dataset=dataset).test
     model, data = tmp_path / "plus.npz", ["--quiet"]
     common = ["--preset", "cnn-plus", *SMALL, "--seed", "2", "--dataset", dataset, *data]

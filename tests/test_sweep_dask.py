@@ -51,6 +51,7 @@ def cluster(mnist_cache: Path) -> Iterator[str]:
         host="127.0.0.1",
         dashboard_address=None,
         worker_dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its HTTP server on a free port, not 8787
     ) as local:
         yield local.scheduler_address
 

@@ -10,6 +10,7 @@ import pytest
 
 from mnist_nn.cli import evaluate_main, train_main
 from mnist_nn.data import MnistData
+from mnist_nn.metrics import count_matches
 from mnist_nn.models import load_model
 
 SMALL_CNN = ["--layers", "conv4x5", "pool2", "dense10", "--activation", "relu", "--cost", "log-likelihood"]
@@ -76,7 +77,7 @@ def test_evaluate_ensemble_averages_the_output_probabilities(
     head = capsys.readouterr().out.splitlines()[0]
     nets = [load_model(p).network for p in paths]
     average = sum(net.probabilities(mnist.test.images) for net in nets) / 3
-    expected = int(np.count_nonzero(np.argmax(average, axis=1) == mnist.test.labels))
+    expected = count_matches(np.argmax(average, axis=1), mnist.test.labels)
     assert head == f"Test (ensemble of 3): {expected} / 10000 correct ({expected / 100:.2f}%)"
     assert evaluate_main([str(paths[0]), "--ensemble", "--data-dir", str(mnist_cache)]) == 2
     assert "--ensemble needs at least 2 models, got 1" in capsys.readouterr().err

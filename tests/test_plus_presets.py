@@ -21,6 +21,7 @@ from mnist_nn.cli.predict import predict_main
 from mnist_nn.cli.show import show_main
 from mnist_nn.config import PRESET_DATASETS, PRESETS
 from mnist_nn.data import MnistData, load_mnist
+from mnist_nn.metrics import count_matches
 from mnist_nn.models import load_model
 from mnist_nn.train import Run, fit
 from mnist_nn.train.checkpoint import resume_run, save_run
@@ -90,7 +91,7 @@ def test_a_cnn_plus_model_checkpoints_resumes_evaluates_predicts_shows_and_plots
     assert saved.metadata["config"]["label_smoothing"] == 0.1 and saved.metadata["epochs_completed"] == 2
     network = saved.network
     copies = tta_probabilities(network, test.images, TTA())
-    tta_correct = int(np.count_nonzero(np.argmax(copies, axis=1) == test.labels))
+    tta_correct = count_matches(np.argmax(copies, axis=1), test.labels)
     capsys.readouterr()
     assert evaluate_main([str(model), "--tta", *data]) == 0
     out = capsys.readouterr().out
